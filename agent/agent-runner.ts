@@ -1,0 +1,106 @@
+import { randomBytes } from "node:crypto";
+import { Backoff, DEFAULT_BACKOFF } from "../shared/backoff.js";
+import type { Welcome, WorkspaceDesiredState } from "../shared/gen/warren/v1/agent_pb.js";
+import type { Logger } from "../shared/logger.js";
+import { AgentSession, type SessionEnd } from "./agent-session.js";
+import type { PoolSettings } from "./tunnel-pool.js";
+
+export interface AgentRunnerOptions {
+  readonly servers: readonly URL[];
+  /** Read at every connect, so a token file can be rotated under a running agent. */
+  readonly token: () => string;
+  readonly ca?: Buffer;
+  readonly pool: PoolSettings;
+  readonly dialTimeoutMs: number;
+  readonly log: Logger;
+  readonly onReady?: (welcome: Welcome, server: URL) => void;
+  readonly onDesiredState?: (state: WorkspaceDesiredState) => void;
+  readonly onSession?: (session: AgentSession | undefined) => void;
+}
+
+/** Exit codes of warren-agent. */
+export const AgentExit = {
+  Ok: 0,
+  /** The server refused the token (invalid, expired, revoked) or the workspace is gone. */
+  Rejected: 1,
+  /** Bad command line or settings. */
+  Usage: 2,
+} as const;
+
+/**
+ * Keeps the agent connected: one session at a time, reconnecting with jittered exponential
+ * backoff, moving to the next server of the list after a failure, and giving up only when the
+ * server refuses the token.
+ */
+export class AgentRunner {
+  readonly #options: AgentRunnerOptions;
+  readonly instanceId = randomBytes(6).toString("hex");
+  readonly #backoff = new Backoff(DEFAULT_BACKOFF);
+  #session: AgentSession | undefined;
+  #stopping = false;
+  #wake: (() => void) | undefined;
+
+  constructor(options: AgentRunnerOptions) {
+    this.#options = options;
+  }
+
+  get session(): AgentSession | undefined {
+    return this.#session;
+  }
+
+  /** Runs until stopped or refused; resolves with the process exit code. */
+  async run(): Promise<number> {
+    const { servers, log } = this.#options;
+    let index = Math.floor(Math.random() * servers.length);
+    while (!this.#stopping) {
+      const server = servers[index % servers.length]!;
+      const session = new AgentSession({
+        server,
+        token: this.#options.token(),
+        ca: this.#options.ca,
+        instanceId: this.instanceId,
+        pool: this.#options.pool,
+        dialTimeoutMs: this.#options.dialTimeoutMs,
+        log,
+        onReady: (welcome) => {
+          this.#backoff.reset();
+          this.#options.onReady?.(welcome, server);
+        },
+        onDesiredState: this.#options.onDesiredState,
+      });
+      this.#session = session;
+      this.#options.onSession?.(session);
+      const end: SessionEnd = await session.run();
+      this.#session = undefined;
+      this.#options.onSession?.(undefined);
+      if (this.#stopping || end.kind === "closed") break;
+      if (end.kind === "rejected") {
+        log.error({ server: server.origin, reason: end.message }, "the server refused this agent; exiting");
+        return AgentExit.Rejected;
+      }
+      index++;
+      const delay = end.kind === "server-draining" ? Math.floor(Math.random() * 500) : this.#backoff.next();
+      log.warn({ server: server.origin, reason: end.message, retryInMs: delay }, "disconnected; reconnecting");
+      await this.#sleep(delay);
+    }
+    return AgentExit.Ok;
+  }
+
+  /** Graceful stop: no new connections, open ones finish within `timeoutMs`. */
+  async stop(timeoutMs: number): Promise<void> {
+    this.#stopping = true;
+    this.#wake?.();
+    await this.#session?.drain(timeoutMs);
+  }
+
+  #sleep(ms: number): Promise<void> {
+    return new Promise((resolve) => {
+      const timer = setTimeout(done, ms);
+      function done() {
+        clearTimeout(timer);
+        resolve();
+      }
+      this.#wake = done;
+    });
+  }
+}

@@ -1,0 +1,170 @@
+import {
+  formatDuration,
+  parseDuration,
+  parseHostPort,
+  parseIntegerIn,
+  parseNonEmpty,
+  parseOneOf,
+  setting,
+  type SettingsOf,
+} from "../shared/settings.js";
+import { LOG_LEVELS } from "../shared/logger.js";
+import type { LevelWithSilent } from "pino";
+
+const DNS_NAME = /^(?=.{1,253}$)([a-z0-9]([a-z0-9-]{0,61}[a-z0-9])?)(\.[a-z0-9]([a-z0-9-]{0,61}[a-z0-9])?)*$/;
+
+function parseRootDomain(raw: string): string {
+  const v = raw.trim().toLowerCase().replace(/\.$/, "");
+  if (!DNS_NAME.test(v)) throw new Error(`"${raw}" is not a DNS name`);
+  return v;
+}
+
+function parsePublicUrl(raw: string): string {
+  let url: URL;
+  try {
+    url = new URL(raw);
+  } catch {
+    throw new Error(`"${raw}" is not a URL`);
+  }
+  if (url.protocol !== "http:" && url.protocol !== "https:") throw new Error("must be an http or https URL");
+  if (url.pathname !== "/" || url.search || url.hash) throw new Error("must have no path, query or fragment");
+  return url.origin;
+}
+
+function duration(min: number, max: number) {
+  return (raw: string): number => {
+    const ms = parseDuration(raw);
+    if (ms < min || ms > max) throw new Error(`${raw} is out of range ${formatDuration(min)}-${formatDuration(max)}`);
+    return ms;
+  };
+}
+
+const optional = (raw: string): string | undefined => parseNonEmpty(raw);
+
+/** Settings of warren-server. Names and defaults are part of the public contract. */
+export const SERVER_SETTINGS = {
+  rootDomain: setting({
+    key: "rootDomain",
+    flag: "root-domain",
+    env: "WARREN_ROOT_DOMAIN",
+    description: "root domain; workspaces are {port}-{workspace}.{root}",
+    default: "warren.localhost",
+    parse: parseRootDomain,
+  }),
+  httpAddr: setting({
+    key: "httpAddr",
+    flag: "http-addr",
+    env: "WARREN_HTTP_ADDR",
+    description: "public HTTP listener (workspaces, control API, agent download)",
+    default: parseHostPort("127.0.0.1:8080"),
+    defaultText: "127.0.0.1:8080",
+    parse: parseHostPort,
+  }),
+  agentAddr: setting({
+    key: "agentAddr",
+    flag: "agent-addr",
+    env: "WARREN_AGENT_ADDR",
+    description: "agent gRPC listener",
+    default: parseHostPort("127.0.0.1:8150"),
+    defaultText: "127.0.0.1:8150",
+    parse: parseHostPort,
+  }),
+  observabilityAddr: setting({
+    key: "observabilityAddr",
+    flag: "observability-addr",
+    env: "WARREN_OBSERVABILITY_ADDR",
+    description: "metrics and health listener (/metrics, /healthz, /readyz)",
+    default: parseHostPort("127.0.0.1:8151"),
+    defaultText: "127.0.0.1:8151",
+    parse: parseHostPort,
+  }),
+  publicUrl: setting<string | undefined>({
+    key: "publicUrl",
+    flag: "public-url",
+    env: "WARREN_PUBLIC_URL",
+    description: "scheme and port people use to reach the HTTP listener, e.g. https://ws.example.com (workspace URLs are built from it)",
+    defaultText: "http://{root}:{http port}",
+    parse: parsePublicUrl,
+  }),
+  adminToken: setting<string | undefined>({
+    key: "adminToken",
+    flag: "admin-token",
+    env: "WARREN_ADMIN_TOKEN",
+    description: "admin token (at least 16 characters); generated and printed once at start when unset",
+    parse: (raw) => {
+      if (raw.length < 16) throw new Error("must be at least 16 characters");
+      return raw;
+    },
+  }),
+  logLevel: setting<LevelWithSilent>({
+    key: "logLevel",
+    flag: "log-level",
+    env: "WARREN_LOG_LEVEL",
+    description: "log level",
+    default: "info",
+    parse: parseOneOf(LOG_LEVELS),
+  }),
+  streamWaitTimeout: setting({
+    key: "streamWaitTimeout",
+    flag: "stream-wait-timeout",
+    env: "WARREN_STREAM_WAIT_TIMEOUT",
+    description: "how long a new connection waits for an idle tunnel stream before 503",
+    default: 3000,
+    defaultText: "3s",
+    parse: duration(0, 60_000),
+  }),
+  dialTimeout: setting({
+    key: "dialTimeout",
+    flag: "dial-timeout",
+    env: "WARREN_DIAL_TIMEOUT",
+    description: "how long the agent may take to connect to the workspace port before 504",
+    default: 10_000,
+    defaultText: "10s",
+    parse: duration(100, 300_000),
+  }),
+  upstreamTimeout: setting({
+    key: "upstreamTimeout",
+    flag: "upstream-timeout",
+    env: "WARREN_UPSTREAM_TIMEOUT",
+    description: "how long the app may take to start its HTTP response before 504",
+    default: 60_000,
+    defaultText: "60s",
+    parse: duration(100, 3_600_000),
+  }),
+  agentMaxStreams: setting({
+    key: "agentMaxStreams",
+    flag: "agent-max-streams",
+    env: "WARREN_AGENT_MAX_STREAMS",
+    description: "most tunnel streams one agent connection may hold",
+    default: 500,
+    parse: parseIntegerIn(1, 100_000),
+  }),
+  agentTokenTtl: setting({
+    key: "agentTokenTtl",
+    flag: "agent-token-ttl",
+    env: "WARREN_AGENT_TOKEN_TTL",
+    description: "lifetime of agent tokens issued with a workspace",
+    default: 7 * 86_400_000,
+    defaultText: "7d",
+    parse: duration(60_000, 366 * 86_400_000),
+  }),
+  shutdownTimeout: setting({
+    key: "shutdownTimeout",
+    flag: "shutdown-timeout",
+    env: "WARREN_SHUTDOWN_TIMEOUT",
+    description: "how long in-flight requests may run after SIGTERM",
+    default: 25_000,
+    defaultText: "25s",
+    parse: duration(0, 600_000),
+  }),
+  serverId: setting<string | undefined>({
+    key: "serverId",
+    flag: "server-id",
+    env: "WARREN_SERVER_ID",
+    description: "id of this server in logs and in the cluster",
+    defaultText: "hostname and a random suffix",
+    parse: optional,
+  }),
+};
+
+export type ServerConfig = SettingsOf<typeof SERVER_SETTINGS>;

@@ -1,0 +1,29 @@
+/**
+ * Events every server of a cluster must see: in memory for one server, Redis pub/sub in
+ * cluster mode.
+ */
+export type ClusterEvent =
+  /** The workspace was deleted or terminated, or its agent token revoked: drop its agents. */
+  | { readonly type: "workspace-revoked"; readonly workspace: string; readonly reason: string }
+  /** The workspace record changed (ports, state): refresh caches. */
+  | { readonly type: "workspace-changed"; readonly workspace: string };
+
+export interface EventBus {
+  /** Delivers the event to every subscriber on every server, this one included. */
+  publish(event: ClusterEvent): Promise<void>;
+  /** Returns a function that unsubscribes. Handlers must not throw. */
+  subscribe(handler: (event: ClusterEvent) => void): () => void;
+}
+
+export class LocalEventBus implements EventBus {
+  readonly #handlers = new Set<(event: ClusterEvent) => void>();
+
+  async publish(event: ClusterEvent): Promise<void> {
+    for (const handler of [...this.#handlers]) handler(event);
+  }
+
+  subscribe(handler: (event: ClusterEvent) => void): () => void {
+    this.#handlers.add(handler);
+    return () => this.#handlers.delete(handler);
+  }
+}

@@ -1,0 +1,39 @@
+import type { ServerResponse } from "node:http";
+import type { Duplex } from "node:stream";
+import { STATUS_CODES } from "node:http";
+import { WarrenError } from "../../shared/errors.js";
+import { httpStatusOf } from "../../shared/http-status.js";
+
+/** Answers with the error's status and a short text body that says what happened. */
+export function sendError(res: ServerResponse, err: unknown): void {
+  const e = WarrenError.from(err);
+  const status = httpStatusOf(e.code);
+  const body = `${e.message}\n`;
+  if (res.headersSent) {
+    res.destroy();
+    return;
+  }
+  res.writeHead(status, {
+    "content-type": "text/plain; charset=utf-8",
+    "content-length": Buffer.byteLength(body),
+    "cache-control": "no-store",
+    "x-warren-error": e.code,
+  });
+  res.end(body);
+}
+
+/** The same answer written raw on a socket whose upgrade we refuse. */
+export function sendUpgradeError(socket: Duplex, err: unknown): void {
+  const e = WarrenError.from(err);
+  const status = httpStatusOf(e.code);
+  const body = `${e.message}\n`;
+  if (socket.destroyed) return;
+  socket.end(
+    `HTTP/1.1 ${status} ${STATUS_CODES[status] ?? ""}\r\n` +
+      "Content-Type: text/plain; charset=utf-8\r\n" +
+      `Content-Length: ${Buffer.byteLength(body)}\r\n` +
+      `X-Warren-Error: ${e.code}\r\n` +
+      "Connection: close\r\n\r\n" +
+      body,
+  );
+}

@@ -1,0 +1,119 @@
+import http, { type IncomingMessage, type ServerResponse } from "node:http";
+import { ErrorCode, WarrenError } from "../../shared/errors.js";
+import type { Logger } from "../../shared/logger.js";
+import { sendError } from "./error-response.js";
+import { requestHeadersForUpstream, responseHeadersForClient, type ForwardedInfo } from "./headers.js";
+import type { TunnelHttpAgent, TunnelRequestArgs } from "./tunnel-http-agent.js";
+
+export interface ProxyTarget {
+  readonly workspace: string;
+  readonly port: number;
+}
+
+export interface ReverseProxyOptions {
+  readonly agent: TunnelHttpAgent;
+  /** How long the app may take to start its response. */
+  readonly upstreamTimeoutMs: number;
+  readonly log: Logger;
+  readonly filterCookie?: (cookie: string) => string | undefined;
+  /** Observes each finished request (metrics). */
+  readonly onResponse?: (status: number, startedAt: bigint) => void;
+}
+
+const IDEMPOTENT = new Set(["GET", "HEAD", "OPTIONS", "TRACE"]);
+
+/**
+ * The HTTP reverse proxy onto tunnel streams: per-request routing, keep-alive upstream
+ * connections, bodies streamed both ways with backpressure, X-Forwarded-* set, hop-by-hop
+ * headers dropped, and a short text answer for every failure.
+ */
+export class ReverseProxy {
+  readonly #options: ReverseProxyOptions;
+
+  constructor(options: ReverseProxyOptions) {
+    this.#options = options;
+  }
+
+  handle(req: IncomingMessage, res: ServerResponse, target: ProxyTarget, forwarded: ForwardedInfo): void {
+    const startedAt = process.hrtime.bigint();
+    const headers = requestHeadersForUpstream(req, forwarded, { filterCookie: this.#options.filterCookie });
+    const chunked = /\bchunked\b/i.test(req.headers["transfer-encoding"] ?? "");
+    if (chunked) headers.push("Transfer-Encoding", "chunked");
+    const hasBody = chunked || (req.headers["content-length"] !== undefined && req.headers["content-length"] !== "0");
+    const method = req.method ?? "GET";
+    const canRetry = IDEMPOTENT.has(method) && !hasBody;
+    const finish = (status: number) => this.#options.onResponse?.(status, startedAt);
+    res.once("finish", () => finish(res.statusCode));
+
+    const attempt = (retriesLeft: number) => {
+      const args: TunnelRequestArgs = {
+        agent: this.#options.agent,
+        workspace: target.workspace,
+        workspacePort: target.port,
+        host: "127.0.0.1",
+        port: target.port,
+        method,
+        path: req.url ?? "/",
+        headers: headers as unknown as http.OutgoingHttpHeaders,
+        setHost: false,
+      };
+      const upstream = http.request(args);
+      let responded = false;
+      const timer = setTimeout(() => {
+        upstream.destroy(
+          new WarrenError(
+            ErrorCode.DeadlineExceeded,
+            `port ${target.port} of workspace "${target.workspace}" did not respond within ${this.#options.upstreamTimeoutMs} ms`,
+          ),
+        );
+      }, this.#options.upstreamTimeoutMs);
+      const onClientGone = () => {
+        if (!res.writableFinished) upstream.destroy();
+      };
+      res.once("close", onClientGone);
+
+      upstream.on("response", (upRes) => {
+        responded = true;
+        clearTimeout(timer);
+        res.writeHead(
+          upRes.statusCode ?? 502,
+          upRes.statusMessage,
+          responseHeadersForClient(upRes.rawHeaders, upRes.headers.connection) as unknown as http.OutgoingHttpHeaders,
+        );
+        upRes.pipe(res);
+        upRes.on("error", () => res.destroy());
+        upRes.on("aborted", () => res.destroy());
+      });
+      upstream.on("error", (err) => {
+        clearTimeout(timer);
+        res.off("close", onClientGone);
+        if (res.destroyed) return;
+        if (responded) {
+          res.destroy();
+          return;
+        }
+        // A kept-alive connection the app closed as we reused it: safe to retry once.
+        if (retriesLeft > 0 && upstream.reusedSocket && !(err instanceof WarrenError && err.code === ErrorCode.DeadlineExceeded)) {
+          attempt(retriesLeft - 1);
+          return;
+        }
+        sendError(res, upstreamError(err, target));
+      });
+      if (hasBody) {
+        req.pipe(upstream);
+        req.on("aborted", () => upstream.destroy());
+      } else {
+        upstream.end();
+      }
+    };
+    attempt(canRetry ? 1 : 0);
+  }
+}
+
+function upstreamError(err: unknown, target: ProxyTarget): WarrenError {
+  if (err instanceof WarrenError) return err;
+  return new WarrenError(
+    ErrorCode.BadGateway,
+    `connection to port ${target.port} of workspace "${target.workspace}" failed: ${(err as Error).message}`,
+  );
+}

@@ -1,0 +1,75 @@
+import type { IncomingMessage } from "node:http";
+import type { Duplex } from "node:stream";
+import { ErrorCode, WarrenError } from "../../shared/errors.js";
+import type { Logger } from "../../shared/logger.js";
+import type { Dialer } from "../tunnel/tunnel-dialer.js";
+import { sendUpgradeError } from "./error-response.js";
+import { requestHeadersForUpstream, type ForwardedInfo } from "./headers.js";
+import type { ProxyTarget } from "./reverse-proxy.js";
+
+export interface WebSocketProxyOptions {
+  readonly dialer: Dialer;
+  readonly upstreamTimeoutMs: number;
+  readonly log: Logger;
+  readonly filterCookie?: (cookie: string) => string | undefined;
+}
+
+/**
+ * Upgrades (WebSocket and any other HTTP/1.1 Upgrade) pass through as bytes: the request head
+ * is rewritten like any proxied request and written on a fresh tunnel stream, and from then on
+ * both directions are spliced, the app's 101 answer included.
+ */
+export class WebSocketProxy {
+  readonly #options: WebSocketProxyOptions;
+
+  constructor(options: WebSocketProxyOptions) {
+    this.#options = options;
+  }
+
+  async handle(req: IncomingMessage, client: Duplex, head: Buffer, target: ProxyTarget, forwarded: ForwardedInfo): Promise<void> {
+    client.on("error", () => client.destroy());
+    let upstream;
+    try {
+      upstream = await this.#options.dialer.dial(target.workspace, target.port);
+    } catch (err) {
+      sendUpgradeError(client, err);
+      return;
+    }
+    if (client.destroyed) {
+      upstream.destroy();
+      return;
+    }
+    const headers = requestHeadersForUpstream(req, forwarded, { upgrade: true, filterCookie: this.#options.filterCookie });
+    let text = `${req.method ?? "GET"} ${req.url ?? "/"} HTTP/1.1\r\n`;
+    for (let i = 0; i < headers.length; i += 2) text += `${headers[i]}: ${headers[i + 1]}\r\n`;
+    text += "\r\n";
+    upstream.write(text);
+    if (head.length > 0) upstream.write(head);
+
+    let answered = false;
+    const timer = setTimeout(() => {
+      if (answered) return;
+      upstream.destroy();
+      sendUpgradeError(
+        client,
+        new WarrenError(ErrorCode.DeadlineExceeded, `port ${target.port} of workspace "${target.workspace}" did not answer the upgrade within ${this.#options.upstreamTimeoutMs} ms`),
+      );
+    }, this.#options.upstreamTimeoutMs);
+    upstream.once("data", () => {
+      answered = true;
+      clearTimeout(timer);
+    });
+    upstream.on("error", () => {
+      clearTimeout(timer);
+      if (!answered) sendUpgradeError(client, new WarrenError(ErrorCode.BadGateway, `connection to port ${target.port} of workspace "${target.workspace}" failed`));
+      else client.destroy();
+    });
+    upstream.on("close", () => {
+      clearTimeout(timer);
+      if (!client.destroyed && !client.writableEnded && answered) client.end();
+    });
+    client.on("close", () => upstream.destroy());
+    upstream.pipe(client);
+    client.pipe(upstream);
+  }
+}

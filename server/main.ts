@@ -1,0 +1,78 @@
+import { WarrenError } from "../shared/errors.js";
+import { createLogger } from "../shared/logger.js";
+import { parseCommandLine, readConfigFile, resolveSettings, settingsHelp } from "../shared/settings.js";
+import { VERSION } from "../shared/version.js";
+import { SERVER_SETTINGS, type ServerConfig } from "./config.js";
+import { WarrenServer } from "./warren-server.js";
+
+const USAGE = `Usage: warren-server [--config warren.yaml] [flags]
+
+Warren: reverse tunnels to workspaces and CI jobs. Every setting is a flag, a WARREN_*
+environment variable and a key in the config file; precedence flag > env > file > default.
+
+Settings:
+`;
+
+function fail(message: string): never {
+  process.stderr.write(`warren-server: ${message}\n`);
+  process.exit(2);
+}
+
+function loadConfig(argv: string[]): ServerConfig {
+  const cli = parseCommandLine(argv, SERVER_SETTINGS);
+  if (cli.help) {
+    process.stdout.write(`${USAGE}${settingsHelp(SERVER_SETTINGS)}\n  --config <file>                    WARREN_CONFIG                  YAML or JSON file of settings (camelCase keys)\n`);
+    process.exit(0);
+  }
+  if (cli.version) {
+    process.stdout.write(`warren-server ${VERSION}\n`);
+    process.exit(0);
+  }
+  if (cli.positionals.length > 0) throw new WarrenError("invalid_argument", `unexpected argument "${cli.positionals[0]}" (see --help)`);
+  const configFile = cli.configFile ?? process.env["WARREN_CONFIG"];
+  const file = configFile ? readConfigFile(configFile, SERVER_SETTINGS) : undefined;
+  return resolveSettings(SERVER_SETTINGS, { flags: cli.values, env: process.env, file });
+}
+
+async function main(): Promise<void> {
+  let config: ServerConfig;
+  try {
+    config = loadConfig(process.argv.slice(2));
+  } catch (err) {
+    fail((err as Error).message);
+  }
+  const log = createLogger({ name: "warren-server", level: config.logLevel });
+  const server = new WarrenServer(config, log);
+  try {
+    await server.start();
+  } catch (err) {
+    const e = err as NodeJS.ErrnoException & { address?: string; port?: number };
+    if (e.code === "EADDRINUSE" || e.code === "EACCES" || e.code === "EADDRNOTAVAIL") {
+      fail(`cannot listen on ${e.address ?? ""}:${e.port ?? ""}: ${e.code} (change the matching *_ADDR setting)`);
+    }
+    throw err;
+  }
+  let stopping = false;
+  const stop = (signal: string) => {
+    if (stopping) {
+      log.warn({ signal }, "second signal: exiting now");
+      process.exit(1);
+    }
+    stopping = true;
+    log.info({ signal }, "signal received");
+    server.shutdown().then(
+      () => process.exit(0),
+      (err) => {
+        log.error({ err }, "shutdown failed");
+        process.exit(1);
+      },
+    );
+  };
+  process.on("SIGTERM", () => stop("SIGTERM"));
+  process.on("SIGINT", () => stop("SIGINT"));
+}
+
+main().catch((err) => {
+  process.stderr.write(`warren-server: fatal: ${(err as Error).stack ?? String(err)}\n`);
+  process.exit(1);
+});

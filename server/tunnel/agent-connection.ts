@@ -1,0 +1,231 @@
+import type { ServerHttp2Session, ServerHttp2Stream } from "node:http2";
+import { create } from "@bufbuild/protobuf";
+import type { Logger } from "../../shared/logger.js";
+import {
+  ControlResponseSchema,
+  DisconnectReason,
+  type ControlResponse,
+  type WorkspaceDesiredState,
+} from "../../shared/gen/warren/v1/agent_pb.js";
+import { encodeGrpcMessage } from "../../shared/grpc-message.js";
+import { ErrorCode, WarrenError } from "../../shared/errors.js";
+import { endWithStatus } from "./grpc-responses.js";
+
+export interface AgentConnectionOptions {
+  readonly id: string;
+  readonly workspace: string;
+  readonly tokenId: string;
+  readonly session: ServerHttp2Session;
+  readonly control: ServerHttp2Stream;
+  readonly agentVersion: string;
+  readonly instanceId: string;
+  /** Most tunnel streams this connection may hold (server limit, lowered by the agent's own). */
+  readonly maxStreams: number;
+  readonly log: Logger;
+}
+
+interface ParkedStream {
+  readonly stream: ServerHttp2Stream;
+  readonly detach: () => void;
+}
+
+/**
+ * The server's side of one agent connection: its HTTP/2 session, control stream and the
+ * tunnel streams it parks. Owned by the TunnelRegistry, which hands idle streams to dials.
+ */
+export class AgentConnection {
+  readonly id: string;
+  readonly workspace: string;
+  readonly tokenId: string;
+  readonly agentVersion: string;
+  readonly instanceId: string;
+  readonly maxStreams: number;
+  readonly log: Logger;
+  readonly connectedAt = Date.now();
+  readonly #session: ServerHttp2Session;
+  readonly #control: ServerHttp2Stream;
+  /** Idle streams, most recently parked last (LIFO: warm streams first, cold ones retire). */
+  readonly #idle: ParkedStream[] = [];
+  #streams = 0;
+  #draining = false;
+  #closed = false;
+  readonly #closeHandlers: Array<() => void> = [];
+  #onIdleStream: (() => void) | undefined;
+
+  constructor(options: AgentConnectionOptions) {
+    this.id = options.id;
+    this.workspace = options.workspace;
+    this.tokenId = options.tokenId;
+    this.agentVersion = options.agentVersion;
+    this.instanceId = options.instanceId;
+    this.maxStreams = options.maxStreams;
+    this.log = options.log;
+    this.#session = options.session;
+    this.#control = options.control;
+    this.#control.once("close", () => this.#markClosed("control stream closed"));
+    this.#session.once("close", () => this.#markClosed("session closed"));
+  }
+
+  /** Whether the registry may hand this connection's streams to new dials. */
+  get usable(): boolean {
+    return !this.#closed && !this.#draining;
+  }
+
+  get closed(): boolean {
+    return this.#closed;
+  }
+
+  get idleCount(): number {
+    return this.#idle.length;
+  }
+
+  get streamCount(): number {
+    return this.#streams;
+  }
+
+  get session(): ServerHttp2Session {
+    return this.#session;
+  }
+
+  /** Called by the registry when a stream becomes idle. */
+  setIdleListener(listener: () => void): void {
+    this.#onIdleStream = listener;
+  }
+
+  onClose(handler: () => void): void {
+    if (this.#closed) queueMicrotask(handler);
+    else this.#closeHandlers.push(handler);
+  }
+
+  /** Whether another tunnel stream fits under the limit; counts it when it does. */
+  admitStream(stream: ServerHttp2Stream): boolean {
+    if (this.#closed || this.#streams >= this.maxStreams) return false;
+    this.#streams++;
+    stream.once("close", () => {
+      this.#streams--;
+    });
+    return true;
+  }
+
+  /**
+   * Parks an idle stream until a dial claims it. The agent must stay silent on an idle
+   * stream: any byte from it is a protocol violation that drops the whole connection.
+   */
+  park(stream: ServerHttp2Stream): void {
+    if (!this.usable) {
+      endWithStatus(stream, new WarrenError(ErrorCode.Unavailable, "agent connection is draining"));
+      return;
+    }
+    const onData = () => {
+      this.protocolViolation(new WarrenError(ErrorCode.InvalidArgument, "agent sent data on a tunnel stream it was never asked to dial"));
+    };
+    const onClose = () => {
+      const i = this.#idle.indexOf(parked);
+      if (i >= 0) this.#idle.splice(i, 1);
+    };
+    const parked: ParkedStream = {
+      stream,
+      detach: () => {
+        stream.off("data", onData);
+        stream.off("end", onData);
+        stream.off("close", onClose);
+      },
+    };
+    stream.on("data", onData);
+    stream.on("end", onData);
+    stream.on("close", onClose);
+    this.#idle.push(parked);
+    this.#onIdleStream?.();
+  }
+
+  /** Takes the most recently parked idle stream, or undefined. Never blocks. */
+  takeIdle(): ServerHttp2Stream | undefined {
+    while (this.usable) {
+      const parked = this.#idle.pop();
+      if (!parked) return undefined;
+      parked.detach();
+      const { stream } = parked;
+      if (!stream.destroyed && !stream.closed) return stream;
+    }
+    return undefined;
+  }
+
+  /** Asks the agent for `count` more idle streams (a burst of waiting connections). */
+  requestStreams(count: number): void {
+    this.#send(create(ControlResponseSchema, { msg: { case: "openStreams", value: { count } } }));
+  }
+
+  sendDesiredState(state: WorkspaceDesiredState): void {
+    this.#send(create(ControlResponseSchema, { msg: { case: "desiredState", value: { state } } }));
+  }
+
+  /** Sends a control message; false when the control stream is gone. */
+  send(message: ControlResponse): boolean {
+    return this.#send(message);
+  }
+
+  #send(message: ControlResponse): boolean {
+    const control = this.#control;
+    if (control.destroyed || control.closed || control.writableEnded) return false;
+    control.write(encodeGrpcMessage(ControlResponseSchema, message));
+    return true;
+  }
+
+  /** The agent is shutting down: no new dials; its idle streams are released. */
+  markDraining(): void {
+    if (this.#draining) return;
+    this.#draining = true;
+    this.log.info("agent is draining");
+    for (const parked of this.#idle.splice(0)) {
+      parked.detach();
+      endWithStatus(parked.stream, new WarrenError(ErrorCode.Unavailable, "agent is draining"));
+    }
+  }
+
+  /**
+   * Tells the agent why it is being dropped, then closes the session: in-flight streams get
+   * `graceMs` to finish before the session is destroyed.
+   */
+  disconnect(reason: DisconnectReason, message: string, graceMs = 1000): void {
+    if (this.#closed) return;
+    this.log.info({ reason: DisconnectReason[reason], message }, "disconnecting agent");
+    this.#send(create(ControlResponseSchema, { msg: { case: "disconnect", value: { reason, message } } }));
+    const code =
+      reason === DisconnectReason.REVOKED
+        ? ErrorCode.Unauthenticated
+        : reason === DisconnectReason.PROTOCOL_ERROR
+          ? ErrorCode.InvalidArgument
+          : ErrorCode.Unavailable;
+    endWithStatus(this.#control, new WarrenError(code, message));
+    this.#markClosed(message);
+    const session = this.#session;
+    if (graceMs <= 0) {
+      session.destroy();
+      return;
+    }
+    session.close();
+    setTimeout(() => {
+      if (!session.destroyed) session.destroy();
+    }, graceMs).unref();
+  }
+
+  /** Drops the whole connection at once: the agent broke the protocol. */
+  protocolViolation(error: WarrenError): void {
+    if (this.#closed) return;
+    this.log.warn({ err: error.message }, "agent protocol violation; dropping the connection");
+    this.disconnect(DisconnectReason.PROTOCOL_ERROR, error.message, 0);
+  }
+
+  #markClosed(why: string): void {
+    if (this.#closed) return;
+    this.#closed = true;
+    for (const parked of this.#idle.splice(0)) {
+      parked.detach();
+      if (!parked.stream.closed) parked.stream.close();
+    }
+    // Streams in flight may finish; nothing new starts on this session.
+    if (!this.#session.closed && !this.#session.destroyed) this.#session.close();
+    this.log.debug({ why }, "agent connection closed");
+    for (const handler of this.#closeHandlers.splice(0)) handler();
+  }
+}

@@ -1,0 +1,295 @@
+import { randomBytes } from "node:crypto";
+import http2, {
+  type Http2SecureServer,
+  type Http2Server,
+  type IncomingHttpHeaders,
+  type SecureServerOptions,
+  type ServerHttp2Session,
+  type ServerHttp2Stream,
+} from "node:http2";
+import type { AddressInfo } from "node:net";
+import { create } from "@bufbuild/protobuf";
+import { ControlRequestSchema, ControlResponseSchema, type ControlRequest, type AgentHello } from "../../shared/gen/warren/v1/agent_pb.js";
+import { GrpcFrameDecoder } from "../../shared/grpc-frame-decoder.js";
+import { decodeGrpcMessage } from "../../shared/grpc-message.js";
+import { ErrorCode, WarrenError } from "../../shared/errors.js";
+import type { Logger } from "../../shared/logger.js";
+import type { HostPort } from "../../shared/settings.js";
+import { VERSION } from "../../shared/version.js";
+import { bearerToken, constantTimeEquals } from "../auth/tokens.js";
+import type { Authenticator } from "../auth/authenticator.js";
+import type { WorkspaceRecord } from "../store/records.js";
+import { AgentConnection } from "./agent-connection.js";
+import { respondOk, respondWithError } from "./grpc-responses.js";
+import type { AgentRegistrar } from "./tunnel-registry.js";
+import { TUNNEL_WINDOWS } from "../../shared/tunnel-windows.js";
+
+const CONTROL_PATH = "/warren.v1.AgentService/Control";
+const TUNNEL_PATH = "/warren.v1.AgentService/Tunnel";
+/** A session must open its control stream and say hello within this time. */
+const HELLO_TIMEOUT_MS = 10_000;
+/** Control messages are small; anything bigger is hostile. */
+const MAX_CONTROL_MESSAGE_BYTES = 64 * 1024;
+
+export interface AgentEndpointOptions {
+  readonly listen: HostPort;
+  readonly tls?: SecureServerOptions;
+  readonly authenticator: Authenticator;
+  readonly registry: AgentRegistrar;
+  readonly serverId: string;
+  readonly maxStreams: number;
+  readonly maxMessageBytes: number;
+  readonly urlsOf: (workspace: WorkspaceRecord) => string[];
+  readonly log: Logger;
+  /** Observes every registered connection (control module, presence, metrics). */
+  readonly onConnection?: (connection: AgentConnection, hello: AgentHello) => void;
+  /** Agent -> server control messages after hello (workload reports). */
+  readonly onControlMessage?: (connection: AgentConnection, message: ControlRequest) => void;
+}
+
+interface SessionState {
+  connection?: AgentConnection;
+  controlPending: boolean;
+  authorization?: string;
+  helloTimer?: NodeJS.Timeout;
+}
+
+/**
+ * The agent listener: gRPC over HTTP/2 (h2c, or TLS when configured) on node:http2 directly,
+ * so that the server's receive windows can be raised. That window decides the speed of the
+ * common direction, a download from the workspace (agent -> server).
+ */
+export class AgentEndpoint {
+  readonly #options: AgentEndpointOptions;
+  readonly #server: Http2Server | Http2SecureServer;
+  readonly #sessions = new Map<ServerHttp2Session, SessionState>();
+  #draining = false;
+
+  constructor(options: AgentEndpointOptions) {
+    this.#options = options;
+    const settings = {
+      initialWindowSize: TUNNEL_WINDOWS.streamWindowBytes,
+      maxFrameSize: TUNNEL_WINDOWS.maxFrameBytes,
+      // Our own per-connection limit answers with a clear status; this is the hard stop.
+      maxConcurrentStreams: options.maxStreams + 8,
+    };
+    const common = { settings, maxSessionMemory: TUNNEL_WINDOWS.maxSessionMemoryMb, peerMaxConcurrentStreams: 100 };
+    this.#server = options.tls
+      ? http2.createSecureServer({ ...options.tls, ...common, allowHTTP1: false })
+      : http2.createServer(common);
+    this.#server.on("session", (session: ServerHttp2Session) => this.#onSession(session));
+    this.#server.on("stream", (stream: ServerHttp2Stream, headers: IncomingHttpHeaders) => this.#onStream(stream, headers));
+    this.#server.on("sessionError", (err: Error) => options.log.debug({ err: err.message }, "agent session error"));
+    this.#server.on("unknownProtocol", (socket) => socket.destroy());
+  }
+
+  async listen(): Promise<AddressInfo> {
+    const { host, port } = this.#options.listen;
+    await new Promise<void>((resolve, reject) => {
+      this.#server.once("error", reject);
+      this.#server.listen(port, host, () => {
+        this.#server.off("error", reject);
+        resolve();
+      });
+    });
+    return this.#server.address() as AddressInfo;
+  }
+
+  /** Stops accepting new agent connections; existing ones stay. */
+  stopAccepting(): void {
+    this.#draining = true;
+    this.#server.close();
+  }
+
+  /** Destroys every session at once. */
+  destroyAll(): void {
+    for (const session of this.#sessions.keys()) session.destroy();
+  }
+
+  get sessionCount(): number {
+    return this.#sessions.size;
+  }
+
+  #onSession(session: ServerHttp2Session): void {
+    const state: SessionState = { controlPending: false };
+    this.#sessions.set(session, state);
+    session.on("error", (err) => this.#options.log.debug({ err: err.message }, "agent session error"));
+    session.once("close", () => {
+      clearTimeout(state.helloTimer);
+      this.#sessions.delete(session);
+    });
+    // Raise the connection-level receive window at once; the SETTINGS frame raised the streams'.
+    session.once("remoteSettings", () => {
+      try {
+        session.setLocalWindowSize(TUNNEL_WINDOWS.sessionWindowBytes);
+      } catch {
+        // Session already gone.
+      }
+    });
+    state.helloTimer = setTimeout(() => {
+      if (!state.connection) {
+        this.#options.log.debug("agent session sent no hello in time; closing");
+        session.destroy();
+      }
+    }, HELLO_TIMEOUT_MS);
+    state.helloTimer.unref();
+  }
+
+  #onStream(stream: ServerHttp2Stream, headers: IncomingHttpHeaders): void {
+    stream.on("error", () => {
+      // Resets are normal (agent retiring a stream, disconnects); owners log what matters.
+    });
+    const state = this.#sessions.get(stream.session as ServerHttp2Session);
+    if (!state) {
+      stream.close(http2.constants.NGHTTP2_REFUSED_STREAM);
+      return;
+    }
+    const path = headers[":path"];
+    const contentType = headers["content-type"] ?? "";
+    if (headers[":method"] !== "POST" || !contentType.startsWith("application/grpc")) {
+      stream.respond({ ":status": 415, "content-type": "text/plain" }, { endStream: false });
+      stream.end("the agent endpoint speaks gRPC only\n");
+      return;
+    }
+    if (path === TUNNEL_PATH) this.#onTunnel(stream, headers, state);
+    else if (path === CONTROL_PATH) void this.#onControl(stream, headers, state);
+    else respondWithError(stream, new WarrenError(ErrorCode.Unimplemented, `unknown method ${path}`));
+  }
+
+  #onTunnel(stream: ServerHttp2Stream, headers: IncomingHttpHeaders, state: SessionState): void {
+    const connection = state.connection;
+    if (!connection || !state.authorization) {
+      respondWithError(stream, new WarrenError(ErrorCode.FailedPrecondition, "open the control stream and wait for welcome before tunnel streams"));
+      return;
+    }
+    const authorization = headers.authorization ?? "";
+    if (!constantTimeEquals(authorization, state.authorization)) {
+      respondWithError(stream, new WarrenError(ErrorCode.Unauthenticated, "tunnel stream token differs from the control stream's"));
+      return;
+    }
+    if (!connection.usable) {
+      respondWithError(stream, new WarrenError(ErrorCode.Unavailable, "agent connection is closing"));
+      return;
+    }
+    if (!connection.admitStream(stream)) {
+      respondWithError(stream, new WarrenError(ErrorCode.ResourceExhausted, `too many tunnel streams on one connection (limit ${connection.maxStreams})`));
+      return;
+    }
+    respondOk(stream);
+    connection.park(stream);
+  }
+
+  async #onControl(stream: ServerHttp2Stream, headers: IncomingHttpHeaders, state: SessionState): Promise<void> {
+    const session = stream.session as ServerHttp2Session;
+    const log = this.#options.log;
+    if (state.connection || state.controlPending) {
+      respondWithError(stream, new WarrenError(ErrorCode.FailedPrecondition, "one control stream per connection"));
+      return;
+    }
+    if (this.#draining) {
+      respondWithError(stream, new WarrenError(ErrorCode.Unavailable, "server is shutting down; connect to another server"));
+      return;
+    }
+    state.controlPending = true;
+    let agent;
+    try {
+      agent = await this.#options.authenticator.authenticateAgent(bearerToken(headers.authorization));
+    } catch (err) {
+      const e = WarrenError.from(err);
+      log.info({ err: e.message, remote: session.socket?.remoteAddress }, "agent refused");
+      respondWithError(stream, e);
+      session.close();
+      return;
+    }
+    if (stream.destroyed) return;
+    respondOk(stream);
+    const decoder = new GrpcFrameDecoder(MAX_CONTROL_MESSAGE_BYTES);
+    let connection: AgentConnection | undefined;
+    const violation = (err: unknown) => {
+      const e = WarrenError.from(err, ErrorCode.InvalidArgument);
+      log.warn({ workspace: agent.workspace.name, err: e.message }, "agent protocol violation on control stream");
+      if (connection) connection.protocolViolation(e);
+      else session.destroy();
+    };
+    stream.on("data", (chunk: Buffer) => {
+      let messages: Buffer[];
+      try {
+        messages = decoder.push(chunk);
+      } catch (err) {
+        violation(err);
+        return;
+      }
+      for (const payload of messages) {
+        let message: ControlRequest;
+        try {
+          message = decodeGrpcMessage(ControlRequestSchema, payload);
+        } catch (err) {
+          violation(err);
+          return;
+        }
+        if (!connection) {
+          if (message.msg.case !== "hello") {
+            violation(new WarrenError(ErrorCode.InvalidArgument, "the first control message must be hello"));
+            return;
+          }
+          connection = this.#welcome(stream, state, agent, message.msg.value, headers.authorization ?? "");
+          continue;
+        }
+        if (message.msg.case === "draining") connection.markDraining();
+        else if (message.msg.case === "hello") violation(new WarrenError(ErrorCode.InvalidArgument, "hello sent twice"));
+        else this.#options.onControlMessage?.(connection, message);
+      }
+    });
+  }
+
+  #welcome(
+    stream: ServerHttp2Stream,
+    state: SessionState,
+    agent: { workspace: WorkspaceRecord; tokenId: string },
+    hello: AgentHello,
+    authorization: string,
+  ): AgentConnection {
+    const workspace = agent.workspace;
+    const id = randomBytes(6).toString("hex");
+    const log = this.#options.log.child({ workspace: workspace.name, agentConnection: id });
+    const maxStreams = Math.min(this.#options.maxStreams, hello.maxStreams || this.#options.maxStreams);
+    const connection = new AgentConnection({
+      id,
+      workspace: workspace.name,
+      tokenId: agent.tokenId,
+      session: stream.session as ServerHttp2Session,
+      control: stream,
+      agentVersion: hello.version,
+      instanceId: hello.instanceId,
+      maxStreams,
+      log,
+    });
+    clearTimeout(state.helloTimer);
+    state.connection = connection;
+    state.controlPending = false;
+    state.authorization = authorization;
+    connection.send(
+      create(ControlResponseSchema, {
+        msg: {
+          case: "welcome",
+          value: {
+            workspace: workspace.name,
+            allowedPorts: workspace.ports.map((p) => p.port),
+            urls: this.#options.urlsOf(workspace),
+            serverVersion: VERSION,
+            serverId: this.#options.serverId,
+            maxStreams,
+          },
+        },
+      }),
+    );
+    if (hello.version !== VERSION) {
+      log.warn({ agentVersion: hello.version, serverVersion: VERSION }, "agent version differs from the server's");
+    }
+    log.info({ agentVersion: hello.version, instance: hello.instanceId, remote: connection.session.socket?.remoteAddress }, "agent connected");
+    connection.onClose(() => log.info("agent disconnected"));
+    this.#options.registry.register(connection);
+    this.#options.onConnection?.(connection, hello);
+    return connection;
+  }
+}

@@ -1,0 +1,173 @@
+import { randomBytes } from "node:crypto";
+import type { ServerHttp2Stream } from "node:http2";
+import { create } from "@bufbuild/protobuf";
+import { ErrorCode, WarrenError } from "../../shared/errors.js";
+import {
+  DialStatus,
+  TunnelRequestSchema,
+  TunnelResponseSchema,
+  type TunnelRequest,
+} from "../../shared/gen/warren/v1/agent_pb.js";
+import { encodeGrpcMessage } from "../../shared/grpc-message.js";
+import { TunnelSocket } from "../../shared/tunnel-socket.js";
+import type { Logger } from "../../shared/logger.js";
+import type { AcquiredStream, StreamFinder } from "./tunnel-registry.js";
+import { endWithStatus } from "./grpc-responses.js";
+
+export interface DialOptions {
+  readonly signal?: AbortSignal;
+  /** Id for logs on both sides; generated when absent. */
+  readonly connectionId?: string;
+}
+
+/** The one primitive everything is built on: a byte stream to a port inside a workspace. */
+export interface Dialer {
+  /**
+   * Resolves with a connected byte stream to 127.0.0.1:port in the workspace. Rejects with a
+   * WarrenError: unavailable (not connected, no free stream), bad_gateway (nothing listens),
+   * permission_denied (port not allowed by the agent), deadline_exceeded (connect timed out),
+   * canceled (signal). The caller owns the socket and must destroy or end it.
+   */
+  dial(workspace: string, port: number, options?: DialOptions): Promise<TunnelSocket>;
+}
+
+export interface TunnelDialerOptions {
+  readonly finder: StreamFinder;
+  /** How long to wait for an idle stream. */
+  readonly streamWaitMs: number;
+  /** How long the agent may take to connect to the port. */
+  readonly dialTimeoutMs: number;
+  readonly maxMessageBytes: number;
+  readonly log: Logger;
+  /** Observes each dial's outcome (metrics). */
+  readonly onOutcome?: (outcome: DialOutcome) => void;
+}
+
+export type DialOutcome = "ok" | "refused" | "not_allowed" | "timeout" | "unavailable" | "error" | "canceled";
+
+/** A stream that closed under us before answering: take another, invisibly to the caller. */
+class StreamLost extends Error {}
+
+/** Claims an idle stream of the local registry and runs the dial exchange on it. */
+export class TunnelDialer implements Dialer {
+  readonly #options: TunnelDialerOptions;
+
+  constructor(options: TunnelDialerOptions) {
+    this.#options = options;
+  }
+
+  async dial(workspace: string, port: number, options: DialOptions = {}): Promise<TunnelSocket> {
+    const connectionId = options.connectionId ?? randomBytes(6).toString("hex");
+    const deadline = Date.now() + this.#options.streamWaitMs;
+    for (let attempt = 1; ; attempt++) {
+      let acquired: AcquiredStream;
+      try {
+        acquired = await this.#options.finder.acquire(workspace, Math.max(0, deadline - Date.now()), options.signal);
+      } catch (err) {
+        const e = WarrenError.from(err);
+        this.#options.onOutcome?.(e.code === ErrorCode.Canceled ? "canceled" : "unavailable");
+        throw e;
+      }
+      try {
+        const socket = await this.#claim(acquired, port, connectionId, options.signal);
+        this.#options.onOutcome?.("ok");
+        return socket;
+      } catch (err) {
+        if (err instanceof StreamLost && attempt < 8) {
+          acquired.connection.log.debug({ connectionId, attempt }, "tunnel stream closed while claimed; taking another");
+          continue;
+        }
+        const e = err instanceof StreamLost ? new WarrenError(ErrorCode.Unavailable, `workspace "${workspace}" dropped every tunnel stream offered`) : WarrenError.from(err);
+        this.#options.onOutcome?.(outcomeOf(e));
+        throw e;
+      }
+    }
+  }
+
+  #claim(acquired: AcquiredStream, port: number, connectionId: string, signal?: AbortSignal): Promise<TunnelSocket> {
+    const { stream, connection } = acquired;
+    return new Promise<TunnelSocket>((resolve, reject) => {
+      let settled = false;
+      const settle = (err: Error | undefined) => {
+        if (settled) return;
+        settled = true;
+        clearTimeout(timer);
+        signal?.removeEventListener("abort", onAbort);
+        socket.off("close", onClose);
+        if (err) {
+          if (!socket.destroyed) socket.destroy();
+          reject(err);
+        } else {
+          resolve(socket);
+        }
+      };
+      const socket = new TunnelSocket({
+        stream,
+        inbound: TunnelRequestSchema,
+        maxMessageBytes: this.#options.maxMessageBytes,
+        handshake: true,
+        finish: (s) => endWithStatus(s as ServerHttp2Stream),
+        onControlMessage: (message: TunnelRequest) => {
+          if (message.msg.case !== "dialResult" || settled) {
+            throw new WarrenError(ErrorCode.InvalidArgument, `unexpected ${message.msg.case ?? "empty"} message on a tunnel stream`);
+          }
+          const result = message.msg.value;
+          if (result.status === DialStatus.OK) {
+            socket.completeHandshake();
+            settle(undefined);
+            return;
+          }
+          settle(dialError(connection.workspace, port, result.status, result.message));
+        },
+      });
+      // Protocol violations on a claimed stream drop the agent's whole connection.
+      socket.on("error", (err) => {
+        if (err instanceof WarrenError && (err.code === ErrorCode.InvalidArgument || err.code === ErrorCode.ResourceExhausted)) {
+          connection.protocolViolation(err);
+        }
+      });
+      const onClose = () => settle(new StreamLost());
+      const onAbort = () => settle(new WarrenError(ErrorCode.Canceled, "request canceled"));
+      socket.on("close", onClose);
+      signal?.addEventListener("abort", onAbort, { once: true });
+      const timer = setTimeout(
+        () => settle(new WarrenError(ErrorCode.DeadlineExceeded, `workspace "${connection.workspace}" did not connect to port ${port} within ${this.#options.dialTimeoutMs} ms`)),
+        this.#options.dialTimeoutMs,
+      );
+      stream.write(encodeGrpcMessage(TunnelResponseSchema, create(TunnelResponseSchema, { msg: { case: "dial", value: { port, connectionId } } })));
+    });
+  }
+}
+
+function dialError(workspace: string, port: number, status: DialStatus, message: string): Error {
+  const detail = message ? `: ${message}` : "";
+  switch (status) {
+    case DialStatus.REFUSED:
+      return new WarrenError(ErrorCode.BadGateway, `nothing is listening on port ${port} in workspace "${workspace}"${detail}`);
+    case DialStatus.PORT_NOT_ALLOWED:
+      return new WarrenError(ErrorCode.PermissionDenied, `port ${port} is not exposed by workspace "${workspace}"`);
+    case DialStatus.TIMEOUT:
+      return new WarrenError(ErrorCode.DeadlineExceeded, `workspace "${workspace}" timed out connecting to port ${port}${detail}`);
+    case DialStatus.DRAINING:
+      return new StreamLost();
+    default:
+      return new WarrenError(ErrorCode.BadGateway, `workspace "${workspace}" could not connect to port ${port}${detail}`);
+  }
+}
+
+function outcomeOf(err: WarrenError): DialOutcome {
+  switch (err.code) {
+    case ErrorCode.BadGateway:
+      return "refused";
+    case ErrorCode.PermissionDenied:
+      return "not_allowed";
+    case ErrorCode.DeadlineExceeded:
+      return "timeout";
+    case ErrorCode.Unavailable:
+      return "unavailable";
+    case ErrorCode.Canceled:
+      return "canceled";
+    default:
+      return "error";
+  }
+}

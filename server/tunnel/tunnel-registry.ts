@@ -1,0 +1,172 @@
+import type { ServerHttp2Stream } from "node:http2";
+import { ErrorCode, WarrenError } from "../../shared/errors.js";
+import type { DisconnectReason } from "../../shared/gen/warren/v1/agent_pb.js";
+import type { AgentConnection } from "./agent-connection.js";
+
+/** A claimed idle stream and the connection it belongs to. */
+export interface AcquiredStream {
+  readonly stream: ServerHttp2Stream;
+  readonly connection: AgentConnection;
+}
+
+interface Waiter {
+  readonly resolve: (acquired: AcquiredStream) => void;
+  readonly reject: (err: WarrenError) => void;
+}
+
+interface WorkspaceTunnels {
+  readonly connections: AgentConnection[];
+  readonly waiters: Waiter[];
+  /** Round-robin position among connections. */
+  next: number;
+}
+
+/** What the agent endpoint needs: registering connections. */
+export interface AgentRegistrar {
+  /** Adds a connection; it stays until it closes. Never blocks. */
+  register(connection: AgentConnection): void;
+}
+
+/** What dialing needs: finding idle streams of a workspace. */
+export interface StreamFinder {
+  /**
+   * Resolves with an idle stream of the workspace, waiting up to `waitMs` for one to be
+   * parked (asking the agent for more meanwhile). Rejects with unavailable when no agent of
+   * the workspace is connected here or none frees a stream in time; with canceled when
+   * `signal` aborts. The caller owns the stream from then on.
+   */
+  acquire(workspace: string, waitMs: number, signal?: AbortSignal): Promise<AcquiredStream>;
+  isConnected(workspace: string): boolean;
+}
+
+/** Every connected agent of this server, by workspace. */
+export class TunnelRegistry implements AgentRegistrar, StreamFinder {
+  readonly #workspaces = new Map<string, WorkspaceTunnels>();
+
+  register(connection: AgentConnection): void {
+    let tunnels = this.#workspaces.get(connection.workspace);
+    if (!tunnels) {
+      tunnels = { connections: [], waiters: [], next: 0 };
+      this.#workspaces.set(connection.workspace, tunnels);
+    }
+    tunnels.connections.push(connection);
+    const t = tunnels;
+    connection.setIdleListener(() => this.#serveWaiters(t));
+    connection.onClose(() => this.#remove(connection));
+    this.#serveWaiters(tunnels);
+  }
+
+  isConnected(workspace: string): boolean {
+    return this.#workspaces.get(workspace)?.connections.some((c) => c.usable) ?? false;
+  }
+
+  /** Connections of a workspace on this server (for status and tests). */
+  connectionsOf(workspace: string): readonly AgentConnection[] {
+    return this.#workspaces.get(workspace)?.connections ?? [];
+  }
+
+  /** Every connection (for metrics and shutdown). */
+  *connections(): Iterable<AgentConnection> {
+    for (const tunnels of this.#workspaces.values()) yield* tunnels.connections;
+  }
+
+  get workspaceCount(): number {
+    return this.#workspaces.size;
+  }
+
+  acquire(workspace: string, waitMs: number, signal?: AbortSignal): Promise<AcquiredStream> {
+    const tunnels = this.#workspaces.get(workspace);
+    if (!tunnels || !tunnels.connections.some((c) => c.usable)) {
+      return Promise.reject(notConnected(workspace));
+    }
+    const found = this.#takeIdle(tunnels);
+    if (found) return Promise.resolve(found);
+    if (waitMs <= 0) return Promise.reject(noIdleStream(workspace, tunnels, waitMs));
+    if (signal?.aborted) return Promise.reject(new WarrenError(ErrorCode.Canceled, "request canceled"));
+    return new Promise<AcquiredStream>((resolve, reject) => {
+      const cleanup = () => {
+        clearTimeout(timer);
+        signal?.removeEventListener("abort", onAbort);
+        const i = tunnels.waiters.indexOf(waiter);
+        if (i >= 0) tunnels.waiters.splice(i, 1);
+      };
+      const waiter: Waiter = {
+        resolve: (acquired) => {
+          cleanup();
+          resolve(acquired);
+        },
+        reject: (err) => {
+          cleanup();
+          reject(err);
+        },
+      };
+      const onAbort = () => waiter.reject(new WarrenError(ErrorCode.Canceled, "request canceled"));
+      const timer = setTimeout(() => waiter.reject(noIdleStream(workspace, tunnels, waitMs)), waitMs);
+      signal?.addEventListener("abort", onAbort, { once: true });
+      tunnels.waiters.push(waiter);
+      this.#askForStreams(tunnels);
+    });
+  }
+
+  /** Drops every agent of the workspace on this server (revoked, deleted). */
+  disconnectWorkspace(workspace: string, reason: DisconnectReason, message: string): number {
+    const tunnels = this.#workspaces.get(workspace);
+    if (!tunnels) return 0;
+    const connections = [...tunnels.connections];
+    for (const connection of connections) connection.disconnect(reason, message);
+    return connections.length;
+  }
+
+  #takeIdle(tunnels: WorkspaceTunnels): AcquiredStream | undefined {
+    const n = tunnels.connections.length;
+    for (let i = 0; i < n; i++) {
+      const connection = tunnels.connections[(tunnels.next + i) % n]!;
+      const stream = connection.takeIdle();
+      if (stream) {
+        tunnels.next = (tunnels.next + i + 1) % n;
+        return { stream, connection };
+      }
+    }
+    return undefined;
+  }
+
+  /** Under a burst, ask the connection with the most headroom for as many streams as are waited for. */
+  #askForStreams(tunnels: WorkspaceTunnels): void {
+    let best: AgentConnection | undefined;
+    for (const c of tunnels.connections) {
+      if (c.usable && (!best || c.maxStreams - c.streamCount > best.maxStreams - best.streamCount)) best = c;
+    }
+    if (best && best.streamCount < best.maxStreams) best.requestStreams(tunnels.waiters.length);
+  }
+
+  #serveWaiters(tunnels: WorkspaceTunnels): void {
+    while (tunnels.waiters.length > 0) {
+      const found = this.#takeIdle(tunnels);
+      if (!found) return;
+      tunnels.waiters[0]!.resolve(found);
+    }
+  }
+
+  #remove(connection: AgentConnection): void {
+    const tunnels = this.#workspaces.get(connection.workspace);
+    if (!tunnels) return;
+    const i = tunnels.connections.indexOf(connection);
+    if (i >= 0) tunnels.connections.splice(i, 1);
+    if (tunnels.connections.length === 0) {
+      this.#workspaces.delete(connection.workspace);
+      for (const waiter of [...tunnels.waiters]) waiter.reject(notConnected(connection.workspace));
+    }
+  }
+}
+
+function notConnected(workspace: string): WarrenError {
+  return new WarrenError(ErrorCode.Unavailable, `workspace "${workspace}" is not connected`);
+}
+
+function noIdleStream(workspace: string, tunnels: WorkspaceTunnels, waitMs: number): WarrenError {
+  const busy = tunnels.connections.reduce((n, c) => n + c.streamCount, 0);
+  return new WarrenError(
+    ErrorCode.Unavailable,
+    `workspace "${workspace}" has no free tunnel stream (waited ${waitMs} ms, ${busy} streams in use); try again`,
+  );
+}

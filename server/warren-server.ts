@@ -1,0 +1,200 @@
+import { hostname } from "node:os";
+import { randomBytes } from "node:crypto";
+import type { AddressInfo } from "node:net";
+import { DisconnectReason } from "../shared/gen/warren/v1/agent_pb.js";
+import { WorkspaceService } from "../shared/gen/warren/v1/workspace_pb.js";
+import type { Logger } from "../shared/logger.js";
+import { TUNNEL_WINDOWS } from "../shared/tunnel-windows.js";
+import { VERSION } from "../shared/version.js";
+import { createApiHandler } from "./api/api-handler.js";
+import { workspaceApi } from "./api/workspace-api.js";
+import { Authenticator } from "./auth/authenticator.js";
+import { generateAdminToken } from "./auth/tokens.js";
+import type { ServerConfig } from "./config.js";
+import { WorkspaceManager } from "./control/workspace-manager.js";
+import { LocalEventBus, type EventBus } from "./events/event-bus.js";
+import { FrontDoor } from "./http/front-door.js";
+import { ReverseProxy } from "./http/reverse-proxy.js";
+import { TunnelHttpAgent } from "./http/tunnel-http-agent.js";
+import { WebSocketProxy } from "./http/websocket-proxy.js";
+import { WorkspaceAccess } from "./http/workspace-access.js";
+import { workspaceUrl } from "./http/workspace-host.js";
+import { HealthServer } from "./observability/health-server.js";
+import { ServerMetrics } from "./observability/metrics.js";
+import { rootFallback, rootHandler } from "./root-handler.js";
+import { MemoryStore } from "./store/memory-store.js";
+import type { WorkspaceRecord } from "./store/records.js";
+import type { TokenStore, WorkspaceStore } from "./store/store.js";
+import { AgentEndpoint } from "./tunnel/agent-endpoint.js";
+import { TunnelDialer } from "./tunnel/tunnel-dialer.js";
+import { TunnelRegistry } from "./tunnel/tunnel-registry.js";
+
+export interface ServerAddresses {
+  readonly http: AddressInfo;
+  readonly agent: AddressInfo;
+  readonly observability: AddressInfo;
+}
+
+/**
+ * The composition root of warren-server: builds every module from the config, wires them
+ * and owns start and shutdown.
+ */
+export class WarrenServer {
+  readonly config: ServerConfig;
+  readonly log: Logger;
+  readonly serverId: string;
+  readonly adminToken: string;
+  readonly adminTokenGenerated: boolean;
+  readonly registry = new TunnelRegistry();
+  readonly metrics: ServerMetrics;
+  readonly store: WorkspaceStore & TokenStore;
+  readonly events: EventBus;
+  readonly #agentEndpoint: AgentEndpoint;
+  readonly #frontDoor: FrontDoor;
+  readonly #health: HealthServer;
+  readonly #httpAgent: TunnelHttpAgent;
+  #publicBase = "";
+  #draining = false;
+  #addresses: ServerAddresses | undefined;
+
+  constructor(config: ServerConfig, log: Logger) {
+    this.config = config;
+    this.log = log;
+    this.serverId = config.serverId ?? `${hostname()}-${randomBytes(3).toString("hex")}`;
+    this.adminTokenGenerated = config.adminToken === undefined;
+    this.adminToken = config.adminToken ?? generateAdminToken();
+    const store = new MemoryStore();
+    this.store = store;
+    this.events = new LocalEventBus();
+    const authenticator = new Authenticator({ workspaces: store, tokens: store, adminToken: this.adminToken });
+    this.metrics = new ServerMetrics({ tunnelStats: () => this.#tunnelStats() });
+    const registry = this.registry;
+    const dialer = new TunnelDialer({
+      finder: registry,
+      streamWaitMs: config.streamWaitTimeout,
+      dialTimeoutMs: config.dialTimeout,
+      maxMessageBytes: TUNNEL_WINDOWS.maxMessageBytes,
+      log,
+      onOutcome: (outcome) => this.metrics.dialOutcome(outcome),
+    });
+    const manager = new WorkspaceManager({ workspaces: store, tokens: store, events: this.events, agentTokenTtlMs: config.agentTokenTtl });
+    this.events.subscribe((event) => {
+      if (event.type === "workspace-revoked") registry.disconnectWorkspace(event.workspace, DisconnectReason.REVOKED, event.reason);
+    });
+    const urlsOf = (w: WorkspaceRecord) => w.ports.map((p) => workspaceUrl(this.#publicBase, config.rootDomain, w.name, p.port));
+
+    this.#agentEndpoint = new AgentEndpoint({
+      listen: config.agentAddr,
+      authenticator,
+      registry,
+      serverId: this.serverId,
+      maxStreams: config.agentMaxStreams,
+      maxMessageBytes: TUNNEL_WINDOWS.maxMessageBytes,
+      urlsOf,
+      log: log.child({ component: "agent-endpoint" }),
+      onConnection: () => this.metrics.agentConnects.inc(),
+    });
+
+    this.#httpAgent = new TunnelHttpAgent(dialer, { freeSocketTimeoutMs: 4000, maxFreeSockets: 256 });
+    const api = createApiHandler({
+      routes: (router) => {
+        router.service(
+          WorkspaceService,
+          workspaceApi({ manager, authenticator, urlsOf, isConnected: async (name) => registry.isConnected(name) }),
+        );
+      },
+      fallback: rootFallback,
+    });
+    this.#frontDoor = new FrontDoor({
+      listen: config.httpAddr,
+      rootDomain: config.rootDomain,
+      rootHandler: rootHandler({ routes: [], api }),
+      access: new WorkspaceAccess({ workspaces: store, authenticator }),
+      proxy: new ReverseProxy({
+        agent: this.#httpAgent,
+        upstreamTimeoutMs: config.upstreamTimeout,
+        log,
+        onResponse: (status, startedAt) => this.metrics.httpResponse(status, startedAt),
+      }),
+      webSockets: new WebSocketProxy({ dialer, upstreamTimeoutMs: config.upstreamTimeout, log }),
+      log,
+    });
+    this.#health = new HealthServer({
+      listen: config.observabilityAddr,
+      registry: this.metrics.registry,
+      notReadyReason: () => (this.#draining ? "shutting down" : this.#addresses ? undefined : "starting"),
+    });
+  }
+
+  get addresses(): ServerAddresses {
+    if (!this.#addresses) throw new Error("server not started");
+    return this.#addresses;
+  }
+
+  /** Base URL of the public HTTP listener (workspace URLs are built from it). */
+  get publicBase(): string {
+    return this.#publicBase;
+  }
+
+  async start(): Promise<ServerAddresses> {
+    const observability = await this.#health.listen();
+    const httpAddress = await this.#frontDoor.listen();
+    const port = httpAddress.port;
+    this.#publicBase = this.config.publicUrl ?? `http://${this.config.rootDomain}${port === 80 ? "" : `:${port}`}`;
+    const agent = await this.#agentEndpoint.listen();
+    this.#addresses = { http: httpAddress, agent, observability };
+    if (this.adminTokenGenerated) {
+      this.log.warn({ adminToken: this.adminToken }, "generated an admin token for this run; set WARREN_ADMIN_TOKEN to choose one");
+    }
+    this.log.info(
+      {
+        version: VERSION,
+        serverId: this.serverId,
+        http: `${httpAddress.address}:${httpAddress.port}`,
+        agent: `${agent.address}:${agent.port}`,
+        observability: `${observability.address}:${observability.port}`,
+        publicUrl: this.#publicBase,
+        rootDomain: this.config.rootDomain,
+      },
+      "warren server ready",
+    );
+    return this.#addresses;
+  }
+
+  /**
+   * Graceful stop: unready, stop accepting, tell agents to go elsewhere, let requests in
+   * flight finish within the shutdown timeout, then close everything.
+   */
+  async shutdown(): Promise<void> {
+    if (this.#draining) return;
+    this.#draining = true;
+    this.log.info({ timeoutMs: this.config.shutdownTimeout }, "shutting down");
+    this.#agentEndpoint.stopAccepting();
+    const closed = this.#frontDoor.stopAccepting();
+    // Keep-alive connections become idle as their last request ends: close them as they do.
+    const sweeper = setInterval(() => this.#frontDoor.server.closeIdleConnections(), 200);
+    const deadline = new Promise<void>((resolve) => setTimeout(resolve, this.config.shutdownTimeout).unref());
+    await Promise.race([closed, deadline]);
+    clearInterval(sweeper);
+    for (const connection of [...this.registry.connections()]) {
+      connection.disconnect(DisconnectReason.SERVER_DRAINING, "server is shutting down; reconnect to another server", 0);
+    }
+    this.#frontDoor.closeAllConnections();
+    this.#httpAgent.destroy();
+    this.#agentEndpoint.destroyAll();
+    await this.#health.close();
+    this.log.info("stopped");
+  }
+
+  #tunnelStats(): { agents: number; idleStreams: number; streams: number } {
+    let agents = 0;
+    let idleStreams = 0;
+    let streams = 0;
+    for (const c of this.registry.connections()) {
+      agents++;
+      idleStreams += c.idleCount;
+      streams += c.streamCount;
+    }
+    return { agents, idleStreams, streams };
+  }
+}

@@ -1,0 +1,23 @@
+import { pino, type Logger, type LevelWithSilent } from "pino";
+
+export type { Logger };
+
+export const LOG_LEVELS: readonly LevelWithSilent[] = ["fatal", "error", "warn", "info", "debug", "trace", "silent"];
+
+/**
+ * Structured JSON logs on stdout, one object per line. Secrets never reach a log line: the
+ * redact paths cover the places a token could appear.
+ */
+export function createLogger(options: { name: string; level: LevelWithSilent }): Logger {
+  return pino({
+    name: options.name,
+    level: options.level,
+    base: { pid: process.pid },
+    timestamp: pino.stdTimeFunctions.isoTime,
+    formatters: { level: (label) => ({ level: label }) },
+    redact: {
+      paths: ["token", "*.token", "agentToken", "*.agentToken", "headers.authorization", "headers.cookie", 'headers["x-warren-token"]'],
+      censor: "[redacted]",
+    },
+  });
+}
