@@ -1,0 +1,125 @@
+import { spawn, type ChildProcess } from "node:child_process";
+import { existsSync, readFileSync } from "node:fs";
+import { fileURLToPath } from "node:url";
+
+export const REPO_ROOT = fileURLToPath(new URL("../..", import.meta.url));
+export const SERVER_BUNDLE = `${REPO_ROOT}dist/warren-server.cjs`;
+export const AGENT_BUNDLE = `${REPO_ROOT}dist/warren-agent.cjs`;
+
+export function requireBuilt(): void {
+  for (const file of [SERVER_BUNDLE, AGENT_BUNDLE]) {
+    if (!existsSync(file)) throw new Error(`${file} is missing: run \`npm run build\` before the tests`);
+  }
+}
+
+const running = new Set<ChildProcess>();
+process.once("exit", () => {
+  for (const child of running) child.kill("SIGKILL");
+});
+
+export interface LogLine {
+  readonly [key: string]: unknown;
+  readonly msg?: string;
+  readonly level?: string;
+}
+
+/** A child process whose stdout is JSON log lines (pino) we can wait on. */
+export class Proc {
+  readonly child: ChildProcess;
+  readonly lines: LogLine[] = [];
+  readonly stderr: string[] = [];
+  readonly stdoutText: string[] = [];
+  readonly #waiters: Array<{ match: (l: LogLine) => boolean; resolve: (l: LogLine) => void }> = [];
+  readonly exited: Promise<{ code: number | null; signal: NodeJS.Signals | null }>;
+
+  constructor(command: string, args: string[], env: NodeJS.ProcessEnv, cwd = REPO_ROOT) {
+    this.child = spawn(command, args, { env, cwd, stdio: ["pipe", "pipe", "pipe"] });
+    running.add(this.child);
+    let buffer = "";
+    this.child.stdout!.setEncoding("utf8").on("data", (chunk: string) => {
+      buffer += chunk;
+      let nl;
+      while ((nl = buffer.indexOf("\n")) >= 0) {
+        const text = buffer.slice(0, nl);
+        buffer = buffer.slice(nl + 1);
+        this.stdoutText.push(text);
+        let line: LogLine;
+        try {
+          line = JSON.parse(text) as LogLine;
+        } catch {
+          continue;
+        }
+        this.lines.push(line);
+        for (const w of [...this.#waiters]) {
+          if (w.match(line)) {
+            this.#waiters.splice(this.#waiters.indexOf(w), 1);
+            w.resolve(line);
+          }
+        }
+      }
+    });
+    this.child.stderr!.setEncoding("utf8").on("data", (chunk: string) => this.stderr.push(chunk));
+    this.exited = new Promise((resolve) => {
+      this.child.once("exit", (code, signal) => {
+        running.delete(this.child);
+        resolve({ code, signal });
+      });
+    });
+  }
+
+  get pid(): number {
+    return this.child.pid!;
+  }
+
+  /** Resolves with the first log line (past or future) that matches. */
+  waitFor(match: (l: LogLine) => boolean, timeoutMs = 15_000, what = "log line"): Promise<LogLine> {
+    const found = this.lines.find(match);
+    if (found) return Promise.resolve(found);
+    return new Promise((resolve, reject) => {
+      const timer = setTimeout(() => {
+        reject(new Error(`timed out waiting for ${what}; output so far:\n${this.output()}`));
+      }, timeoutMs);
+      const waiter = {
+        match,
+        resolve: (l: LogLine) => {
+          clearTimeout(timer);
+          resolve(l);
+        },
+      };
+      this.#waiters.push(waiter);
+      void this.exited.then(() => {
+        if (this.#waiters.includes(waiter)) {
+          clearTimeout(timer);
+          reject(new Error(`process exited while waiting for ${what}; output:\n${this.output()}`));
+        }
+      });
+    });
+  }
+
+  output(): string {
+    return [...this.stdoutText, ...this.stderr].join("\n").slice(-6000);
+  }
+
+  kill(signal: NodeJS.Signals = "SIGTERM"): void {
+    if (this.child.exitCode === null && this.child.signalCode === null) this.child.kill(signal);
+  }
+
+  async stop(timeoutMs = 10_000): Promise<void> {
+    if (this.child.exitCode !== null || this.child.signalCode !== null) return;
+    this.kill("SIGTERM");
+    const timer = setTimeout(() => this.kill("SIGKILL"), timeoutMs);
+    await this.exited;
+    clearTimeout(timer);
+  }
+
+  /** Resident set size in bytes, from /proc. */
+  rssBytes(): number {
+    return readRss(this.pid);
+  }
+}
+
+export function readRss(pid: number): number {
+  const status = readFileSync(`/proc/${pid}/status`, "utf8");
+  const m = /VmRSS:\s+(\d+) kB/.exec(status);
+  return m ? Number(m[1]) * 1024 : 0;
+}

@@ -1,0 +1,174 @@
+import http from "node:http";
+import { AGENT_BUNDLE, Proc, requireBuilt, SERVER_BUNDLE } from "./processes.js";
+
+export const ADMIN_TOKEN = "test-admin-token-0123456789abcdef";
+export const ROOT_DOMAIN = "warren.localhost";
+
+/** A clean environment: nothing WARREN_* leaks in from the machine running the tests. */
+export function cleanEnv(extra: Record<string, string | undefined> = {}): NodeJS.ProcessEnv {
+  const env: NodeJS.ProcessEnv = {};
+  for (const [k, v] of Object.entries(process.env)) if (!k.startsWith("WARREN_")) env[k] = v;
+  for (const [k, v] of Object.entries(extra)) if (v !== undefined) env[k] = v;
+  return env;
+}
+
+export interface ServerHandle {
+  readonly proc: Proc;
+  readonly httpPort: number;
+  readonly agentPort: number;
+  readonly observabilityPort: number;
+  readonly agentUrl: string;
+  readonly adminToken: string;
+  stop(): Promise<void>;
+}
+
+function portOf(addr: unknown): number {
+  return Number(String(addr).split(":").pop());
+}
+
+/** Starts warren-server on free ports (port 0) and waits until it is ready. */
+export async function startServer(env: Record<string, string | undefined> = {}, args: string[] = []): Promise<ServerHandle> {
+  requireBuilt();
+  const proc = new Proc(
+    process.execPath,
+    [SERVER_BUNDLE, ...args],
+    cleanEnv({
+      WARREN_HTTP_ADDR: "127.0.0.1:0",
+      WARREN_AGENT_ADDR: "127.0.0.1:0",
+      WARREN_OBSERVABILITY_ADDR: "127.0.0.1:0",
+      WARREN_ADMIN_TOKEN: ADMIN_TOKEN,
+      WARREN_LOG_LEVEL: "debug",
+      ...env,
+    }),
+  );
+  const ready = await proc.waitFor((l) => l.msg === "warren server ready", 15_000, "server ready");
+  const agentPort = portOf(ready["agent"]);
+  return {
+    proc,
+    httpPort: portOf(ready["http"]),
+    agentPort,
+    observabilityPort: portOf(ready["observability"]),
+    agentUrl: `http://127.0.0.1:${agentPort}`,
+    adminToken: env["WARREN_ADMIN_TOKEN"] ?? ADMIN_TOKEN,
+    stop: () => proc.stop(),
+  };
+}
+
+export interface AgentHandle {
+  readonly proc: Proc;
+  stop(): Promise<void>;
+}
+
+/** Starts warren-agent; waits for its "ready" line unless told not to. */
+export async function startAgent(
+  server: { agentUrl: string },
+  token: string,
+  options: { env?: Record<string, string | undefined>; args?: string[]; waitReady?: boolean } = {},
+): Promise<AgentHandle> {
+  requireBuilt();
+  const proc = new Proc(
+    process.execPath,
+    [AGENT_BUNDLE, ...(options.args ?? [])],
+    cleanEnv({ WARREN_SERVER: server.agentUrl, WARREN_TOKEN: token, WARREN_LOG_LEVEL: "debug", ...options.env }),
+  );
+  if (options.waitReady !== false) await proc.waitFor((l) => l["event"] === "ready", 15_000, "agent ready");
+  return { proc, stop: () => proc.stop() };
+}
+
+export interface ApiResult<T = Record<string, unknown>> {
+  readonly status: number;
+  readonly body: T;
+}
+
+/** Calls a Connect method on the root domain with JSON, like curl would. */
+export async function callApi<T = Record<string, unknown>>(
+  server: ServerHandle,
+  method: string,
+  body: unknown,
+  token: string | undefined = server.adminToken,
+): Promise<ApiResult<T>> {
+  const headers: Record<string, string> = { "content-type": "application/json" };
+  if (token) headers["authorization"] = `Bearer ${token}`;
+  const res = await httpRequest({
+    port: server.httpPort,
+    host: ROOT_DOMAIN,
+    method: "POST",
+    path: `/warren.v1.${method}`,
+    headers,
+    body: JSON.stringify(body),
+  });
+  return { status: res.status, body: JSON.parse(res.body.toString("utf8") || "{}") as T };
+}
+
+export interface CreatedWorkspace {
+  readonly name: string;
+  readonly agentToken: string;
+  readonly urls: string[];
+}
+
+export async function createWorkspace(server: ServerHandle, name: string, ports: Array<number | { port: number; public?: boolean }>): Promise<CreatedWorkspace> {
+  const res = await callApi<{ workspace: { name: string; urls: string[] }; agentToken: string }>(server, "WorkspaceService/CreateWorkspace", {
+    name,
+    ports: ports.map((p) => (typeof p === "number" ? { port: p } : p)),
+  });
+  if (res.status !== 200) throw new Error(`CreateWorkspace failed: ${res.status} ${JSON.stringify(res.body)}`);
+  return { name, agentToken: res.body.agentToken, urls: res.body.workspace.urls };
+}
+
+export interface HttpResult {
+  readonly status: number;
+  readonly headers: http.IncomingHttpHeaders;
+  readonly body: Buffer;
+}
+
+/** One HTTP/1.1 request to 127.0.0.1:port with the given Host header. */
+export function httpRequest(options: {
+  port: number;
+  host: string;
+  method?: string;
+  path?: string;
+  headers?: Record<string, string>;
+  body?: string | Buffer;
+  agent?: http.Agent | false;
+}): Promise<HttpResult> {
+  return new Promise((resolve, reject) => {
+    const req = http.request(
+      {
+        host: "127.0.0.1",
+        port: options.port,
+        method: options.method ?? "GET",
+        path: options.path ?? "/",
+        headers: { host: options.host, ...options.headers },
+        agent: options.agent ?? false,
+      },
+      (res) => {
+        const chunks: Buffer[] = [];
+        res.on("data", (c: Buffer) => chunks.push(c));
+        res.on("end", () => resolve({ status: res.statusCode ?? 0, headers: res.headers, body: Buffer.concat(chunks) }));
+        res.on("error", reject);
+      },
+    );
+    req.on("error", reject);
+    req.end(options.body);
+  });
+}
+
+/** Host header of a workspace port. */
+export function workspaceHost(workspace: string, port: number): string {
+  return `${port}-${workspace}.${ROOT_DOMAIN}`;
+}
+
+/** Retries `fn` until it returns true or the time is up. */
+export async function eventually(fn: () => Promise<boolean> | boolean, timeoutMs = 10_000, what = "condition"): Promise<void> {
+  const deadline = Date.now() + timeoutMs;
+  let lastError: unknown;
+  while (Date.now() < deadline) {
+    try {
+      if (await fn()) return;
+    } catch (err) {
+      lastError = err;
+    }
+    await new Promise((r) => setTimeout(r, 100));
+  }
+  throw new Error(`timed out waiting for ${what}${lastError ? `: ${(lastError as Error).message}` : ""}`);
+}

@@ -1,0 +1,199 @@
+import http from "node:http";
+import { afterAll, beforeAll, describe, expect, it } from "vitest";
+import { freePort, startApp, type App } from "./harness/apps.js";
+import {
+  createWorkspace,
+  httpRequest,
+  startAgent,
+  startServer,
+  workspaceHost,
+  type AgentHandle,
+  type ServerHandle,
+} from "./harness/warren.js";
+
+describe("HTTP front door", () => {
+  let server: ServerHandle;
+  let agent: AgentHandle;
+  let app: App;
+  let slowApp: App;
+  let downPort: number;
+  const requests: http.IncomingMessage[] = [];
+
+  beforeAll(async () => {
+    app = await startApp((req, res) => {
+      requests.push(req);
+      if (req.url === "/slow") return; // never answers
+      const chunks: Buffer[] = [];
+      req.on("data", (c: Buffer) => chunks.push(c));
+      req.on("end", () => {
+        const body = Buffer.concat(chunks);
+        res.setHeader("content-type", "application/json");
+        res.setHeader("set-cookie", ["a=1; Path=/", "b=2; Path=/"]);
+        res.setHeader("x-app", "yes");
+        res.end(JSON.stringify({ method: req.method, url: req.url, headers: req.headers, body: body.toString("utf8") }));
+      });
+    });
+    slowApp = await startApp(() => {});
+    downPort = await freePort();
+    server = await startServer({ WARREN_UPSTREAM_TIMEOUT: "800ms" });
+    const ws = await createWorkspace(server, "demo", [app.port, slowApp.port, downPort, { port: 1, public: true }]);
+    agent = await startAgent(server, ws.agentToken);
+  });
+
+  afterAll(async () => {
+    await agent?.stop();
+    await server?.stop();
+    await app?.close();
+    await slowApp?.close();
+  });
+
+  const token = () => ({ "x-warren-token": server.adminToken });
+
+  it("round-trips a GET with the app's status, headers and body", async () => {
+    const res = await httpRequest({ port: server.httpPort, host: workspaceHost("demo", app.port), path: "/hello?x=1", headers: token() });
+    expect(res.status).toBe(200);
+    expect(res.headers["x-app"]).toBe("yes");
+    expect(res.headers["set-cookie"]).toEqual(["a=1; Path=/", "b=2; Path=/"]);
+    const echoed = JSON.parse(res.body.toString());
+    expect(echoed.method).toBe("GET");
+    expect(echoed.url).toBe("/hello?x=1");
+  });
+
+  it("round-trips a POST body", async () => {
+    const body = JSON.stringify({ hello: "world", n: [1, 2, 3] });
+    const res = await httpRequest({
+      port: server.httpPort,
+      host: workspaceHost("demo", app.port),
+      method: "POST",
+      path: "/submit",
+      headers: { ...token(), "content-type": "application/json" },
+      body,
+    });
+    expect(res.status).toBe(200);
+    const echoed = JSON.parse(res.body.toString());
+    expect(echoed.method).toBe("POST");
+    expect(echoed.body).toBe(body);
+  });
+
+  it("sets X-Forwarded-*, strips Warren's token and hop-by-hop headers, passes the app's Authorization", async () => {
+    const host = workspaceHost("demo", app.port);
+    const res = await httpRequest({
+      port: server.httpPort,
+      host,
+      headers: {
+        ...token(),
+        authorization: "Bearer app-own-credential",
+        "x-forwarded-for": "10.1.2.3",
+        connection: "keep-alive, x-drop-me",
+        "x-drop-me": "1",
+        "keep-alive": "timeout=5",
+        "proxy-authorization": "Basic abc",
+        te: "trailers",
+      },
+    });
+    const h = JSON.parse(res.body.toString()).headers as Record<string, string>;
+    expect(h["authorization"]).toBe("Bearer app-own-credential");
+    expect(h["x-warren-token"]).toBeUndefined();
+    expect(h["x-forwarded-for"]).toBe("10.1.2.3, 127.0.0.1");
+    expect(h["x-forwarded-proto"]).toBe("http");
+    expect(h["x-forwarded-host"]).toBe(host);
+    expect(h["host"]).toBe(host);
+    expect(h["x-drop-me"]).toBeUndefined();
+    expect(h["keep-alive"]).toBeUndefined();
+    expect(h["proxy-authorization"]).toBeUndefined();
+    expect(h["te"]).toBeUndefined();
+  });
+
+  it("streams a chunked request body", async () => {
+    const res = await new Promise<{ status: number; body: string }>((resolve, reject) => {
+      const req = http.request(
+        { host: "127.0.0.1", port: server.httpPort, method: "PUT", path: "/chunked", headers: { host: workspaceHost("demo", app.port), ...token() } },
+        (r) => {
+          let text = "";
+          r.setEncoding("utf8").on("data", (c: string) => (text += c));
+          r.on("end", () => resolve({ status: r.statusCode!, body: text }));
+        },
+      );
+      req.on("error", reject);
+      req.write("part1-");
+      setTimeout(() => req.end("part2"), 50);
+    });
+    expect(res.status).toBe(200);
+    expect(JSON.parse(res.body).body).toBe("part1-part2");
+  });
+
+  it("answers 401 without a token and with a wrong one", async () => {
+    const host = workspaceHost("demo", app.port);
+    const missing = await httpRequest({ port: server.httpPort, host });
+    expect(missing.status).toBe(401);
+    expect(missing.body.toString()).toMatch(/X-Warren-Token/);
+    const wrong = await httpRequest({ port: server.httpPort, host, headers: { "x-warren-token": "wut_0123456789abcdefAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAA" } });
+    expect(wrong.status).toBe(401);
+    const garbage = await httpRequest({ port: server.httpPort, host, headers: { "x-warren-token": "nonsense" } });
+    expect(garbage.status).toBe(401);
+  });
+
+  it("answers 404 for unknown workspaces and malformed hosts", async () => {
+    const unknown = await httpRequest({ port: server.httpPort, host: workspaceHost("nope", app.port), headers: token() });
+    expect(unknown.status).toBe(404);
+    expect(unknown.body.toString()).toBe('workspace "nope" not found\n');
+    for (const host of ["demo.warren.localhost", "x-demo.warren.localhost", "99999-demo.warren.localhost", "8000-Demo_.warren.localhost", "8000-demo.example.com", "0-demo.warren.localhost", "8000--demo.warren.localhost"]) {
+      const res = await httpRequest({ port: server.httpPort, host, headers: token() });
+      expect(res.status, host).toBe(404);
+      expect(res.headers["content-type"]).toMatch(/^text\/plain/);
+    }
+  });
+
+  it("answers 403 for a port the workspace does not expose", async () => {
+    const res = await httpRequest({ port: server.httpPort, host: workspaceHost("demo", 9), headers: token() });
+    expect(res.status).toBe(403);
+    expect(res.body.toString()).toBe('port 9 is not exposed by workspace "demo"\n');
+  });
+
+  it("answers 502 when nothing listens on the port in the workspace", async () => {
+    const res = await httpRequest({ port: server.httpPort, host: workspaceHost("demo", downPort), headers: token() });
+    expect(res.status).toBe(502);
+    expect(res.body.toString()).toMatch(new RegExp(`nothing is listening on port ${downPort} in workspace "demo"`));
+  });
+
+  it("answers 504 when the app does not respond in time", async () => {
+    const res = await httpRequest({ port: server.httpPort, host: workspaceHost("demo", slowApp.port), path: "/slow", headers: token() });
+    expect(res.status).toBe(504);
+    expect(res.body.toString()).toMatch(/did not respond within 800 ms/);
+  });
+
+  it("lets a public port through without credentials", async () => {
+    // Port 1 is public but nothing listens there: the answer is the app's absence, not 401.
+    const res = await httpRequest({ port: server.httpPort, host: workspaceHost("demo", 1) });
+    expect(res.status).toBe(502);
+  });
+
+  it("serves 200 concurrent requests", async () => {
+    const agentPool = new http.Agent({ keepAlive: true, maxSockets: 200 });
+    const results = await Promise.all(
+      Array.from({ length: 200 }, (_, i) =>
+        httpRequest({ port: server.httpPort, host: workspaceHost("demo", app.port), path: `/c/${i}`, headers: token(), agent: agentPool }),
+      ),
+    );
+    agentPool.destroy();
+    expect(results.map((r) => r.status)).toEqual(Array(200).fill(200));
+    results.forEach((r, i) => expect(JSON.parse(r.body.toString()).url).toBe(`/c/${i}`));
+  });
+
+  it("reuses upstream connections: far fewer tunnel streams than requests", async () => {
+    const before = app.connections;
+    for (let i = 0; i < 100; i++) {
+      const res = await httpRequest({ port: server.httpPort, host: workspaceHost("demo", app.port), path: `/seq/${i}`, headers: token() });
+      expect(res.status).toBe(200);
+    }
+    // Each new upstream connection is one tunnel stream; sequential requests share one.
+    expect(app.connections - before).toBeLessThanOrEqual(3);
+  });
+
+  it("keeps serving the root domain API and health", async () => {
+    const res = await httpRequest({ port: server.httpPort, host: "warren.localhost", path: "/healthz" });
+    expect(res.status).toBe(200);
+    const unknownPath = await httpRequest({ port: server.httpPort, host: "warren.localhost", path: "/nope" });
+    expect(unknownPath.status).toBe(404);
+  });
+});
