@@ -92,10 +92,17 @@ export class WarrenServer {
       maxMessageBytes: TUNNEL_WINDOWS.maxMessageBytes,
       urlsOf,
       log: log.child({ component: "agent-endpoint" }),
-      onConnection: () => this.metrics.agentConnects.inc(),
+      onConnection: (connection) => {
+        this.metrics.agentConnects.inc();
+        connection.onDraining(() => this.#httpAgent.closeIdleSocketsOf(connection.session));
+      },
     });
 
-    this.#httpAgent = new TunnelHttpAgent(dialer, { freeSocketTimeoutMs: 4000, maxFreeSockets: 256 });
+    this.#httpAgent = new TunnelHttpAgent(dialer, {
+      freeSocketTimeoutMs: 4000,
+      maxFreeSockets: 256,
+      acceptsNewWork: (session) => registry.acceptsNewWork(session),
+    });
     const api = createApiHandler({
       routes: (router) => {
         router.service(

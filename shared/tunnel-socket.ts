@@ -85,6 +85,11 @@ export class TunnelSocket<In extends DescMessage = DescMessage> extends Duplex {
     stream.on("drain", () => this.emit("tunnel-drain"));
   }
 
+  /** The HTTP/2 stream that carries this socket. */
+  get http2Stream(): Http2Stream {
+    return this.#stream;
+  }
+
   /** Whether both directions closed cleanly. */
   get completed(): boolean {
     return this.#finished;

@@ -1,5 +1,7 @@
 import http, { type ClientRequestArgs } from "node:http";
+import type { Http2Session } from "node:http2";
 import type { Duplex } from "node:stream";
+import type { TunnelSocket } from "../../shared/tunnel-socket.js";
 import type { Dialer } from "../tunnel/tunnel-dialer.js";
 
 /** Request options that name the workspace port a request goes to. */
@@ -15,8 +17,17 @@ export interface TunnelRequestArgs extends ClientRequestArgs {
  */
 export class TunnelHttpAgent extends http.Agent {
   readonly #dialer: Dialer;
+  readonly #acceptsNewWork: (session: Http2Session) => boolean;
 
-  constructor(dialer: Dialer, options: { freeSocketTimeoutMs: number; maxFreeSockets: number }) {
+  constructor(
+    dialer: Dialer,
+    options: {
+      freeSocketTimeoutMs: number;
+      maxFreeSockets: number;
+      /** Whether the agent session still takes new work; sockets on a draining one are not kept. */
+      acceptsNewWork: (session: Http2Session) => boolean;
+    },
+  ) {
     super({
       keepAlive: true,
       // Shorter than node's default server keep-alive (5 s), so that we close an idle
@@ -26,11 +37,34 @@ export class TunnelHttpAgent extends http.Agent {
       scheduling: "lifo",
     });
     this.#dialer = dialer;
+    this.#acceptsNewWork = options.acceptsNewWork;
+  }
+
+  override keepSocketAlive(socket: Duplex): boolean {
+    const session = (socket as unknown as TunnelSocket).http2Stream?.session;
+    if (session && !this.#acceptsNewWork(session)) return false;
+    return (super.keepSocketAlive as (s: Duplex) => boolean)(socket);
   }
 
   override getName(options?: ClientRequestArgs): string {
     const o = options as TunnelRequestArgs;
     return `${o.workspace}:${o.workspacePort}`;
+  }
+
+  /**
+   * Ends the kept-alive connections that ride on an agent session that stops taking new
+   * work (draining agent), so that its open streams can finish and the agent can exit.
+   */
+  closeIdleSocketsOf(session: Http2Session): void {
+    for (const sockets of Object.values(this.freeSockets)) {
+      for (const socket of sockets ?? []) {
+        if ((socket as unknown as TunnelSocket).http2Stream?.session !== session) continue;
+        // Ended (no longer writable) and then out of the pool, so no request picks it.
+        socket.end();
+        socket.emit("agentRemove");
+        setTimeout(() => socket.destroy(), 5000).unref();
+      }
+    }
   }
 
   override createConnection(options: ClientRequestArgs, callback?: (err: Error | null, stream: Duplex) => void): undefined {

@@ -50,6 +50,7 @@ export class AgentConnection {
   #draining = false;
   #closed = false;
   readonly #closeHandlers: Array<() => void> = [];
+  readonly #drainHandlers: Array<() => void> = [];
   #onIdleStream: (() => void) | undefined;
 
   constructor(options: AgentConnectionOptions) {
@@ -90,6 +91,11 @@ export class AgentConnection {
   /** Called by the registry when a stream becomes idle. */
   setIdleListener(listener: () => void): void {
     this.#onIdleStream = listener;
+  }
+
+  /** Runs when the connection stops taking new dials but may still carry open ones. */
+  onDraining(handler: () => void): void {
+    this.#drainHandlers.push(handler);
   }
 
   onClose(handler: () => void): void {
@@ -180,6 +186,7 @@ export class AgentConnection {
       parked.detach();
       endWithStatus(parked.stream, new WarrenError(ErrorCode.Unavailable, "agent is draining"));
     }
+    for (const handler of this.#drainHandlers.splice(0)) handler();
   }
 
   /**
@@ -207,6 +214,14 @@ export class AgentConnection {
     setTimeout(() => {
       if (!session.destroyed) session.destroy();
     }, graceMs).unref();
+  }
+
+  /** Drops the connection without a word: the network lost it. */
+  drop(why: string): void {
+    if (this.#closed) return;
+    this.log.info({ why }, "dropping agent connection");
+    this.#markClosed(why);
+    this.#session.destroy();
   }
 
   /** Drops the whole connection at once: the agent broke the protocol. */

@@ -30,6 +30,8 @@ const TUNNEL_PATH = "/warren.v1.AgentService/Tunnel";
 const HELLO_TIMEOUT_MS = 10_000;
 /** Control messages are small; anything bigger is hostile. */
 const MAX_CONTROL_MESSAGE_BYTES = 64 * 1024;
+/** Every agent session is pinged this often; one that has not answered the previous ping is dead. */
+const PING_INTERVAL_MS = 15_000;
 
 export interface AgentEndpointOptions {
   readonly listen: HostPort;
@@ -49,6 +51,7 @@ export interface AgentEndpointOptions {
 
 interface SessionState {
   connection?: AgentConnection;
+  pingOutstanding: boolean;
   controlPending: boolean;
   authorization?: string;
   helloTimer?: NodeJS.Timeout;
@@ -64,6 +67,7 @@ export class AgentEndpoint {
   readonly #server: Http2Server | Http2SecureServer;
   readonly #sessions = new Map<ServerHttp2Session, SessionState>();
   #draining = false;
+  #pingTimer: NodeJS.Timeout | undefined;
 
   constructor(options: AgentEndpointOptions) {
     this.#options = options;
@@ -92,6 +96,8 @@ export class AgentEndpoint {
         resolve();
       });
     });
+    this.#pingTimer = setInterval(() => this.#pingAll(), PING_INTERVAL_MS);
+    this.#pingTimer.unref();
     return this.#server.address() as AddressInfo;
   }
 
@@ -103,7 +109,27 @@ export class AgentEndpoint {
 
   /** Destroys every session at once. */
   destroyAll(): void {
+    clearInterval(this.#pingTimer);
     for (const session of this.#sessions.keys()) session.destroy();
+  }
+
+  /** Detects agents lost to a network cut (no FIN ever arrives): no answer to a ping, no session. */
+  #pingAll(): void {
+    for (const [session, state] of this.#sessions) {
+      if (!state.connection || session.destroyed) continue;
+      if (state.pingOutstanding) {
+        state.connection.drop("agent stopped answering pings");
+        continue;
+      }
+      state.pingOutstanding = true;
+      try {
+        session.ping(() => {
+          state.pingOutstanding = false;
+        });
+      } catch {
+        // Session closing.
+      }
+    }
   }
 
   get sessionCount(): number {
@@ -111,7 +137,7 @@ export class AgentEndpoint {
   }
 
   #onSession(session: ServerHttp2Session): void {
-    const state: SessionState = { controlPending: false };
+    const state: SessionState = { controlPending: false, pingOutstanding: false };
     this.#sessions.set(session, state);
     session.on("error", (err) => this.#options.log.debug({ err: err.message }, "agent session error"));
     session.once("close", () => {

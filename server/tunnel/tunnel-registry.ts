@@ -1,4 +1,4 @@
-import type { ServerHttp2Stream } from "node:http2";
+import type { Http2Session, ServerHttp2Stream } from "node:http2";
 import { ErrorCode, WarrenError } from "../../shared/errors.js";
 import type { DisconnectReason } from "../../shared/gen/warren/v1/agent_pb.js";
 import type { AgentConnection } from "./agent-connection.js";
@@ -42,6 +42,12 @@ export interface StreamFinder {
 /** Every connected agent of this server, by workspace. */
 export class TunnelRegistry implements AgentRegistrar, StreamFinder {
   readonly #workspaces = new Map<string, WorkspaceTunnels>();
+  readonly #bySession = new WeakMap<Http2Session, AgentConnection>();
+
+  /** Whether the agent connection on this HTTP/2 session still takes new dials. */
+  acceptsNewWork(session: Http2Session): boolean {
+    return this.#bySession.get(session)?.usable ?? false;
+  }
 
   register(connection: AgentConnection): void {
     let tunnels = this.#workspaces.get(connection.workspace);
@@ -49,7 +55,15 @@ export class TunnelRegistry implements AgentRegistrar, StreamFinder {
       tunnels = { connections: [], waiters: [], next: 0 };
       this.#workspaces.set(connection.workspace, tunnels);
     }
+    // The agent process connected again: its older connections may be dead without a FIN
+    // having reached us (a network cut), and their streams would swallow dials until a
+    // timeout. New dials go to the new connection; requests in flight on the old one go on
+    // (keepalive pings close it if it is really dead).
+    for (const old of tunnels.connections) {
+      if (old.instanceId !== "" && old.instanceId === connection.instanceId) old.markDraining();
+    }
     tunnels.connections.push(connection);
+    this.#bySession.set(connection.session, connection);
     const t = tunnels;
     connection.setIdleListener(() => this.#serveWaiters(t));
     connection.onClose(() => this.#remove(connection));
