@@ -99,8 +99,8 @@ describe("agent lifecycle", () => {
     for (const s of relayed) s.destroy();
     await eventually(() => agent.proc.lines.filter((l) => l["event"] === "ready").length === 2, 10_000, "the agent to reconnect");
     await eventually(async () => (await get("reconnect")).status === 200, 5000, "traffic to recover");
-    // Recovery is the reconnect backoff (about a second), not a timeout on a dead stream.
-    expect(Date.now() - t0).toBeLessThan(4000);
+    // No request hangs on the dead connection's streams until keepalive notices (30 s).
+    expect(Date.now() - t0).toBeLessThan(10_000);
     expect(agent.proc.lines.some((l) => l.msg === "disconnected; reconnecting")).toBe(true);
     await agent.stop();
     relay.close();
