@@ -259,7 +259,8 @@ export class TunnelSocket<In extends DescMessage = DescMessage> extends Duplex {
   override _destroy(err: Error | null, callback: (err?: Error | null) => void): void {
     this.#clearTimer();
     const stream = this.#stream;
-    if (!this.#finished && !stream.destroyed && !stream.closed) {
+    const session = stream.session;
+    if (!this.#finished && !stream.destroyed && !stream.closed && session && !session.destroyed) {
       stream.close(h2constants.NGHTTP2_CANCEL);
     }
     callback(err);

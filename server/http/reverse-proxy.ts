@@ -59,6 +59,10 @@ export class ReverseProxy {
       };
       const upstream = http.request(args);
       let responded = false;
+      // Once a tunnel socket is assigned the dial has succeeded: later failures are the app's
+      // connection failing (502), not the dial's own answer (403/503/504).
+      let connected = false;
+      upstream.once("socket", () => (connected = true));
       const timer = setTimeout(() => {
         upstream.destroy(
           new WarrenError(
@@ -97,7 +101,7 @@ export class ReverseProxy {
           attempt(retriesLeft - 1);
           return;
         }
-        sendError(res, upstreamError(err, target));
+        sendError(res, upstreamError(err, target, connected));
       });
       if (hasBody) {
         req.pipe(upstream);
@@ -110,8 +114,8 @@ export class ReverseProxy {
   }
 }
 
-function upstreamError(err: unknown, target: ProxyTarget): WarrenError {
-  if (err instanceof WarrenError) return err;
+function upstreamError(err: unknown, target: ProxyTarget, connected: boolean): WarrenError {
+  if (err instanceof WarrenError && (!connected || err.code === ErrorCode.DeadlineExceeded)) return err;
   return new WarrenError(
     ErrorCode.BadGateway,
     `connection to port ${target.port} of workspace "${target.workspace}" failed: ${(err as Error).message}`,

@@ -234,9 +234,11 @@ export class AgentConnection {
   #markClosed(why: string): void {
     if (this.#closed) return;
     this.#closed = true;
+    // Idle streams end with a status rather than RST_STREAM: resetting hundreds of streams of
+    // a session that is going away made node spin in submitRstStream (Node 20).
     for (const parked of this.#idle.splice(0)) {
       parked.detach();
-      if (!parked.stream.closed) parked.stream.close();
+      endWithStatus(parked.stream, new WarrenError(ErrorCode.Unavailable, `agent connection closed: ${why}`));
     }
     // Streams in flight may finish; nothing new starts on this session.
     if (!this.#session.closed && !this.#session.destroyed) this.#session.close();

@@ -83,7 +83,11 @@ export class AgentEndpoint {
       : http2.createServer(common);
     this.#server.on("session", (session: ServerHttp2Session) => this.#onSession(session));
     this.#server.on("stream", (stream: ServerHttp2Stream, headers: IncomingHttpHeaders) => this.#onStream(stream, headers));
-    this.#server.on("sessionError", (err: Error) => options.log.debug({ err: err.message }, "agent session error"));
+    // A peer that does not speak HTTP/2 (bad preface, broken frames): drop it.
+    this.#server.on("sessionError", (err: Error, session: ServerHttp2Session) => {
+      options.log.debug({ err: err.message }, "agent session error");
+      session.destroy();
+    });
     this.#server.on("unknownProtocol", (socket) => socket.destroy());
   }
 
@@ -139,7 +143,7 @@ export class AgentEndpoint {
   #onSession(session: ServerHttp2Session): void {
     const state: SessionState = { controlPending: false, pingOutstanding: false };
     this.#sessions.set(session, state);
-    session.on("error", (err) => this.#options.log.debug({ err: err.message }, "agent session error"));
+    session.on("error", () => session.destroy());
     session.once("close", () => {
       clearTimeout(state.helloTimer);
       this.#sessions.delete(session);
