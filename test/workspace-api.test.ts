@@ -1,0 +1,108 @@
+import { afterAll, beforeAll, describe, expect, it } from "vitest";
+import { callApi, httpRequest, ROOT_DOMAIN, startServer, type ServerHandle } from "./harness/warren.js";
+
+describe("workspace API (Connect, JSON over HTTP)", () => {
+  let server: ServerHandle;
+
+  beforeAll(async () => {
+    server = await startServer();
+  });
+
+  afterAll(async () => {
+    await server?.stop();
+  });
+
+  it("creates a workspace with its URLs and a one-time agent token", async () => {
+    const res = await callApi<{ workspace: { name: string; urls: string[]; ports: unknown[]; connected?: boolean }; agentToken: string }>(
+      server,
+      "WorkspaceService/CreateWorkspace",
+      { name: "demo", ports: [{ port: 8000 }, { port: 3000, public: true }] },
+    );
+    expect(res.status).toBe(200);
+    expect(res.body.workspace.name).toBe("demo");
+    expect(res.body.workspace.ports).toEqual([{ port: 8000 }, { port: 3000, public: true }]);
+    expect(res.body.workspace.urls).toEqual([
+      `http://8000-demo.${ROOT_DOMAIN}:${server.httpPort}/`,
+      `http://3000-demo.${ROOT_DOMAIN}:${server.httpPort}/`,
+    ]);
+    expect(res.body.agentToken).toMatch(/^wat_[0-9a-f]{16}[A-Za-z0-9_-]{43}$/);
+    // Shown once: reading the workspace never shows the token again.
+    const got = await callApi<{ workspace: Record<string, unknown> }>(server, "WorkspaceService/GetWorkspace", { name: "demo" });
+    expect(got.status).toBe(200);
+    expect(JSON.stringify(got.body)).not.toContain(res.body.agentToken);
+    expect(got.body.workspace["connected"]).toBeUndefined(); // false is omitted in proto3 JSON
+  });
+
+  it("lists and deletes workspaces", async () => {
+    await callApi(server, "WorkspaceService/CreateWorkspace", { name: "listed", ports: [] });
+    const list = await callApi<{ workspaces: Array<{ name: string }> }>(server, "WorkspaceService/ListWorkspaces", {});
+    expect(list.body.workspaces.map((w) => w.name)).toContain("listed");
+    expect((await callApi(server, "WorkspaceService/DeleteWorkspace", { name: "listed" })).status).toBe(200);
+    const gone = await callApi<{ code: string; message: string }>(server, "WorkspaceService/GetWorkspace", { name: "listed" });
+    expect(gone.status).toBe(404);
+    expect(gone.body).toEqual({ code: "not_found", message: 'workspace "listed" not found' });
+  });
+
+  it("refuses a taken name with already_exists", async () => {
+    await callApi(server, "WorkspaceService/CreateWorkspace", { name: "twice", ports: [] });
+    const again = await callApi<{ code: string }>(server, "WorkspaceService/CreateWorkspace", { name: "twice", ports: [] });
+    expect(again.status).toBe(409);
+    expect(again.body.code).toBe("already_exists");
+  });
+
+  it("answers invalid_argument naming the field for bad input", async () => {
+    const cases: Array<[unknown, RegExp]> = [
+      [{ name: "Bad_Name", ports: [] }, /^name: "Bad_Name" is not a valid workspace name/],
+      [{ name: "-leading", ports: [] }, /^name:/],
+      [{ name: "", ports: [] }, /^name: required/],
+      [{ name: "x".repeat(64), ports: [] }, /^name:/],
+      [{ name: "ports", ports: [{ port: 0 }] }, /^ports\[0\]\.port: 0 is not a port number/],
+      [{ name: "ports", ports: [{ port: 70000 }] }, /^ports\[0\]\.port: 70000 is not a port number/],
+      [{ name: "ports", ports: [{ port: 80 }, { port: 80 }] }, /^ports\[1\]\.port: 80 is listed twice/],
+    ];
+    for (const [body, message] of cases) {
+      const res = await callApi<{ code: string; message: string }>(server, "WorkspaceService/CreateWorkspace", body);
+      expect(res.status, JSON.stringify(body)).toBe(400);
+      expect(res.body.code).toBe("invalid_argument");
+      expect(res.body.message).toMatch(message);
+    }
+  });
+
+  it("rejects unknown fields and malformed JSON with invalid_argument", async () => {
+    const unknown = await callApi<{ code: string; message: string }>(server, "WorkspaceService/CreateWorkspace", { name: "x", colour: "red" });
+    expect(unknown.status).toBe(400);
+    expect(unknown.body.code).toBe("invalid_argument");
+    expect(unknown.body.message).toMatch(/colour/);
+    const res = await httpRequest({
+      port: server.httpPort,
+      host: ROOT_DOMAIN,
+      method: "POST",
+      path: "/warren.v1.WorkspaceService/CreateWorkspace",
+      headers: { "content-type": "application/json", authorization: `Bearer ${server.adminToken}` },
+      body: "{not json",
+    });
+    expect(res.status).toBe(400);
+    expect(JSON.parse(res.body.toString()).code).toBe("invalid_argument");
+  });
+
+  it("refuses a huge body before parsing it", async () => {
+    const res = await httpRequest({
+      port: server.httpPort,
+      host: ROOT_DOMAIN,
+      method: "POST",
+      path: "/warren.v1.WorkspaceService/CreateWorkspace",
+      headers: { "content-type": "application/json", authorization: `Bearer ${server.adminToken}` },
+      body: JSON.stringify({ name: "big", pad: "x".repeat(5 * 1024 * 1024) }),
+    });
+    expect(res.status).toBeGreaterThanOrEqual(400);
+    expect(res.status).toBeLessThan(500);
+  });
+
+  it("needs the admin token: unauthenticated without or with a wrong one", async () => {
+    for (const token of ["", "wrong-token-wrong-token"]) {
+      const res = await callApi<{ code: string }>(server, "WorkspaceService/ListWorkspaces", {}, token);
+      expect(res.status).toBe(401);
+      expect(res.body.code).toBe("unauthenticated");
+    }
+  });
+});
