@@ -1,1 +1,85 @@
-console.log("bench: not yet")
+// npm run bench [-- --quick] [-- --only tunnel]: starts everything it needs, measures Warren
+// against a direct connection and OpenSSH's reverse tunnel in one run, prints a table with the
+// ratios and writes it as JSON under .bench/ for comparison between commits.
+import { existsSync, mkdirSync, writeFileSync } from "node:fs";
+import { cpus } from "node:os";
+import { fileURLToPath } from "node:url";
+import { runBenchApp } from "./bench/bench-app.js";
+import { ensureCommands } from "./bench/processes.js";
+import type { BenchContext, BenchSection } from "./bench/report.js";
+import { benchTunnel } from "./bench/tunnel.js";
+
+const SECTIONS: Record<string, (ctx: BenchContext) => Promise<BenchSection>> = {
+  tunnel: benchTunnel,
+};
+
+function fmt(n: number): string {
+  if (!Number.isFinite(n)) return "-";
+  if (n >= 100) return n.toFixed(0);
+  if (n >= 10) return n.toFixed(1);
+  return n.toFixed(2);
+}
+
+function printSection(section: BenchSection): void {
+  process.stdout.write(`\n## ${section.title}\n\n`);
+  const rivals = [...new Set(section.rows.flatMap((r) => Object.keys(r.values)))];
+  const ratioCols = [...new Set(section.rows.flatMap((r) => (r.ratios ?? []).map(([a, b]) => `${a}/${b}`)))];
+  const header = ["figure", "unit", ...rivals, ...ratioCols];
+  const lines = section.rows.map((r) => [
+    r.figure,
+    r.unit,
+    ...rivals.map((name) => (r.values[name] === undefined ? "" : fmt(r.values[name]!))),
+    ...ratioCols.map((col) => {
+      const [a, b] = col.split("/") as [string, string];
+      const x = r.values[a];
+      const y = r.values[b];
+      return x !== undefined && y !== undefined && y !== 0 ? `${(x / y).toFixed(2)}x` : "";
+    }),
+  ]);
+  const widths = header.map((h, i) => Math.max(h.length, ...lines.map((l) => l[i]!.length)));
+  const row = (cells: string[]) => `| ${cells.map((c, i) => c.padEnd(widths[i]!)).join(" | ")} |\n`;
+  process.stdout.write(row(header));
+  process.stdout.write(row(widths.map((w) => "-".repeat(w))));
+  for (const l of lines) process.stdout.write(row(l));
+  for (const note of section.notes ?? []) process.stdout.write(`\n${note}\n`);
+}
+
+async function main(): Promise<void> {
+  const args = process.argv.slice(2);
+  const appIndex = args.indexOf("--app");
+  if (appIndex >= 0) {
+    runBenchApp(Number(args[appIndex + 1]));
+    return;
+  }
+  const quick = args.includes("--quick");
+  const onlyIndex = args.indexOf("--only");
+  const only = onlyIndex >= 0 ? args[onlyIndex + 1]!.split(",") : Object.keys(SECTIONS);
+  const root = fileURLToPath(new URL("..", `file://${__filename}`));
+  for (const bundle of ["dist/warren-server.cjs", "dist/warren-agent.cjs"]) {
+    if (!existsSync(`${root}${bundle}`)) throw new Error(`${bundle} is missing: run npm run build first`);
+  }
+  const log = (line: string) => process.stderr.write(`bench: ${line}\n`);
+  ensureCommands({ wrk: "wrk", curl: "curl", "/usr/sbin/sshd": "openssh-server", ssh: "openssh-client" }, log);
+  const ctx: BenchContext = { quick, root, log };
+  const results: BenchSection[] = [];
+  for (const name of only) {
+    const section = SECTIONS[name];
+    if (!section) throw new Error(`unknown section ${name}; known: ${Object.keys(SECTIONS).join(", ")}`);
+    log(`section ${name}`);
+    const result = await section(ctx);
+    results.push(result);
+    printSection(result);
+  }
+  const report = { date: new Date().toISOString(), quick, node: process.version, cpus: cpus().length, sections: results };
+  mkdirSync(`${root}.bench`, { recursive: true });
+  const stamp = report.date.replace(/[:.]/g, "-");
+  writeFileSync(`${root}.bench/bench-${stamp}.json`, JSON.stringify(report, null, 2));
+  writeFileSync(`${root}.bench/latest.json`, JSON.stringify(report, null, 2));
+  log(`wrote .bench/latest.json`);
+  process.exit(0);
+}
+
+main().catch((err) => {
+  process.stderr.write(`bench: ${(err as Error).stack ?? String(err)}\n`);
+  process.exit(1);
+});
