@@ -1,7 +1,6 @@
-import { readFileSync } from "node:fs";
 import type { LevelWithSilent } from "pino";
 import { LOG_LEVELS } from "../shared/logger.js";
-import { formatDuration, parseDuration, parseIntegerIn, parseNonEmpty, parseOneOf, setting, type SettingsOf } from "../shared/settings.js";
+import { formatDuration, parseDuration, parseIntegerIn, parseNonEmpty, parseOneOf, parseReadableFile, setting, type SettingsOf } from "../shared/settings.js";
 
 /** A server address: http(s)://host:port, or host:port (https unless the host is loopback). */
 export function parseServerAddress(raw: string): URL {
@@ -36,15 +35,6 @@ function duration(min: number, max: number) {
   };
 }
 
-function readableFile(raw: string): string {
-  try {
-    readFileSync(raw);
-  } catch (err) {
-    throw new Error(`cannot read ${raw}: ${(err as NodeJS.ErrnoException).code ?? (err as Error).message}`);
-  }
-  return raw;
-}
-
 /** Settings of warren-agent. Names and defaults are part of the public contract. */
 export const AGENT_SETTINGS = {
   server: setting<URL[] | undefined>({
@@ -66,14 +56,14 @@ export const AGENT_SETTINGS = {
     flag: "token-file",
     env: "WARREN_TOKEN_FILE",
     description: "file holding the agent token (read at each connect, so it can be rotated)",
-    parse: readableFile,
+    parse: parseReadableFile,
   }),
   caFile: setting<string | undefined>({
     key: "caFile",
     flag: "ca-file",
     env: "WARREN_CA_FILE",
     description: "PEM file of CA certificates to verify the server with (default: system CAs)",
-    parse: readableFile,
+    parse: parseReadableFile,
   }),
   poolMinIdle: setting({
     key: "poolMinIdle",

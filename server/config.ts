@@ -5,6 +5,7 @@ import {
   parseIntegerIn,
   parseNonEmpty,
   parseOneOf,
+  parseReadableFile,
   setting,
   type SettingsOf,
 } from "../shared/settings.js";
@@ -40,6 +41,13 @@ function duration(min: number, max: number) {
 }
 
 const optional = (raw: string): string | undefined => parseNonEmpty(raw);
+
+/** Checks between settings that each parse alone cannot see. Throws with a message naming them. */
+export function validateServerConfig(config: ServerConfig): void {
+  if ((config.tlsCert === undefined) !== (config.tlsKey === undefined)) {
+    throw new Error("WARREN_TLS_CERT and WARREN_TLS_KEY must be set together");
+  }
+}
 
 /** Settings of warren-server. Names and defaults are part of the public contract. */
 export const SERVER_SETTINGS = {
@@ -156,6 +164,20 @@ export const SERVER_SETTINGS = {
     default: 25_000,
     defaultText: "25s",
     parse: duration(0, 600_000),
+  }),
+  tlsCert: setting<string | undefined>({
+    key: "tlsCert",
+    flag: "tls-cert",
+    env: "WARREN_TLS_CERT",
+    description: "PEM certificate (chain) for every listener, e.g. a wildcard for *.{root} plus {root}; reloaded when the file changes",
+    parse: parseReadableFile,
+  }),
+  tlsKey: setting<string | undefined>({
+    key: "tlsKey",
+    flag: "tls-key",
+    env: "WARREN_TLS_KEY",
+    description: "PEM private key of the certificate",
+    parse: parseReadableFile,
   }),
   serverId: setting<string | undefined>({
     key: "serverId",

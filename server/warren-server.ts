@@ -23,6 +23,7 @@ import { HealthServer } from "./observability/health-server.js";
 import { ServerMetrics } from "./observability/metrics.js";
 import { rootFallback, rootHandler } from "./root-handler.js";
 import { MemoryStore } from "./store/memory-store.js";
+import { TlsCredentials } from "./tls/tls-credentials.js";
 import type { WorkspaceRecord } from "./store/records.js";
 import type { TokenStore, WorkspaceStore } from "./store/store.js";
 import { AgentEndpoint } from "./tunnel/agent-endpoint.js";
@@ -53,6 +54,7 @@ export class WarrenServer {
   readonly #frontDoor: FrontDoor;
   readonly #health: HealthServer;
   readonly #httpAgent: TunnelHttpAgent;
+  readonly #tls: TlsCredentials | undefined;
   #publicBase = "";
   #draining = false;
   #addresses: ServerAddresses | undefined;
@@ -63,6 +65,10 @@ export class WarrenServer {
     this.serverId = config.serverId ?? `${hostname()}-${randomBytes(3).toString("hex")}`;
     this.adminTokenGenerated = config.adminToken === undefined;
     this.adminToken = config.adminToken ?? generateAdminToken();
+    this.#tls =
+      config.tlsCert && config.tlsKey
+        ? new TlsCredentials({ certFile: config.tlsCert, keyFile: config.tlsKey, log: log.child({ component: "tls" }) })
+        : undefined;
     const store = new MemoryStore();
     this.store = store;
     this.events = new LocalEventBus();
@@ -85,6 +91,7 @@ export class WarrenServer {
 
     this.#agentEndpoint = new AgentEndpoint({
       listen: config.agentAddr,
+      tls: this.#tls?.options,
       authenticator,
       registry,
       serverId: this.serverId,
@@ -114,6 +121,7 @@ export class WarrenServer {
     });
     this.#frontDoor = new FrontDoor({
       listen: config.httpAddr,
+      tls: this.#tls?.options,
       rootDomain: config.rootDomain,
       rootHandler: rootHandler({ routes: [], api }),
       access: new WorkspaceAccess({ workspaces: store, authenticator }),
@@ -126,6 +134,10 @@ export class WarrenServer {
       webSockets: new WebSocketProxy({ dialer, upstreamTimeoutMs: config.upstreamTimeout, log }),
       log,
     });
+    if (this.#tls) {
+      this.#tls.attach(this.#agentEndpoint);
+      this.#tls.attach(this.#frontDoor);
+    }
     this.#health = new HealthServer({
       listen: config.observabilityAddr,
       registry: this.metrics.registry,
@@ -147,7 +159,10 @@ export class WarrenServer {
     const observability = await this.#health.listen();
     const httpAddress = await this.#frontDoor.listen();
     const port = httpAddress.port;
-    this.#publicBase = this.config.publicUrl ?? `http://${this.config.rootDomain}${port === 80 ? "" : `:${port}`}`;
+    const scheme = this.#tls ? "https" : "http";
+    const defaultPort = this.#tls ? 443 : 80;
+    this.#publicBase = this.config.publicUrl ?? `${scheme}://${this.config.rootDomain}${port === defaultPort ? "" : `:${port}`}`;
+    this.#tls?.watch();
     const agent = await this.#agentEndpoint.listen();
     this.#addresses = { http: httpAddress, agent, observability };
     if (this.adminTokenGenerated) {
@@ -190,6 +205,7 @@ export class WarrenServer {
     this.#httpAgent.destroy();
     this.#agentEndpoint.destroyAll();
     await this.#health.close();
+    this.#tls?.stop();
     this.log.info("stopped");
   }
 

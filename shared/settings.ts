@@ -233,3 +233,13 @@ export function parseNonEmpty(raw: string): string {
   if (raw.trim() === "") throw new Error("must not be empty");
   return raw;
 }
+
+/** A path to a file this process can read (checked at start, so a typo stops it at once). */
+export function parseReadableFile(raw: string): string {
+  try {
+    readFileSync(raw);
+  } catch (err) {
+    throw new Error(`cannot read ${raw}: ${(err as NodeJS.ErrnoException).code ?? (err as Error).message}`);
+  }
+  return raw;
+}

@@ -69,6 +69,11 @@ export class FrontDoor {
     return this.#server.address() as AddressInfo;
   }
 
+  /** Swaps the TLS certificate for new connections. */
+  setSecureContext(options: SecureContextOptions): void {
+    if (this.#server instanceof https.Server) this.#server.setSecureContext(options);
+  }
+
   /** Stops accepting connections and closes idle keep-alive ones; requests in flight go on. */
   stopAccepting(): Promise<void> {
     return new Promise((resolve) => {

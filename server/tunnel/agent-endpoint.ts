@@ -105,6 +105,11 @@ export class AgentEndpoint {
     return this.#server.address() as AddressInfo;
   }
 
+  /** Swaps the TLS certificate for new connections. */
+  setSecureContext(options: SecureServerOptions): void {
+    if ("setSecureContext" in this.#server) this.#server.setSecureContext(options);
+  }
+
   /** Stops accepting new agent connections; existing ones stay. */
   stopAccepting(): void {
     this.#draining = true;

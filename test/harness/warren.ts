@@ -1,4 +1,5 @@
 import http from "node:http";
+import https from "node:https";
 import { AGENT_BUNDLE, Proc, requireBuilt, SERVER_BUNDLE } from "./processes.js";
 
 export const ADMIN_TOKEN = "test-admin-token-0123456789abcdef";
@@ -19,6 +20,8 @@ export interface ServerHandle {
   readonly observabilityPort: number;
   readonly agentUrl: string;
   readonly adminToken: string;
+  /** CA that verifies the server's certificate, when it serves TLS. */
+  ca?: Buffer;
   stop(): Promise<void>;
 }
 
@@ -27,7 +30,7 @@ function portOf(addr: unknown): number {
 }
 
 /** Starts warren-server on free ports (port 0) and waits until it is ready. */
-export async function startServer(env: Record<string, string | undefined> = {}, args: string[] = []): Promise<ServerHandle> {
+export async function startServer(env: Record<string, string | undefined> = {}, args: string[] = [], ca?: Buffer): Promise<ServerHandle> {
   requireBuilt();
   const proc = new Proc(
     process.execPath,
@@ -50,6 +53,7 @@ export async function startServer(env: Record<string, string | undefined> = {}, 
     observabilityPort: portOf(ready["observability"]),
     agentUrl: `http://127.0.0.1:${agentPort}`,
     adminToken: env["WARREN_ADMIN_TOKEN"] ?? ADMIN_TOKEN,
+    ca,
     stop: () => proc.stop(),
   };
 }
@@ -96,6 +100,7 @@ export async function callApi<T = Record<string, unknown>>(
     path: `/warren.v1.${method}`,
     headers,
     body: JSON.stringify(body),
+    ca: server.ca,
   });
   return { status: res.status, body: JSON.parse(res.body.toString("utf8") || "{}") as T };
 }
@@ -130,9 +135,12 @@ export function httpRequest(options: {
   headers?: Record<string, string>;
   body?: string | Buffer;
   agent?: http.Agent | false;
+  /** Speak HTTPS, verifying the server with this CA. */
+  ca?: Buffer;
 }): Promise<HttpResult> {
   return new Promise((resolve, reject) => {
-    const req = http.request(
+    const request = options.ca ? https.request : http.request;
+    const req = request(
       {
         host: "127.0.0.1",
         port: options.port,
@@ -140,6 +148,7 @@ export function httpRequest(options: {
         path: options.path ?? "/",
         headers: { host: options.host, ...options.headers },
         agent: options.agent ?? false,
+        ...(options.ca ? { ca: options.ca, servername: options.host.split(":")[0] } : {}),
       },
       (res) => {
         const chunks: Buffer[] = [];
