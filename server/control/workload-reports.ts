@@ -10,10 +10,11 @@ export function workloadReportHandler(): (connection: AgentConnection, message: 
   return (connection, message) => {
     if (message.msg.case !== "workload") return;
     const { state, exitCode, message: text } = message.msg.value;
+    const name = WorkloadState[state] ?? String(state);
     // connection.log already names the workspace and the agent connection.
     connection.log.info(
-      { event: "workload", state: WorkloadState[state] ?? String(state), exitCode, message: text },
-      `workload of "${connection.workspace}" is ${(WorkloadState[state] ?? String(state)).toLowerCase()}`,
+      { event: "workload", state: name, exitCode, message: text },
+      `workload of "${connection.workspace}": ${name.toLowerCase()}${text ? ` (${text})` : ""}`,
     );
   };
 }
