@@ -1,5 +1,5 @@
 import http from "node:http";
-import { AGENT_BUNDLE, Proc, requireBuilt, SERVER_BUNDLE } from "./processes.js";
+import { AGENT_BUNDLE, Proc, requireAgentBinary, requireBuilt, SERVER_BUNDLE } from "./processes.js";
 
 export const ADMIN_TOKEN = "test-admin-token-0123456789abcdef";
 export const ROOT_DOMAIN = "warren.localhost";
@@ -59,16 +59,20 @@ export interface AgentHandle {
   stop(): Promise<void>;
 }
 
-/** Starts warren-agent; waits for its "ready" line unless told not to. */
+/**
+ * Starts warren-agent (the bundle on node, or with `binary: true` the single-file binary);
+ * waits for its "ready" line unless told not to.
+ */
 export async function startAgent(
   server: { agentUrl: string },
   token: string,
-  options: { env?: Record<string, string | undefined>; args?: string[]; waitReady?: boolean } = {},
+  options: { env?: Record<string, string | undefined>; args?: string[]; waitReady?: boolean; binary?: boolean } = {},
 ): Promise<AgentHandle> {
   requireBuilt();
+  const [command, ...prefix] = options.binary ? [requireAgentBinary()] : [process.execPath, AGENT_BUNDLE];
   const proc = new Proc(
-    process.execPath,
-    [AGENT_BUNDLE, ...(options.args ?? [])],
+    command!,
+    [...prefix, ...(options.args ?? [])],
     cleanEnv({ WARREN_SERVER: server.agentUrl, WARREN_TOKEN: token, WARREN_LOG_LEVEL: "debug", ...options.env }),
   );
   if (options.waitReady !== false) await proc.waitFor((l) => l["event"] === "ready", 15_000, "agent ready");
