@@ -15,6 +15,8 @@ export function cleanEnv(extra: Record<string, string | undefined> = {}): NodeJS
 export interface ServerHandle {
   readonly proc: Proc;
   readonly httpPort: number;
+  /** Address the HTTP listener is reachable at (127.0.0.1 unless WARREN_HTTP_ADDR says otherwise). */
+  readonly httpHost: string;
   readonly agentPort: number;
   readonly observabilityPort: number;
   readonly agentUrl: string;
@@ -24,6 +26,12 @@ export interface ServerHandle {
 
 function portOf(addr: unknown): number {
   return Number(String(addr).split(":").pop());
+}
+
+/** The address to connect to for a listener's "host:port" (all interfaces: loopback). */
+function hostOf(addr: unknown): string {
+  const host = String(addr).replace(/:\d+$/, "");
+  return host === "0.0.0.0" || host === "::" ? "127.0.0.1" : host;
 }
 
 /** Starts warren-server on free ports (port 0) and waits until it is ready. */
@@ -46,9 +54,10 @@ export async function startServer(env: Record<string, string | undefined> = {}, 
   return {
     proc,
     httpPort: portOf(ready["http"]),
+    httpHost: hostOf(ready["http"]),
     agentPort,
     observabilityPort: portOf(ready["observability"]),
-    agentUrl: `http://127.0.0.1:${agentPort}`,
+    agentUrl: `http://${hostOf(ready["agent"])}:${agentPort}`,
     adminToken: env["WARREN_ADMIN_TOKEN"] ?? ADMIN_TOKEN,
     stop: () => proc.stop(),
   };
@@ -95,6 +104,7 @@ export async function callApi<T = Record<string, unknown>>(
   if (token) headers["authorization"] = `Bearer ${token}`;
   const res = await httpRequest({
     port: server.httpPort,
+    address: server.httpHost,
     host: ROOT_DOMAIN,
     method: "POST",
     path: `/warren.v1.${method}`,
@@ -125,9 +135,10 @@ export interface HttpResult {
   readonly body: Buffer;
 }
 
-/** One HTTP/1.1 request to 127.0.0.1:port with the given Host header. */
+/** One HTTP/1.1 request to 127.0.0.1:port (or address:port) with the given Host header. */
 export function httpRequest(options: {
   port: number;
+  address?: string;
   host: string;
   method?: string;
   path?: string;
@@ -138,7 +149,7 @@ export function httpRequest(options: {
   return new Promise((resolve, reject) => {
     const req = http.request(
       {
-        host: "127.0.0.1",
+        host: options.address ?? "127.0.0.1",
         port: options.port,
         method: options.method ?? "GET",
         path: options.path ?? "/",
