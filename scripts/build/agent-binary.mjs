@@ -96,7 +96,7 @@ function strip(file, log) {
     return true;
   } catch (err) {
     if (err.code === "ENOENT") {
-      log("warning: `strip` (binutils) is not installed; the agent binary keeps its symbols (about 10 MiB more)");
+      log("warning: `strip` (binutils) is not installed; the agent binary keeps its symbols (about 12 MiB more)");
       return false;
     }
     throw new Error(`strip failed: ${err.stderr?.toString().trim() || err.message}`);
