@@ -141,7 +141,12 @@ async function supervise(runner: AgentRunner, [command, ...args]: readonly [stri
     log,
     onStatus: (status) => void runner.reportWorkload(status),
   });
-  const forward = (signal: NodeJS.Signals) => workload.signal(signal);
+  let workloadExited = false;
+  // Signals are the workload's to handle; once it has exited, they cut the agent's wind-down short.
+  const forward = (signal: NodeJS.Signals) => {
+    if (workloadExited) void runner.stop(0);
+    else workload.signal(signal);
+  };
   process.on("SIGTERM", forward);
   process.on("SIGINT", forward);
   const agentDone = runner.run();
@@ -156,6 +161,7 @@ async function supervise(runner: AgentRunner, [command, ...args]: readonly [stri
     return first.code;
   }
   const { exit } = first;
+  workloadExited = true;
   // The end is worth a short wait for a connection: the server learns the workload is gone.
   if (!(await runner.reportWorkload(exit.status, config.shutdownTimeout))) {
     log.warn({ state: exit.status.state }, "could not report the workload's end to the server");

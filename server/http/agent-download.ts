@@ -67,7 +67,8 @@ export class AgentDownload {
     const common: OutgoingHttpHeaders = { "x-warren-version": this.#options.version, "cache-control": "no-cache" };
     if (name === "install.sh") {
       const script = installScript({ version: this.#options.version, platform: AGENT_PLATFORM, addresses: this.#options.addressesFor(req) });
-      send(req, res, Buffer.from(script), { ...common, "content-type": "text/plain; charset=utf-8" });
+      // Written for this request's Host: no cache may keep it for another.
+      send(req, res, Buffer.from(script), { ...common, "content-type": "text/plain; charset=utf-8", "cache-control": "no-store" });
       return;
     }
     if (name.endsWith(".sha256")) {
