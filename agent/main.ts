@@ -1,4 +1,5 @@
 import { readFileSync } from "node:fs";
+import { WorkloadState } from "../shared/gen/warren/v1/agent_pb.js";
 import { createLogger, type Logger } from "../shared/logger.js";
 import { parseCommandLine, readConfigFile, resolveSettings, settingsHelp } from "../shared/settings.js";
 import { VERSION } from "../shared/version.js";
@@ -164,7 +165,7 @@ async function supervise(runner: AgentRunner, [command, ...args]: readonly [stri
   workloadExited = true;
   // The end is worth a short wait for a connection: the server learns the workload is gone.
   if (!(await runner.reportWorkload(exit.status, config.shutdownTimeout))) {
-    log.warn({ state: exit.status.state }, "could not report the workload's end to the server");
+    log.warn({ state: WorkloadState[exit.status.state], exitCode: exit.exitCode }, "could not report the workload's end to the server");
   }
   log.info({ timeoutMs: config.shutdownTimeout }, "workload ended: finishing open connections");
   await runner.stop(config.shutdownTimeout);
