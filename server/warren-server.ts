@@ -129,7 +129,7 @@ export class WarrenServer {
           publicUrl: config.publicUrl,
           publicAgentUrl: config.publicAgentUrl,
           defaultPublicUrl: this.#publicBase,
-          agentPort: this.addresses.agent.port,
+          agentPort: this.#addresses?.agent.port ?? config.agentAddr.port,
         }),
       log: log.child({ component: "agent-download" }),
     });
