@@ -83,7 +83,14 @@ export class AgentDownload {
     };
     const tag = binary.sha256.slice(0, 32);
     if (acceptsGzip(req.headers["accept-encoding"])) {
-      binary.gzipped ??= gzipAsync(binary.bytes);
+      if (!binary.gzipped) {
+        const gzipped = gzipAsync(binary.bytes);
+        binary.gzipped = gzipped;
+        // A failure is retried by the next request.
+        gzipped.catch(() => {
+          if (binary.gzipped === gzipped) binary.gzipped = undefined;
+        });
+      }
       const body = await binary.gzipped;
       send(req, res, body, { ...headers, "content-encoding": "gzip", etag: `"${tag}-gzip"` });
     } else {
