@@ -1,9 +1,11 @@
 import { randomBytes } from "node:crypto";
+import { create } from "@bufbuild/protobuf";
 import { Backoff, DEFAULT_BACKOFF } from "../shared/backoff.js";
-import type { Welcome, WorkspaceDesiredState } from "../shared/gen/warren/v1/agent_pb.js";
+import { ControlRequestSchema, type Welcome, type WorkspaceDesiredState } from "../shared/gen/warren/v1/agent_pb.js";
 import type { Logger } from "../shared/logger.js";
 import { AgentSession, type SessionEnd } from "./agent-session.js";
 import type { PoolSettings } from "./tunnel-pool.js";
+import type { WorkloadStatus } from "./workload.js";
 
 export interface AgentRunnerOptions {
   readonly servers: readonly URL[];
@@ -39,6 +41,10 @@ export class AgentRunner {
   #session: AgentSession | undefined;
   #stopping = false;
   #wake: (() => void) | undefined;
+  /** The workload's latest state, sent again after every reconnect. */
+  #workload: WorkloadStatus | undefined;
+  /** Waiting for a connection; woken with the resend of the workload's state on it. */
+  readonly #readyWaiters = new Set<(resent: Promise<boolean>) => void>();
 
   constructor(options: AgentRunnerOptions) {
     this.#options = options;
@@ -65,6 +71,8 @@ export class AgentRunner {
         onReady: (welcome) => {
           this.#backoff.reset();
           this.#options.onReady?.(welcome, server);
+          const resent = this.#workload ? session.send(workloadMessage(this.#workload)) : Promise.resolve(false);
+          for (const wake of [...this.#readyWaiters]) wake(resent);
         },
         onDesiredState: this.#options.onDesiredState,
       });
@@ -86,10 +94,37 @@ export class AgentRunner {
     return AgentExit.Ok;
   }
 
+  /**
+   * Reports the workload's state to the server now when connected, and after every reconnect.
+   * Resolves true once it is written to a connected server; with `waitMs`, waits that long for
+   * a connection first (the final report of a workload that ended). Never rejects.
+   */
+  async reportWorkload(status: WorkloadStatus, waitMs = 0): Promise<boolean> {
+    this.#workload = status;
+    const session = this.#session;
+    if (session?.welcome) return session.send(workloadMessage(status));
+    if (waitMs <= 0 || this.#stopping) return false;
+    // A new connection sends the latest state as soon as it is welcomed.
+    return this.#whenReady(waitMs);
+  }
+
+  #whenReady(timeoutMs: number): Promise<boolean> {
+    return new Promise((resolve) => {
+      const done = (resent: Promise<boolean>) => {
+        clearTimeout(timer);
+        this.#readyWaiters.delete(done);
+        resolve(resent);
+      };
+      const timer = setTimeout(() => done(Promise.resolve(false)), timeoutMs);
+      this.#readyWaiters.add(done);
+    });
+  }
+
   /** Graceful stop: no new connections, open ones finish within `timeoutMs`. */
   async stop(timeoutMs: number): Promise<void> {
     this.#stopping = true;
     this.#wake?.();
+    for (const wake of [...this.#readyWaiters]) wake(Promise.resolve(false));
     await this.#session?.drain(timeoutMs);
   }
 
@@ -103,4 +138,8 @@ export class AgentRunner {
       this.#wake = done;
     });
   }
+}
+
+function workloadMessage(status: WorkloadStatus) {
+  return create(ControlRequestSchema, { msg: { case: "workload", value: { ...status } } });
 }

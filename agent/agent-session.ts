@@ -78,10 +78,14 @@ export class AgentSession {
     });
   }
 
-  /** Reports to the server over the control stream (workload state). */
-  send(message: ControlRequest): void {
+  /**
+   * Sends a message on the control stream (workload state, draining). Resolves true once it is
+   * written out, false when there is no open control stream; never rejects.
+   */
+  send(message: ControlRequest): Promise<boolean> {
     const control = this.#control;
-    if (control && !control.destroyed && !control.writableEnded) control.write(encodeGrpcMessage(ControlRequestSchema, message));
+    if (!control || control.destroyed || control.writableEnded) return Promise.resolve(false);
+    return new Promise((resolve) => control.write(encodeGrpcMessage(ControlRequestSchema, message), (err) => resolve(!err)));
   }
 
   /**
@@ -89,7 +93,7 @@ export class AgentSession {
    * connections finish for up to `timeoutMs`, then close.
    */
   async drain(timeoutMs: number): Promise<void> {
-    this.send(create(ControlRequestSchema, { msg: { case: "draining", value: {} } }));
+    void this.send(create(ControlRequestSchema, { msg: { case: "draining", value: {} } }));
     const pool = this.#pool;
     if (pool) {
       pool.drain();
@@ -220,7 +224,7 @@ export class AgentSession {
         this.#finish({ kind: "lost", message: `bad control message from server: ${(err as Error).message}` });
       }
     });
-    this.send(
+    void this.send(
       create(ControlRequestSchema, {
         msg: {
           case: "hello",

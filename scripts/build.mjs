@@ -1,9 +1,16 @@
-// Bundles the programs with esbuild: one self-contained CommonJS file each under dist/.
-// The agent bundle holds agent code only (a check below fails the build if server code leaks in);
-// it is also the input of the single-file agent binary.
+// Bundles the programs with esbuild: one self-contained CommonJS file each under dist/, then
+// turns the agent bundle into the single-file agent binary dist/warren-agent-linux-x64.
+// The agent bundle holds agent code only (a check below fails the build if server code leaks in).
+//
+//   node scripts/build.mjs          every bundle, and the agent binary where it can be built
+//                                   (linux-x64); elsewhere it is skipped with a note
+//   node scripts/build.mjs --agent  the agent bundle and binary only (npm run build:agent)
 import { build } from "esbuild";
 import { readFileSync } from "node:fs";
+import { buildAgentBinary, binaryPlatform } from "./build/agent-binary.mjs";
+import { nativeStubs } from "./build/native-stubs.mjs";
 
+const agentOnly = process.argv.includes("--agent");
 const pkg = JSON.parse(readFileSync(new URL("../package.json", import.meta.url), "utf8"));
 const common = {
   bundle: true,
@@ -17,16 +24,27 @@ const common = {
   legalComments: "none",
 };
 
-const entries = [
-  { entryPoints: ["server/main.ts"], outfile: "dist/warren-server.cjs" },
-  { entryPoints: ["agent/main.ts"], outfile: "dist/warren-agent.cjs" },
-  { entryPoints: ["scripts/bench.ts"], outfile: "dist/bench.cjs" },
-];
+const agent = { entryPoints: ["agent/main.ts"], outfile: "dist/warren-agent.cjs", plugins: [nativeStubs()] };
+const entries = agentOnly
+  ? [agent]
+  : [agent, { entryPoints: ["server/main.ts"], outfile: "dist/warren-server.cjs" }, { entryPoints: ["scripts/bench.ts"], outfile: "dist/bench.cjs" }];
 
 const results = await Promise.all(entries.map((e) => build({ ...common, ...e })));
-const agentInputs = Object.keys(results[1].metafile.inputs);
+const agentInputs = Object.keys(results[0].metafile.inputs);
 const leaked = agentInputs.filter((p) => p.startsWith("server/"));
 if (leaked.length > 0) {
   console.error(`agent bundle must not contain server code: ${leaked.join(", ")}`);
   process.exit(1);
+}
+
+const binary = { bundle: agent.outfile, output: "dist/warren-agent-linux-x64", version: pkg.version };
+if (agentOnly || binaryPlatform()) {
+  try {
+    await buildAgentBinary(binary);
+  } catch (err) {
+    console.error(`agent binary: ${err.message}`);
+    process.exit(1);
+  }
+} else {
+  console.log(`note: skipped ${binary.output}: it is built on linux-x64 only (this is ${process.platform}-${process.arch})`);
 }

@@ -13,6 +13,11 @@ need sshpass sshpass
 need curl curl
 need ip iproute2
 need xz xz-utils
+need strip binutils
+need wget wget
+need sha256sum coreutils
+need python3 python3
+need nft nftables
 if [ -n "$missing" ]; then
   echo "test.sh: installing Debian packages:$missing"
   SUDO=""

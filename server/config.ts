@@ -94,6 +94,22 @@ export const SERVER_SETTINGS = {
     defaultText: "http://{root}:{http port}",
     parse: parsePublicUrl,
   }),
+  publicAgentUrl: setting<string | undefined>({
+    key: "publicAgentUrl",
+    flag: "public-agent-url",
+    env: "WARREN_PUBLIC_AGENT_URL",
+    description: "address agents use to reach the agent listener, e.g. https://ws.example.com:8150 (the agent download's instructions show it)",
+    defaultText: "http://{public host}:{agent port}",
+    parse: parsePublicUrl,
+  }),
+  agentBinary: setting<string | undefined>({
+    key: "agentBinary",
+    flag: "agent-binary",
+    env: "WARREN_AGENT_BINARY",
+    description: "the single-file agent served at /-/agent/linux-x64 (built by npm run build:agent)",
+    defaultText: "warren-agent-linux-x64 beside the server program",
+    parse: parseNonEmpty,
+  }),
   adminToken: setting<string | undefined>({
     key: "adminToken",
     flag: "admin-token",

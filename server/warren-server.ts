@@ -1,4 +1,6 @@
+import { existsSync } from "node:fs";
 import { hostname } from "node:os";
+import { join } from "node:path";
 import { randomBytes } from "node:crypto";
 import type { AddressInfo } from "node:net";
 import { DisconnectReason } from "../shared/gen/warren/v1/agent_pb.js";
@@ -12,8 +14,11 @@ import { Authenticator } from "./auth/authenticator.js";
 import { generateAdminToken } from "./auth/tokens.js";
 import type { ServerConfig } from "./config.js";
 import { WorkspaceManager } from "./control/workspace-manager.js";
+import { workloadReportHandler } from "./control/workload-reports.js";
 import { LocalEventBus, type EventBus } from "./events/event-bus.js";
+import { AGENT_BINARY_NAME, AgentDownload } from "./http/agent-download.js";
 import { FrontDoor } from "./http/front-door.js";
+import { installAddresses } from "./http/install-script.js";
 import { ReverseProxy } from "./http/reverse-proxy.js";
 import { TunnelHttpAgent } from "./http/tunnel-http-agent.js";
 import { WebSocketProxy } from "./http/websocket-proxy.js";
@@ -55,6 +60,7 @@ export class WarrenServer {
   readonly #health: HealthServer;
   readonly #httpAgent: TunnelHttpAgent;
   readonly #tls: TlsCredentials | undefined;
+  readonly #agentBinary: string;
   #publicBase = "";
   #draining = false;
   #addresses: ServerAddresses | undefined;
@@ -103,6 +109,7 @@ export class WarrenServer {
         this.metrics.agentConnects.inc();
         connection.onDraining(() => this.#httpAgent.closeIdleSocketsOf(connection.session));
       },
+      onControlMessage: workloadReportHandler(),
     });
 
     this.#httpAgent = new TunnelHttpAgent(dialer, {
@@ -119,11 +126,25 @@ export class WarrenServer {
       },
       fallback: rootFallback,
     });
+    this.#agentBinary = config.agentBinary ?? join(programDir(), AGENT_BINARY_NAME);
+    const agentDownload = new AgentDownload({
+      binaryPath: this.#agentBinary,
+      version: VERSION,
+      addressesFor: (req) =>
+        installAddresses({
+          req,
+          publicUrl: config.publicUrl,
+          publicAgentUrl: config.publicAgentUrl,
+          defaultPublicUrl: this.#publicBase,
+          agentPort: this.#addresses?.agent.port ?? config.agentAddr.port,
+        }),
+      log: log.child({ component: "agent-download" }),
+    });
     this.#frontDoor = new FrontDoor({
       listen: config.httpAddr,
       tls: this.#tls?.options,
       rootDomain: config.rootDomain,
-      rootHandler: rootHandler({ routes: [], api }),
+      rootHandler: rootHandler({ routes: [agentDownload.route], api }),
       access: new WorkspaceAccess({ workspaces: store, authenticator }),
       proxy: new ReverseProxy({
         agent: this.#httpAgent,
@@ -177,9 +198,13 @@ export class WarrenServer {
         observability: `${observability.address}:${observability.port}`,
         publicUrl: this.#publicBase,
         rootDomain: this.config.rootDomain,
+        agentBinary: this.#agentBinary,
       },
       "warren server ready",
     );
+    if (!existsSync(this.#agentBinary)) {
+      this.log.warn({ agentBinary: this.#agentBinary }, "the agent binary is missing: /-/agent/linux-x64 answers 404 (npm run build:agent, or set WARREN_AGENT_BINARY)");
+    }
     return this.#addresses;
   }
 
@@ -220,4 +245,10 @@ export class WarrenServer {
     }
     return { agents, idleStreams, streams };
   }
+}
+
+/** Directory of the running server program: dist/ in a checkout, /app in the image. */
+function programDir(): string {
+  // The program is an esbuild CommonJS bundle, where __dirname is the bundle's directory.
+  return typeof __dirname === "string" ? __dirname : process.cwd();
 }

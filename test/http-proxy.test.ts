@@ -35,7 +35,7 @@ describe("HTTP front door", () => {
     });
     slowApp = await startApp(() => {});
     downPort = await freePort();
-    server = await startServer({ WARREN_UPSTREAM_TIMEOUT: "800ms" });
+    server = await startServer({ WARREN_UPSTREAM_TIMEOUT: "3s" });
     const ws = await createWorkspace(server, "demo", [app.port, slowApp.port, downPort, { port: 1, public: true }]);
     agent = await startAgent(server, ws.agentToken);
   });
@@ -159,7 +159,7 @@ describe("HTTP front door", () => {
   it("answers 504 when the app does not respond in time", async () => {
     const res = await httpRequest({ port: server.httpPort, host: workspaceHost("demo", slowApp.port), path: "/slow", headers: token() });
     expect(res.status).toBe(504);
-    expect(res.body.toString()).toMatch(/did not respond within 800 ms/);
+    expect(res.body.toString()).toMatch(/did not respond within 3000 ms/);
   });
 
   it("lets a public port through without credentials", async () => {

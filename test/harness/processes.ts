@@ -5,11 +5,18 @@ import { fileURLToPath } from "node:url";
 export const REPO_ROOT = fileURLToPath(new URL("../..", import.meta.url));
 export const SERVER_BUNDLE = `${REPO_ROOT}dist/warren-server.cjs`;
 export const AGENT_BUNDLE = `${REPO_ROOT}dist/warren-agent.cjs`;
+/** The single-file agent (Node SEA), built by `npm run build` on linux-x64. */
+export const AGENT_BINARY = `${REPO_ROOT}dist/warren-agent-linux-x64`;
 
 export function requireBuilt(): void {
   for (const file of [SERVER_BUNDLE, AGENT_BUNDLE]) {
     if (!existsSync(file)) throw new Error(`${file} is missing: run \`npm run build\` before the tests`);
   }
+}
+
+export function requireAgentBinary(): string {
+  if (!existsSync(AGENT_BINARY)) throw new Error(`${AGENT_BINARY} is missing: run \`npm run build\` (or \`npm run build:agent\`) on linux-x64 before the tests`);
+  return AGENT_BINARY;
 }
 
 const running = new Set<ChildProcess>();

@@ -1,6 +1,6 @@
 import http from "node:http";
 import https from "node:https";
-import { AGENT_BUNDLE, Proc, requireBuilt, SERVER_BUNDLE } from "./processes.js";
+import { AGENT_BUNDLE, Proc, requireAgentBinary, requireBuilt, SERVER_BUNDLE } from "./processes.js";
 
 export const ADMIN_TOKEN = "test-admin-token-0123456789abcdef";
 export const ROOT_DOMAIN = "warren.localhost";
@@ -16,6 +16,8 @@ export function cleanEnv(extra: Record<string, string | undefined> = {}): NodeJS
 export interface ServerHandle {
   readonly proc: Proc;
   readonly httpPort: number;
+  /** Address the HTTP listener is reachable at (127.0.0.1 unless WARREN_HTTP_ADDR says otherwise). */
+  readonly httpHost: string;
   readonly agentPort: number;
   readonly observabilityPort: number;
   readonly agentUrl: string;
@@ -27,6 +29,12 @@ export interface ServerHandle {
 
 function portOf(addr: unknown): number {
   return Number(String(addr).split(":").pop());
+}
+
+/** The address to connect to for a listener's "host:port" (all interfaces: loopback). */
+function hostOf(addr: unknown): string {
+  const host = String(addr).replace(/:\d+$/, "");
+  return host === "0.0.0.0" || host === "::" ? "127.0.0.1" : host;
 }
 
 /** Starts warren-server on free ports (port 0) and waits until it is ready. */
@@ -49,9 +57,10 @@ export async function startServer(env: Record<string, string | undefined> = {}, 
   return {
     proc,
     httpPort: portOf(ready["http"]),
+    httpHost: hostOf(ready["http"]),
     agentPort,
     observabilityPort: portOf(ready["observability"]),
-    agentUrl: `http://127.0.0.1:${agentPort}`,
+    agentUrl: `http://${hostOf(ready["agent"])}:${agentPort}`,
     adminToken: env["WARREN_ADMIN_TOKEN"] ?? ADMIN_TOKEN,
     ca,
     stop: () => proc.stop(),
@@ -63,16 +72,20 @@ export interface AgentHandle {
   stop(): Promise<void>;
 }
 
-/** Starts warren-agent; waits for its "ready" line unless told not to. */
+/**
+ * Starts warren-agent (the bundle on node, or with `binary: true` the single-file binary);
+ * waits for its "ready" line unless told not to.
+ */
 export async function startAgent(
   server: { agentUrl: string },
   token: string,
-  options: { env?: Record<string, string | undefined>; args?: string[]; waitReady?: boolean } = {},
+  options: { env?: Record<string, string | undefined>; args?: string[]; waitReady?: boolean; binary?: boolean } = {},
 ): Promise<AgentHandle> {
   requireBuilt();
+  const [command, ...prefix] = options.binary ? [requireAgentBinary()] : [process.execPath, AGENT_BUNDLE];
   const proc = new Proc(
-    process.execPath,
-    [AGENT_BUNDLE, ...(options.args ?? [])],
+    command!,
+    [...prefix, ...(options.args ?? [])],
     cleanEnv({ WARREN_SERVER: server.agentUrl, WARREN_TOKEN: token, WARREN_LOG_LEVEL: "debug", ...options.env }),
   );
   if (options.waitReady !== false) await proc.waitFor((l) => l["event"] === "ready", 15_000, "agent ready");
@@ -95,6 +108,7 @@ export async function callApi<T = Record<string, unknown>>(
   if (token) headers["authorization"] = `Bearer ${token}`;
   const res = await httpRequest({
     port: server.httpPort,
+    address: server.httpHost,
     host: ROOT_DOMAIN,
     method: "POST",
     path: `/warren.v1.${method}`,
@@ -126,9 +140,10 @@ export interface HttpResult {
   readonly body: Buffer;
 }
 
-/** One HTTP/1.1 request to 127.0.0.1:port with the given Host header. */
+/** One HTTP/1.1 request to 127.0.0.1:port (or address:port) with the given Host header. */
 export function httpRequest(options: {
   port: number;
+  address?: string;
   host: string;
   method?: string;
   path?: string;
@@ -142,7 +157,7 @@ export function httpRequest(options: {
     const request = options.ca ? https.request : http.request;
     const req = request(
       {
-        host: "127.0.0.1",
+        host: options.address ?? "127.0.0.1",
         port: options.port,
         method: options.method ?? "GET",
         path: options.path ?? "/",

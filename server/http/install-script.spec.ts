@@ -1,0 +1,41 @@
+import type { IncomingMessage } from "node:http";
+import { describe, expect, it } from "vitest";
+import { installAddresses, installScript } from "./install-script.js";
+
+function request(host: string | undefined, encrypted = false): IncomingMessage {
+  return { headers: host === undefined ? {} : { host }, socket: { encrypted } } as unknown as IncomingMessage;
+}
+
+describe("installAddresses", () => {
+  const defaults = { publicUrl: undefined, publicAgentUrl: undefined, defaultPublicUrl: "http://warren.localhost:8080", agentPort: 8150 };
+
+  it("uses the origin the client reached, with the agent port on the same host", () => {
+    expect(installAddresses({ ...defaults, req: request("10.0.0.1:8080") })).toEqual({ publicUrl: "http://10.0.0.1:8080", agentUrl: "http://10.0.0.1:8150" });
+    expect(installAddresses({ ...defaults, req: request("ws.example.com", true) })).toEqual({
+      publicUrl: "https://ws.example.com",
+      agentUrl: "http://ws.example.com:8150",
+    });
+  });
+
+  it("points the agent at loopback for *.localhost, which not every resolver knows", () => {
+    expect(installAddresses({ ...defaults, req: request("warren.localhost:8080") }).agentUrl).toBe("http://127.0.0.1:8150");
+  });
+
+  it("prefers configured URLs, and ignores a Host header unfit for a script", () => {
+    const configured = { ...defaults, publicUrl: "https://ws.example.com", publicAgentUrl: "https://agents.example.com:443" };
+    expect(installAddresses({ ...configured, req: request("evil.example") })).toEqual({ publicUrl: "https://ws.example.com", agentUrl: "https://agents.example.com:443" });
+    for (const host of [undefined, "a'b", "$(reboot)", "x y", "a.b/c"]) {
+      expect(installAddresses({ ...defaults, req: request(host) }).publicUrl).toBe("http://warren.localhost:8080");
+    }
+  });
+});
+
+describe("installScript", () => {
+  it("writes the addresses in as single-quoted words", () => {
+    const script = installScript({ version: "1.2.3", platform: "linux-x64", addresses: { publicUrl: "http://10.0.0.1:8080", agentUrl: "http://10.0.0.1:8150" } });
+    expect(script.startsWith("#!/bin/sh\n")).toBe(true);
+    expect(script).toContain("url='http://10.0.0.1:8080/-/agent/linux-x64'\n");
+    expect(script).toContain("agent_server='http://10.0.0.1:8150'\n");
+    expect(script).toContain("warren-agent 1.2.3 installed at $target");
+  });
+});
