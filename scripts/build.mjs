@@ -21,12 +21,18 @@ const entries = [
   { entryPoints: ["server/main.ts"], outfile: "dist/warren-server.cjs" },
   { entryPoints: ["agent/main.ts"], outfile: "dist/warren-agent.cjs" },
   { entryPoints: ["scripts/bench.ts"], outfile: "dist/bench.cjs" },
+  { entryPoints: ["cli/main.ts"], outfile: "dist/warren.cjs" },
 ];
 
 const results = await Promise.all(entries.map((e) => build({ ...common, ...e })));
-const agentInputs = Object.keys(results[1].metafile.inputs);
-const leaked = agentInputs.filter((p) => p.startsWith("server/"));
-if (leaked.length > 0) {
-  console.error(`agent bundle must not contain server code: ${leaked.join(", ")}`);
-  process.exit(1);
+// The agent and the user CLI ship alone: neither may pull in server code (nor each other's).
+for (const [index, name, forbidden] of [
+  [1, "agent", ["server/", "cli/"]],
+  [3, "warren CLI", ["server/", "agent/"]],
+]) {
+  const leaked = Object.keys(results[index].metafile.inputs).filter((p) => forbidden.some((f) => p.startsWith(f)));
+  if (leaked.length > 0) {
+    console.error(`${name} bundle must not contain ${forbidden.join(" or ")} code: ${leaked.join(", ")}`);
+    process.exit(1);
+  }
 }
