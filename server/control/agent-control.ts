@@ -54,6 +54,8 @@ const fromWorkload: Partial<Record<WorkloadState, WorkloadStatus>> = {
 export class AgentControl {
   readonly #options: AgentControlOptions;
   readonly #sent = new WeakMap<ControlledConnection, { revision: number; desired: DesiredState }>();
+  /** Reports of one connection are stored one after another, in the order they came. */
+  readonly #reports = new WeakMap<ControlledConnection, Promise<void>>();
 
   constructor(options: AgentControlOptions) {
     this.#options = options;
@@ -63,9 +65,12 @@ export class AgentControl {
   /** A new agent connection: tell it what to do; when it goes, its report goes stale. */
   attach(connection: ControlledConnection): void {
     connection.onClose(() => {
-      this.#options.manager.agentGone(connection.workspace, connection.id).catch((err: Error) => {
-        this.#options.log.warn({ workspace: connection.workspace, err: err.message }, "could not record the agent's departure");
-      });
+      // After its last report, so that the departure is the final word.
+      void (this.#reports.get(connection) ?? Promise.resolve())
+        .then(() => this.#options.manager.agentGone(connection.workspace, connection.id))
+        .catch((err: Error) => {
+          this.#options.log.warn({ workspace: connection.workspace, err: err.message }, "could not record the agent's departure");
+        });
     });
     void this.#push(connection.workspace, [connection]);
   }
@@ -77,9 +82,13 @@ export class AgentControl {
       this.#options.log.debug({ workspace: connection.workspace, state: report.state }, "ignoring a workload report without a known state");
       return;
     }
-    this.#options.manager
-      .report(connection.workspace, connection.id, status, { exitCode: report.exitCode, message: report.message })
-      .catch((err: Error) => this.#options.log.warn({ workspace: connection.workspace, err: err.message }, "could not record a workload report"));
+    const previous = this.#reports.get(connection) ?? Promise.resolve();
+    const next = previous.then(() =>
+      this.#options.manager
+        .report(connection.workspace, connection.id, status, { exitCode: report.exitCode, message: report.message })
+        .catch((err: Error) => this.#options.log.warn({ workspace: connection.workspace, err: err.message }, "could not record a workload report")),
+    );
+    this.#reports.set(connection, next);
   }
 
   #onEvent(event: ClusterEvent): void {
