@@ -45,7 +45,6 @@ describe("workspace lifecycle with a supervised workload", () => {
 
   afterAll(async () => {
     await server?.stop();
-    (await import("node:fs")).writeFileSync("/tmp/life-server.log", server.proc.stdoutText.join("\n"));
   });
 
   const getWorkspace = async (name: string) => (await callApi<{ workspace: WorkspaceJson }>(server, "WorkspaceService/GetWorkspace", { name })).body.workspace;
@@ -169,7 +168,7 @@ describe("workspace lifecycle with a supervised workload", () => {
     expect(again.proc.output()).toMatch(/agent token is invalid, expired or revoked/);
     // Final: no way back.
     const start = await callApi<{ code: string }>(server, "WorkspaceService/StartWorkspace", { name: "doomed" });
-    expect(start.status).toBe(412);
+    expect(start.status).toBe(400); // Connect maps failed_precondition to HTTP 400
     expect(start.body.code).toBe("failed_precondition");
   });
 
