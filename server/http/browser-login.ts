@@ -271,9 +271,10 @@ ${body}
     "content-type": "text/html; charset=utf-8",
     "content-length": Buffer.byteLength(html),
     "cache-control": "no-store",
-    // The login page is never framed (clickjacking) and runs no script.
+    // The login page is never framed (clickjacking) and runs no script. No form-action: the
+    // login's redirect goes on to a workspace host, which browsers would hold to it.
     "x-frame-options": "DENY",
-    "content-security-policy": "default-src 'none'; style-src 'unsafe-inline'; form-action 'self'; frame-ancestors 'none'",
+    "content-security-policy": "default-src 'none'; style-src 'unsafe-inline'; frame-ancestors 'none'",
     "referrer-policy": "no-referrer",
   });
   res.end(html);
