@@ -111,7 +111,10 @@ async function main(): Promise<void> {
       }
       reconciler.onConnected();
     },
-    onDesiredState: (state) => void reconciler.apply(state),
+    // Once shutting down, nothing is started again.
+    onDesiredState: (state) => {
+      if (!stopping) void reconciler.apply(state);
+    },
   });
   let stopping = false;
   const stop = (signal: string) => {
