@@ -5,7 +5,7 @@ import { ControlRequestSchema, type Welcome, type WorkspaceDesiredState } from "
 import type { Logger } from "../shared/logger.js";
 import { AgentSession, type SessionEnd } from "./agent-session.js";
 import type { PoolSettings } from "./tunnel-pool.js";
-import type { WorkloadStatus } from "./workload.js";
+import type { WorkloadReportMessage } from "./desired-state-reconciler.js";
 
 export interface AgentRunnerOptions {
   readonly servers: readonly URL[];
@@ -42,7 +42,7 @@ export class AgentRunner {
   #stopping = false;
   #wake: (() => void) | undefined;
   /** The workload's latest state, sent again after every reconnect. */
-  #workload: WorkloadStatus | undefined;
+  #workload: WorkloadReportMessage | undefined;
   /** Waiting for a connection; woken with the resend of the workload's state on it. */
   readonly #readyWaiters = new Set<(resent: Promise<boolean>) => void>();
 
@@ -99,7 +99,7 @@ export class AgentRunner {
    * Resolves true once it is written to a connected server; with `waitMs`, waits that long for
    * a connection first (the final report of a workload that ended). Never rejects.
    */
-  async reportWorkload(status: WorkloadStatus, waitMs = 0): Promise<boolean> {
+  async reportWorkload(status: WorkloadReportMessage, waitMs = 0): Promise<boolean> {
     this.#workload = status;
     const session = this.#session;
     if (session?.welcome) return session.send(workloadMessage(status));
@@ -140,6 +140,6 @@ export class AgentRunner {
   }
 }
 
-function workloadMessage(status: WorkloadStatus) {
+function workloadMessage(status: WorkloadReportMessage) {
   return create(ControlRequestSchema, { msg: { case: "workload", value: { ...status } } });
 }

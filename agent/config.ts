@@ -116,6 +116,15 @@ export const AGENT_SETTINGS = {
     defaultText: "10s",
     parse: duration(0, 600_000),
   }),
+  workloadStopTimeout: setting({
+    key: "workloadStopTimeout",
+    flag: "workload-stop-timeout",
+    env: "WARREN_WORKLOAD_STOP_TIMEOUT",
+    description: "with `run`: how long the workload may take to exit after SIGTERM before SIGKILL",
+    default: 10_000,
+    defaultText: "10s",
+    parse: duration(0, 600_000),
+  }),
   logLevel: setting<LevelWithSilent>({
     key: "logLevel",
     flag: "log-level",

@@ -1,11 +1,14 @@
 import { readFileSync } from "node:fs";
-import { WorkloadState } from "../shared/gen/warren/v1/agent_pb.js";
 import { createLogger, type Logger } from "../shared/logger.js";
 import { parseCommandLine, readConfigFile, resolveSettings, settingsHelp } from "../shared/settings.js";
 import { VERSION } from "../shared/version.js";
 import { AGENT_SETTINGS, type AgentConfig } from "./config.js";
 import { AgentExit, AgentRunner } from "./agent-runner.js";
-import { Workload } from "./workload.js";
+import { DesiredStateReconciler } from "./desired-state-reconciler.js";
+import { NoWorkload } from "./no-workload.js";
+import type { WorkloadControl, WorkloadStatusReport } from "./workload-control.js";
+import { WorkloadSupervisor } from "./workload-supervisor.js";
+import { WorkloadVariables } from "./workload-variables.js";
 
 const USAGE = `Usage: warren-agent [flags]
        warren-agent run [flags] -- CMD [ARGS...]
@@ -14,12 +17,15 @@ Connects this workspace to a Warren server and carries connections to its local 
 (127.0.0.1 only, and only the ports the workspace exposes). Every setting is a flag, a
 WARREN_* environment variable and a key in a config file (--config).
 
-With "run", it also starts CMD (an editor server, a notebook...), passes SIGTERM and SIGINT
-on to it, reports its state to the server, and when CMD exits, reports that, lets open
-connections finish and exits with CMD's exit code (128+N when signal N killed it).
+With "run", it also supervises CMD (an editor server, a notebook...): starts it with the
+workspace's variables once connected, stops, starts and restarts it as the workspace's
+desired state says, passes SIGTERM and SIGINT on to it, and reports its state to the server.
+When CMD exits by itself or after a signal, the agent reports that, lets open connections
+finish and exits with CMD's exit code (128+N when signal N killed it).
 
 Exit codes: 0 stopped by SIGTERM or SIGINT; 1 refused by the server (token invalid, expired
-or revoked, workspace deleted); 2 bad command line or settings; with "run", CMD's exit code.
+or revoked, workspace deleted or terminated); 2 bad command line or settings; with "run",
+CMD's exit code.
 
 Settings:
 `;
@@ -51,7 +57,7 @@ function loadCommandLine(argv: string[]): CommandLine {
   if (subcommand !== undefined && subcommand !== "run") throw new Error(`unexpected argument "${subcommand}" (see --help)`);
   if (subcommand === "run") {
     if (extra.length > 0) throw new Error(`put the command after "--": warren-agent run [flags] -- ${extra.join(" ")}`);
-    if (cli.rest.length === 0) throw new Error('run needs a command: warren-agent run [flags] -- CMD [ARGS...]');
+    if (cli.rest.length === 0) throw new Error("run needs a command: warren-agent run [flags] -- CMD [ARGS...]");
   } else if (cli.rest.length > 0) {
     throw new Error(`to start "${cli.rest[0]}", use: warren-agent run [flags] -- ${cli.rest.join(" ")}`);
   }
@@ -71,13 +77,6 @@ function tokenReader(config: AgentConfig): () => string {
   return () => readFileSync(file, "utf8").trim();
 }
 
-/** The workload's environment: the agent's, less its token (the workload has no use for it). */
-function workloadEnv(): NodeJS.ProcessEnv {
-  const env = { ...process.env };
-  delete env["WARREN_TOKEN"];
-  return env;
-}
-
 async function main(): Promise<void> {
   let commandLine: CommandLine;
   try {
@@ -89,7 +88,27 @@ async function main(): Promise<void> {
   if (!config.server) usageError("no server address: set WARREN_SERVER or --server (e.g. https://ws.example.com:8150)");
   if (!config.token && !config.tokenFile) usageError("no agent token: set WARREN_TOKEN, --token or --token-file");
   const log = createLogger({ name: "warren-agent", level: config.logLevel });
-  const runner = new AgentRunner({
+  const variables = new WorkloadVariables();
+  const agentEnv = { ...process.env };
+  const workload: WorkloadControl = commandLine.workload
+    ? new WorkloadSupervisor({
+        command: commandLine.workload,
+        environment: () => variables.environment(agentEnv),
+        stopTimeoutMs: config.workloadStopTimeout,
+        log: log.child({ component: "workload" }),
+      })
+    : new NoWorkload();
+  let variablesSet = false;
+  let stopping = false;
+  // Declared before the runner: reports go out on whichever session is current, and the
+  // runner sends the latest one again after every reconnect.
+  let runner: AgentRunner | undefined;
+  const reconciler = new DesiredStateReconciler({
+    workload,
+    send: (report) => void runner?.reportWorkload(report),
+    log,
+  });
+  runner = new AgentRunner({
     servers: config.server,
     token: tokenReader(config),
     ca: config.caFile ? readFileSync(config.caFile) : undefined,
@@ -102,27 +121,43 @@ async function main(): Promise<void> {
     dialTimeoutMs: config.dialTimeout,
     log,
     onReady: (welcome, server) => {
-      // The line a CI log shows: where to click.
       log.info(
         { event: "ready", workspace: welcome.workspace, urls: welcome.urls, ports: welcome.allowedPorts, server: server.origin, serverId: welcome.serverId },
         `warren agent ready: workspace "${welcome.workspace}" is reachable at ${welcome.urls.join(" ") || "(no ports exposed)"}`,
       );
+      // Frozen at creation: the first welcome's variables are the workspace's for good.
+      if (!variablesSet) {
+        variablesSet = true;
+        variables.set(welcome.variables);
+        if (welcome.variables.length > 0) log.info({ variables: welcome.variables.map((v) => v.name) }, "workspace variables received");
+      }
+    },
+    // Once shutting down, nothing is started again.
+    onDesiredState: (state) => {
+      if (!stopping) void reconciler.apply(state);
     },
   });
-  const code = commandLine.workload ? await supervise(runner, commandLine.workload, config, log) : await serve(runner, config, log);
+  const agent = runner;
+  const markStopping = () => (stopping = true);
+  const code = commandLine.workload ? await supervise(agent, workload, config, log, markStopping) : await serve(agent, workload, config, log, markStopping);
+  // Nothing the agent started outlives it (a terminated workspace's workload included).
+  await workload.stop();
+  variables.cleanup();
   log.info({ exitCode: code }, "agent stopped");
   // Let pino flush, then exit with the verdict.
   setImmediate(() => process.exit(code));
 }
 
 /** Plain agent: runs until SIGTERM/SIGINT (then drains) or until the server refuses it. */
-async function serve(runner: AgentRunner, config: AgentConfig, log: Logger): Promise<number> {
+async function serve(runner: AgentRunner, workload: WorkloadControl, config: AgentConfig, log: Logger, markStopping: () => void): Promise<number> {
   let stopping = false;
   const stop = (signal: string) => {
     if (stopping) return;
     stopping = true;
+    markStopping();
     log.info({ signal, timeoutMs: config.shutdownTimeout }, "stopping: finishing open connections");
     void runner.stop(config.shutdownTimeout);
+    void workload.stop();
   };
   process.on("SIGTERM", () => stop("SIGTERM"));
   process.on("SIGINT", () => stop("SIGINT"));
@@ -130,47 +165,50 @@ async function serve(runner: AgentRunner, config: AgentConfig, log: Logger): Pro
 }
 
 /**
- * `run -- CMD`: the agent lives as long as its workload. Signals go to the workload; when it
- * exits, the agent reports how, drains and exits with its code. When the server refuses the
- * agent (workspace deleted), the workload is stopped.
+ * `run -- CMD`: the agent lives as long as its workload. The workspace's desired state stops,
+ * starts and restarts it while the agent stays; when it ends by itself or after a signal the
+ * agent passed on, the agent reports how, drains and exits with its code. When the server
+ * refuses the agent (workspace deleted or terminated), the workload is stopped.
  */
-async function supervise(runner: AgentRunner, [command, ...args]: readonly [string, ...string[]], config: AgentConfig, log: Logger): Promise<number> {
-  const workload = new Workload({
-    command,
-    args,
-    env: workloadEnv(),
-    log,
-    onStatus: (status) => void runner.reportWorkload(status),
+async function supervise(runner: AgentRunner, workload: WorkloadControl, config: AgentConfig, log: Logger, markStopping: () => void): Promise<number> {
+  let signalled = false;
+  const ended = new Promise<WorkloadStatusReport>((resolve) => {
+    workload.onStatus((report) => {
+      const over = report.status === "Stopped" || report.status === "Failed";
+      if (over && (report.byItself || signalled)) resolve(report);
+    });
   });
-  let workloadExited = false;
-  // Signals are the workload's to handle; once it has exited, they cut the agent's wind-down short.
-  const forward = (signal: NodeJS.Signals) => {
-    if (workloadExited) void runner.stop(0);
-    else workload.signal(signal);
-  };
-  process.on("SIGTERM", forward);
-  process.on("SIGINT", forward);
   const agentDone = runner.run();
-  const workloadDone = workload.start();
+  // Signals are the workload's to handle; when none runs (stopped by the API), they stop the agent.
+  const onSignal = (signal: NodeJS.Signals) => {
+    if (!signalled && workload.signal(signal)) {
+      signalled = true;
+      markStopping();
+      return;
+    }
+    markStopping();
+    log.info({ signal }, "stopping: no workload is running");
+    void runner.stop(config.shutdownTimeout);
+  };
+  process.on("SIGTERM", onSignal);
+  process.on("SIGINT", onSignal);
   const first = await Promise.race([
-    workloadDone.then((exit) => ({ kind: "workload" as const, exit })),
+    ended.then((report) => ({ kind: "workload" as const, report })),
     agentDone.then((code) => ({ kind: "agent" as const, code })),
   ]);
   if (first.kind === "agent") {
-    log.warn({ timeoutMs: config.shutdownTimeout }, "the agent is done: stopping the workload");
-    await workload.stop(config.shutdownTimeout);
+    if (workload.current?.status === "Running") log.warn("the agent is done: stopping the workload");
     return first.code;
   }
-  const { exit } = first;
-  workloadExited = true;
+  markStopping();
+  const exitCode = first.report.exitCode ?? 0;
   // The end is worth a short wait for a connection: the server learns the workload is gone.
-  if (!(await runner.reportWorkload(exit.status, config.shutdownTimeout))) {
-    log.warn({ state: WorkloadState[exit.status.state], exitCode: exit.exitCode }, "could not report the workload's end to the server");
-  }
+  const reported = await runner.reportWorkload(DesiredStateReconciler.toMessage(first.report), config.shutdownTimeout);
+  if (!reported) log.warn({ exitCode }, "could not report the workload's end to the server");
   log.info({ timeoutMs: config.shutdownTimeout }, "workload ended: finishing open connections");
   await runner.stop(config.shutdownTimeout);
   await agentDone;
-  return exit.exitCode;
+  return exitCode;
 }
 
 main().catch((err) => {

@@ -25,16 +25,21 @@ const common = {
 };
 
 const agent = { entryPoints: ["agent/main.ts"], outfile: "dist/warren-agent.cjs", plugins: [nativeStubs()] };
+const cli = { entryPoints: ["cli/main.ts"], outfile: "dist/warren.cjs" };
 const entries = agentOnly
   ? [agent]
-  : [agent, { entryPoints: ["server/main.ts"], outfile: "dist/warren-server.cjs" }, { entryPoints: ["scripts/bench.ts"], outfile: "dist/bench.cjs" }];
+  : [agent, cli, { entryPoints: ["server/main.ts"], outfile: "dist/warren-server.cjs" }, { entryPoints: ["scripts/bench.ts"], outfile: "dist/bench.cjs" }];
 
 const results = await Promise.all(entries.map((e) => build({ ...common, ...e })));
-const agentInputs = Object.keys(results[0].metafile.inputs);
-const leaked = agentInputs.filter((p) => p.startsWith("server/"));
-if (leaked.length > 0) {
-  console.error(`agent bundle must not contain server code: ${leaked.join(", ")}`);
-  process.exit(1);
+// The agent and the user CLI ship alone: neither may pull in server code (nor each other's).
+const checks = [[0, "agent", ["server/", "cli/"]]];
+if (!agentOnly) checks.push([1, "warren CLI", ["server/", "agent/"]]);
+for (const [index, name, forbidden] of checks) {
+  const leaked = Object.keys(results[index].metafile.inputs).filter((p) => forbidden.some((f) => p.startsWith(f)));
+  if (leaked.length > 0) {
+    console.error(`${name} bundle must not contain ${forbidden.join(" or ")} code: ${leaked.join(", ")}`);
+    process.exit(1);
+  }
 }
 
 const binary = { bundle: agent.outfile, output: "dist/warren-agent-linux-x64", version: pkg.version };

@@ -120,6 +120,35 @@ export const SERVER_SETTINGS = {
       return raw;
     },
   }),
+  secretKey: setting<string | undefined>({
+    key: "secretKey",
+    flag: "secret-key",
+    env: "WARREN_SECRET_KEY",
+    description:
+      "server secret (at least 32 characters) from which the keys for workspace variables (AES-256-GCM) and session cookies (HMAC) are derived; every server of a cluster needs the same; generated per run when unset",
+    parse: (raw) => {
+      if (raw.length < 32) throw new Error("must be at least 32 characters");
+      return raw;
+    },
+  }),
+  sessionTtl: setting({
+    key: "sessionTtl",
+    flag: "session-ttl",
+    env: "WARREN_SESSION_TTL",
+    description: "lifetime of a browser session cookie (never beyond the access token it was made with)",
+    default: 12 * 3_600_000,
+    defaultText: "12h",
+    parse: duration(60_000, 30 * 86_400_000),
+  }),
+  loginCodeTtl: setting({
+    key: "loginCodeTtl",
+    flag: "login-code-ttl",
+    env: "WARREN_LOGIN_CODE_TTL",
+    description: "lifetime of the one-time code that carries a browser login to a workspace host",
+    default: 30_000,
+    defaultText: "30s",
+    parse: duration(1000, 60_000),
+  }),
   logLevel: setting<LevelWithSilent>({
     key: "logLevel",
     flag: "log-level",

@@ -4,21 +4,29 @@ import { join } from "node:path";
 import { randomBytes } from "node:crypto";
 import type { AddressInfo } from "node:net";
 import { DisconnectReason } from "../shared/gen/warren/v1/agent_pb.js";
+import { UserService } from "../shared/gen/warren/v1/user_pb.js";
 import { WorkspaceService } from "../shared/gen/warren/v1/workspace_pb.js";
 import type { Logger } from "../shared/logger.js";
 import { TUNNEL_WINDOWS } from "../shared/tunnel-windows.js";
 import { VERSION } from "../shared/version.js";
 import { createApiHandler } from "./api/api-handler.js";
+import { userApi } from "./api/user-api.js";
 import { workspaceApi } from "./api/workspace-api.js";
 import { Authenticator } from "./auth/authenticator.js";
+import { SecretBox } from "./auth/secret-box.js";
+import { generateSecretKey, KeyPurpose, SecretKeys } from "./auth/secret-keys.js";
+import { SessionCookieSigner, withoutSessionCookies } from "./auth/session-cookie.js";
 import { generateAdminToken } from "./auth/tokens.js";
 import type { ServerConfig } from "./config.js";
+import { AgentControl } from "./control/agent-control.js";
+import { UserManager } from "./control/user-manager.js";
 import { WorkspaceManager } from "./control/workspace-manager.js";
-import { workloadReportHandler } from "./control/workload-reports.js";
 import { LocalEventBus, type EventBus } from "./events/event-bus.js";
 import { AGENT_BINARY_NAME, AgentDownload } from "./http/agent-download.js";
+import { BrowserLogin } from "./http/browser-login.js";
 import { FrontDoor } from "./http/front-door.js";
 import { installAddresses } from "./http/install-script.js";
+import { AccessTokenLogin } from "./http/login-provider.js";
 import { ReverseProxy } from "./http/reverse-proxy.js";
 import { TunnelHttpAgent } from "./http/tunnel-http-agent.js";
 import { WebSocketProxy } from "./http/websocket-proxy.js";
@@ -30,7 +38,7 @@ import { rootFallback, rootHandler } from "./root-handler.js";
 import { MemoryStore } from "./store/memory-store.js";
 import { TlsCredentials } from "./tls/tls-credentials.js";
 import type { WorkspaceRecord } from "./store/records.js";
-import type { TokenStore, WorkspaceStore } from "./store/store.js";
+import type { ControlStore } from "./store/store.js";
 import { AgentEndpoint } from "./tunnel/agent-endpoint.js";
 import { TunnelDialer } from "./tunnel/tunnel-dialer.js";
 import { TunnelRegistry } from "./tunnel/tunnel-registry.js";
@@ -53,14 +61,17 @@ export class WarrenServer {
   readonly adminTokenGenerated: boolean;
   readonly registry = new TunnelRegistry();
   readonly metrics: ServerMetrics;
-  readonly store: WorkspaceStore & TokenStore;
+  readonly store: ControlStore;
   readonly events: EventBus;
+  readonly workspaces: WorkspaceManager;
   readonly #agentEndpoint: AgentEndpoint;
   readonly #frontDoor: FrontDoor;
   readonly #health: HealthServer;
   readonly #httpAgent: TunnelHttpAgent;
   readonly #tls: TlsCredentials | undefined;
   readonly #agentBinary: string;
+  readonly #secretKeyGenerated: boolean;
+  #sweepTimer: NodeJS.Timeout | undefined;
   #publicBase = "";
   #draining = false;
   #addresses: ServerAddresses | undefined;
@@ -75,6 +86,8 @@ export class WarrenServer {
       config.tlsCert && config.tlsKey
         ? new TlsCredentials({ certFile: config.tlsCert, keyFile: config.tlsKey, log: log.child({ component: "tls" }) })
         : undefined;
+    this.#secretKeyGenerated = config.secretKey === undefined;
+    const keys = new SecretKeys(config.secretKey ?? generateSecretKey());
     const store = new MemoryStore();
     this.store = store;
     this.events = new LocalEventBus();
@@ -89,7 +102,27 @@ export class WarrenServer {
       log,
       onOutcome: (outcome) => this.metrics.dialOutcome(outcome),
     });
-    const manager = new WorkspaceManager({ workspaces: store, tokens: store, events: this.events, agentTokenTtlMs: config.agentTokenTtl });
+    // Presence is per server until clustering lands: then this asks the cluster.
+    const isConnected = async (name: string) => registry.isConnected(name);
+    const manager = new WorkspaceManager({
+      workspaces: store,
+      tokens: store,
+      users: store,
+      events: this.events,
+      secretBox: new SecretBox(keys.derive(KeyPurpose.Variables)),
+      agentTokenTtlMs: config.agentTokenTtl,
+      isConnected,
+      log: log.child({ component: "control" }),
+    });
+    this.workspaces = manager;
+    const users = new UserManager({ users: store, tokens: store, log: log.child({ component: "control" }) });
+    const agentControl = new AgentControl({
+      manager,
+      workspaces: store,
+      connections: registry,
+      events: this.events,
+      log: log.child({ component: "control" }),
+    });
     this.events.subscribe((event) => {
       if (event.type === "workspace-revoked") registry.disconnectWorkspace(event.workspace, DisconnectReason.REVOKED, event.reason);
     });
@@ -104,12 +137,16 @@ export class WarrenServer {
       maxStreams: config.agentMaxStreams,
       maxMessageBytes: TUNNEL_WINDOWS.maxMessageBytes,
       urlsOf,
+      variablesOf: (w) => manager.variablesOf(w),
       log: log.child({ component: "agent-endpoint" }),
       onConnection: (connection) => {
         this.metrics.agentConnects.inc();
         connection.onDraining(() => this.#httpAgent.closeIdleSocketsOf(connection.session));
+        agentControl.attach(connection);
       },
-      onControlMessage: workloadReportHandler(),
+      onControlMessage: (connection, message) => {
+        if (message.msg.case === "workload") agentControl.onReport(connection, message.msg.value);
+      },
     });
 
     this.#httpAgent = new TunnelHttpAgent(dialer, {
@@ -119,10 +156,8 @@ export class WarrenServer {
     });
     const api = createApiHandler({
       routes: (router) => {
-        router.service(
-          WorkspaceService,
-          workspaceApi({ manager, authenticator, urlsOf, isConnected: async (name) => registry.isConnected(name) }),
-        );
+        router.service(WorkspaceService, workspaceApi({ manager, authenticator, urlsOf, isConnected }));
+        router.service(UserService, userApi({ manager: users, authenticator }));
       },
       fallback: rootFallback,
     });
@@ -140,19 +175,32 @@ export class WarrenServer {
         }),
       log: log.child({ component: "agent-download" }),
     });
+    const login = new BrowserLogin({
+      rootDomain: config.rootDomain,
+      publicBase: () => this.#publicBase,
+      providers: [new AccessTokenLogin(authenticator)],
+      authenticator,
+      loginCodes: store,
+      signer: new SessionCookieSigner({ key: keys.derive(KeyPurpose.SessionCookie) }),
+      sessionTtlMs: config.sessionTtl,
+      loginCodeTtlMs: config.loginCodeTtl,
+      log: log.child({ component: "login" }),
+    });
     this.#frontDoor = new FrontDoor({
       listen: config.httpAddr,
       tls: this.#tls?.options,
       rootDomain: config.rootDomain,
-      rootHandler: rootHandler({ routes: [agentDownload.route], api }),
-      access: new WorkspaceAccess({ workspaces: store, authenticator }),
+      rootHandler: rootHandler({ routes: [agentDownload.route, (req, res, path) => login.handleRoot(req, res, path)], api }),
+      access: new WorkspaceAccess({ workspaces: store, authenticator, rootDomain: config.rootDomain, sessions: login }),
       proxy: new ReverseProxy({
         agent: this.#httpAgent,
         upstreamTimeoutMs: config.upstreamTimeout,
         log,
+        filterCookie: withoutSessionCookies,
         onResponse: (status, startedAt) => this.metrics.httpResponse(status, startedAt),
       }),
-      webSockets: new WebSocketProxy({ dialer, upstreamTimeoutMs: config.upstreamTimeout, log }),
+      webSockets: new WebSocketProxy({ dialer, upstreamTimeoutMs: config.upstreamTimeout, log, filterCookie: withoutSessionCookies }),
+      login,
       log,
     });
     if (this.#tls) {
@@ -186,6 +234,12 @@ export class WarrenServer {
     this.#tls?.watch();
     const agent = await this.#agentEndpoint.listen();
     this.#addresses = { http: httpAddress, agent, observability };
+    if (this.#secretKeyGenerated) {
+      this.log.warn("generated a secret key for this run; set WARREN_SECRET_KEY to keep browser sessions across restarts (cluster: the same on every server)");
+    }
+    // Time to live and stuck terminations are driven by this clock tick.
+    this.#sweepTimer = setInterval(() => void this.workspaces.sweep(), 1000);
+    this.#sweepTimer.unref();
     if (this.adminTokenGenerated) {
       this.log.warn({ adminToken: this.adminToken }, "generated an admin token for this run; set WARREN_ADMIN_TOKEN to choose one");
     }
@@ -215,6 +269,7 @@ export class WarrenServer {
   async shutdown(): Promise<void> {
     if (this.#draining) return;
     this.#draining = true;
+    clearInterval(this.#sweepTimer);
     this.log.info({ timeoutMs: this.config.shutdownTimeout }, "shutting down");
     this.#agentEndpoint.stopAccepting();
     const closed = this.#frontDoor.stopAccepting();

@@ -90,6 +90,11 @@ export class TunnelSocket<In extends DescMessage = DescMessage> extends Duplex {
     return this.#stream;
   }
 
+  /** Whether the peer has closed its direction (close_write or END_STREAM). */
+  get peerEnded(): boolean {
+    return this.#readEnded;
+  }
+
   /** Whether both directions closed cleanly. */
   get completed(): boolean {
     return this.#finished;
@@ -231,6 +236,8 @@ export class TunnelSocket<In extends DescMessage = DescMessage> extends Duplex {
   #endRead(): void {
     if (this.#readEnded) return;
     this.#readEnded = true;
+    // Told at once, even to a paused reader (an idle kept-alive HTTP connection is one).
+    this.emit("tunnel-peer-end");
     this.push(null);
     this.#maybeFinish();
   }

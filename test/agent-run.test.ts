@@ -88,9 +88,9 @@ describe("warren-agent run -- CMD", () => {
 
   it("stops the workload and exits 1 when the workspace is deleted", async () => {
     const agent = await run("deleted", ["sleep", "60"]);
-    const started = await agent.proc.waitFor((l) => l["event"] === "workload-start");
+    const started = await agent.proc.waitFor((l) => l["event"] === "workload" && l["status"] === "Running");
     await agent.proc.waitFor((l) => l["event"] === "ready");
-    const workloadPid = Number(started["workloadPid"]);
+    const workloadPid = Number(started["pid"]);
     expect(isAlive(workloadPid)).toBe(true);
     expect((await callApi(server, "WorkspaceService/DeleteWorkspace", { name: "deleted" })).status).toBe(200);
     expect((await agent.proc.exited).code).toBe(1);

@@ -69,6 +69,30 @@ describe("workspace API (Connect, JSON over HTTP)", () => {
     }
   });
 
+  it("answers invalid_argument naming the field for lifecycle, variables and owner input", async () => {
+    const cases: Array<[string, unknown, RegExp]> = [
+      ["CreateWorkspace", { name: "v", ports: [], variables: [{ name: "1BAD", value: "x" }] }, /^variables\[0\]\.name: "1BAD" is not a valid variable name/],
+      ["CreateWorkspace", { name: "v", ports: [], variables: [{ name: "BIG", value: "x".repeat(70_000) }] }, /^variables\[0\]\.value: 70000 bytes is over the limit/],
+      ["CreateWorkspace", { name: "v", ports: [], variables: "API_KEY=x" }, /variables/],
+      ["CreateWorkspace", { name: "v", ports: [], ttlSeconds: 400 * 86_400 }, /^ttlSeconds: 34560000 is out of range/],
+      ["CreateWorkspace", { name: "v", ports: [], agentTokenTtlSeconds: 400 * 86_400 }, /^agentTokenTtlSeconds: /],
+      ["CreateWorkspace", { name: "v", ports: [], owner: "nobody" }, /^owner: no user "nobody"/],
+      // A huge field inside a body the server accepts: refused naming the field, shortened.
+      ["CreateWorkspace", { name: "x".repeat(500_000), ports: [] }, /^name: "x{80}" is not a valid workspace name/],
+      ["StopWorkspace", { name: "Bad_Name" }, /^name: "Bad_Name" is not a valid workspace name/],
+      ["StartWorkspace", { name: "" }, /^name: required/],
+      ["RestartWorkspace", { name: "x", force: true }, /force/],
+      ["TerminateWorkspace", { name: "-x" }, /^name:/],
+      ["RotateAgentToken", { name: "x", agentTokenTtlSeconds: "soon" }, /agent_token_ttl_seconds|agentTokenTtlSeconds/],
+    ];
+    for (const [method, body, message] of cases) {
+      const res = await callApi<{ code: string; message: string }>(server, `WorkspaceService/${method}`, body);
+      expect(res.status, `${method} ${JSON.stringify(body).slice(0, 100)}`).toBe(400);
+      expect(res.body.code).toBe("invalid_argument");
+      expect(res.body.message).toMatch(message);
+    }
+  });
+
   it("rejects unknown fields and malformed JSON with invalid_argument", async () => {
     const unknown = await callApi<{ code: string; message: string }>(server, "WorkspaceService/CreateWorkspace", { name: "x", colour: "red" });
     expect(unknown.status).toBe(400);
@@ -100,7 +124,11 @@ describe("workspace API (Connect, JSON over HTTP)", () => {
         (r) => {
           let body = "";
           r.setEncoding("utf8").on("data", (c: string) => (body += c));
-          r.on("end", () => resolve({ status: r.statusCode ?? 0, body }));
+          r.on("end", () => {
+            resolve({ status: r.statusCode ?? 0, body });
+            // The rest of the announced body never comes: close, or shutdown waits for it.
+            req.destroy();
+          });
         },
       );
       req.on("error", reject);

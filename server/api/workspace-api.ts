@@ -1,10 +1,12 @@
 import { create } from "@bufbuild/protobuf";
 import { timestampFromMs } from "@bufbuild/protobuf/wkt";
 import type { HandlerContext, ServiceImpl } from "@connectrpc/connect";
-import { WorkspaceSchema, WorkspaceService, type Workspace } from "../../shared/gen/warren/v1/workspace_pb.js";
+import { WorkspaceDesiredState } from "../../shared/gen/warren/v1/agent_pb.js";
+import { WorkspaceActualState, WorkspaceSchema, WorkspaceService, type Workspace } from "../../shared/gen/warren/v1/workspace_pb.js";
 import type { Authenticator, Principal } from "../auth/authenticator.js";
 import { bearerToken } from "../auth/tokens.js";
-import type { WorkspaceManager } from "../control/workspace-manager.js";
+import { statesOf, type WorkspaceManager } from "../control/workspace-manager.js";
+import { ActualState, DesiredState } from "../control/workspace-state.js";
 import type { WorkspaceRecord } from "../store/records.js";
 
 export interface WorkspaceApiOptions {
@@ -19,18 +21,46 @@ export async function callerOf(authenticator: Authenticator, ctx: HandlerContext
   return authenticator.authenticateCaller(bearerToken(ctx.requestHeader.get("authorization") ?? undefined));
 }
 
+const DESIRED: Record<DesiredState, WorkspaceDesiredState> = {
+  [DesiredState.Running]: WorkspaceDesiredState.RUNNING,
+  [DesiredState.Stopped]: WorkspaceDesiredState.STOPPED,
+  [DesiredState.Terminated]: WorkspaceDesiredState.TERMINATED,
+  [DesiredState.RestartRequested]: WorkspaceDesiredState.RESTART_REQUESTED,
+};
+
+const ACTUAL: Record<ActualState, WorkspaceActualState> = {
+  [ActualState.CreationRequested]: WorkspaceActualState.CREATION_REQUESTED,
+  [ActualState.Starting]: WorkspaceActualState.STARTING,
+  [ActualState.Running]: WorkspaceActualState.RUNNING,
+  [ActualState.Stopping]: WorkspaceActualState.STOPPING,
+  [ActualState.Stopped]: WorkspaceActualState.STOPPED,
+  [ActualState.Failed]: WorkspaceActualState.FAILED,
+  [ActualState.Error]: WorkspaceActualState.ERROR,
+  [ActualState.Terminating]: WorkspaceActualState.TERMINATING,
+  [ActualState.Terminated]: WorkspaceActualState.TERMINATED,
+  [ActualState.Unknown]: WorkspaceActualState.UNKNOWN,
+};
+
 /** warren.v1.WorkspaceService over the Connect protocol. */
 export function workspaceApi(options: WorkspaceApiOptions): ServiceImpl<typeof WorkspaceService> {
   const { manager, authenticator } = options;
-  const toProto = async (record: WorkspaceRecord): Promise<Workspace> =>
-    create(WorkspaceSchema, {
+  const toProto = async (record: WorkspaceRecord): Promise<Workspace> => {
+    const states = statesOf(record);
+    return create(WorkspaceSchema, {
       name: record.name,
       ports: record.ports.map((p) => ({ port: p.port, public: p.public })),
       urls: options.urlsOf(record),
       connected: await options.isConnected(record.name),
       createTime: timestampFromMs(record.createdAt),
       agentTokenExpireTime: timestampFromMs(record.agentTokenExpiresAt),
+      desiredState: DESIRED[states.desired],
+      actualState: ACTUAL[states.actual],
+      actualStateTime: timestampFromMs(record.actualStateAt ?? record.createdAt),
+      ...(record.expiresAt !== undefined ? { expireTime: timestampFromMs(record.expiresAt) } : {}),
+      owner: record.owner ?? "",
+      variableNames: [...(record.variableNames ?? [])],
     });
+  };
   return {
     async createWorkspace(req, ctx) {
       const principal = await callerOf(authenticator, ctx);
@@ -38,6 +68,9 @@ export function workspaceApi(options: WorkspaceApiOptions): ServiceImpl<typeof W
         name: req.name,
         ports: req.ports.map((p) => ({ port: p.port, public: p.public })),
         agentTokenTtlMs: req.agentTokenTtlSeconds * 1000,
+        ttlMs: req.ttlSeconds * 1000,
+        variables: req.variables.map((v) => ({ name: v.name, value: v.value, file: v.file })),
+        owner: req.owner || undefined,
       });
       return { workspace: await toProto(workspace), agentToken };
     },
@@ -54,6 +87,23 @@ export function workspaceApi(options: WorkspaceApiOptions): ServiceImpl<typeof W
       const principal = await callerOf(authenticator, ctx);
       await manager.delete(principal, req.name);
       return {};
+    },
+    async stopWorkspace(req, ctx) {
+      return { workspace: await toProto(await manager.act(await callerOf(authenticator, ctx), req.name, "stop")) };
+    },
+    async startWorkspace(req, ctx) {
+      return { workspace: await toProto(await manager.act(await callerOf(authenticator, ctx), req.name, "start")) };
+    },
+    async restartWorkspace(req, ctx) {
+      return { workspace: await toProto(await manager.act(await callerOf(authenticator, ctx), req.name, "restart")) };
+    },
+    async terminateWorkspace(req, ctx) {
+      return { workspace: await toProto(await manager.act(await callerOf(authenticator, ctx), req.name, "terminate")) };
+    },
+    async rotateAgentToken(req, ctx) {
+      const principal = await callerOf(authenticator, ctx);
+      const { workspace, agentToken } = await manager.rotateAgentToken(principal, req.name, req.agentTokenTtlSeconds * 1000);
+      return { workspace: await toProto(workspace), agentToken };
     },
   };
 }

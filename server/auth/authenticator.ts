@@ -1,10 +1,16 @@
 import { ErrorCode, WarrenError } from "../../shared/errors.js";
 import type { TokenStore, WorkspaceStore } from "../store/store.js";
 import type { WorkspaceRecord } from "../store/records.js";
-import { constantTimeEquals, parseToken, secretMatches, TokenKind } from "./tokens.js";
+import type { SessionClaims } from "./session-cookie.js";
+import { constantTimeEquals, parseToken, secretMatches, sha256Hex, TokenKind } from "./tokens.js";
 
-/** Who is calling, once authenticated. */
-export type Principal = { readonly kind: "admin" } | { readonly kind: "user"; readonly user: string };
+/**
+ * Who is calling, once authenticated, and with which token (so that a browser session made
+ * with a token ends when the token is revoked).
+ */
+export type Principal =
+  | { readonly kind: "admin"; readonly tokenId: string }
+  | { readonly kind: "user"; readonly user: string; readonly tokenId: string };
 
 export interface AuthenticatedAgent {
   readonly workspace: WorkspaceRecord;
@@ -24,9 +30,12 @@ const INVALID_TOKEN = "token is invalid, expired or revoked";
 /** Checks bearer tokens against the token store. Rejects with unauthenticated, never says which part failed. */
 export class Authenticator {
   readonly #options: AuthenticatorOptions;
+  /** Stands for the admin token in sessions; changes when the admin token does. */
+  readonly #adminTokenId: string;
 
   constructor(options: AuthenticatorOptions) {
     this.#options = options;
+    this.#adminTokenId = `admin:${sha256Hex(options.adminToken).slice(0, 16)}`;
   }
 
   #now(): number {
@@ -43,20 +52,44 @@ export class Authenticator {
       throw new WarrenError(ErrorCode.Unauthenticated, INVALID_AGENT_TOKEN);
     }
     const workspace = await this.#options.workspaces.getWorkspace(record.subject);
-    if (!workspace || workspace.agentTokenId !== record.id) throw new WarrenError(ErrorCode.Unauthenticated, INVALID_AGENT_TOKEN);
+    if (!workspace || workspace.agentTokenId !== record.id || workspace.desiredState === "Terminated") {
+      throw new WarrenError(ErrorCode.Unauthenticated, INVALID_AGENT_TOKEN);
+    }
     return { workspace, tokenId: record.id };
   }
 
   /** A person or script calling the API or a workspace host. */
   async authenticateCaller(token: string | undefined): Promise<Principal> {
     if (!token) throw new WarrenError(ErrorCode.Unauthenticated, "missing token");
-    if (constantTimeEquals(token, this.#options.adminToken)) return { kind: "admin" };
+    if (constantTimeEquals(token, this.#options.adminToken)) return { kind: "admin", tokenId: this.#adminTokenId };
     const parsed = parseToken(token);
     if (!parsed || parsed.kind !== TokenKind.Access) throw new WarrenError(ErrorCode.Unauthenticated, INVALID_TOKEN);
     const record = await this.#options.tokens.getToken(parsed.id);
     if (!record || record.kind !== TokenKind.Access || !secretMatches(parsed.secret, record.hash) || record.expiresAt <= this.#now()) {
       throw new WarrenError(ErrorCode.Unauthenticated, INVALID_TOKEN);
     }
-    return { kind: "user", user: record.subject };
+    return { kind: "user", user: record.subject, tokenId: record.id };
+  }
+
+  /**
+   * The principal of a verified session (cookie or login code): valid only while the token it
+   * was made with is; rejects with unauthenticated once that token is revoked or expired.
+   */
+  async principalOfSession(claims: Pick<SessionClaims, "user" | "tokenId">): Promise<Principal> {
+    if (claims.user === undefined) {
+      if (constantTimeEquals(claims.tokenId, this.#adminTokenId)) return { kind: "admin", tokenId: this.#adminTokenId };
+      throw new WarrenError(ErrorCode.Unauthenticated, "session expired; log in again");
+    }
+    const record = await this.#options.tokens.getToken(claims.tokenId);
+    if (!record || record.kind !== TokenKind.Access || record.subject !== claims.user || record.expiresAt <= this.#now()) {
+      throw new WarrenError(ErrorCode.Unauthenticated, "session expired; log in again");
+    }
+    return { kind: "user", user: claims.user, tokenId: record.id };
+  }
+
+  /** When the token behind a principal expires (sessions do not outlive it). */
+  async tokenExpiry(principal: Principal): Promise<number | undefined> {
+    if (principal.kind === "admin") return undefined;
+    return (await this.#options.tokens.getToken(principal.tokenId))?.expiresAt;
   }
 }

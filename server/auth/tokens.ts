@@ -8,12 +8,14 @@ import { createHash, randomBytes, timingSafeEqual } from "node:crypto";
 export const TokenKind = {
   Agent: "wat",
   Access: "wut",
+  /** One-time browser login code (never a bearer token: only redeemable once, on one host). */
+  LoginCode: "wlc",
 } as const;
 export type TokenKind = (typeof TokenKind)[keyof typeof TokenKind];
 
 const ID_HEX = 16;
 const SECRET_CHARS = 43;
-const TOKEN_RE = /^(wat|wut)_([0-9a-f]{16})([A-Za-z0-9_-]{43})$/;
+const TOKEN_RE = /^(wat|wut|wlc)_([0-9a-f]{16})([A-Za-z0-9_-]{43})$/;
 
 export interface MintedToken {
   readonly token: string;

@@ -1,55 +1,124 @@
 import { ErrorCode, WarrenError } from "../../shared/errors.js";
+import type { Logger } from "../../shared/logger.js";
 import type { Principal } from "../auth/authenticator.js";
+import type { SecretBox } from "../auth/secret-box.js";
 import { mintToken, TokenKind } from "../auth/tokens.js";
 import type { EventBus } from "../events/event-bus.js";
 import { isValidWorkspaceName } from "../http/workspace-host.js";
-import type { PortRecord, WorkspaceRecord } from "../store/records.js";
-import type { TokenStore, WorkspaceStore } from "../store/store.js";
+import type { PortRecord, VariableRecord, WorkspaceRecord } from "../store/records.js";
+import type { TokenStore, UserStore, WorkspaceStore } from "../store/store.js";
+import {
+  ActualState,
+  applyAction,
+  applyAgentGone,
+  applyReport,
+  DesiredState,
+  isLegalTransition,
+  type LifecycleAction,
+  type WorkloadStatus,
+  type WorkspaceStates,
+} from "./workspace-state.js";
 
 export interface CreateWorkspaceInput {
   readonly name: string;
   readonly ports: readonly PortRecord[];
   /** Agent token lifetime in ms; the server default when 0 or absent. */
   readonly agentTokenTtlMs?: number;
+  /** Time to live in ms: the workspace is terminated when it passes; none when 0 or absent. */
+  readonly ttlMs?: number;
+  readonly variables?: readonly VariableRecord[];
+  /** Owner (admin only); a user's workspace is always their own. */
+  readonly owner?: string;
 }
 
 export interface WorkspaceManagerOptions {
   readonly workspaces: WorkspaceStore;
   readonly tokens: TokenStore;
+  readonly users: UserStore;
   readonly events: EventBus;
+  /** Seals variables at rest. */
+  readonly secretBox: SecretBox;
   readonly agentTokenTtlMs: number;
+  /** Whether an agent of the workspace is connected anywhere in the cluster. */
+  readonly isConnected: (workspace: string) => Promise<boolean>;
+  readonly log: Logger;
+  /** How long a terminating workspace's agent gets to stop its workload before Terminated. */
+  readonly terminateGraceMs?: number;
+  /** How long a terminated workspace stays readable before it is removed. */
+  readonly terminatedRetentionMs?: number;
   readonly now?: () => number;
 }
 
 const MAX_PORTS = 64;
+const MAX_VARIABLES = 100;
+const MAX_VARIABLE_BYTES = 64 * 1024;
+const MAX_VARIABLES_BYTES = 512 * 1024;
+const MAX_TTL_MS = 366 * 86_400_000;
+const VARIABLE_NAME_RE = /^[A-Za-z_][A-Za-z0-9_]{0,127}$/;
+const MUTATE_ATTEMPTS = 20;
 
-/** The control module's rules for workspaces: validation, ownership, tokens, revocation. */
+/** The states of a record, with the defaults of records written before states existed. */
+export function statesOf(record: WorkspaceRecord): WorkspaceStates {
+  return { desired: record.desiredState ?? DesiredState.Running, actual: record.actualState ?? ActualState.CreationRequested };
+}
+
+/** Whether the principal may see and use the workspace: its owner, or an admin. */
+export function mayReach(principal: Principal, workspace: WorkspaceRecord): boolean {
+  return principal.kind === "admin" || (workspace.owner !== undefined && workspace.owner === principal.user);
+}
+
+/**
+ * The control module's rules for workspaces: validation, ownership, tokens, the lifecycle
+ * state machine (workspace-state.ts) and time to live. Every change goes through one
+ * compare-and-set loop, logs each state transition, and tells the cluster (workspace-changed,
+ * or workspace-revoked when agents must go).
+ */
 export class WorkspaceManager {
   readonly #options: WorkspaceManagerOptions;
+  readonly #log: Logger;
 
   constructor(options: WorkspaceManagerOptions) {
     this.#options = options;
+    this.#log = options.log;
   }
 
   #now(): number {
     return (this.#options.now ?? Date.now)();
   }
 
+  get #terminateGraceMs(): number {
+    return this.#options.terminateGraceMs ?? 10_000;
+  }
+
   /** Creates a workspace and its agent token; the token is returned once and stored hashed. */
   async create(principal: Principal, input: CreateWorkspaceInput): Promise<{ workspace: WorkspaceRecord; agentToken: string }> {
-    requireAdmin(principal);
     validateName(input.name);
     const ports = validatePorts(input.ports);
+    const variables = validateVariables(input.variables ?? []);
+    const tokenTtl = validateTtl("agentTokenTtlSeconds", input.agentTokenTtlMs) ?? this.#options.agentTokenTtlMs;
+    const ttl = validateTtl("ttlSeconds", input.ttlMs);
+    const owner = await this.#ownerFor(principal, input.owner);
     const now = this.#now();
-    const ttl = input.agentTokenTtlMs && input.agentTokenTtlMs > 0 ? input.agentTokenTtlMs : this.#options.agentTokenTtlMs;
+    const expiresAt = ttl === undefined ? undefined : now + ttl;
+    // A token never outlives its workspace.
+    const tokenExpiresAt = Math.min(now + tokenTtl, expiresAt ?? Infinity);
     const token = mintToken(TokenKind.Agent);
     const workspace: WorkspaceRecord = {
       name: input.name,
       ports,
       createdAt: now,
       agentTokenId: token.id,
-      agentTokenExpiresAt: now + ttl,
+      agentTokenExpiresAt: tokenExpiresAt,
+      ...(owner !== undefined ? { owner } : {}),
+      desiredState: DesiredState.Running,
+      actualState: ActualState.CreationRequested,
+      actualStateAt: now,
+      ...(expiresAt !== undefined ? { expiresAt } : {}),
+      variableNames: variables.map((v) => v.name),
+      ...(variables.length > 0 ? { sealedVariables: this.#options.secretBox.seal(JSON.stringify(variables), sealContext(input.name)) } : {}),
+      revision: 1,
     };
+    await this.#replaceTerminated(input.name);
     await this.#options.workspaces.createWorkspace(workspace);
     await this.#options.tokens.putToken({
       id: token.id,
@@ -57,23 +126,27 @@ export class WorkspaceManager {
       hash: token.hash,
       subject: workspace.name,
       createdAt: now,
-      expiresAt: now + ttl,
+      expiresAt: tokenExpiresAt,
     });
+    this.#log.info(
+      { workspace: workspace.name, owner, ttlMs: ttl, variables: workspace.variableNames, desired: workspace.desiredState, actual: workspace.actualState },
+      "workspace created",
+    );
     return { workspace, agentToken: token.token };
   }
 
-  /** The workspace, or not_found. */
+  /** The workspace, or not_found (also for someone else's workspace: names do not leak). */
   async get(principal: Principal, name: string): Promise<WorkspaceRecord> {
-    requireAdmin(principal);
     validateName(name);
     const workspace = await this.#options.workspaces.getWorkspace(name);
-    if (!workspace) throw new WarrenError(ErrorCode.NotFound, `workspace "${name}" not found`);
+    if (!workspace || !mayReach(principal, workspace)) throw notFound(name);
     return workspace;
   }
 
+  /** The workspaces the principal may see: all for the admin, their own for a user. */
   async list(principal: Principal): Promise<WorkspaceRecord[]> {
-    requireAdmin(principal);
-    return this.#options.workspaces.listWorkspaces();
+    const all = await this.#options.workspaces.listWorkspaces();
+    return all.filter((w) => mayReach(principal, w));
   }
 
   /** Deletes the workspace, revokes its agent token and disconnects its agents everywhere. */
@@ -81,12 +154,225 @@ export class WorkspaceManager {
     const workspace = await this.get(principal, name);
     await this.#options.tokens.deleteToken(workspace.agentTokenId);
     await this.#options.workspaces.deleteWorkspace(name);
+    this.#log.info({ workspace: name }, "workspace deleted");
     await this.#options.events.publish({ type: "workspace-revoked", workspace: name, reason: `workspace "${name}" was deleted` });
+  }
+
+  /** Applies stop, start, restart or terminate; resolves with the workspace as it is then. */
+  async act(principal: Principal, name: string, action: LifecycleAction): Promise<WorkspaceRecord> {
+    await this.get(principal, name);
+    if (action === "terminate") return this.#terminate(name, `terminated by ${principal.kind === "admin" ? "the admin" : `user "${principal.user}"`}`);
+    const now = this.#now();
+    const result = await this.#mutate(name, `${action} requested`, (r) => withStates(r, applyAction(statesOf(r), action, name), now));
+    if (!result) throw notFound(name);
+    return result.after;
+  }
+
+  /** Issues a new agent token and revokes the old one (its agents are disconnected). */
+  async rotateAgentToken(principal: Principal, name: string, ttlMs?: number): Promise<{ workspace: WorkspaceRecord; agentToken: string }> {
+    const current = await this.get(principal, name);
+    if (statesOf(current).desired === DesiredState.Terminated) {
+      throw new WarrenError(ErrorCode.FailedPrecondition, `workspace "${name}" is terminated; its token cannot be rotated`);
+    }
+    const tokenTtl = validateTtl("agentTokenTtlSeconds", ttlMs) ?? this.#options.agentTokenTtlMs;
+    const now = this.#now();
+    const token = mintToken(TokenKind.Agent);
+    const expiresAt = Math.min(now + tokenTtl, current.expiresAt ?? Infinity);
+    await this.#options.tokens.putToken({ id: token.id, kind: TokenKind.Agent, hash: token.hash, subject: name, createdAt: now, expiresAt });
+    let oldTokenId: string | undefined;
+    const result = await this.#mutate(name, "agent token rotated", (r) => {
+      oldTokenId = r.agentTokenId;
+      return { ...r, agentTokenId: token.id, agentTokenExpiresAt: expiresAt };
+    });
+    if (!result) {
+      await this.#options.tokens.deleteToken(token.id);
+      throw notFound(name);
+    }
+    if (oldTokenId) await this.#options.tokens.deleteToken(oldTokenId);
+    this.#log.info({ workspace: name }, "agent token rotated");
+    await this.#options.events.publish({ type: "workspace-revoked", workspace: name, reason: `the agent token of workspace "${name}" was rotated` });
+    return { workspace: result.after, agentToken: token.token };
+  }
+
+  /** An agent connection reported its workload's state. */
+  async report(name: string, connectionId: string, status: WorkloadStatus, detail: { exitCode?: number; message?: string } = {}): Promise<void> {
+    const now = this.#now();
+    const cause = `agent reported ${status}${detail.exitCode ? ` (exit code ${detail.exitCode})` : ""}${detail.message ? `: ${detail.message}` : ""}`;
+    const result = await this.#mutate(name, cause, (r) => {
+      if (statesOf(r).actual === ActualState.Terminated) return r;
+      const next = applyReport(statesOf(r), status);
+      const same = sameStates(statesOf(r), next);
+      if (same && r.reportedBy === connectionId) return r;
+      return { ...withStates(r, next, now), reportedBy: connectionId };
+    }, { fromAgent: true });
+    if (result && result.after.actualState === ActualState.Terminated && result.before.actualState !== ActualState.Terminated) {
+      await this.#revoke(name, `workspace "${name}" was terminated`);
+    }
+  }
+
+  /** The agent connection that reported last went away: the actual state is no longer known. */
+  async agentGone(name: string, connectionId: string): Promise<void> {
+    const now = this.#now();
+    const result = await this.#mutate(name, "the reporting agent disconnected", (r) => {
+      if (r.reportedBy !== connectionId) return r;
+      const { reportedBy: _gone, ...rest } = withStates(r, applyAgentGone(statesOf(r)), now);
+      return rest;
+    });
+    if (result && result.after.actualState === ActualState.Terminated && result.before.actualState !== ActualState.Terminated) {
+      await this.#revoke(name, `workspace "${name}" was terminated`);
+    }
+  }
+
+  /** The workspace's variables in plaintext, for its agent only. Never log them. */
+  variablesOf(workspace: WorkspaceRecord): VariableRecord[] {
+    if (!workspace.sealedVariables) return [];
+    return JSON.parse(this.#options.secretBox.open(workspace.sealedVariables, sealContext(workspace.name)).toString("utf8")) as VariableRecord[];
+  }
+
+  /**
+   * One pass of the clock-driven rules: terminates workspaces whose time to live has passed,
+   * completes terminations whose agent did not stop in time, and removes terminated
+   * workspaces after their retention. Called every second by the server; tests call it with a
+   * fake clock. Never rejects: failures are logged and retried on the next pass.
+   */
+  async sweep(): Promise<void> {
+    const now = this.#now();
+    let all: WorkspaceRecord[];
+    try {
+      all = await this.#options.workspaces.listWorkspaces();
+    } catch (err) {
+      this.#log.warn({ err: (err as Error).message }, "workspace sweep could not list workspaces");
+      return;
+    }
+    for (const w of all) {
+      try {
+        const { desired, actual } = statesOf(w);
+        if (desired !== DesiredState.Terminated && w.expiresAt !== undefined && w.expiresAt <= now) {
+          await this.#terminate(w.name, "its time to live passed");
+        } else if (actual === ActualState.Terminating && (w.terminatingSince ?? 0) + this.#terminateGraceMs <= now) {
+          await this.#finishTermination(w.name, "the agent did not stop its workload in time");
+        } else if (actual === ActualState.Terminated && (w.terminatingSince ?? w.createdAt) + (this.#options.terminatedRetentionMs ?? 3_600_000) <= now) {
+          if (await this.#options.workspaces.deleteWorkspace(w.name)) this.#log.info({ workspace: w.name }, "terminated workspace removed");
+        }
+      } catch (err) {
+        this.#log.warn({ workspace: w.name, err: (err as Error).message }, "workspace sweep failed for a workspace");
+      }
+    }
+  }
+
+  async #terminate(name: string, why: string): Promise<WorkspaceRecord> {
+    const now = this.#now();
+    const result = await this.#mutate(name, why, (r) => {
+      const next = applyAction(statesOf(r), "terminate", name);
+      if (sameStates(statesOf(r), next) || statesOf(r).actual === ActualState.Terminated) return r;
+      return { ...withStates(r, next, now), terminatingSince: now };
+    });
+    if (!result) throw notFound(name);
+    if (result.before === result.after) return result.after;
+    // The token goes at once: no new agent gets in while the connected one stops its workload.
+    await this.#options.tokens.deleteToken(result.after.agentTokenId);
+    if (!(await this.#options.isConnected(name))) return this.#finishTermination(name, "no agent is connected");
+    return result.after;
+  }
+
+  async #finishTermination(name: string, why: string): Promise<WorkspaceRecord> {
+    const now = this.#now();
+    const result = await this.#mutate(name, why, (r) =>
+      statesOf(r).actual === ActualState.Terminating ? withStates(r, { desired: DesiredState.Terminated, actual: ActualState.Terminated }, now) : r,
+    );
+    if (!result) throw notFound(name);
+    if (result.before !== result.after) await this.#revoke(name, `workspace "${name}" was terminated`);
+    return result.after;
+  }
+
+  /** Revokes the token and disconnects the workspace's agents on every server. */
+  async #revoke(name: string, reason: string): Promise<void> {
+    const workspace = await this.#options.workspaces.getWorkspace(name);
+    if (workspace) await this.#options.tokens.deleteToken(workspace.agentTokenId);
+    await this.#options.events.publish({ type: "workspace-revoked", workspace: name, reason });
+  }
+
+  /**
+   * Read, change, compare-and-set, retry on conflict. `change` returns the record itself for
+   * "no change". Logs every state transition and tells the cluster the workspace changed.
+   */
+  async #mutate(
+    name: string,
+    cause: string,
+    change: (record: WorkspaceRecord) => WorkspaceRecord,
+    options: { fromAgent?: boolean } = {},
+  ): Promise<{ before: WorkspaceRecord; after: WorkspaceRecord } | undefined> {
+    const store = this.#options.workspaces;
+    for (let attempt = 0; attempt < MUTATE_ATTEMPTS; attempt++) {
+      const before = await store.getWorkspace(name);
+      if (!before) return undefined;
+      const next = change(before);
+      if (next === before) return { before, after: before };
+      const revision = before.revision ?? 0;
+      const after: WorkspaceRecord = { ...next, revision: revision + 1 };
+      if (!(await store.updateWorkspaceIf(after, revision))) continue;
+      this.#logTransition(before, after, cause, options.fromAgent ?? false);
+      await this.#options.events.publish({ type: "workspace-changed", workspace: name });
+      return { before, after };
+    }
+    throw new WarrenError(ErrorCode.Aborted, `workspace "${name}" is changing too often to update; try again`);
+  }
+
+  /** The one place state transitions are logged (tests read these lines). */
+  #logTransition(before: WorkspaceRecord, after: WorkspaceRecord, cause: string, fromAgent: boolean): void {
+    const b = statesOf(before);
+    const a = statesOf(after);
+    if (sameStates(a, b)) return;
+    const fields = { workspace: after.name, desiredFrom: b.desired, desiredTo: a.desired, actualFrom: b.actual, actualTo: a.actual, cause };
+    this.#log.info(fields, "workspace state changed");
+    if (b.actual !== a.actual && !isLegalTransition(b.actual, a.actual)) {
+      this.#log.warn(fields, fromAgent ? "agent reported an unexpected workspace state transition" : "unexpected workspace state transition");
+    }
+  }
+
+  async #ownerFor(principal: Principal, requested: string | undefined): Promise<string | undefined> {
+    if (principal.kind === "user") {
+      if (requested && requested !== principal.user) {
+        throw new WarrenError(ErrorCode.PermissionDenied, "owner: only the admin may create workspaces for someone else");
+      }
+      return principal.user;
+    }
+    if (!requested) return undefined;
+    if (!(await this.#options.users.getUser(requested))) {
+      throw new WarrenError(ErrorCode.InvalidArgument, `owner: no user "${requested.slice(0, 80)}" (create it with UserService/CreateUser)`);
+    }
+    return requested;
+  }
+
+  /** A terminated workspace's name may be used again: the old record goes. */
+  async #replaceTerminated(name: string): Promise<void> {
+    const existing = await this.#options.workspaces.getWorkspace(name);
+    if (existing && statesOf(existing).actual === ActualState.Terminated) await this.#options.workspaces.deleteWorkspace(name);
   }
 }
 
-function requireAdmin(principal: Principal): void {
-  if (principal.kind !== "admin") throw new WarrenError(ErrorCode.PermissionDenied, "this call needs the admin token");
+function withStates(record: WorkspaceRecord, states: WorkspaceStates, now: number): WorkspaceRecord {
+  const current = statesOf(record);
+  if (sameStates(current, states)) return record;
+  return {
+    ...record,
+    desiredState: states.desired,
+    actualState: states.actual,
+    actualStateAt: states.actual !== current.actual ? now : (record.actualStateAt ?? now),
+  };
+}
+
+function sameStates(a: WorkspaceStates, b: WorkspaceStates): boolean {
+  return a.desired === b.desired && a.actual === b.actual;
+}
+
+/** Associated data of a workspace's sealed variables: they open only on their own record. */
+function sealContext(name: string): string {
+  return `workspace:${name}`;
+}
+
+function notFound(name: string): WarrenError {
+  return new WarrenError(ErrorCode.NotFound, `workspace "${name}" not found`);
 }
 
 function validateName(name: string): void {
@@ -109,5 +395,40 @@ function validatePorts(ports: readonly PortRecord[]): PortRecord[] {
     if (seen.has(p.port)) throw new WarrenError(ErrorCode.InvalidArgument, `ports[${i}].port: ${p.port} is listed twice`);
     seen.add(p.port);
     return { port: p.port, public: p.public };
+  });
+}
+
+/** A lifetime in ms, or undefined for "not set"; out of range is invalid_argument naming the field. */
+function validateTtl(field: string, ms: number | undefined): number | undefined {
+  if (ms === undefined || ms === 0) return undefined;
+  if (!Number.isFinite(ms) || ms < 1000 || ms > MAX_TTL_MS) {
+    throw new WarrenError(ErrorCode.InvalidArgument, `${field}: ${Math.round(ms / 1000)} is out of range 1-${MAX_TTL_MS / 1000} seconds`);
+  }
+  return ms;
+}
+
+function validateVariables(variables: readonly VariableRecord[]): VariableRecord[] {
+  if (variables.length > MAX_VARIABLES) throw new WarrenError(ErrorCode.InvalidArgument, `variables: at most ${MAX_VARIABLES} variables`);
+  const seen = new Set<string>();
+  let total = 0;
+  return variables.map((v, i) => {
+    if (!VARIABLE_NAME_RE.test(v.name)) {
+      throw new WarrenError(
+        ErrorCode.InvalidArgument,
+        `variables[${i}].name: "${v.name.slice(0, 80)}" is not a valid variable name (letters, digits and _, not starting with a digit, at most 128)`,
+      );
+    }
+    if (seen.has(v.name)) throw new WarrenError(ErrorCode.InvalidArgument, `variables[${i}].name: "${v.name}" is listed twice`);
+    seen.add(v.name);
+    const bytes = Buffer.byteLength(v.value, "utf8");
+    if (bytes > MAX_VARIABLE_BYTES) {
+      throw new WarrenError(ErrorCode.InvalidArgument, `variables[${i}].value: ${bytes} bytes is over the limit of ${MAX_VARIABLE_BYTES}`);
+    }
+    if (!v.file && v.value.includes("\0")) {
+      throw new WarrenError(ErrorCode.InvalidArgument, `variables[${i}].value: an environment variable cannot hold a NUL character (make it a file variable)`);
+    }
+    total += bytes;
+    if (total > MAX_VARIABLES_BYTES) throw new WarrenError(ErrorCode.InvalidArgument, `variables: more than ${MAX_VARIABLES_BYTES} bytes of values in all`);
+    return { name: v.name, value: v.value, file: v.file };
   });
 }

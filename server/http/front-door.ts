@@ -3,11 +3,12 @@ import https from "node:https";
 import type { AddressInfo } from "node:net";
 import type { Duplex } from "node:stream";
 import type { SecureContextOptions } from "node:tls";
-import { ErrorCode, WarrenError } from "../../shared/errors.js";
+import { ErrorCode, isWarrenError, WarrenError } from "../../shared/errors.js";
 import type { Logger } from "../../shared/logger.js";
 import type { HostPort } from "../../shared/settings.js";
 import { sendError, sendUpgradeError } from "./error-response.js";
 import { clientIpOf, type ForwardedInfo } from "./headers.js";
+import type { BrowserLogin } from "./browser-login.js";
 import type { ReverseProxy } from "./reverse-proxy.js";
 import type { WebSocketProxy } from "./websocket-proxy.js";
 import type { WorkspaceAccess } from "./workspace-access.js";
@@ -22,6 +23,8 @@ export interface FrontDoorOptions {
   readonly access: WorkspaceAccess;
   readonly proxy: ReverseProxy;
   readonly webSockets: WebSocketProxy;
+  /** Browser login: its paths on workspace hosts, and the redirect to the login page. */
+  readonly login?: BrowserLogin;
   readonly log: Logger;
 }
 
@@ -100,11 +103,17 @@ export class FrontDoor {
       sendError(res, new WarrenError(ErrorCode.NotFound, target.reason));
       return;
     }
+    const login = this.#options.login;
+    if (login?.handleWorkspace(req, res, `${target.port}-${target.workspace}.${this.#options.rootDomain}`)) return;
     this.#options.access.authorize(req, target.workspace, target.port).then(
       () => this.#options.proxy.handle(req, res, { workspace: target.workspace, port: target.port }, this.#forwarded(req)),
       (err) => {
         // Drain an unread body so the connection can be kept alive.
         req.resume();
+        if (login && isWarrenError(err, ErrorCode.Unauthenticated) && login.wantsLogin(req)) {
+          login.redirectToLogin(req, res);
+          return;
+        }
         sendError(res, err);
       },
     );

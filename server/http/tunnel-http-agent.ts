@@ -41,7 +41,10 @@ export class TunnelHttpAgent extends http.Agent {
   }
 
   override keepSocketAlive(socket: Duplex): boolean {
-    const session = (socket as unknown as TunnelSocket).http2Stream?.session;
+    const tunnel = socket as unknown as TunnelSocket;
+    // The app closed its side: HTTP/1.1 is over on this connection (net.Socket would close itself).
+    if (tunnel.peerEnded) return false;
+    const session = tunnel.http2Stream?.session;
     if (session && !this.#acceptsNewWork(session)) return false;
     return (super.keepSocketAlive as (s: Duplex) => boolean)(socket);
   }
@@ -67,10 +70,21 @@ export class TunnelHttpAgent extends http.Agent {
     }
   }
 
+  #isFree(socket: Duplex): boolean {
+    return Object.values(this.freeSockets).some((list) => list?.includes(socket as never));
+  }
+
   override createConnection(options: ClientRequestArgs, callback?: (err: Error | null, stream: Duplex) => void): undefined {
     const o = options as TunnelRequestArgs;
     this.#dialer.dial(o.workspace, o.workspacePort).then(
-      (socket) => callback?.(null, socket),
+      (socket) => {
+        // A kept-alive connection the app closes (it exited, or its keep-alive timer ran out)
+        // must leave the pool at once: the next request on it would never be answered.
+        socket.on("tunnel-peer-end", () => {
+          if (this.#isFree(socket)) socket.destroy();
+        });
+        callback?.(null, socket);
+      },
       (err: Error) => callback?.(err, undefined as unknown as Duplex),
     );
     return undefined;

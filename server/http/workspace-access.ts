@@ -1,6 +1,8 @@
 import type { IncomingMessage } from "node:http";
 import { ErrorCode, WarrenError } from "../../shared/errors.js";
 import type { Authenticator, Principal } from "../auth/authenticator.js";
+import { mayReach, statesOf } from "../control/workspace-manager.js";
+import { acceptsTraffic, DesiredState } from "../control/workspace-state.js";
 import type { WorkspaceRecord } from "../store/records.js";
 import { WARREN_TOKEN_HEADER } from "./headers.js";
 
@@ -9,16 +11,25 @@ export interface WorkspaceLookup {
   getWorkspace(name: string): Promise<WorkspaceRecord | undefined>;
 }
 
+/** Browser sessions (the host's own session cookie). */
+export interface SessionReader {
+  /** The principal of the request's valid session cookie for `host`, or undefined. Never rejects on a bad cookie. */
+  principalOf(req: IncomingMessage, host: string): Promise<Principal | undefined>;
+}
+
 export interface WorkspaceAccessOptions {
   readonly workspaces: WorkspaceLookup;
   readonly authenticator: Authenticator;
+  readonly rootDomain: string;
+  readonly sessions?: SessionReader;
 }
 
 /**
- * Decides whether a request to `{port}-{workspace}.{root}` may go through: the workspace must
- * exist (404), the caller must be allowed in unless the port is public (401), and the port must
- * be exposed (403). Credentials are checked before the port, so nothing about a workspace's
- * ports is told to a caller who may not see it.
+ * Decides whether a request to `{port}-{workspace}.{root}` may go through. A public port of a
+ * live workspace needs no credentials. Everything else needs them first (401, before anything
+ * about the workspace is told), then only the owner and admins get further: for anyone else
+ * the workspace answers 404 exactly like one that does not exist. Then the port must be
+ * exposed (403) and the workspace not stopped (503).
  */
 export class WorkspaceAccess {
   readonly #options: WorkspaceAccessOptions;
@@ -29,28 +40,29 @@ export class WorkspaceAccess {
 
   async authorize(req: IncomingMessage, workspaceName: string, port: number): Promise<WorkspaceRecord> {
     const workspace = await this.#options.workspaces.getWorkspace(workspaceName);
-    if (!workspace) throw notFound(workspaceName);
-    const exposed = workspace.ports.find((p) => p.port === port);
-    if (!exposed?.public) {
-      const principal = await this.#principalOf(req);
-      if (!mayReach(principal, workspace)) throw notFound(workspaceName);
+    const exposed = workspace?.ports.find((p) => p.port === port);
+    const desired = workspace ? statesOf(workspace).desired : undefined;
+    if (!(exposed?.public && desired !== DesiredState.Terminated)) {
+      const principal = await this.#principalOf(req, `${port}-${workspaceName}.${this.#options.rootDomain}`);
+      if (!workspace || !mayReach(principal, workspace)) throw notFound(workspaceName);
     }
+    if (!workspace || desired === undefined) throw notFound(workspaceName);
+    if (desired === DesiredState.Terminated) throw new WarrenError(ErrorCode.NotFound, `workspace "${workspaceName}" is terminated`);
     if (!exposed) throw new WarrenError(ErrorCode.PermissionDenied, `port ${port} is not exposed by workspace "${workspaceName}"`);
+    if (!acceptsTraffic(desired)) {
+      throw new WarrenError(ErrorCode.Unavailable, `workspace "${workspaceName}" is stopped (start it with StartWorkspace or \`warren workspace start\`)`);
+    }
     return workspace;
   }
 
-  async #principalOf(req: IncomingMessage): Promise<Principal> {
+  async #principalOf(req: IncomingMessage, host: string): Promise<Principal> {
     const header = req.headers[WARREN_TOKEN_HEADER];
     const token = Array.isArray(header) ? header[0] : header;
-    if (!token) {
-      throw new WarrenError(ErrorCode.Unauthenticated, `this workspace needs credentials: send the header X-Warren-Token: <token>`);
-    }
-    return this.#options.authenticator.authenticateCaller(token);
+    if (token) return this.#options.authenticator.authenticateCaller(token);
+    const session = await this.#options.sessions?.principalOf(req, host);
+    if (session) return session;
+    throw new WarrenError(ErrorCode.Unauthenticated, `this workspace needs credentials: send the header X-Warren-Token: <token>, or log in with a browser`);
   }
-}
-
-function mayReach(principal: Principal, _workspace: WorkspaceRecord): boolean {
-  return principal.kind === "admin";
 }
 
 function notFound(name: string): WarrenError {

@@ -1,4 +1,5 @@
 import type { TokenKind } from "../auth/tokens.js";
+import type { ActualState, DesiredState } from "../control/workspace-state.js";
 
 /** A port a workspace exposes through the tunnel. */
 export interface PortRecord {
@@ -7,6 +8,10 @@ export interface PortRecord {
   readonly public: boolean;
 }
 
+/**
+ * A workspace. Plain JSON-serializable data: the Redis store keeps it as one JSON value.
+ * Fields added by the control module are optional so that records written before them load.
+ */
 export interface WorkspaceRecord {
   readonly name: string;
   readonly ports: readonly PortRecord[];
@@ -15,6 +20,37 @@ export interface WorkspaceRecord {
   /** Id of the workspace's current agent token. */
   readonly agentTokenId: string;
   readonly agentTokenExpiresAt: number;
+  /** The user who owns it; undefined: only admins reach it. */
+  readonly owner?: string;
+  /** What the workspace should be; Running when absent. */
+  readonly desiredState?: DesiredState;
+  /** What the agent last reported (or the server concluded); CreationRequested when absent. */
+  readonly actualState?: ActualState;
+  /** When actualState last changed (ms since the epoch). */
+  readonly actualStateAt?: number;
+  /** Id of the agent connection whose report set actualState (so that only its loss makes it Unknown). */
+  readonly reportedBy?: string;
+  /** When the time to live passes and the workspace is terminated (ms since the epoch). */
+  readonly expiresAt?: number;
+  /** When termination was requested: the agent gets a grace period to stop its workload. */
+  readonly terminatingSince?: number;
+  /** Names of the variables, in order (values are only in `sealedVariables`). */
+  readonly variableNames?: readonly string[];
+  /** The variables, sealed with AES-256-GCM (see server/auth/secret-box.ts); never plaintext. */
+  readonly sealedVariables?: string;
+  /**
+   * Bumped by every update: updateWorkspaceIf() stores a change only when the stored
+   * revision is still the one the change was computed from.
+   */
+  readonly revision?: number;
+}
+
+/** A variable of a workspace, as delivered to its agent (plaintext only in memory). */
+export interface VariableRecord {
+  readonly name: string;
+  readonly value: string;
+  /** A file variable: the value goes into a file and the variable holds its path. */
+  readonly file: boolean;
 }
 
 export interface TokenRecord {
@@ -25,5 +61,28 @@ export interface TokenRecord {
   /** Workspace name for agent tokens, user name for access tokens. */
   readonly subject: string;
   readonly createdAt: number;
+  readonly expiresAt: number;
+}
+
+export interface UserRecord {
+  readonly name: string;
+  readonly createdAt: number;
+}
+
+/**
+ * A one-time login code: minted by the login page on the root domain, redeemed once on the
+ * workspace host it names, which then sets its own session cookie.
+ */
+export interface LoginCodeRecord {
+  /** Lookup key (the code's id part). */
+  readonly id: string;
+  /** Hex SHA-256 of the code's secret part. */
+  readonly hash: string;
+  /** The workspace host label it may be redeemed on: `{port}-{workspace}`. */
+  readonly host: string;
+  /** Who logged in: a user name, or undefined for the admin. */
+  readonly user?: string;
+  /** Id of the access token used to log in ("admin" for the admin token): sessions end with it. */
+  readonly tokenId: string;
   readonly expiresAt: number;
 }

@@ -1,18 +1,27 @@
-import type { TokenRecord, WorkspaceRecord } from "./records.js";
+import type { LoginCodeRecord, TokenRecord, UserRecord, WorkspaceRecord } from "./records.js";
 
 /**
  * Durable state of the control module. Two implementations: in memory (one server, the
  * embedded default) and Redis (cluster mode), chosen at the composition root.
  * Every method is asynchronous, resolves when the change is stored, and rejects with a
- * WarrenError (unavailable when the backing store cannot be reached).
+ * WarrenError (unavailable when the backing store cannot be reached). Records are plain
+ * JSON-serializable data; callers never mutate a record they passed in or got back.
  */
 export interface WorkspaceStore {
   /** Stores a new workspace; rejects with already_exists when the name is taken. */
   createWorkspace(workspace: WorkspaceRecord): Promise<void>;
   getWorkspace(name: string): Promise<WorkspaceRecord | undefined>;
+  /** Every workspace, sorted by name. */
   listWorkspaces(): Promise<WorkspaceRecord[]>;
   /** Replaces an existing workspace; rejects with not_found when it is gone. */
   updateWorkspace(workspace: WorkspaceRecord): Promise<void>;
+  /**
+   * Compare-and-set: replaces the workspace only if its stored `revision` (0 when absent)
+   * equals `expectedRevision`, storing `workspace` as given (the caller bumps `revision`).
+   * Resolves true when stored, false when the record changed meanwhile or is gone; the
+   * caller re-reads and retries. Atomic across servers in the Redis store (WATCH/MULTI or Lua).
+   */
+  updateWorkspaceIf(workspace: WorkspaceRecord, expectedRevision: number): Promise<boolean>;
   /** Removes the workspace; resolves false when there was none. */
   deleteWorkspace(name: string): Promise<boolean>;
 }
@@ -23,3 +32,25 @@ export interface TokenStore {
   getToken(id: string): Promise<TokenRecord | undefined>;
   deleteToken(id: string): Promise<void>;
 }
+
+export interface UserStore {
+  /** Stores a new user; rejects with already_exists when the name is taken. */
+  createUser(user: UserRecord): Promise<void>;
+  getUser(name: string): Promise<UserRecord | undefined>;
+  /** Every user, sorted by name. */
+  listUsers(): Promise<UserRecord[]>;
+}
+
+export interface LoginCodeStore {
+  /** Stores a one-time login code until `expiresAt` (the Redis store sets a TTL). */
+  putLoginCode(code: LoginCodeRecord): Promise<void>;
+  /**
+   * Removes and returns the code in one atomic step (Redis: GETDEL), so that a code is
+   * redeemed at most once even when two servers race for it. Undefined when there is none;
+   * an expired code may still be returned: the caller checks `expiresAt`.
+   */
+  takeLoginCode(id: string): Promise<LoginCodeRecord | undefined>;
+}
+
+/** Everything the control module stores. */
+export type ControlStore = WorkspaceStore & TokenStore & UserStore & LoginCodeStore;

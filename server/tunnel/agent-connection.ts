@@ -129,16 +129,23 @@ export class AgentConnection {
       const i = this.#idle.indexOf(parked);
       if (i >= 0) this.#idle.splice(i, 1);
     };
+    // The agent retired the stream (idle too long): node reports its RST_STREAM as 'end'
+    // first, so an end without data is a goodbye, not a violation.
+    const onEnd = () => {
+      parked.detach();
+      onClose();
+      endWithStatus(stream, new WarrenError(ErrorCode.Unavailable, "tunnel stream retired by the agent"));
+    };
     const parked: ParkedStream = {
       stream,
       detach: () => {
         stream.off("data", onData);
-        stream.off("end", onData);
+        stream.off("end", onEnd);
         stream.off("close", onClose);
       },
     };
     stream.on("data", onData);
-    stream.on("end", onData);
+    stream.on("end", onEnd);
     stream.on("close", onClose);
     this.#idle.push(parked);
     this.#onIdleStream?.();

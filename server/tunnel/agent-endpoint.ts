@@ -42,6 +42,8 @@ export interface AgentEndpointOptions {
   readonly maxStreams: number;
   readonly maxMessageBytes: number;
   readonly urlsOf: (workspace: WorkspaceRecord) => string[];
+  /** The workspace's variables for its agent's Welcome (plaintext: never log them). */
+  readonly variablesOf?: (workspace: WorkspaceRecord) => ReadonlyArray<{ name: string; value: string; file: boolean }>;
   readonly log: Logger;
   /** Observes every registered connection (control module, presence, metrics). */
   readonly onConnection?: (connection: AgentConnection, hello: AgentHello) => void;
@@ -277,6 +279,17 @@ export class AgentEndpoint {
     });
   }
 
+  #variablesOf(workspace: WorkspaceRecord, log: Logger): Array<{ name: string; value: string; file: boolean }> {
+    if (!this.#options.variablesOf) return [];
+    try {
+      return this.#options.variablesOf(workspace).map((v) => ({ name: v.name, value: v.value, file: v.file }));
+    } catch (err) {
+      // The agent still gets its tunnel; the workload starts without its variables.
+      log.error({ err: (err as Error).message }, "cannot decrypt the workspace's variables; the agent gets none");
+      return [];
+    }
+  }
+
   #welcome(
     stream: ServerHttp2Stream,
     state: SessionState,
@@ -314,6 +327,7 @@ export class AgentEndpoint {
             serverVersion: VERSION,
             serverId: this.#options.serverId,
             maxStreams,
+            variables: this.#variablesOf(workspace, log),
           },
         },
       }),

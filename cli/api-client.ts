@@ -1,0 +1,93 @@
+import http from "node:http";
+import https from "node:https";
+import type { LookupFunction } from "node:net";
+import { lookup as dnsLookup, type LookupAddress } from "node:dns";
+
+/** An error the server answered (its message), or a transport failure. */
+export class ApiError extends Error {
+  override readonly name = "ApiError";
+  readonly code: string;
+
+  constructor(code: string, message: string) {
+    super(message);
+    this.code = code;
+  }
+}
+
+const MAX_RESPONSE_BYTES = 16 * 1024 * 1024;
+
+/** `localhost` and `*.localhost` are loopback (RFC 6761), whatever the system resolver says. */
+const lookup: LookupFunction = (hostname, options, callback) => {
+  if (hostname === "localhost" || hostname.endsWith(".localhost")) {
+    if ((options as { all?: boolean }).all) (callback as unknown as (e: null, a: Array<{ address: string; family: number }>) => void)(null, [{ address: "127.0.0.1", family: 4 }]);
+    else callback(null, "127.0.0.1", 4);
+    return;
+  }
+  dnsLookup(hostname, options, callback as unknown as (err: NodeJS.ErrnoException | null, address: string | LookupAddress[], family?: number) => void);
+};
+
+/** Calls Connect methods with JSON, like curl: `POST {server}/warren.v1.{Service}/{Method}`. */
+export class ApiClient {
+  readonly #server: URL;
+  readonly #token: string;
+
+  constructor(options: { server: string; token: string }) {
+    this.#server = new URL(options.server);
+    this.#token = options.token;
+  }
+
+  call<T>(method: string, body: unknown): Promise<T> {
+    const url = new URL(`/warren.v1.${method}`, this.#server);
+    const payload = Buffer.from(JSON.stringify(body));
+    const request = url.protocol === "https:" ? https.request : http.request;
+    return new Promise<T>((resolve, reject) => {
+      const req = request(
+        url,
+        {
+          method: "POST",
+          lookup,
+          // One call per run: no kept-alive socket holds the process open.
+          agent: false,
+          headers: {
+            "content-type": "application/json",
+            "content-length": payload.length,
+            authorization: `Bearer ${this.#token}`,
+            "user-agent": "warren-cli",
+          },
+          timeout: 30_000,
+        },
+        (res) => {
+          const chunks: Buffer[] = [];
+          let size = 0;
+          res.on("data", (c: Buffer) => {
+            size += c.length;
+            if (size > MAX_RESPONSE_BYTES) req.destroy(new ApiError("internal", "response too large"));
+            else chunks.push(c);
+          });
+          res.on("error", reject);
+          res.on("end", () => {
+            const text = Buffer.concat(chunks).toString("utf8");
+            let json: unknown;
+            try {
+              json = text ? JSON.parse(text) : {};
+            } catch {
+              reject(new ApiError("unknown", `${url.origin} answered HTTP ${res.statusCode} with something that is not JSON; is it a Warren server?`));
+              return;
+            }
+            if (res.statusCode === 200) {
+              resolve(json as T);
+              return;
+            }
+            const e = json as { code?: string; message?: string };
+            reject(new ApiError(e.code ?? "unknown", e.message ?? `HTTP ${res.statusCode}`));
+          });
+        },
+      );
+      req.on("timeout", () => req.destroy(new ApiError("deadline_exceeded", `no answer from ${url.origin} within 30 s`)));
+      req.on("error", (err: NodeJS.ErrnoException) => {
+        reject(err instanceof ApiError ? err : new ApiError("unavailable", `cannot reach ${url.origin}: ${err.code ?? err.message}`));
+      });
+      req.end(payload);
+    });
+  }
+}

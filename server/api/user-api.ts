@@ -1,0 +1,30 @@
+import { timestampFromMs } from "@bufbuild/protobuf/wkt";
+import type { ServiceImpl } from "@connectrpc/connect";
+import { UserService } from "../../shared/gen/warren/v1/user_pb.js";
+import type { Authenticator } from "../auth/authenticator.js";
+import type { UserManager } from "../control/user-manager.js";
+import type { UserRecord } from "../store/records.js";
+import { callerOf } from "./workspace-api.js";
+
+const toProto = (u: UserRecord) => ({ name: u.name, createTime: timestampFromMs(u.createdAt) });
+
+/** warren.v1.UserService over the Connect protocol (admin only). */
+export function userApi(options: { manager: UserManager; authenticator: Authenticator }): ServiceImpl<typeof UserService> {
+  const { manager, authenticator } = options;
+  return {
+    async createUser(req, ctx) {
+      return { user: toProto(await manager.createUser(await callerOf(authenticator, ctx), req.name)) };
+    },
+    async listUsers(_req, ctx) {
+      return { users: (await manager.listUsers(await callerOf(authenticator, ctx))).map(toProto) };
+    },
+    async createAccessToken(req, ctx) {
+      const { token, record } = await manager.createAccessToken(await callerOf(authenticator, ctx), req.user, req.ttlSeconds * 1000);
+      return { token, id: record.id, expireTime: timestampFromMs(record.expiresAt) };
+    },
+    async revokeAccessToken(req, ctx) {
+      await manager.revokeAccessToken(await callerOf(authenticator, ctx), { id: req.id, token: req.token });
+      return {};
+    },
+  };
+}

@@ -1,0 +1,44 @@
+import { randomBytes } from "node:crypto";
+import { describe, expect, it } from "vitest";
+import { cookieValues, SessionCookieSigner, setCookieHeader, withoutSessionCookies } from "./session-cookie.js";
+
+describe("session cookies", () => {
+  const key = randomBytes(32);
+  let now = 1_000_000;
+  const signer = new SessionCookieSigner({ key, now: () => now });
+  const hostA = "8000-alpha.warren.localhost";
+  const hostB = "8000-beta.warren.localhost";
+
+  it("verifies a cookie on the host it was minted for, until it expires", () => {
+    const value = signer.sign({ host: hostA, user: "alice", tokenId: "0123456789abcdef", expiresAt: now + 60_000 });
+    expect(signer.verify(value, hostA)).toEqual({ host: hostA, user: "alice", tokenId: "0123456789abcdef", expiresAt: now + 60_000 });
+    now += 60_000;
+    expect(signer.verify(value, hostA)).toBeUndefined();
+  });
+
+  it("refuses a cookie minted for another host, a forged one and one signed with another key", () => {
+    const value = signer.sign({ host: hostA, tokenId: "admin:x", expiresAt: now + 60_000 });
+    expect(signer.verify(value, hostB)).toBeUndefined();
+    const [payload, mac] = value.split(".") as [string, string];
+    const forged = Buffer.from(JSON.stringify({ h: hostB, t: "admin:x", e: now + 60_000 })).toString("base64url");
+    expect(signer.verify(`${forged}.${mac}`, hostB)).toBeUndefined();
+    const flipped = `${mac.slice(0, 10)}${mac[10] === "A" ? "B" : "A"}${mac.slice(11)}`;
+    expect(signer.verify(`${payload}.${flipped}`, hostA)).toBeUndefined();
+    expect(new SessionCookieSigner({ key: randomBytes(32), now: () => now }).verify(value, hostA)).toBeUndefined();
+    for (const junk of ["", ".", "abc", "x.y", `${payload}.`, "a".repeat(5000)]) expect(signer.verify(junk, hostA)).toBeUndefined();
+  });
+
+  it("writes host-only, HttpOnly, SameSite=Lax cookies, Secure under TLS", () => {
+    const plain = setCookieHeader({ name: "warren_session", value: "v", maxAgeSeconds: 3600, secure: false });
+    expect(plain).toBe("warren_session=v; Path=/; Max-Age=3600; HttpOnly; SameSite=Lax");
+    expect(plain).not.toMatch(/Domain/i);
+    expect(setCookieHeader({ name: "__Host-warren_session", value: "v", maxAgeSeconds: 0, secure: true })).toMatch(/; Secure$/);
+  });
+
+  it("strips only Warren's cookies from what the app receives", () => {
+    expect(withoutSessionCookies("a=1; warren_session=x; b=2")).toBe("a=1; b=2");
+    expect(withoutSessionCookies("__Host-warren_session=x")).toBeUndefined();
+    expect(withoutSessionCookies("warren_session_other=1")).toBe("warren_session_other=1");
+    expect(cookieValues("a=1; warren_session=x; warren_session=y", "warren_session")).toEqual(["x", "y"]);
+  });
+});

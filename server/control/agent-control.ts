@@ -1,0 +1,126 @@
+import { WorkloadState, WorkspaceDesiredState, type WorkloadReport } from "../../shared/gen/warren/v1/agent_pb.js";
+import type { Logger } from "../../shared/logger.js";
+import type { ClusterEvent, EventBus } from "../events/event-bus.js";
+import type { WorkspaceRecord } from "../store/records.js";
+import type { WorkspaceLookup } from "../http/workspace-access.js";
+import { statesOf, type WorkspaceManager } from "./workspace-manager.js";
+import { DesiredState, type WorkloadStatus } from "./workspace-state.js";
+
+/** The side of an agent connection the control module drives. */
+export interface ControlledConnection {
+  readonly id: string;
+  readonly workspace: string;
+  readonly closed: boolean;
+  /** Sends the desired state on the control stream; never blocks, false when it is gone. */
+  sendDesiredState(state: WorkspaceDesiredState): void;
+  onClose(handler: () => void): void;
+}
+
+/** The agent connections held by this server (the tunnel registry). */
+export interface LocalConnections {
+  connectionsOf(workspace: string): readonly ControlledConnection[];
+}
+
+export interface AgentControlOptions {
+  readonly manager: WorkspaceManager;
+  readonly workspaces: WorkspaceLookup;
+  readonly connections: LocalConnections;
+  readonly events: EventBus;
+  readonly log: Logger;
+}
+
+const toProtoDesired: Record<DesiredState, WorkspaceDesiredState> = {
+  [DesiredState.Running]: WorkspaceDesiredState.RUNNING,
+  [DesiredState.Stopped]: WorkspaceDesiredState.STOPPED,
+  [DesiredState.Terminated]: WorkspaceDesiredState.TERMINATED,
+  [DesiredState.RestartRequested]: WorkspaceDesiredState.RESTART_REQUESTED,
+};
+
+const fromWorkload: Partial<Record<WorkloadState, WorkloadStatus>> = {
+  [WorkloadState.STARTING]: "Starting",
+  [WorkloadState.RUNNING]: "Running",
+  [WorkloadState.STOPPING]: "Stopping",
+  [WorkloadState.STOPPED]: "Stopped",
+  [WorkloadState.FAILED]: "Failed",
+  [WorkloadState.ERROR]: "Error",
+};
+
+/**
+ * Keeps agents in step with their workspace's desired state: sends it when an agent connects
+ * and whenever the workspace changes anywhere in the cluster (workspace-changed events), and
+ * hands the agents' workload reports to the manager. Each connection gets a desired state
+ * only when it differs from the last one it got, newest revision first.
+ */
+export class AgentControl {
+  readonly #options: AgentControlOptions;
+  readonly #sent = new WeakMap<ControlledConnection, { revision: number; desired: DesiredState }>();
+  /** Reports of one connection are stored one after another, in the order they came. */
+  readonly #reports = new WeakMap<ControlledConnection, Promise<void>>();
+
+  constructor(options: AgentControlOptions) {
+    this.#options = options;
+    options.events.subscribe((event) => this.#onEvent(event));
+  }
+
+  /** A new agent connection: tell it what to do; when it goes, its report goes stale. */
+  attach(connection: ControlledConnection): void {
+    connection.onClose(() => {
+      // After its last report, so that the departure is the final word.
+      void (this.#reports.get(connection) ?? Promise.resolve())
+        .then(() => this.#options.manager.agentGone(connection.workspace, connection.id))
+        .catch((err: Error) => {
+          this.#options.log.warn({ workspace: connection.workspace, err: err.message }, "could not record the agent's departure");
+        });
+    });
+    void this.#push(connection.workspace, [connection]);
+  }
+
+  /** A WorkloadReport from the agent. */
+  onReport(connection: ControlledConnection, report: WorkloadReport): void {
+    const state = WorkloadState[report.state] ?? String(report.state);
+    this.#options.log.info(
+      { event: "workload", workspace: connection.workspace, state, exitCode: report.exitCode, message: report.message },
+      `workload of "${connection.workspace}": ${state.toLowerCase()}${report.message ? ` (${report.message})` : ""}`,
+    );
+    const status = fromWorkload[report.state];
+    if (!status) {
+      this.#options.log.debug({ workspace: connection.workspace, state: report.state }, "ignoring a workload report without a known state");
+      return;
+    }
+    const previous = this.#reports.get(connection) ?? Promise.resolve();
+    const next = previous.then(() =>
+      this.#options.manager
+        .report(connection.workspace, connection.id, status, { exitCode: report.exitCode, message: report.message })
+        .catch((err: Error) => this.#options.log.warn({ workspace: connection.workspace, err: err.message }, "could not record a workload report")),
+    );
+    this.#reports.set(connection, next);
+  }
+
+  #onEvent(event: ClusterEvent): void {
+    if (event.type !== "workspace-changed") return;
+    const connections = this.#options.connections.connectionsOf(event.workspace);
+    if (connections.length > 0) void this.#push(event.workspace, connections);
+  }
+
+  async #push(name: string, connections: readonly ControlledConnection[]): Promise<void> {
+    let record: WorkspaceRecord | undefined;
+    try {
+      record = await this.#options.workspaces.getWorkspace(name);
+    } catch (err) {
+      this.#options.log.warn({ workspace: name, err: (err as Error).message }, "could not read the workspace to send its desired state");
+      return;
+    }
+    if (!record) return;
+    const desired = statesOf(record).desired;
+    const revision = record.revision ?? 0;
+    for (const connection of connections) {
+      if (connection.closed) continue;
+      const last = this.#sent.get(connection);
+      // Reads may finish out of order: never replace a newer state with an older one.
+      if (last && (last.revision > revision || last.desired === desired)) continue;
+      this.#sent.set(connection, { revision, desired });
+      this.#options.log.debug({ workspace: name, agentConnection: connection.id, desired }, "sending desired state");
+      connection.sendDesiredState(toProtoDesired[desired]);
+    }
+  }
+}

@@ -1,0 +1,101 @@
+import { ErrorCode, WarrenError } from "../../shared/errors.js";
+import type { Logger } from "../../shared/logger.js";
+import type { Principal } from "../auth/authenticator.js";
+import { mintToken, parseToken, TokenKind } from "../auth/tokens.js";
+import type { TokenRecord, UserRecord } from "../store/records.js";
+import type { TokenStore, UserStore } from "../store/store.js";
+
+export interface UserManagerOptions {
+  readonly users: UserStore;
+  readonly tokens: TokenStore;
+  readonly log: Logger;
+  readonly now?: () => number;
+}
+
+/** A user name: a DNS label that starts with a letter (it shows up in logs and URLs). */
+const USER_NAME_RE = /^[a-z](?:[a-z0-9-]{0,61}[a-z0-9])?$/;
+const TOKEN_ID_RE = /^[0-9a-f]{16}$/;
+const DEFAULT_ACCESS_TOKEN_TTL_MS = 30 * 86_400_000;
+const MAX_ACCESS_TOKEN_TTL_MS = 366 * 86_400_000;
+
+/** Users and their access tokens. Every method needs the admin. */
+export class UserManager {
+  readonly #options: UserManagerOptions;
+
+  constructor(options: UserManagerOptions) {
+    this.#options = options;
+  }
+
+  #now(): number {
+    return (this.#options.now ?? Date.now)();
+  }
+
+  async createUser(principal: Principal, name: string): Promise<UserRecord> {
+    requireAdmin(principal);
+    validateUserName("name", name);
+    const user: UserRecord = { name, createdAt: this.#now() };
+    await this.#options.users.createUser(user);
+    this.#options.log.info({ user: name }, "user created");
+    return user;
+  }
+
+  async listUsers(principal: Principal): Promise<UserRecord[]> {
+    requireAdmin(principal);
+    return this.#options.users.listUsers();
+  }
+
+  /** Mints an access token for the user: returned once, stored hashed. */
+  async createAccessToken(principal: Principal, user: string, ttlMs: number | undefined): Promise<{ token: string; record: TokenRecord }> {
+    requireAdmin(principal);
+    validateUserName("user", user);
+    let ttl = DEFAULT_ACCESS_TOKEN_TTL_MS;
+    if (ttlMs) {
+      if (ttlMs < 1000 || ttlMs > MAX_ACCESS_TOKEN_TTL_MS) {
+        throw new WarrenError(ErrorCode.InvalidArgument, `ttlSeconds: ${Math.round(ttlMs / 1000)} is out of range 1-${MAX_ACCESS_TOKEN_TTL_MS / 1000} seconds`);
+      }
+      ttl = ttlMs;
+    }
+    if (!(await this.#options.users.getUser(user))) throw new WarrenError(ErrorCode.NotFound, `user "${user}" not found`);
+    const now = this.#now();
+    const minted = mintToken(TokenKind.Access);
+    const record: TokenRecord = { id: minted.id, kind: TokenKind.Access, hash: minted.hash, subject: user, createdAt: now, expiresAt: now + ttl };
+    await this.#options.tokens.putToken(record);
+    this.#options.log.info({ user, tokenId: minted.id, expiresAt: new Date(record.expiresAt).toISOString() }, "access token created");
+    return { token: minted.token, record };
+  }
+
+  /** Revokes an access token given by id or by the token itself. */
+  async revokeAccessToken(principal: Principal, ref: { id: string; token: string }): Promise<void> {
+    requireAdmin(principal);
+    if (ref.id && ref.token) throw new WarrenError(ErrorCode.InvalidArgument, "id: give either id or token, not both");
+    let id: string;
+    if (ref.token) {
+      const parsed = parseToken(ref.token);
+      if (!parsed || parsed.kind !== TokenKind.Access) throw new WarrenError(ErrorCode.InvalidArgument, "token: not an access token (wut_...)");
+      id = parsed.id;
+    } else if (ref.id) {
+      if (!TOKEN_ID_RE.test(ref.id)) throw new WarrenError(ErrorCode.InvalidArgument, `id: "${ref.id.slice(0, 40)}" is not a token id (16 hex digits)`);
+      id = ref.id;
+    } else {
+      throw new WarrenError(ErrorCode.InvalidArgument, "id: required (or token)");
+    }
+    const record = await this.#options.tokens.getToken(id);
+    if (!record || record.kind !== TokenKind.Access) throw new WarrenError(ErrorCode.NotFound, `access token "${id}" not found`);
+    await this.#options.tokens.deleteToken(id);
+    this.#options.log.info({ user: record.subject, tokenId: id }, "access token revoked");
+  }
+}
+
+function requireAdmin(principal: Principal): void {
+  if (principal.kind !== "admin") throw new WarrenError(ErrorCode.PermissionDenied, "this call needs the admin token");
+}
+
+function validateUserName(field: string, name: string): void {
+  if (!name) throw new WarrenError(ErrorCode.InvalidArgument, `${field}: required`);
+  if (!USER_NAME_RE.test(name)) {
+    throw new WarrenError(
+      ErrorCode.InvalidArgument,
+      `${field}: "${name.slice(0, 80)}" is not a valid user name (1-63 lowercase letters, digits and hyphens, starting with a letter)`,
+    );
+  }
+}
