@@ -13,6 +13,8 @@ export interface WorkspaceApiOptions {
   readonly urlsOf: (workspace: WorkspaceRecord) => string[];
   /** Whether an agent of the workspace is connected anywhere in the cluster. */
   readonly isConnected: (workspace: string) => Promise<boolean>;
+  /** SSH settings as shown (port, user, and the public key the front door logs in with). */
+  readonly sshOf: (workspace: WorkspaceRecord) => Promise<{ sshPort: number; sshUser: string; sshPublicKey: string }>;
 }
 
 export async function callerOf(authenticator: Authenticator, ctx: HandlerContext): Promise<Principal> {
@@ -30,6 +32,7 @@ export function workspaceApi(options: WorkspaceApiOptions): ServiceImpl<typeof W
       connected: await options.isConnected(record.name),
       createTime: timestampFromMs(record.createdAt),
       agentTokenExpireTime: timestampFromMs(record.agentTokenExpiresAt),
+      ...(await options.sshOf(record)),
     });
   return {
     async createWorkspace(req, ctx) {
@@ -38,6 +41,8 @@ export function workspaceApi(options: WorkspaceApiOptions): ServiceImpl<typeof W
         name: req.name,
         ports: req.ports.map((p) => ({ port: p.port, public: p.public })),
         agentTokenTtlMs: req.agentTokenTtlSeconds * 1000,
+        sshPort: req.sshPort,
+        sshUser: req.sshUser,
       });
       return { workspace: await toProto(workspace), agentToken };
     },

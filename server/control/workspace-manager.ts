@@ -11,6 +11,10 @@ export interface CreateWorkspaceInput {
   readonly ports: readonly PortRecord[];
   /** Agent token lifetime in ms; the server default when 0 or absent. */
   readonly agentTokenTtlMs?: number;
+  /** Port of the workspace's sshd; the default when 0 or absent. */
+  readonly sshPort?: number;
+  /** User the SSH front door logs in as; the default when empty or absent. */
+  readonly sshUser?: string;
 }
 
 export interface WorkspaceManagerOptions {
@@ -40,6 +44,7 @@ export class WorkspaceManager {
     requireAdmin(principal);
     validateName(input.name);
     const ports = validatePorts(input.ports);
+    const ssh = validateSsh(input);
     const now = this.#now();
     const ttl = input.agentTokenTtlMs && input.agentTokenTtlMs > 0 ? input.agentTokenTtlMs : this.#options.agentTokenTtlMs;
     const token = mintToken(TokenKind.Agent);
@@ -49,6 +54,7 @@ export class WorkspaceManager {
       createdAt: now,
       agentTokenId: token.id,
       agentTokenExpiresAt: now + ttl,
+      ...ssh,
     };
     await this.#options.workspaces.createWorkspace(workspace);
     await this.#options.tokens.putToken({
@@ -97,6 +103,26 @@ function validateName(name: string): void {
       `name: "${name.slice(0, 80)}" is not a valid workspace name (1-63 lowercase letters, digits and hyphens, not starting or ending with a hyphen)`,
     );
   }
+}
+
+/** POSIX portable user names (useradd's default rule). */
+const SSH_USER = /^[a-z_][a-z0-9_-]{0,31}$/;
+
+function validateSsh(input: CreateWorkspaceInput): { sshPort?: number; sshUser?: string } {
+  const out: { sshPort?: number; sshUser?: string } = {};
+  if (input.sshPort) {
+    if (!Number.isInteger(input.sshPort) || input.sshPort < 1 || input.sshPort > 65535) {
+      throw new WarrenError(ErrorCode.InvalidArgument, `ssh_port: ${input.sshPort} is not a port number 1-65535`);
+    }
+    out.sshPort = input.sshPort;
+  }
+  if (input.sshUser) {
+    if (!SSH_USER.test(input.sshUser)) {
+      throw new WarrenError(ErrorCode.InvalidArgument, `ssh_user: "${input.sshUser.slice(0, 40)}" is not a valid user name (lowercase letters, digits, _ and -, up to 32)`);
+    }
+    out.sshUser = input.sshUser;
+  }
+  return out;
 }
 
 function validatePorts(ports: readonly PortRecord[]): PortRecord[] {

@@ -49,7 +49,8 @@ export class WorkspaceAccess {
   }
 }
 
-function mayReach(principal: Principal, _workspace: WorkspaceRecord): boolean {
+/** Whether the principal may reach the workspace (HTTP and SSH front doors share this rule). */
+export function mayReach(principal: Principal, _workspace: WorkspaceRecord): boolean {
   return principal.kind === "admin";
 }
 

@@ -1,11 +1,14 @@
 import { ErrorCode, WarrenError } from "../../shared/errors.js";
-import type { TokenRecord, WorkspaceRecord } from "./records.js";
-import type { TokenStore, WorkspaceStore } from "./store.js";
+import type { PinnedHostKey, SshKeyRecord, TokenRecord, WorkspaceRecord, WorkspaceSshIdentity } from "./records.js";
+import type { SshKeyStore, TokenStore, WorkspaceSshStore, WorkspaceStore } from "./store.js";
 
 /** The embedded store: everything in this process's memory, gone when it exits. */
-export class MemoryStore implements WorkspaceStore, TokenStore {
+export class MemoryStore implements WorkspaceStore, TokenStore, SshKeyStore, WorkspaceSshStore {
   readonly #workspaces = new Map<string, WorkspaceRecord>();
   readonly #tokens = new Map<string, TokenRecord>();
+  readonly #sshKeys = new Map<string, SshKeyRecord>();
+  readonly #sshIdentities = new Map<string, WorkspaceSshIdentity>();
+  readonly #hostKeys = new Map<string, PinnedHostKey>();
 
   async createWorkspace(workspace: WorkspaceRecord): Promise<void> {
     if (this.#workspaces.has(workspace.name)) {
@@ -43,5 +46,52 @@ export class MemoryStore implements WorkspaceStore, TokenStore {
 
   async deleteToken(id: string): Promise<void> {
     this.#tokens.delete(id);
+  }
+
+  async addSshKey(key: SshKeyRecord): Promise<void> {
+    if (this.#sshKeys.has(key.fingerprint)) {
+      throw new WarrenError(ErrorCode.AlreadyExists, `SSH key ${key.fingerprint} is already registered`);
+    }
+    this.#sshKeys.set(key.fingerprint, key);
+  }
+
+  async getSshKey(fingerprint: string): Promise<SshKeyRecord | undefined> {
+    return this.#sshKeys.get(fingerprint);
+  }
+
+  async listSshKeys(user: string): Promise<SshKeyRecord[]> {
+    return [...this.#sshKeys.values()].filter((k) => k.user === user).sort((a, b) => a.createdAt - b.createdAt);
+  }
+
+  async removeSshKey(user: string, fingerprint: string): Promise<boolean> {
+    const key = this.#sshKeys.get(fingerprint);
+    if (!key || key.user !== user) return false;
+    return this.#sshKeys.delete(fingerprint);
+  }
+
+  async getSshIdentity(workspace: string): Promise<WorkspaceSshIdentity | undefined> {
+    return this.#sshIdentities.get(workspace);
+  }
+
+  async putSshIdentityIfAbsent(workspace: string, identity: WorkspaceSshIdentity): Promise<WorkspaceSshIdentity> {
+    const existing = this.#sshIdentities.get(workspace);
+    if (existing && existing.workspaceCreatedAt === identity.workspaceCreatedAt) return existing;
+    this.#sshIdentities.set(workspace, identity);
+    return identity;
+  }
+
+  async getPinnedHostKey(workspace: string): Promise<PinnedHostKey | undefined> {
+    return this.#hostKeys.get(workspace);
+  }
+
+  async pinHostKeyIfAbsent(workspace: string, key: PinnedHostKey): Promise<PinnedHostKey> {
+    const existing = this.#hostKeys.get(workspace);
+    if (existing && existing.workspaceCreatedAt === key.workspaceCreatedAt) return existing;
+    this.#hostKeys.set(workspace, key);
+    return key;
+  }
+
+  async forgetHostKey(workspace: string): Promise<boolean> {
+    return this.#hostKeys.delete(workspace);
   }
 }
