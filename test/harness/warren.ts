@@ -1,5 +1,8 @@
+import { mkdtempSync } from "node:fs";
 import http from "node:http";
 import https from "node:https";
+import { tmpdir } from "node:os";
+import { join } from "node:path";
 import { AGENT_BUNDLE, Proc, requireBuilt, SERVER_BUNDLE } from "./processes.js";
 
 export const ADMIN_TOKEN = "test-admin-token-0123456789abcdef";
@@ -18,6 +21,8 @@ export interface ServerHandle {
   readonly httpPort: number;
   readonly agentPort: number;
   readonly observabilityPort: number;
+  /** Port of the SSH listener (0 when it is off). */
+  readonly sshPort: number;
   readonly agentUrl: string;
   readonly adminToken: string;
   /** CA that verifies the server's certificate, when it serves TLS. */
@@ -27,6 +32,13 @@ export interface ServerHandle {
 
 function portOf(addr: unknown): number {
   return Number(String(addr).split(":").pop());
+}
+
+let dataDir: string | undefined;
+/** One data directory per test process, so servers never write under $HOME. */
+function testDataDir(): string {
+  dataDir ??= mkdtempSync(join(tmpdir(), "warren-data-"));
+  return dataDir;
 }
 
 /** Starts warren-server on free ports (port 0) and waits until it is ready. */
@@ -39,6 +51,8 @@ export async function startServer(env: Record<string, string | undefined> = {}, 
       WARREN_HTTP_ADDR: "127.0.0.1:0",
       WARREN_AGENT_ADDR: "127.0.0.1:0",
       WARREN_OBSERVABILITY_ADDR: "127.0.0.1:0",
+      WARREN_SSH_ADDR: "127.0.0.1:0",
+      WARREN_DATA_DIR: testDataDir(),
       WARREN_ADMIN_TOKEN: ADMIN_TOKEN,
       WARREN_LOG_LEVEL: "debug",
       ...env,
@@ -51,6 +65,7 @@ export async function startServer(env: Record<string, string | undefined> = {}, 
     httpPort: portOf(ready["http"]),
     agentPort,
     observabilityPort: portOf(ready["observability"]),
+    sshPort: ready["ssh"] ? portOf(ready["ssh"]) : 0,
     agentUrl: `http://127.0.0.1:${agentPort}`,
     adminToken: env["WARREN_ADMIN_TOKEN"] ?? ADMIN_TOKEN,
     ca,
@@ -111,10 +126,16 @@ export interface CreatedWorkspace {
   readonly urls: string[];
 }
 
-export async function createWorkspace(server: ServerHandle, name: string, ports: Array<number | { port: number; public?: boolean }>): Promise<CreatedWorkspace> {
+export async function createWorkspace(
+  server: ServerHandle,
+  name: string,
+  ports: Array<number | { port: number; public?: boolean }>,
+  extra: Record<string, unknown> = {},
+): Promise<CreatedWorkspace> {
   const res = await callApi<{ workspace: { name: string; urls: string[] }; agentToken: string }>(server, "WorkspaceService/CreateWorkspace", {
     name,
     ports: ports.map((p) => (typeof p === "number" ? { port: p } : p)),
+    ...extra,
   });
   if (res.status !== 200) throw new Error(`CreateWorkspace failed: ${res.status} ${JSON.stringify(res.body)}`);
   return { name, agentToken: res.body.agentToken, urls: res.body.workspace.urls };
