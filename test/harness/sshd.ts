@@ -10,7 +10,7 @@ import { Proc } from "./processes.js";
  * port, run as root (sshd needs root to log in as another user). Two users stand in for the
  * workspace image's user, created once with useradd when missing:
  *  - SSH_EMPTY_PASSWORD_USER has an empty password (`passwd -d`), as workspace images do;
- *  - SSH_KEY_USER has a locked password and trusts the workspace's key pair.
+ *  - SSH_KEY_USER has no usable password and trusts the workspace's key pair.
  * `UsePAM no` and `PermitEmptyPasswords yes` let the first in; `StrictModes no` because the
  * authorized_keys files sit under /tmp.
  */
@@ -26,6 +26,8 @@ export function ensureTestUsers(): void {
     }
   }
   execFileSync("passwd", ["-d", SSH_EMPTY_PASSWORD_USER], { stdio: "pipe" });
+  // No password, yet not locked: with UsePAM no, sshd refuses every login to a locked ("!") account.
+  execFileSync("usermod", ["-p", "*", SSH_KEY_USER], { stdio: "pipe" });
 }
 
 export interface Sshd {
@@ -41,6 +43,8 @@ export interface Sshd {
 /** Starts sshd on a free loopback port; `hostKeyFile` reuses a host key (new one when absent). */
 export async function startSshd(options: { hostKeyFile?: string; port?: number } = {}): Promise<Sshd> {
   const dir = mkdtempSync(join(tmpdir(), "warren-sshd-"));
+  // sshd reads authorized_keys as the logged-in user.
+  chmodSync(dir, 0o755);
   const hostKeyFile = options.hostKeyFile ?? join(dir, "host_key");
   if (!existsSync(hostKeyFile)) execFileSync("ssh-keygen", ["-q", "-t", "ed25519", "-N", "", "-f", hostKeyFile]);
   const port = options.port ?? (await freePort());
