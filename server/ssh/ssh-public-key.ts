@@ -28,6 +28,9 @@ export function fingerprintOf(blob: Buffer): string {
  */
 export function parsePublicKey(input: string | Buffer): PublicKey {
   const text = typeof input === "string" ? input.trim() : input;
+  if (typeof text === "string" && text.includes("PRIVATE KEY")) {
+    throw new WarrenError(ErrorCode.InvalidArgument, "public_key: this is a private key; send the .pub file");
+  }
   if (typeof text === "string" && (text === "" || text.includes("\n"))) {
     throw new WarrenError(ErrorCode.InvalidArgument, "public_key: expected one OpenSSH public key line like `ssh-ed25519 AAAA... comment`");
   }
