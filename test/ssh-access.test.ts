@@ -200,6 +200,13 @@ describe.skipIf(!IS_ROOT)("SSH front door access and trust", () => {
     expect(r.status).toBe(2);
     expect(r.stderr).toMatch(/^warren-server: WARREN_SSH_HOST_KEY: .*bad is not a usable SSH host key/);
     rmSync(dir, { recursive: true, force: true });
+
+    const badAddr = spawnSync(process.execPath, [SERVER_BUNDLE, "--ssh-addr", "nowhere"], { env: cleanEnv(), encoding: "utf8", timeout: 15_000 });
+    expect(badAddr.status).toBe(2);
+    expect(badAddr.stderr).toMatch(/^warren-server: invalid --ssh-addr \(WARREN_SSH_ADDR\): "nowhere" is not host:port/);
+    const off = await startServer({ WARREN_SSH_ADDR: "off" });
+    expect(off.sshPort).toBe(0);
+    await off.stop();
   });
 
   it("disconnects a client that does not log in within the grace time, and rate-limits failed logins", async () => {

@@ -4,8 +4,9 @@ import type { Algorithms } from "ssh2";
  * Algorithms offered on both sides of the relay: modern key exchange, AEAD and ETM ciphers
  * and MACs, nothing SHA-1. Diffie-Hellman group exchange is left out: ssh2 advertises it by
  * default but its server side does not implement it, so a client that picks it would hang.
- * AES-GCM comes first: Node runs it through OpenSSL with AES-NI, far faster than ssh2's
- * JavaScript ChaCha20-Poly1305, which stays available for clients that insist on it.
+ * The client's order picks the cipher (OpenSSH prefers ChaCha20-Poly1305); on the relay's own
+ * leg to the workspace's sshd, ssh2 is the client and takes AES-GCM, which Node runs through
+ * OpenSSL with AES-NI.
  */
 export const SSH_ALGORITHMS: Algorithms = {
   kex: [
