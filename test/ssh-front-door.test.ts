@@ -41,7 +41,7 @@ describe.skipIf(!IS_ROOT)("SSH front door relay", () => {
     ensureTestUsers();
     work = mkdtempSync(join(tmpdir(), "warren-ssh-relay-"));
     sshd = await startSshd();
-    app = await startApp((_req, res) => res.end("hello through ssh -L\n"));
+    app = await startApp((_req, res) => res.end("hello from the app\n"));
     server = await startServer({ WARREN_LOG_LEVEL: "info", WARREN_STREAM_WAIT_TIMEOUT: "10s" });
     const created = await createWorkspace(server, WS, [app.port], { sshPort: sshd.port, sshUser: SSH_EMPTY_PASSWORD_USER });
     agent = await startAgent(server, created.agentToken, { env: { WARREN_LOG_LEVEL: "info" } });
@@ -186,7 +186,7 @@ describe.skipIf(!IS_ROOT)("SSH front door relay", () => {
         body = await res.text();
         return true;
       }, 15_000, "the -L forward to answer");
-      expect(body).toBe("hello through ssh -L\n");
+      expect(body).toBe("hello from the app\n");
       // Several requests over fresh forwarded connections.
       for (let i = 0; i < 5; i++) expect(await (await fetch(`http://127.0.0.1:${exposed}/`, { headers: { connection: "close" } })).text()).toBe(body);
       // The sshd port is dialable by the relay only, never by a forward.
@@ -195,6 +195,18 @@ describe.skipIf(!IS_ROOT)("SSH front door relay", () => {
     } finally {
       child.kill("SIGTERM");
     }
+  });
+
+  it("forwards `ssh -R` through the workspace's sshd back to the person's side", async () => {
+    const remotePort = await freePort();
+    const r = await ssh([
+      "-o", "ExitOnForwardFailure=yes",
+      "-R", `${remotePort}:127.0.0.1:${app.port}`,
+      `for i in $(seq 50); do curl -sf http://127.0.0.1:${remotePort}/ && exit 0; sleep 0.1; done; exit 1`,
+    ]);
+    expect(r.stderr).toBe("");
+    expect(r.stdout).toBe("hello from the app\n");
+    expect(r.code).toBe(0);
   });
 
   it("logs in with a registered public key, and a hundred parallel `ssh ... true` all succeed", async () => {
