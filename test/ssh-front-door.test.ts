@@ -81,6 +81,31 @@ describe.skipIf(!IS_ROOT)("SSH front door relay", () => {
     expect(r.stderr).not.toMatch(/warren:/);
   });
 
+  it("relays a signal request to the remote command (OpenSSH's client cannot send one; ssh2's can)", async () => {
+    const { Client } = await import("ssh2");
+    const client = new Client();
+    const result = await new Promise<{ out: string; code: number | null }>((resolve, reject) => {
+      client
+        .on("ready", () => {
+          client.exec("trap 'echo got TERM; exit 9' TERM; echo started; sleep 30 & wait", (err, channel) => {
+            if (err) return reject(err);
+            let out = "";
+            let code: number | null = null;
+            channel.on("data", (d: Buffer) => {
+              out += d.toString();
+              if (out === "started\n") channel.signal("TERM");
+            });
+            channel.on("exit", (c: number | null) => (code = c));
+            channel.on("close", () => resolve({ out, code }));
+          });
+        })
+        .on("error", reject)
+        .connect({ host: "127.0.0.1", port: server.sshPort, username: WS, password: server.adminToken });
+    });
+    client.end();
+    expect(result).toEqual({ out: "started\ngot TERM\n", code: 9 });
+  });
+
   it("pipes 50 MiB through `cat` byte-identical, stdin EOF included", async () => {
     const file = join(work, "big.bin");
     writeFileSync(file, randomBytes(50 * MiB));
