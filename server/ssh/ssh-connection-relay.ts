@@ -66,10 +66,11 @@ export class ConnectionRelay {
         });
         // The workspace's sshd went away: so does the person's connection.
         up.once("close", () => client.end());
-        client.once("close", () => up.end());
       },
       () => {},
     );
+    // The person went away, perhaps before the workspace's session was even open.
+    client.once("close", () => upstream.then((up) => up.end(), () => {}));
   }
 
   async #directTcpip(accept: () => ServerChannel, reject: () => void, host: string, port: number): Promise<void> {

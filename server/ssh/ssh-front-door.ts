@@ -58,7 +58,6 @@ export class SshFrontDoor {
   readonly #listener: net.Server;
   readonly #sockets = new Set<net.Socket>();
   readonly #pendingLogins = new Map<string, net.Socket>();
-  #address: AddressInfo | undefined;
 
   constructor(options: SshFrontDoorOptions) {
     this.#options = options;
@@ -74,8 +73,7 @@ export class SshFrontDoor {
       this.#listener.once("error", reject);
       this.#listener.listen(this.#options.listen.port, this.#options.listen.host, () => {
         this.#listener.off("error", reject);
-        this.#address = this.#listener.address() as AddressInfo;
-        resolve(this.#address);
+        resolve(this.#listener.address() as AddressInfo);
       });
     });
   }
@@ -163,7 +161,10 @@ export class SshFrontDoor {
     if (limiter.blocked(limitKeys)) {
       log.warn({ workspace: workspaceName, retryAfterMs: limiter.retryAfterMs(limitKeys) }, "SSH login refused: too many failed attempts");
       this.#options.onLogin?.("rate_limited");
-      return ctx.reject([...METHODS]);
+      ctx.reject([...METHODS]);
+      // Nothing this connection tries can succeed now: drop it rather than answer each try.
+      setImmediate(state.end);
+      return;
     }
 
     let decision: SshAccessDecision;
