@@ -1,4 +1,4 @@
-import { mkdtempSync } from "node:fs";
+import { mkdtempSync, rmSync } from "node:fs";
 import http from "node:http";
 import https from "node:https";
 import { tmpdir } from "node:os";
@@ -37,7 +37,11 @@ function portOf(addr: unknown): number {
 let dataDir: string | undefined;
 /** One data directory per test process, so servers never write under $HOME. */
 function testDataDir(): string {
-  dataDir ??= mkdtempSync(join(tmpdir(), "warren-data-"));
+  if (!dataDir) {
+    const dir = mkdtempSync(join(tmpdir(), "warren-data-"));
+    process.once("exit", () => rmSync(dir, { recursive: true, force: true }));
+    dataDir = dir;
+  }
   return dataDir;
 }
 
