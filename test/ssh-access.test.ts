@@ -167,6 +167,15 @@ describe.skipIf(!IS_ROOT)("SSH front door access and trust", () => {
     expect((await callApi(server, "SshService/ListSshKeys", { user: "carol" }, "")).status).toBe(401);
   });
 
+  it("does not offer Diffie-Hellman group exchange (ssh2's server side lacks it): a client insisting on it fails at once", async () => {
+    const started = Date.now();
+    // The refusal is logged at INFO; the first LogLevel given wins.
+    const r = await run("ssh", ["-o", "LogLevel=INFO", ...clientOptions(), "-o", "BatchMode=yes", "-o", "KexAlgorithms=diffie-hellman-group-exchange-sha256", "-p", String(server.sshPort), "x@127.0.0.1", "true"]);
+    expect(r.code).toBe(255);
+    expect(r.stderr).toMatch(/no matching key exchange method found/);
+    expect(Date.now() - started).toBeLessThan(10_000);
+  });
+
   it("keeps its host key across restarts with the same data directory", async () => {
     const before = keyscan(server.sshPort);
     const pub = readFileSync(join(dataDir, "ssh_host_ed25519_key.pub"), "utf8").split(" ").slice(0, 2).join(" ");
