@@ -255,6 +255,17 @@ describe.skipIf(!IS_ROOT)("SSH front door relay", () => {
     expect(r.stderr).toMatch(/^warren: cannot log in to the workspace: the SSH server of the workspace refused the subsystem no-such-subsystem request/);
   });
 
+  it("opens a login shell on a terminal with `ssh -tt` and no command", async () => {
+    const r = await run(
+      "sshpass",
+      ["-p", server.adminToken, "ssh", ...clientOptions(), ...passwordOptions(), "-tt", "-p", String(server.sshPort), `${WS}@127.0.0.1`],
+      // The terminal type travels in the pty request, from the client's TERM.
+      { input: 'echo "term=$TERM on $(tty)"; exit 5\n', env: { ...process.env, TERM: "vt220" } },
+    );
+    expect(r.stdout).toMatch(/term=vt220 on \/dev\/pts\/\d+/);
+    expect(r.code).toBe(5);
+  });
+
   it("keeps streaming for an interactive shell without a terminal", async () => {
     const r = await run(
       "sshpass",
