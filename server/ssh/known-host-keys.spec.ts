@@ -1,10 +1,10 @@
-import { utils } from "ssh2";
 import { describe, expect, it } from "vitest";
 import { MemoryStore } from "../store/memory-store.js";
 import { KnownHostKeys } from "./known-host-keys.js";
+import { generateEd25519KeyPair } from "./ssh-keygen.js";
 import { parsePublicKey } from "./ssh-public-key.js";
 
-const blob = () => parsePublicKey(utils.generateKeyPairSync("ed25519").public).blob;
+const blob = () => parsePublicKey(generateEd25519KeyPair("").publicKey).blob;
 
 describe("KnownHostKeys", () => {
   it("pins the first key, accepts it again, refuses another, and starts over when forgotten", async () => {

@@ -3,6 +3,7 @@ import { join } from "node:path";
 import { randomBytes } from "node:crypto";
 import { utils, type ParsedKey } from "ssh2";
 import { ErrorCode, WarrenError } from "../../shared/errors.js";
+import { generateEd25519KeyPair } from "./ssh-keygen.js";
 import { fingerprintOf } from "./ssh-public-key.js";
 
 export const GENERATED_HOST_KEY_FILE = "ssh_host_ed25519_key";
@@ -37,12 +38,12 @@ export function loadServerHostKey(options: ServerHostKeyOptions): ServerHostKey 
   if (existsSync(path)) return readKey(path, "WARREN_DATA_DIR", false);
   try {
     mkdirSync(options.dataDir, { recursive: true, mode: 0o700 });
-    const pair = utils.generateKeyPairSync("ed25519", { comment: "warren-server" });
+    const pair = generateEd25519KeyPair("warren-server");
     const tmp = `${path}.${randomBytes(6).toString("hex")}.tmp`;
-    writeFileSync(tmp, pair.private, { mode: 0o600 });
+    writeFileSync(tmp, pair.privateKey, { mode: 0o600 });
     try {
       linkSync(tmp, path);
-      writeFileSync(`${path}.pub`, `${pair.public}\n`, { mode: 0o644 });
+      writeFileSync(`${path}.pub`, `${pair.publicKey}\n`, { mode: 0o644 });
     } catch (err) {
       if ((err as NodeJS.ErrnoException).code !== "EEXIST") throw err;
     } finally {

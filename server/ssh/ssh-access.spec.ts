@@ -1,9 +1,9 @@
-import { utils } from "ssh2";
 import { describe, expect, it } from "vitest";
 import { ErrorCode, WarrenError } from "../../shared/errors.js";
 import type { Principal } from "../auth/authenticator.js";
 import type { SshKeyRecord, WorkspaceRecord } from "../store/records.js";
 import { CredentialSshAccess, provisionalPrincipalOfKeyOwner } from "./ssh-access.js";
+import { generateEd25519KeyPair } from "./ssh-keygen.js";
 import { parsePublicKey } from "./ssh-public-key.js";
 
 const workspace: WorkspaceRecord = { name: "alpha", ports: [], createdAt: 1, agentTokenId: "t", agentTokenExpiresAt: 2 };
@@ -23,7 +23,7 @@ function access(keys: SshKeyRecord[] = []) {
 }
 
 function key(comment: string) {
-  return parsePublicKey(utils.generateKeyPairSync("ed25519", { comment }).public);
+  return parsePublicKey(generateEd25519KeyPair(comment).publicKey);
 }
 
 describe("CredentialSshAccess", () => {

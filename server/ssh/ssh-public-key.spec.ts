@@ -4,6 +4,7 @@ import { tmpdir } from "node:os";
 import { join } from "node:path";
 import { utils } from "ssh2";
 import { describe, expect, it } from "vitest";
+import { generateEd25519KeyPair } from "./ssh-keygen.js";
 import { parsePublicKey } from "./ssh-public-key.js";
 
 describe("parsePublicKey", () => {
@@ -21,10 +22,10 @@ describe("parsePublicKey", () => {
   });
 
   it("refuses private keys, garbage, several lines and small RSA keys with a message naming the field", () => {
-    const pair = utils.generateKeyPairSync("ed25519");
-    expect(() => parsePublicKey(pair.private)).toThrow(/^public_key: this is a private key/);
+    const pair = generateEd25519KeyPair("");
+    expect(() => parsePublicKey(pair.privateKey)).toThrow(/^public_key: this is a private key/);
     expect(() => parsePublicKey("ssh-ed25519 AAAA")).toThrow(/^public_key: not an OpenSSH public key/);
-    expect(() => parsePublicKey(`${pair.public}\n${pair.public}`)).toThrow(/^public_key: expected one/);
+    expect(() => parsePublicKey(`${pair.publicKey}\n${pair.publicKey}`)).toThrow(/^public_key: expected one/);
     const small = utils.generateKeyPairSync("rsa", { bits: 1024 });
     expect(() => parsePublicKey(small.public)).toThrow(/at least 2048 bits/);
     expect(parsePublicKey(utils.generateKeyPairSync("rsa", { bits: 2048 }).public).type).toBe("ssh-rsa");

@@ -1,6 +1,6 @@
-import { utils } from "ssh2";
 import type { WorkspaceRecord, WorkspaceSshIdentity } from "../store/records.js";
 import type { WorkspaceSshStore } from "../store/store.js";
+import { generateEd25519KeyPair } from "./ssh-keygen.js";
 
 export interface WorkspaceSshIdentitiesOptions {
   readonly store: Pick<WorkspaceSshStore, "getSshIdentity" | "putSshIdentityIfAbsent">;
@@ -27,11 +27,11 @@ export class WorkspaceSshIdentities {
     if (cached && cached.workspaceCreatedAt === workspace.createdAt) return cached;
     let identity = await this.#options.store.getSshIdentity(workspace.name);
     if (!identity || identity.workspaceCreatedAt !== workspace.createdAt) {
-      const pair = utils.generateKeyPairSync("ed25519", { comment: `warren@${workspace.name}` });
+      const pair = generateEd25519KeyPair(`warren@${workspace.name}`);
       identity = await this.#options.store.putSshIdentityIfAbsent(workspace.name, {
         workspaceCreatedAt: workspace.createdAt,
-        privateKey: pair.private,
-        publicKey: pair.public.trim(),
+        privateKey: pair.privateKey,
+        publicKey: pair.publicKey,
       });
     }
     this.#cache.delete(workspace.name);
