@@ -9,7 +9,7 @@ export interface SshKeyPair {
 
 /**
  * Generates an Ed25519 key pair in OpenSSH's formats with Node's crypto. ssh2's own
- * generateKeyPairSync drops a leading zero byte of the public key (about one key in 128
+ * generateKeyPairSync drops a leading zero byte of the public key (about one key in 256
  * comes out unreadable, by ssh2 and by OpenSSH), so Warren writes the formats itself.
  */
 export function generateEd25519KeyPair(comment: string): SshKeyPair {
