@@ -1,13 +1,28 @@
 import { defineConfig } from "vitest/config";
 
+// SSH relay tests start many processes at once (a hundred ssh clients, sshd children): they run
+// after everything else, so they never starve the timing-sensitive HTTP tests of CPU.
+const SSH_TESTS = "test/ssh-*.test.ts";
+
 export default defineConfig({
   test: {
-    include: ["test/**/*.test.ts", "server/**/*.spec.ts", "agent/**/*.spec.ts", "cli/**/*.spec.ts", "shared/**/*.spec.ts"],
     // Integration tests start real processes; two at a time fits a 2-core CI machine.
     pool: "forks",
     poolOptions: { forks: { maxForks: 2, minForks: 1 } },
     testTimeout: 60_000,
     hookTimeout: 60_000,
     reporters: ["default"],
+    projects: [
+      {
+        extends: true,
+        test: {
+          name: "warren",
+          include: ["test/**/*.test.ts", "server/**/*.spec.ts", "agent/**/*.spec.ts", "cli/**/*.spec.ts", "shared/**/*.spec.ts"],
+          exclude: [SSH_TESTS, "**/node_modules/**"],
+          sequence: { groupOrder: 0 },
+        },
+      },
+      { extends: true, test: { name: "ssh", include: [SSH_TESTS], sequence: { groupOrder: 1 } } },
+    ],
   },
 });

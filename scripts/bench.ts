@@ -1,4 +1,4 @@
-// npm run bench [-- --quick] [-- --only tunnel]: starts everything it needs, measures Warren
+// npm run bench [-- --quick] [-- --only tunnel,ssh]: starts everything it needs, measures Warren
 // against a direct connection and OpenSSH's reverse tunnel in one run, prints a table with the
 // ratios and writes it as JSON under .bench/ for comparison between commits.
 import { existsSync, mkdirSync, writeFileSync } from "node:fs";
@@ -7,10 +7,12 @@ import { fileURLToPath } from "node:url";
 import { runBenchApp } from "./bench/bench-app.js";
 import { ensureCommands } from "./bench/processes.js";
 import type { BenchContext, BenchSection } from "./bench/report.js";
+import { benchSsh } from "./bench/ssh.js";
 import { benchTunnel } from "./bench/tunnel.js";
 
 const SECTIONS: Record<string, (ctx: BenchContext) => Promise<BenchSection>> = {
   tunnel: benchTunnel,
+  ssh: benchSsh,
 };
 
 function fmt(n: number): string {

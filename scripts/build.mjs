@@ -28,11 +28,18 @@ const agent = { entryPoints: ["agent/main.ts"], outfile: "dist/warren-agent.cjs"
 const cli = { entryPoints: ["cli/main.ts"], outfile: "dist/warren.cjs" };
 const entries = agentOnly
   ? [agent]
-  : [agent, cli, { entryPoints: ["server/main.ts"], outfile: "dist/warren-server.cjs" }, { entryPoints: ["scripts/bench.ts"], outfile: "dist/bench.cjs" }];
+  : [
+      agent,
+      cli,
+      // ssh2's optional native helpers stay out of the bundle: it requires them inside try/catch
+      // and falls back to JavaScript and Node's own crypto, so the bundle runs without node_modules.
+      { entryPoints: ["server/main.ts"], outfile: "dist/warren-server.cjs", external: ["cpu-features", "*.node"] },
+      { entryPoints: ["scripts/bench.ts"], outfile: "dist/bench.cjs" },
+    ];
 
 const results = await Promise.all(entries.map((e) => build({ ...common, ...e })));
 // The agent and the user CLI ship alone: neither may pull in server code (nor each other's).
-const checks = [[0, "agent", ["server/", "cli/"]]];
+const checks = [[0, "agent", ["server/", "cli/", "node_modules/ssh2/"]]];
 if (!agentOnly) checks.push([1, "warren CLI", ["server/", "agent/"]]);
 for (const [index, name, forbidden] of checks) {
   const leaked = Object.keys(results[index].metafile.inputs).filter((p) => forbidden.some((f) => p.startsWith(f)));

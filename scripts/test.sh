@@ -9,7 +9,12 @@ need() { command -v "$1" >/dev/null 2>&1 || [ -x "$1" ] || missing="$missing $2"
 need redis-server redis-server
 need /usr/sbin/sshd openssh-server
 need ssh openssh-client
+need scp openssh-client
+need sftp openssh-client
+need ssh-keyscan openssh-client
 need sshpass sshpass
+need script bsdutils
+need useradd passwd
 need curl curl
 need ip iproute2
 need xz xz-utils

@@ -7,8 +7,11 @@ import {
   parseOneOf,
   parseReadableFile,
   setting,
+  type HostPort,
   type SettingsOf,
 } from "../shared/settings.js";
+import { homedir } from "node:os";
+import { join } from "node:path";
 import { LOG_LEVELS } from "../shared/logger.js";
 import type { LevelWithSilent } from "pino";
 
@@ -41,6 +44,17 @@ function duration(min: number, max: number) {
 }
 
 const optional = (raw: string): string | undefined => parseNonEmpty(raw);
+
+/** host:port, or "off" to run without that listener. */
+function parseListenerOrOff(raw: string): HostPort | undefined {
+  return raw.trim().toLowerCase() === "off" ? undefined : parseHostPort(raw);
+}
+
+/** The default data directory: $XDG_STATE_HOME/warren, else ~/.local/state/warren. */
+export function defaultDataDir(env: NodeJS.ProcessEnv = process.env): string {
+  const state = env["XDG_STATE_HOME"] || join(homedir(), ".local", "state");
+  return join(state, "warren");
+}
 
 /** Checks between settings that each parse alone cannot see. Throws with a message naming them. */
 export function validateServerConfig(config: ServerConfig): void {
@@ -223,6 +237,40 @@ export const SERVER_SETTINGS = {
     env: "WARREN_TLS_KEY",
     description: "PEM private key of the certificate",
     parse: parseReadableFile,
+  }),
+  sshAddr: setting<HostPort | undefined>({
+    key: "sshAddr",
+    flag: "ssh-addr",
+    env: "WARREN_SSH_ADDR",
+    description: "SSH listener (ssh <workspace>@<server>); off to disable",
+    default: parseHostPort("127.0.0.1:2222"),
+    defaultText: "127.0.0.1:2222",
+    parse: parseListenerOrOff,
+  }),
+  sshHostKey: setting<string | undefined>({
+    key: "sshHostKey",
+    flag: "ssh-host-key",
+    env: "WARREN_SSH_HOST_KEY",
+    description: "private host key file of the SSH listener (OpenSSH or PEM format)",
+    defaultText: "generated once into {data dir}/ssh_host_ed25519_key",
+    parse: parseReadableFile,
+  }),
+  sshLoginGraceTime: setting({
+    key: "sshLoginGraceTime",
+    flag: "ssh-login-grace-time",
+    env: "WARREN_SSH_LOGIN_GRACE_TIME",
+    description: "how long an SSH client may take to authenticate before it is disconnected",
+    default: 30_000,
+    defaultText: "30s",
+    parse: duration(1000, 600_000),
+  }),
+  dataDir: setting<string | undefined>({
+    key: "dataDir",
+    flag: "data-dir",
+    env: "WARREN_DATA_DIR",
+    description: "directory for state kept across restarts (the generated SSH host key)",
+    defaultText: "$XDG_STATE_HOME/warren or ~/.local/state/warren",
+    parse: parseNonEmpty,
   }),
   serverId: setting<string | undefined>({
     key: "serverId",

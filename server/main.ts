@@ -52,6 +52,8 @@ async function main(): Promise<void> {
     if (e.code === "EADDRINUSE" || e.code === "EACCES" || e.code === "EADDRNOTAVAIL") {
       fail(`cannot listen on ${e.address ?? ""}:${e.port ?? ""}: ${e.code} (change the matching *_ADDR setting)`);
     }
+    // A setting that only start-up could check (e.g. an unreadable SSH host key).
+    if (err instanceof WarrenError && err.code === "invalid_argument") fail(err.message);
     throw err;
   }
   let stopping = false;

@@ -5,22 +5,24 @@ import { randomBytes } from "node:crypto";
 import type { AddressInfo } from "node:net";
 import { DisconnectReason } from "../shared/gen/warren/v1/agent_pb.js";
 import { UserService } from "../shared/gen/warren/v1/user_pb.js";
+import { SshService } from "../shared/gen/warren/v1/ssh_pb.js";
 import { WorkspaceService } from "../shared/gen/warren/v1/workspace_pb.js";
 import type { Logger } from "../shared/logger.js";
 import { TUNNEL_WINDOWS } from "../shared/tunnel-windows.js";
 import { VERSION } from "../shared/version.js";
 import { createApiHandler } from "./api/api-handler.js";
 import { userApi } from "./api/user-api.js";
+import { sshApi } from "./api/ssh-api.js";
 import { workspaceApi } from "./api/workspace-api.js";
 import { Authenticator } from "./auth/authenticator.js";
 import { SecretBox } from "./auth/secret-box.js";
 import { generateSecretKey, KeyPurpose, SecretKeys } from "./auth/secret-keys.js";
 import { SessionCookieSigner, withoutSessionCookies } from "./auth/session-cookie.js";
 import { generateAdminToken } from "./auth/tokens.js";
-import type { ServerConfig } from "./config.js";
+import { defaultDataDir, type ServerConfig } from "./config.js";
 import { AgentControl } from "./control/agent-control.js";
 import { UserManager } from "./control/user-manager.js";
-import { WorkspaceManager } from "./control/workspace-manager.js";
+import { mayReach, WorkspaceManager } from "./control/workspace-manager.js";
 import { LocalEventBus, type EventBus } from "./events/event-bus.js";
 import { AGENT_BINARY_NAME, AgentDownload } from "./http/agent-download.js";
 import { BrowserLogin } from "./http/browser-login.js";
@@ -39,6 +41,14 @@ import { MemoryStore } from "./store/memory-store.js";
 import { TlsCredentials } from "./tls/tls-credentials.js";
 import type { WorkspaceRecord } from "./store/records.js";
 import type { ControlStore } from "./store/store.js";
+import { KnownHostKeys } from "./ssh/known-host-keys.js";
+import { LoginRateLimiter } from "./ssh/login-rate-limiter.js";
+import { loadServerHostKey } from "./ssh/server-host-key.js";
+import { CredentialSshAccess, provisionalPrincipalOfKeyOwner, type SshAccess } from "./ssh/ssh-access.js";
+import { SshFrontDoor } from "./ssh/ssh-front-door.js";
+import { sshPortOf, sshUserOf, WorkspaceSshConnector } from "./ssh/workspace-ssh-client.js";
+import { WorkspaceSshIdentities } from "./ssh/workspace-ssh-identity.js";
+import type { Dialer } from "./tunnel/tunnel-dialer.js";
 import { AgentEndpoint } from "./tunnel/agent-endpoint.js";
 import { TunnelDialer } from "./tunnel/tunnel-dialer.js";
 import { TunnelRegistry } from "./tunnel/tunnel-registry.js";
@@ -47,7 +57,12 @@ export interface ServerAddresses {
   readonly http: AddressInfo;
   readonly agent: AddressInfo;
   readonly observability: AddressInfo;
+  /** Absent when the SSH listener is off. */
+  readonly ssh?: AddressInfo;
 }
+
+/** Failed SSH logins allowed per source address, workspace name or user within a minute. */
+const SSH_MAX_FAILURES_PER_MINUTE = 20;
 
 /**
  * The composition root of warren-server: builds every module from the config, wires them
@@ -72,6 +87,10 @@ export class WarrenServer {
   readonly #agentBinary: string;
   readonly #secretKeyGenerated: boolean;
   #sweepTimer: NodeJS.Timeout | undefined;
+  readonly #sshAccess: SshAccess;
+  readonly #sshConnector: WorkspaceSshConnector;
+  readonly #dialer: Dialer;
+  #sshFrontDoor: SshFrontDoor | undefined;
   #publicBase = "";
   #draining = false;
   #addresses: ServerAddresses | undefined;
@@ -92,7 +111,7 @@ export class WarrenServer {
     this.store = store;
     this.events = new LocalEventBus();
     const authenticator = new Authenticator({ workspaces: store, tokens: store, adminToken: this.adminToken });
-    this.metrics = new ServerMetrics({ tunnelStats: () => this.#tunnelStats() });
+    this.metrics = new ServerMetrics({ tunnelStats: () => this.#tunnelStats(), sshConnections: () => this.#sshFrontDoor?.connectionCount ?? 0 });
     const registry = this.registry;
     const dialer = new TunnelDialer({
       finder: registry,
@@ -122,6 +141,24 @@ export class WarrenServer {
       connections: registry,
       events: this.events,
       log: log.child({ component: "control" }),
+    });
+    this.#dialer = dialer;
+    const identities = new WorkspaceSshIdentities({ store });
+    const knownHosts = new KnownHostKeys({ store });
+    this.#sshConnector = new WorkspaceSshConnector({
+      dialer,
+      identities,
+      knownHosts,
+      readyTimeoutMs: config.dialTimeout + 10_000,
+      keepaliveIntervalMs: 15_000,
+      log: log.child({ component: "ssh" }),
+    });
+    this.#sshAccess = new CredentialSshAccess({
+      authenticateCaller: (token) => authenticator.authenticateCaller(token),
+      getWorkspace: (name) => store.getWorkspace(name),
+      getSshKey: (fingerprint) => store.getSshKey(fingerprint),
+      principalOfKeyOwner: provisionalPrincipalOfKeyOwner,
+      mayReach,
     });
     this.events.subscribe((event) => {
       if (event.type === "workspace-revoked") registry.disconnectWorkspace(event.workspace, DisconnectReason.REVOKED, event.reason);
@@ -156,8 +193,18 @@ export class WarrenServer {
     });
     const api = createApiHandler({
       routes: (router) => {
-        router.service(WorkspaceService, workspaceApi({ manager, authenticator, urlsOf, isConnected }));
+        router.service(
+          WorkspaceService,
+          workspaceApi({
+            manager,
+            authenticator,
+            urlsOf,
+            isConnected,
+            sshOf: async (w) => ({ sshPort: sshPortOf(w), sshUser: sshUserOf(w), sshPublicKey: (await identities.get(w)).publicKey }),
+          }),
+        );
         router.service(UserService, userApi({ manager: users, authenticator }));
+        router.service(SshService, sshApi({ authenticator, keys: store, forgetHostKey: (workspace) => knownHosts.forget(workspace) }));
       },
       fallback: rootFallback,
     });
@@ -233,7 +280,8 @@ export class WarrenServer {
     this.#publicBase = this.config.publicUrl ?? `${scheme}://${this.config.rootDomain}${port === defaultPort ? "" : `:${port}`}`;
     this.#tls?.watch();
     const agent = await this.#agentEndpoint.listen();
-    this.#addresses = { http: httpAddress, agent, observability };
+    const ssh = await this.#startSsh();
+    this.#addresses = { http: httpAddress, agent, observability, ...(ssh ? { ssh: ssh.address } : {}) };
     if (this.#secretKeyGenerated) {
       this.log.warn("generated a secret key for this run; set WARREN_SECRET_KEY to keep browser sessions across restarts (cluster: the same on every server)");
     }
@@ -250,6 +298,7 @@ export class WarrenServer {
         http: `${httpAddress.address}:${httpAddress.port}`,
         agent: `${agent.address}:${agent.port}`,
         observability: `${observability.address}:${observability.port}`,
+        ...(ssh ? { ssh: `${ssh.address.address}:${ssh.address.port}`, sshHostKey: ssh.fingerprint } : {}),
         publicUrl: this.#publicBase,
         rootDomain: this.config.rootDomain,
         agentBinary: this.#agentBinary,
@@ -262,6 +311,28 @@ export class WarrenServer {
     return this.#addresses;
   }
 
+  /** Loads (or generates) the host key and opens the SSH listener, unless it is off. */
+  async #startSsh(): Promise<{ address: AddressInfo; fingerprint: string } | undefined> {
+    const config = this.config;
+    if (!config.sshAddr) return undefined;
+    const hostKey = loadServerHostKey({ file: config.sshHostKey, dataDir: config.dataDir ?? defaultDataDir() });
+    if (hostKey.generated) this.log.info({ path: hostKey.path, fingerprint: hostKey.fingerprint }, "generated the SSH host key");
+    const store = this.store;
+    this.#sshFrontDoor = new SshFrontDoor({
+      listen: config.sshAddr,
+      hostKey: hostKey.privateKey,
+      access: this.#sshAccess,
+      connectWorkspace: (workspace, connectionId) => this.#sshConnector.connect(workspace, connectionId),
+      dialer: this.#dialer,
+      getWorkspace: (name) => store.getWorkspace(name),
+      rateLimiter: new LoginRateLimiter({ maxFailures: SSH_MAX_FAILURES_PER_MINUTE, windowMs: 60_000 }),
+      loginGraceMs: config.sshLoginGraceTime,
+      log: this.log.child({ component: "ssh" }),
+      onLogin: (outcome) => this.metrics.sshLogins.inc({ outcome }),
+    });
+    return { address: await this.#sshFrontDoor.listen(), fingerprint: hostKey.fingerprint };
+  }
+
   /**
    * Graceful stop: unready, stop accepting, tell agents to go elsewhere, let requests in
    * flight finish within the shutdown timeout, then close everything.
@@ -272,7 +343,7 @@ export class WarrenServer {
     clearInterval(this.#sweepTimer);
     this.log.info({ timeoutMs: this.config.shutdownTimeout }, "shutting down");
     this.#agentEndpoint.stopAccepting();
-    const closed = this.#frontDoor.stopAccepting();
+    const closed = Promise.all([this.#frontDoor.stopAccepting(), this.#sshFrontDoor?.stopAccepting()]);
     // Keep-alive connections become idle as their last request ends: close them as they do.
     const sweeper = setInterval(() => this.#frontDoor.server.closeIdleConnections(), 200);
     const deadline = new Promise<void>((resolve) => setTimeout(resolve, this.config.shutdownTimeout).unref());
@@ -282,6 +353,7 @@ export class WarrenServer {
       connection.disconnect(DisconnectReason.SERVER_DRAINING, "server is shutting down; reconnect to another server", 0);
     }
     this.#frontDoor.closeAllConnections();
+    this.#sshFrontDoor?.closeAll();
     this.#httpAgent.destroy();
     this.#agentEndpoint.destroyAll();
     await this.#health.close();

@@ -43,7 +43,8 @@ describe("single-file agent binary", () => {
     const ws = await createWorkspace(server, "alone", [app.port]);
     const agent = runAlone([], { WARREN_SERVER: server.agentUrl, WARREN_TOKEN: ws.agentToken });
     const ready = await agent.waitFor((l) => l["event"] === "ready", 15_000, "ready line");
-    expect(ready).toMatchObject({ level: "info", workspace: "alone", urls: ws.urls, ports: [app.port] });
+    // The ports the agent dials: the exposed one, and the sshd port for the SSH front door.
+    expect(ready).toMatchObject({ level: "info", workspace: "alone", urls: ws.urls, ports: [app.port, 22] });
     expect(ready.msg).toBe(`warren agent ready: workspace "alone" is reachable at ${ws.urls[0]}`);
     const res = await httpRequest({ port: server.httpPort, host: workspaceHost("alone", app.port), headers: { "x-warren-token": server.adminToken } });
     expect(res.status).toBe(200);

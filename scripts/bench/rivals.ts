@@ -26,16 +26,24 @@ export interface WarrenRival extends Rival {
   readonly server: BackgroundProcess;
   readonly agent: BackgroundProcess;
   readonly httpPort: number;
+  readonly sshPort: number;
 }
 
 /** A Warren server and agent on this machine, the app's port exposed through the tunnel. */
-export async function startWarren(root: string, appPort: number, env: Record<string, string> = {}): Promise<WarrenRival> {
-  const [httpPort, agentPort, obsPort] = [await freePort(), await freePort(), await freePort()];
+export async function startWarren(
+  root: string,
+  appPort: number,
+  env: Record<string, string> = {},
+  workspace: Record<string, unknown> = {},
+): Promise<WarrenRival> {
+  const [httpPort, agentPort, obsPort, sshPort] = [await freePort(), await freePort(), await freePort(), await freePort()];
   const server = new BackgroundProcess(process.execPath, [`${root}dist/warren-server.cjs`], {
     ...process.env,
     WARREN_HTTP_ADDR: `127.0.0.1:${httpPort}`,
     WARREN_AGENT_ADDR: `127.0.0.1:${agentPort}`,
     WARREN_OBSERVABILITY_ADDR: `127.0.0.1:${obsPort}`,
+    WARREN_SSH_ADDR: `127.0.0.1:${sshPort}`,
+    WARREN_DATA_DIR: mkdtempSync(join(tmpdir(), "warren-bench-data-")),
     WARREN_ADMIN_TOKEN: ADMIN_TOKEN,
     WARREN_LOG_LEVEL: "info",
     ...env,
@@ -45,7 +53,7 @@ export async function startWarren(root: string, appPort: number, env: Record<str
   const res = await fetch(`http://127.0.0.1:${httpPort}/warren.v1.WorkspaceService/CreateWorkspace`, {
     method: "POST",
     headers: { "content-type": "application/json", authorization: `Bearer ${ADMIN_TOKEN}` },
-    body: JSON.stringify({ name: "bench", ports: [{ port: appPort }] }),
+    body: JSON.stringify({ name: "bench", ports: [{ port: appPort }], ...workspace }),
   });
   if (!res.ok) throw new Error(`CreateWorkspace: ${res.status} ${await res.text()}`);
   const { agentToken } = (await res.json()) as { agentToken: string };
@@ -63,6 +71,7 @@ export async function startWarren(root: string, appPort: number, env: Record<str
     server,
     agent,
     httpPort,
+    sshPort,
     stop: async () => {
       await agent.stop();
       await server.stop();

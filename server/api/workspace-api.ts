@@ -15,6 +15,8 @@ export interface WorkspaceApiOptions {
   readonly urlsOf: (workspace: WorkspaceRecord) => string[];
   /** Whether an agent of the workspace is connected anywhere in the cluster. */
   readonly isConnected: (workspace: string) => Promise<boolean>;
+  /** SSH settings as shown (port, user, and the public key the front door logs in with). */
+  readonly sshOf: (workspace: WorkspaceRecord) => Promise<{ sshPort: number; sshUser: string; sshPublicKey: string }>;
 }
 
 export async function callerOf(authenticator: Authenticator, ctx: HandlerContext): Promise<Principal> {
@@ -59,6 +61,7 @@ export function workspaceApi(options: WorkspaceApiOptions): ServiceImpl<typeof W
       ...(record.expiresAt !== undefined ? { expireTime: timestampFromMs(record.expiresAt) } : {}),
       owner: record.owner ?? "",
       variableNames: [...(record.variableNames ?? [])],
+      ...(await options.sshOf(record)),
     });
   };
   return {
@@ -71,6 +74,8 @@ export function workspaceApi(options: WorkspaceApiOptions): ServiceImpl<typeof W
         ttlMs: req.ttlSeconds * 1000,
         variables: req.variables.map((v) => ({ name: v.name, value: v.value, file: v.file })),
         owner: req.owner || undefined,
+        sshPort: req.sshPort,
+        sshUser: req.sshUser,
       });
       return { workspace: await toProto(workspace), agentToken };
     },

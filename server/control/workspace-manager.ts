@@ -29,6 +29,10 @@ export interface CreateWorkspaceInput {
   readonly variables?: readonly VariableRecord[];
   /** Owner (admin only); a user's workspace is always their own. */
   readonly owner?: string;
+  /** Port of the workspace's sshd; the default when 0 or absent. */
+  readonly sshPort?: number;
+  /** User the SSH front door logs in as; the default when empty or absent. */
+  readonly sshUser?: string;
 }
 
 export interface WorkspaceManagerOptions {
@@ -98,6 +102,7 @@ export class WorkspaceManager {
     const tokenTtl = validateTtl("agentTokenTtlSeconds", input.agentTokenTtlMs) ?? this.#options.agentTokenTtlMs;
     const ttl = validateTtl("ttlSeconds", input.ttlMs);
     const owner = await this.#ownerFor(principal, input.owner);
+    const ssh = validateSsh(input);
     const now = this.#now();
     const expiresAt = ttl === undefined ? undefined : now + ttl;
     // A token never outlives its workspace.
@@ -117,6 +122,7 @@ export class WorkspaceManager {
       variableNames: variables.map((v) => v.name),
       ...(variables.length > 0 ? { sealedVariables: this.#options.secretBox.seal(JSON.stringify(variables), sealContext(input.name)) } : {}),
       revision: 1,
+      ...ssh,
     };
     await this.#replaceTerminated(input.name);
     await this.#options.workspaces.createWorkspace(workspace);
@@ -383,6 +389,26 @@ function validateName(name: string): void {
       `name: "${name.slice(0, 80)}" is not a valid workspace name (1-63 lowercase letters, digits and hyphens, not starting or ending with a hyphen)`,
     );
   }
+}
+
+/** POSIX portable user names (useradd's default rule). */
+const SSH_USER = /^[a-z_][a-z0-9_-]{0,31}$/;
+
+function validateSsh(input: CreateWorkspaceInput): { sshPort?: number; sshUser?: string } {
+  const out: { sshPort?: number; sshUser?: string } = {};
+  if (input.sshPort) {
+    if (!Number.isInteger(input.sshPort) || input.sshPort < 1 || input.sshPort > 65535) {
+      throw new WarrenError(ErrorCode.InvalidArgument, `ssh_port: ${input.sshPort} is not a port number 1-65535`);
+    }
+    out.sshPort = input.sshPort;
+  }
+  if (input.sshUser) {
+    if (!SSH_USER.test(input.sshUser)) {
+      throw new WarrenError(ErrorCode.InvalidArgument, `ssh_user: "${input.sshUser.slice(0, 40)}" is not a valid user name (lowercase letters, digits, _ and -, up to 32)`);
+    }
+    out.sshUser = input.sshUser;
+  }
+  return out;
 }
 
 function validatePorts(ports: readonly PortRecord[]): PortRecord[] {

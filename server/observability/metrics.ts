@@ -4,6 +4,8 @@ import type { DialOutcome } from "../tunnel/tunnel-dialer.js";
 export interface MetricsSources {
   /** Connected agent connections and their streams, read at scrape time. */
   readonly tunnelStats: () => { agents: number; idleStreams: number; streams: number };
+  /** Open connections on the SSH listener, read at scrape time. */
+  readonly sshConnections?: () => number;
 }
 
 /**
@@ -17,6 +19,7 @@ export class ServerMetrics {
   readonly httpDuration: Histogram;
   readonly tunnelBytes: Counter<"direction">;
   readonly agentConnects: Counter;
+  readonly sshLogins: Counter<"outcome">;
 
   constructor(sources: MetricsSources) {
     const registers = [this.registry];
@@ -39,6 +42,20 @@ export class ServerMetrics {
         this.set({ state: "idle" }, s.idleStreams);
         this.set({ state: "busy" }, s.streams - s.idleStreams);
       },
+    });
+    new Gauge({
+      name: "warren_ssh_connections",
+      help: "Open connections on the SSH listener",
+      registers,
+      collect() {
+        this.set(sources.sshConnections?.() ?? 0);
+      },
+    });
+    this.sshLogins = new Counter({
+      name: "warren_ssh_login_attempts_total",
+      help: "SSH authentication attempts, by outcome (ok, denied, rate_limited, error)",
+      labelNames: ["outcome"],
+      registers,
     });
     this.agentConnects = new Counter({ name: "warren_agent_connections_total", help: "Agent connections accepted", registers });
     this.dials = new Counter({ name: "warren_dials_total", help: "Dials to workspace ports, by outcome", labelNames: ["outcome"], registers });

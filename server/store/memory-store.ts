@@ -1,5 +1,5 @@
 import { ErrorCode, WarrenError } from "../../shared/errors.js";
-import type { LoginCodeRecord, TokenRecord, UserRecord, WorkspaceRecord } from "./records.js";
+import type { LoginCodeRecord, PinnedHostKey, SshKeyRecord, TokenRecord, UserRecord, WorkspaceRecord, WorkspaceSshIdentity } from "./records.js";
 import type { ControlStore } from "./store.js";
 
 /**
@@ -11,6 +11,9 @@ export class MemoryStore implements ControlStore {
   readonly #tokens = new Map<string, TokenRecord>();
   readonly #users = new Map<string, UserRecord>();
   readonly #loginCodes = new Map<string, LoginCodeRecord>();
+  readonly #sshKeys = new Map<string, SshKeyRecord>();
+  readonly #sshIdentities = new Map<string, WorkspaceSshIdentity>();
+  readonly #hostKeys = new Map<string, PinnedHostKey>();
   readonly #now: () => number;
 
   constructor(options: { now?: () => number } = {}) {
@@ -86,6 +89,53 @@ export class MemoryStore implements ControlStore {
     const code = this.#loginCodes.get(id);
     this.#loginCodes.delete(id);
     return code;
+  }
+
+  async addSshKey(key: SshKeyRecord): Promise<void> {
+    if (this.#sshKeys.has(key.fingerprint)) {
+      throw new WarrenError(ErrorCode.AlreadyExists, `SSH key ${key.fingerprint} is already registered`);
+    }
+    this.#sshKeys.set(key.fingerprint, key);
+  }
+
+  async getSshKey(fingerprint: string): Promise<SshKeyRecord | undefined> {
+    return this.#sshKeys.get(fingerprint);
+  }
+
+  async listSshKeys(user: string): Promise<SshKeyRecord[]> {
+    return [...this.#sshKeys.values()].filter((k) => k.user === user).sort((a, b) => a.createdAt - b.createdAt);
+  }
+
+  async removeSshKey(user: string, fingerprint: string): Promise<boolean> {
+    const key = this.#sshKeys.get(fingerprint);
+    if (!key || key.user !== user) return false;
+    return this.#sshKeys.delete(fingerprint);
+  }
+
+  async getSshIdentity(workspace: string): Promise<WorkspaceSshIdentity | undefined> {
+    return this.#sshIdentities.get(workspace);
+  }
+
+  async putSshIdentityIfAbsent(workspace: string, identity: WorkspaceSshIdentity): Promise<WorkspaceSshIdentity> {
+    const existing = this.#sshIdentities.get(workspace);
+    if (existing && existing.workspaceCreatedAt === identity.workspaceCreatedAt) return existing;
+    this.#sshIdentities.set(workspace, identity);
+    return identity;
+  }
+
+  async getPinnedHostKey(workspace: string): Promise<PinnedHostKey | undefined> {
+    return this.#hostKeys.get(workspace);
+  }
+
+  async pinHostKeyIfAbsent(workspace: string, key: PinnedHostKey): Promise<PinnedHostKey> {
+    const existing = this.#hostKeys.get(workspace);
+    if (existing && existing.workspaceCreatedAt === key.workspaceCreatedAt) return existing;
+    this.#hostKeys.set(workspace, key);
+    return key;
+  }
+
+  async forgetHostKey(workspace: string): Promise<boolean> {
+    return this.#hostKeys.delete(workspace);
   }
 }
 

@@ -43,6 +43,23 @@ export interface WorkspaceRecord {
    * revision is still the one the change was computed from.
    */
   readonly revision?: number;
+  /** Port of the workspace's sshd, dialed by the SSH front door; DEFAULT_SSH_PORT when absent. */
+  readonly sshPort?: number;
+  /** User the SSH front door logs in as on the workspace's sshd; DEFAULT_SSH_USER when absent. */
+  readonly sshUser?: string;
+}
+
+export const DEFAULT_SSH_PORT = 22;
+export const DEFAULT_SSH_USER = "warren";
+
+/**
+ * Ports the agent may dial: the exposed ones, and the sshd port, which only the SSH front
+ * door dials (it is not exposed over HTTP or to `ssh -L`).
+ */
+export function dialablePorts(workspace: WorkspaceRecord): number[] {
+  const ports = workspace.ports.map((p) => p.port);
+  const ssh = workspace.sshPort || DEFAULT_SSH_PORT;
+  return ports.includes(ssh) ? ports : [...ports, ssh];
 }
 
 /** A variable of a workspace, as delivered to its agent (plaintext only in memory). */
@@ -62,6 +79,17 @@ export interface TokenRecord {
   readonly subject: string;
   readonly createdAt: number;
   readonly expiresAt: number;
+}
+
+/** A public key a user registered for SSH logins. A key belongs to one user at most. */
+export interface SshKeyRecord {
+  /** `SHA256:<unpadded base64>` of the key blob, as `ssh-keygen -l` prints it. */
+  readonly fingerprint: string;
+  readonly user: string;
+  /** `<type> <base64>`, without comment. */
+  readonly publicKey: string;
+  readonly title: string;
+  readonly createdAt: number;
 }
 
 export interface UserRecord {
@@ -85,4 +113,26 @@ export interface LoginCodeRecord {
   /** Id of the access token used to log in ("admin" for the admin token): sessions end with it. */
   readonly tokenId: string;
   readonly expiresAt: number;
+}
+
+/**
+ * Per-workspace SSH state that the SSH front door keeps. `workspaceCreatedAt` ties it to one
+ * incarnation of the workspace name: state left by a deleted workspace of the same name is
+ * ignored and replaced.
+ */
+export interface WorkspaceSshIdentity {
+  readonly workspaceCreatedAt: number;
+  /** OpenSSH private key the front door logs in to the workspace's sshd with. */
+  readonly privateKey: string;
+  /** Its public half (`ssh-ed25519 <base64> warren@<workspace>`), for the image to trust. */
+  readonly publicKey: string;
+}
+
+/** The workspace sshd's host key, remembered on first use. */
+export interface PinnedHostKey {
+  readonly workspaceCreatedAt: number;
+  /** `<type> <base64>` */
+  readonly publicKey: string;
+  readonly fingerprint: string;
+  readonly pinnedAt: number;
 }

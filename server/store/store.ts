@@ -1,4 +1,4 @@
-import type { LoginCodeRecord, TokenRecord, UserRecord, WorkspaceRecord } from "./records.js";
+import type { LoginCodeRecord, PinnedHostKey, SshKeyRecord, TokenRecord, UserRecord, WorkspaceRecord, WorkspaceSshIdentity } from "./records.js";
 
 /**
  * Durable state of the control module. Two implementations: in memory (one server, the
@@ -53,4 +53,30 @@ export interface LoginCodeStore {
 }
 
 /** Everything the control module stores. */
-export type ControlStore = WorkspaceStore & TokenStore & UserStore & LoginCodeStore;
+export type ControlStore = WorkspaceStore & TokenStore & UserStore & LoginCodeStore & SshKeyStore & WorkspaceSshStore;
+
+/** Public keys users registered for SSH logins. */
+export interface SshKeyStore {
+  /** Stores the key; rejects with already_exists when its fingerprint is registered to anyone. */
+  addSshKey(key: SshKeyRecord): Promise<void>;
+  getSshKey(fingerprint: string): Promise<SshKeyRecord | undefined>;
+  /** The user's keys, oldest first. */
+  listSshKeys(user: string): Promise<SshKeyRecord[]>;
+  /** Removes the user's key; resolves false when the user has no such key. */
+  removeSshKey(user: string, fingerprint: string): Promise<boolean>;
+}
+
+/**
+ * What the SSH front door remembers per workspace. The "if absent" writes are atomic, so two
+ * servers racing on a first use agree on one value: the one the call resolves with.
+ */
+export interface WorkspaceSshStore {
+  getSshIdentity(workspace: string): Promise<WorkspaceSshIdentity | undefined>;
+  /** Stores the identity unless one of the same workspace incarnation exists; resolves with the stored one. */
+  putSshIdentityIfAbsent(workspace: string, identity: WorkspaceSshIdentity): Promise<WorkspaceSshIdentity>;
+  getPinnedHostKey(workspace: string): Promise<PinnedHostKey | undefined>;
+  /** Pins the host key unless one of the same workspace incarnation is pinned; resolves with the pinned one. */
+  pinHostKeyIfAbsent(workspace: string, key: PinnedHostKey): Promise<PinnedHostKey>;
+  /** Forgets the pinned host key (the workspace's sshd got a new one on purpose); false when none was pinned. */
+  forgetHostKey(workspace: string): Promise<boolean>;
+}

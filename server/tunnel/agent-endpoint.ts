@@ -18,7 +18,7 @@ import type { HostPort } from "../../shared/settings.js";
 import { VERSION } from "../../shared/version.js";
 import { bearerToken, constantTimeEquals } from "../auth/tokens.js";
 import type { Authenticator } from "../auth/authenticator.js";
-import type { WorkspaceRecord } from "../store/records.js";
+import { dialablePorts, type WorkspaceRecord } from "../store/records.js";
 import { AgentConnection } from "./agent-connection.js";
 import { respondOk, respondWithError } from "./grpc-responses.js";
 import type { AgentRegistrar } from "./tunnel-registry.js";
@@ -322,7 +322,7 @@ export class AgentEndpoint {
           case: "welcome",
           value: {
             workspace: workspace.name,
-            allowedPorts: workspace.ports.map((p) => p.port),
+            allowedPorts: dialablePorts(workspace),
             urls: this.#options.urlsOf(workspace),
             serverVersion: VERSION,
             serverId: this.#options.serverId,

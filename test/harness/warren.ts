@@ -1,5 +1,8 @@
+import { mkdtempSync, rmSync } from "node:fs";
 import http from "node:http";
 import https from "node:https";
+import { tmpdir } from "node:os";
+import { join } from "node:path";
 import { AGENT_BUNDLE, Proc, requireAgentBinary, requireBuilt, SERVER_BUNDLE } from "./processes.js";
 
 export const ADMIN_TOKEN = "test-admin-token-0123456789abcdef";
@@ -20,6 +23,8 @@ export interface ServerHandle {
   readonly httpHost: string;
   readonly agentPort: number;
   readonly observabilityPort: number;
+  /** Port of the SSH listener (0 when it is off). */
+  readonly sshPort: number;
   readonly agentUrl: string;
   readonly adminToken: string;
   /** CA that verifies the server's certificate, when it serves TLS. */
@@ -37,6 +42,17 @@ function hostOf(addr: unknown): string {
   return host === "0.0.0.0" || host === "::" ? "127.0.0.1" : host;
 }
 
+let dataDir: string | undefined;
+/** One data directory per test process, so servers never write under $HOME. */
+function testDataDir(): string {
+  if (!dataDir) {
+    const dir = mkdtempSync(join(tmpdir(), "warren-data-"));
+    process.once("exit", () => rmSync(dir, { recursive: true, force: true }));
+    dataDir = dir;
+  }
+  return dataDir;
+}
+
 /** Starts warren-server on free ports (port 0) and waits until it is ready. */
 export async function startServer(env: Record<string, string | undefined> = {}, args: string[] = [], ca?: Buffer): Promise<ServerHandle> {
   requireBuilt();
@@ -47,6 +63,8 @@ export async function startServer(env: Record<string, string | undefined> = {}, 
       WARREN_HTTP_ADDR: "127.0.0.1:0",
       WARREN_AGENT_ADDR: "127.0.0.1:0",
       WARREN_OBSERVABILITY_ADDR: "127.0.0.1:0",
+      WARREN_SSH_ADDR: "127.0.0.1:0",
+      WARREN_DATA_DIR: testDataDir(),
       WARREN_ADMIN_TOKEN: ADMIN_TOKEN,
       WARREN_LOG_LEVEL: "debug",
       ...env,
@@ -60,6 +78,7 @@ export async function startServer(env: Record<string, string | undefined> = {}, 
     httpHost: hostOf(ready["http"]),
     agentPort,
     observabilityPort: portOf(ready["observability"]),
+    sshPort: ready["ssh"] ? portOf(ready["ssh"]) : 0,
     agentUrl: `http://${hostOf(ready["agent"])}:${agentPort}`,
     adminToken: env["WARREN_ADMIN_TOKEN"] ?? ADMIN_TOKEN,
     ca,
@@ -125,10 +144,16 @@ export interface CreatedWorkspace {
   readonly urls: string[];
 }
 
-export async function createWorkspace(server: ServerHandle, name: string, ports: Array<number | { port: number; public?: boolean }>): Promise<CreatedWorkspace> {
+export async function createWorkspace(
+  server: ServerHandle,
+  name: string,
+  ports: Array<number | { port: number; public?: boolean }>,
+  extra: Record<string, unknown> = {},
+): Promise<CreatedWorkspace> {
   const res = await callApi<{ workspace: { name: string; urls: string[] }; agentToken: string }>(server, "WorkspaceService/CreateWorkspace", {
     name,
     ports: ports.map((p) => (typeof p === "number" ? { port: p } : p)),
+    ...extra,
   });
   if (res.status !== 200) throw new Error(`CreateWorkspace failed: ${res.status} ${JSON.stringify(res.body)}`);
   return { name, agentToken: res.body.agentToken, urls: res.body.workspace.urls };
