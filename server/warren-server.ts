@@ -5,14 +5,12 @@ import { randomBytes } from "node:crypto";
 import type { AddressInfo } from "node:net";
 import { DisconnectReason } from "../shared/gen/warren/v1/agent_pb.js";
 import { UserService } from "../shared/gen/warren/v1/user_pb.js";
-import { SshService } from "../shared/gen/warren/v1/ssh_pb.js";
 import { WorkspaceService } from "../shared/gen/warren/v1/workspace_pb.js";
 import type { Logger } from "../shared/logger.js";
 import { TUNNEL_WINDOWS } from "../shared/tunnel-windows.js";
 import { VERSION } from "../shared/version.js";
 import { createApiHandler } from "./api/api-handler.js";
 import { userApi } from "./api/user-api.js";
-import { sshApi } from "./api/ssh-api.js";
 import { workspaceApi } from "./api/workspace-api.js";
 import { Authenticator } from "./auth/authenticator.js";
 import { SecretBox } from "./auth/secret-box.js";
@@ -21,6 +19,7 @@ import { SessionCookieSigner, withoutSessionCookies } from "./auth/session-cooki
 import { generateAdminToken } from "./auth/tokens.js";
 import { defaultDataDir, type ServerConfig } from "./config.js";
 import { AgentControl } from "./control/agent-control.js";
+import { SshKeyManager } from "./control/ssh-key-manager.js";
 import { UserManager } from "./control/user-manager.js";
 import { mayReach, WorkspaceManager } from "./control/workspace-manager.js";
 import { LocalEventBus, type EventBus } from "./events/event-bus.js";
@@ -135,6 +134,7 @@ export class WarrenServer {
     });
     this.workspaces = manager;
     const users = new UserManager({ users: store, tokens: store, log: log.child({ component: "control" }) });
+    const sshKeys = new SshKeyManager({ keys: store, users: store, log: log.child({ component: "control" }) });
     const agentControl = new AgentControl({
       manager,
       workspaces: store,
@@ -201,10 +201,10 @@ export class WarrenServer {
             urlsOf,
             isConnected,
             sshOf: async (w) => ({ sshPort: sshPortOf(w), sshUser: sshUserOf(w), sshPublicKey: (await identities.get(w)).publicKey }),
+            forgetHostKey: (workspace) => knownHosts.forget(workspace),
           }),
         );
-        router.service(UserService, userApi({ manager: users, authenticator }));
-        router.service(SshService, sshApi({ authenticator, keys: store, forgetHostKey: (workspace) => knownHosts.forget(workspace) }));
+        router.service(UserService, userApi({ manager: users, sshKeys, authenticator }));
       },
       fallback: rootFallback,
     });

@@ -16,7 +16,7 @@ export const SSH_FAILURE_EXIT_STATUS = 255;
 function headline(code: ErrorCode): string {
   switch (code) {
     case ErrorCode.Unavailable:
-      return "workspace not connected";
+      return "workspace unavailable";
     case ErrorCode.BadGateway:
       return "workspace sshd not reachable";
     case ErrorCode.DeadlineExceeded:

@@ -62,7 +62,8 @@ describe.skipIf(!IS_ROOT)("SSH front door access and trust", () => {
     // A key registered to a user who may not reach the workspace is refused exactly like a
     // workspace that does not exist.
     const bob = clientKey("bob");
-    expect((await callApi(server, "SshService/AddSshKey", { user: "bob", publicKey: bob.publicKey })).status).toBe(200);
+    expect((await callApi(server, "UserService/CreateUser", { name: "bob" })).status).toBe(200);
+    expect((await callApi(server, "UserService/AddSshKey", { user: "bob", publicKey: bob.publicKey })).status).toBe(200);
     const key = (workspace: string) => run("ssh", [...clientOptions(), ...keyOptions(bob.file), "-p", String(server.sshPort), `${workspace}@127.0.0.1`, "true"]);
     const notYours = await key("ssh-open");
     const missing = await key("no-such-workspace");
@@ -79,7 +80,7 @@ describe.skipIf(!IS_ROOT)("SSH front door access and trust", () => {
     const offline = await sshAs(server.adminToken, "ssh-offline", ["echo", "hi"]);
     expect(offline.code).toBe(255);
     expect(offline.stdout).toBe("");
-    expect(offline.stderr).toBe('warren: workspace not connected: workspace "ssh-offline" is not connected\n');
+    expect(offline.stderr).toBe('warren: workspace unavailable: workspace "ssh-offline" is not connected\n');
 
     const closedPort = await freePort();
     await workspaceWithAgent("ssh-nosshd", { sshPort: closedPort, sshUser: SSH_EMPTY_PASSWORD_USER });
@@ -88,10 +89,16 @@ describe.skipIf(!IS_ROOT)("SSH front door access and trust", () => {
     expect(nosshd.stderr).toBe(
       `warren: workspace sshd not reachable: the SSH server of workspace "ssh-nosshd" is not reachable: nothing listens on port ${closedPort} inside the workspace; start sshd there (or set the workspace's sshPort)\n`,
     );
+    // A stopped workspace says so, and how to start it.
+    await workspaceWithAgent("ssh-stopped", { sshPort: sshd.port, sshUser: SSH_EMPTY_PASSWORD_USER });
+    expect((await callApi(server, "WorkspaceService/StopWorkspace", { name: "ssh-stopped" })).status).toBe(200);
+    const stopped = await sshAs(server.adminToken, "ssh-stopped", ["echo", "hi"]);
+    expect(stopped.code).toBe(255);
+    expect(stopped.stderr).toBe('warren: workspace unavailable: workspace "ssh-stopped" is stopped (start it with StartWorkspace or `warren workspace start`)\n');
     // scp and sftp show the same line.
     const scp = await run("sshpass", ["-p", server.adminToken, "scp", ...clientOptions(), ...passwordOptions(), "-P", String(server.sshPort), "ssh-offline@127.0.0.1:/etc/hostname", "/dev/null"]);
     expect(scp.code).not.toBe(0);
-    expect(scp.stderr).toContain('warren: workspace not connected: workspace "ssh-offline" is not connected');
+    expect(scp.stderr).toContain('warren: workspace unavailable: workspace "ssh-offline" is not connected');
   });
 
   it("logs in to the workspace's sshd with the workspace key pair the API shows", async () => {
@@ -128,10 +135,10 @@ describe.skipIf(!IS_ROOT)("SSH front door access and trust", () => {
       expect(changed.code).toBe(255);
       expect(changed.stdout).toBe("");
       expect(changed.stderr).toBe(
-        `warren: cannot log in to the workspace: the SSH host key of workspace "ssh-pinned" changed (remembered ${remembered}, now ${keygenFingerprint(`${pinned.hostKeyFile}.pub`)}); refusing to connect. If the workspace's sshd got a new key on purpose, an admin can forget the old one (SshService/ForgetWorkspaceHostKey)\n`,
+        `warren: cannot log in to the workspace: the SSH host key of workspace "ssh-pinned" changed (remembered ${remembered}, now ${keygenFingerprint(`${pinned.hostKeyFile}.pub`)}); refusing to connect. If the workspace's sshd got a new key on purpose, its owner or an admin can forget the old one (WorkspaceService/ForgetWorkspaceHostKey)\n`,
       );
 
-      const forgot = await callApi(server, "SshService/ForgetWorkspaceHostKey", { workspace: "ssh-pinned" });
+      const forgot = await callApi(server, "WorkspaceService/ForgetWorkspaceHostKey", { name: "ssh-pinned" });
       expect(forgot.body).toEqual({ forgotten: true });
       const again = await sshAs(server.adminToken, "ssh-pinned", ["echo", "hi"]);
       expect(again.stdout).toBe("hi\n");
@@ -140,9 +147,10 @@ describe.skipIf(!IS_ROOT)("SSH front door access and trust", () => {
     }
   });
 
-  it("manages registered keys through SshService", async () => {
+  it("manages registered keys through UserService: the admin anyone's, a user their own", async () => {
+    for (const name of ["carol", "dave"]) expect((await callApi(server, "UserService/CreateUser", { name })).status).toBe(200);
     const k = clientKey("carol");
-    const added = await callApi<{ key: { fingerprint: string; user: string; publicKey: string; title: string } }>(server, "SshService/AddSshKey", {
+    const added = await callApi<{ key: { fingerprint: string; user: string; publicKey: string; title: string } }>(server, "UserService/AddSshKey", {
       user: "carol",
       publicKey: k.publicKey,
     });
@@ -151,20 +159,61 @@ describe.skipIf(!IS_ROOT)("SSH front door access and trust", () => {
     expect(added.body.key.title).toBe("test@carol");
     expect(added.body.key.publicKey).toBe(k.publicKey.split(" ").slice(0, 2).join(" "));
 
-    const dup = await callApi(server, "SshService/AddSshKey", { user: "dave", publicKey: k.publicKey });
+    const dup = await callApi(server, "UserService/AddSshKey", { user: "dave", publicKey: k.publicKey });
     expect(dup.status).toBe(409);
-    const bad = await callApi<{ code: string; message: string }>(server, "SshService/AddSshKey", { user: "carol", publicKey: "ssh-ed25519 nope" });
+    const bad = await callApi<{ code: string; message: string }>(server, "UserService/AddSshKey", { user: "carol", publicKey: "ssh-ed25519 nope" });
     expect(bad.status).toBe(400);
     expect(bad.body.message).toMatch(/^public_key: /);
-    const privateKey = await callApi<{ message: string }>(server, "SshService/AddSshKey", { user: "carol", publicKey: readFileSync(k.file, "utf8") });
+    const privateKey = await callApi<{ message: string }>(server, "UserService/AddSshKey", { user: "carol", publicKey: readFileSync(k.file, "utf8") });
     expect(privateKey.status).toBe(400);
+    const nobody = await callApi<{ code: string }>(server, "UserService/AddSshKey", { user: "nobody", publicKey: clientKey("nobody").publicKey });
+    expect(nobody.status).toBe(404);
+    const reserved = await callApi<{ message: string }>(server, "UserService/CreateUser", { name: "admin" });
+    expect(reserved.status).toBe(400);
+    expect(reserved.body.message).toBe('name: "admin" is reserved');
 
-    const list = await callApi<{ keys: Array<{ fingerprint: string }> }>(server, "SshService/ListSshKeys", { user: "carol" });
+    // A user manages their own keys with their access token, and nobody else's.
+    const daveToken = (await callApi<{ token: string }>(server, "UserService/CreateAccessToken", { user: "dave" })).body.token;
+    const daveKey = clientKey("dave");
+    const own = await callApi<{ key: { user: string } }>(server, "UserService/AddSshKey", { publicKey: daveKey.publicKey }, daveToken);
+    expect(own.status).toBe(200);
+    expect(own.body.key.user).toBe("dave");
+    const others = await callApi<{ code: string }>(server, "UserService/ListSshKeys", { user: "carol" }, daveToken);
+    expect(others.status).toBe(403);
+    expect((await callApi<{ keys: unknown[] }>(server, "UserService/ListSshKeys", {}, daveToken)).body.keys).toHaveLength(1);
+
+    const list = await callApi<{ keys: Array<{ fingerprint: string }> }>(server, "UserService/ListSshKeys", { user: "carol" });
     expect(list.body.keys.map((x) => x.fingerprint)).toEqual([added.body.key.fingerprint]);
-    expect((await callApi(server, "SshService/RemoveSshKey", { user: "dave", fingerprint: added.body.key.fingerprint })).status).toBe(404);
-    expect((await callApi(server, "SshService/RemoveSshKey", { user: "carol", fingerprint: added.body.key.fingerprint })).status).toBe(200);
-    expect((await callApi(server, "SshService/ListSshKeys", { user: "carol" })).body).toEqual({});
-    expect((await callApi(server, "SshService/ListSshKeys", { user: "carol" }, "")).status).toBe(401);
+    expect((await callApi(server, "UserService/RemoveSshKey", { user: "dave", fingerprint: added.body.key.fingerprint })).status).toBe(404);
+    expect((await callApi(server, "UserService/RemoveSshKey", { user: "carol", fingerprint: added.body.key.fingerprint })).status).toBe(200);
+    expect((await callApi(server, "UserService/ListSshKeys", { user: "carol" })).body).toEqual({});
+    expect((await callApi(server, "UserService/ListSshKeys", { user: "carol" }, "")).status).toBe(401);
+  });
+
+  it("lets a user in with their own key to their own workspace only", async () => {
+    expect((await callApi(server, "UserService/CreateUser", { name: "erin" })).status).toBe(200);
+    const erinToken = (await callApi<{ token: string }>(server, "UserService/CreateAccessToken", { user: "erin" })).body.token;
+    const erinKey = clientKey("erin");
+    expect((await callApi(server, "UserService/AddSshKey", { publicKey: erinKey.publicKey }, erinToken)).status).toBe(200);
+    const created = await callApi<{ agentToken: string }>(
+      server,
+      "WorkspaceService/CreateWorkspace",
+      { name: "ssh-erin", ports: [], sshPort: sshd.port, sshUser: SSH_EMPTY_PASSWORD_USER },
+      erinToken,
+    );
+    expect(created.status).toBe(200);
+    const agent = await startAgent(server, created.body.agentToken);
+    try {
+      const mine = await run("ssh", [...clientOptions(), ...keyOptions(erinKey.file), "-p", String(server.sshPort), "ssh-erin@127.0.0.1", "echo", "mine"]);
+      expect(mine.stdout).toBe("mine\n");
+      expect(mine.code).toBe(0);
+      // The same key on a workspace of the admin's: no.
+      const theirs = await run("ssh", [...clientOptions(), ...keyOptions(erinKey.file), "-p", String(server.sshPort), "ssh-open@127.0.0.1", "true"]);
+      expect(theirs.code).toBe(255);
+      expect(theirs.stderr).toMatch(/Permission denied/);
+    } finally {
+      await agent.stop();
+    }
   });
 
   it("does not offer Diffie-Hellman group exchange (ssh2's server side lacks it): a client insisting on it fails at once", async () => {

@@ -46,7 +46,7 @@ describe.skipIf(!IS_ROOT)("SSH front door relay", () => {
     const created = await createWorkspace(server, WS, [app.port], { sshPort: sshd.port, sshUser: SSH_EMPTY_PASSWORD_USER });
     agent = await startAgent(server, created.agentToken, { env: { WARREN_LOG_LEVEL: "info" } });
     adminKey = clientKey("admin");
-    const added = await callApi(server, "SshService/AddSshKey", { user: "admin", publicKey: adminKey.publicKey });
+    const added = await callApi(server, "UserService/AddSshKey", { user: "admin", publicKey: adminKey.publicKey });
     expect(added.status, JSON.stringify(added.body)).toBe(200);
   });
 

@@ -2,16 +2,28 @@ import { timestampFromMs } from "@bufbuild/protobuf/wkt";
 import type { ServiceImpl } from "@connectrpc/connect";
 import { UserService } from "../../shared/gen/warren/v1/user_pb.js";
 import type { Authenticator } from "../auth/authenticator.js";
+import type { SshKeyManager } from "../control/ssh-key-manager.js";
 import type { UserManager } from "../control/user-manager.js";
-import type { UserRecord } from "../store/records.js";
+import type { SshKeyRecord, UserRecord } from "../store/records.js";
 import { callerOf } from "./workspace-api.js";
 
 const toProto = (u: UserRecord) => ({ name: u.name, createTime: timestampFromMs(u.createdAt) });
+const keyToProto = (k: SshKeyRecord) => ({ fingerprint: k.fingerprint, user: k.user, publicKey: k.publicKey, title: k.title, createTime: timestampFromMs(k.createdAt) });
 
-/** warren.v1.UserService over the Connect protocol (admin only). */
-export function userApi(options: { manager: UserManager; authenticator: Authenticator }): ServiceImpl<typeof UserService> {
-  const { manager, authenticator } = options;
+/** warren.v1.UserService over the Connect protocol (users and tokens: admin only; SSH keys: their owner or the admin). */
+export function userApi(options: { manager: UserManager; sshKeys: SshKeyManager; authenticator: Authenticator }): ServiceImpl<typeof UserService> {
+  const { manager, sshKeys, authenticator } = options;
   return {
+    async addSshKey(req, ctx) {
+      return { key: keyToProto(await sshKeys.add(await callerOf(authenticator, ctx), req)) };
+    },
+    async listSshKeys(req, ctx) {
+      return { keys: (await sshKeys.list(await callerOf(authenticator, ctx), req.user)).map(keyToProto) };
+    },
+    async removeSshKey(req, ctx) {
+      await sshKeys.remove(await callerOf(authenticator, ctx), req);
+      return {};
+    },
     async createUser(req, ctx) {
       return { user: toProto(await manager.createUser(await callerOf(authenticator, ctx), req.name)) };
     },

@@ -17,6 +17,8 @@ export interface WorkspaceApiOptions {
   readonly isConnected: (workspace: string) => Promise<boolean>;
   /** SSH settings as shown (port, user, and the public key the front door logs in with). */
   readonly sshOf: (workspace: WorkspaceRecord) => Promise<{ sshPort: number; sshUser: string; sshPublicKey: string }>;
+  /** Forgets the remembered host key of the workspace's sshd; false when none was remembered. */
+  readonly forgetHostKey: (workspace: string) => Promise<boolean>;
 }
 
 export async function callerOf(authenticator: Authenticator, ctx: HandlerContext): Promise<Principal> {
@@ -104,6 +106,11 @@ export function workspaceApi(options: WorkspaceApiOptions): ServiceImpl<typeof W
     },
     async terminateWorkspace(req, ctx) {
       return { workspace: await toProto(await manager.act(await callerOf(authenticator, ctx), req.name, "terminate")) };
+    },
+    async forgetWorkspaceHostKey(req, ctx) {
+      // Reading it first checks that the caller may see the workspace (owner or admin).
+      const workspace = await manager.get(await callerOf(authenticator, ctx), req.name);
+      return { forgotten: await options.forgetHostKey(workspace.name) };
     },
     async rotateAgentToken(req, ctx) {
       const principal = await callerOf(authenticator, ctx);

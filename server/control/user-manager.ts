@@ -3,6 +3,7 @@ import type { Logger } from "../../shared/logger.js";
 import type { Principal } from "../auth/authenticator.js";
 import { mintToken, parseToken, TokenKind } from "../auth/tokens.js";
 import type { TokenRecord, UserRecord } from "../store/records.js";
+import { ADMIN_KEY_OWNER } from "../ssh/ssh-access.js";
 import type { TokenStore, UserStore } from "../store/store.js";
 
 export interface UserManagerOptions {
@@ -33,6 +34,8 @@ export class UserManager {
   async createUser(principal: Principal, name: string): Promise<UserRecord> {
     requireAdmin(principal);
     validateUserName("name", name);
+    // SSH keys of "admin" log in as the admin: no user may take the name.
+    if (name === ADMIN_KEY_OWNER) throw new WarrenError(ErrorCode.InvalidArgument, `name: "${name}" is reserved`);
     const user: UserRecord = { name, createdAt: this.#now() };
     await this.#options.users.createUser(user);
     this.#options.log.info({ user: name }, "user created");

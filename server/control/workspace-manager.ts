@@ -8,6 +8,7 @@ import { isValidWorkspaceName } from "../http/workspace-host.js";
 import type { PortRecord, VariableRecord, WorkspaceRecord } from "../store/records.js";
 import type { TokenStore, UserStore, WorkspaceStore } from "../store/store.js";
 import {
+  acceptsTraffic,
   ActualState,
   applyAction,
   applyAgentGone,
@@ -64,6 +65,19 @@ const MUTATE_ATTEMPTS = 20;
 /** The states of a record, with the defaults of records written before states existed. */
 export function statesOf(record: WorkspaceRecord): WorkspaceStates {
   return { desired: record.desiredState ?? DesiredState.Running, actual: record.actualState ?? ActualState.CreationRequested };
+}
+
+/**
+ * Why the workspace takes no traffic now (terminated: not_found; stopped: unavailable), or
+ * undefined when it does. HTTP, WebSocket and SSH answer with the same words.
+ */
+export function trafficRefusal(workspace: WorkspaceRecord): WarrenError | undefined {
+  const { desired } = statesOf(workspace);
+  if (desired === DesiredState.Terminated) return new WarrenError(ErrorCode.NotFound, `workspace "${workspace.name}" is terminated`);
+  if (!acceptsTraffic(desired)) {
+    return new WarrenError(ErrorCode.Unavailable, `workspace "${workspace.name}" is stopped (start it with StartWorkspace or \`warren workspace start\`)`);
+  }
+  return undefined;
 }
 
 /** Whether the principal may see and use the workspace: its owner, or an admin. */

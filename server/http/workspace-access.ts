@@ -1,8 +1,8 @@
 import type { IncomingMessage } from "node:http";
 import { ErrorCode, WarrenError } from "../../shared/errors.js";
 import type { Authenticator, Principal } from "../auth/authenticator.js";
-import { mayReach, statesOf } from "../control/workspace-manager.js";
-import { acceptsTraffic, DesiredState } from "../control/workspace-state.js";
+import { mayReach, statesOf, trafficRefusal } from "../control/workspace-manager.js";
+import { DesiredState } from "../control/workspace-state.js";
 import type { WorkspaceRecord } from "../store/records.js";
 import { WARREN_TOKEN_HEADER } from "./headers.js";
 
@@ -47,11 +47,10 @@ export class WorkspaceAccess {
       if (!workspace || !mayReach(principal, workspace)) throw notFound(workspaceName);
     }
     if (!workspace || desired === undefined) throw notFound(workspaceName);
-    if (desired === DesiredState.Terminated) throw new WarrenError(ErrorCode.NotFound, `workspace "${workspaceName}" is terminated`);
+    const refusal = trafficRefusal(workspace);
+    if (refusal?.code === ErrorCode.NotFound) throw refusal;
     if (!exposed) throw new WarrenError(ErrorCode.PermissionDenied, `port ${port} is not exposed by workspace "${workspaceName}"`);
-    if (!acceptsTraffic(desired)) {
-      throw new WarrenError(ErrorCode.Unavailable, `workspace "${workspaceName}" is stopped (start it with StartWorkspace or \`warren workspace start\`)`);
-    }
+    if (refusal) throw refusal;
     return workspace;
   }
 

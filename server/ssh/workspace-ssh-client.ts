@@ -2,6 +2,7 @@ import { Client, type AnyAuthMethod, type AuthenticationType } from "ssh2";
 import { ErrorCode, WarrenError } from "../../shared/errors.js";
 import type { Logger } from "../../shared/logger.js";
 import { DEFAULT_SSH_PORT, DEFAULT_SSH_USER, type WorkspaceRecord } from "../store/records.js";
+import { trafficRefusal } from "../control/workspace-manager.js";
 import type { Dialer } from "../tunnel/tunnel-dialer.js";
 import type { KnownHostKeys } from "./known-host-keys.js";
 import { SSH_ALGORITHMS, WORKSPACE_HOST_KEY_ALGORITHMS } from "./ssh-algorithms.js";
@@ -45,6 +46,8 @@ export class WorkspaceSshConnector {
    * deadline_exceeded.
    */
   async connect(workspace: WorkspaceRecord, connectionId: string): Promise<Client> {
+    const refusal = trafficRefusal(workspace);
+    if (refusal) throw refusal;
     const port = sshPortOf(workspace);
     const user = sshUserOf(workspace);
     const socket = await this.#options.dialer.dial(workspace.name, port, { connectionId }).catch((err: unknown) => {
@@ -110,7 +113,7 @@ export class WorkspaceSshConnector {
               }
               hostKeyProblem = new WarrenError(
                 ErrorCode.FailedPrecondition,
-                `the SSH host key of workspace "${workspace.name}" changed (remembered ${result.expected}, now ${result.presented}); refusing to connect. If the workspace's sshd got a new key on purpose, an admin can forget the old one (SshService/ForgetWorkspaceHostKey)`,
+                `the SSH host key of workspace "${workspace.name}" changed (remembered ${result.expected}, now ${result.presented}); refusing to connect. If the workspace's sshd got a new key on purpose, its owner or an admin can forget the old one (WorkspaceService/ForgetWorkspaceHostKey)`,
               );
               this.#options.log.warn({ connectionId, workspace: workspace.name, expected: result.expected, presented: result.presented }, "workspace sshd host key changed; refused");
               verify(false);

@@ -1,0 +1,67 @@
+import { ErrorCode, WarrenError } from "../../shared/errors.js";
+import type { Logger } from "../../shared/logger.js";
+import type { Principal } from "../auth/authenticator.js";
+import type { SshKeyRecord } from "../store/records.js";
+import type { SshKeyStore, UserStore } from "../store/store.js";
+import { ADMIN_KEY_OWNER } from "../ssh/ssh-access.js";
+import { parsePublicKey } from "../ssh/ssh-public-key.js";
+
+export interface SshKeyManagerOptions {
+  readonly keys: SshKeyStore;
+  readonly users: UserStore;
+  readonly log: Logger;
+  readonly now?: () => number;
+}
+
+const MAX_TITLE = 200;
+const MAX_KEYS_PER_USER = 100;
+
+/**
+ * Public keys people log in to the SSH front door with. A user manages their own keys; the
+ * admin manages anyone's, and the keys of the reserved owner "admin", which log in as the admin.
+ */
+export class SshKeyManager {
+  readonly #options: SshKeyManagerOptions;
+
+  constructor(options: SshKeyManagerOptions) {
+    this.#options = options;
+  }
+
+  async add(principal: Principal, input: { user: string; publicKey: string; title: string }): Promise<SshKeyRecord> {
+    const user = await this.#owner(principal, input.user);
+    const key = parsePublicKey(input.publicKey);
+    const title = (input.title || key.comment).slice(0, MAX_TITLE);
+    if ((await this.#options.keys.listSshKeys(user)).length >= MAX_KEYS_PER_USER) {
+      throw new WarrenError(ErrorCode.ResourceExhausted, `user "${user}" already has ${MAX_KEYS_PER_USER} SSH keys; remove one first`);
+    }
+    const record: SshKeyRecord = { fingerprint: key.fingerprint, user, publicKey: key.line, title, createdAt: (this.#options.now ?? Date.now)() };
+    await this.#options.keys.addSshKey(record);
+    this.#options.log.info({ user, fingerprint: key.fingerprint }, "SSH key added");
+    return record;
+  }
+
+  async list(principal: Principal, user: string): Promise<SshKeyRecord[]> {
+    return this.#options.keys.listSshKeys(await this.#owner(principal, user));
+  }
+
+  async remove(principal: Principal, input: { user: string; fingerprint: string }): Promise<void> {
+    const user = await this.#owner(principal, input.user);
+    if (!input.fingerprint) throw new WarrenError(ErrorCode.InvalidArgument, "fingerprint: required");
+    if (!(await this.#options.keys.removeSshKey(user, input.fingerprint))) {
+      throw new WarrenError(ErrorCode.NotFound, `user "${user}" has no SSH key ${input.fingerprint.slice(0, 80)}`);
+    }
+    this.#options.log.info({ user, fingerprint: input.fingerprint }, "SSH key removed");
+  }
+
+  /** Whose keys the call is about: the caller's own, or (admin) the named user's. */
+  async #owner(principal: Principal, user: string): Promise<string> {
+    if (principal.kind === "user") {
+      if (user && user !== principal.user) throw new WarrenError(ErrorCode.PermissionDenied, "user: a user manages only their own SSH keys");
+      return principal.user;
+    }
+    if (!user) throw new WarrenError(ErrorCode.InvalidArgument, `user: required with the admin token (or "${ADMIN_KEY_OWNER}" for the admin's own keys)`);
+    if (user === ADMIN_KEY_OWNER) return user;
+    if (!(await this.#options.users.getUser(user))) throw new WarrenError(ErrorCode.NotFound, `user "${user.slice(0, 80)}" not found`);
+    return user;
+  }
+}
