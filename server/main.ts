@@ -2,7 +2,7 @@ import { WarrenError } from "../shared/errors.js";
 import { createLogger } from "../shared/logger.js";
 import { parseCommandLine, readConfigFile, resolveSettings, settingsHelp } from "../shared/settings.js";
 import { VERSION } from "../shared/version.js";
-import { SERVER_SETTINGS, type ServerConfig } from "./config.js";
+import { SERVER_SETTINGS, validateServerConfig, type ServerConfig } from "./config.js";
 import { WarrenServer } from "./warren-server.js";
 
 const USAGE = `Usage: warren-server [--config warren.yaml] [flags]
@@ -31,7 +31,9 @@ function loadConfig(argv: string[]): ServerConfig {
   if (cli.positionals.length > 0) throw new WarrenError("invalid_argument", `unexpected argument "${cli.positionals[0]}" (see --help)`);
   const configFile = cli.configFile ?? process.env["WARREN_CONFIG"];
   const file = configFile ? readConfigFile(configFile, SERVER_SETTINGS) : undefined;
-  return resolveSettings(SERVER_SETTINGS, { flags: cli.values, env: process.env, file });
+  const config = resolveSettings(SERVER_SETTINGS, { flags: cli.values, env: process.env, file });
+  validateServerConfig(config);
+  return config;
 }
 
 async function main(): Promise<void> {
