@@ -74,6 +74,7 @@ export class WarrenServer {
   readonly #cluster: ClusterParts | undefined;
   #privateAdvertised = "";
   #waitingForRedis = false;
+  #workspaceCache: WorkspaceCache | undefined;
   readonly #agentEndpoint: AgentEndpoint;
   readonly #frontDoor: FrontDoor;
   readonly #health: HealthServer;
@@ -156,6 +157,7 @@ export class WarrenServer {
       const cache = new WorkspaceCache({ store });
       events.subscribe((event) => cache.invalidate(event.workspace));
       workspaceLookup = cache;
+      this.#workspaceCache = cache;
       this.#cluster = { redis, events, presence, endpoint, peers };
     } else {
       const memory = new MemoryStore();
@@ -182,8 +184,9 @@ export class WarrenServer {
       maxMessageBytes: TUNNEL_WINDOWS.maxMessageBytes,
       urlsOf,
       log: log.child({ component: "agent-endpoint" }),
-      onConnection: (connection) => {
+      onConnection: (connection, _hello, workspace) => {
         this.metrics.agentConnects.inc();
+        this.#workspaceCache?.prime(workspace);
         connection.onDraining(() => this.#httpAgent.closeIdleSocketsOf(connection.session));
       },
     });

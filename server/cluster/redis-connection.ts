@@ -1,4 +1,4 @@
-import { Cluster, Redis, type RedisOptions } from "ioredis";
+import { Cluster, Redis, type ChainableCommander, type RedisOptions } from "ioredis";
 import { ErrorCode, WarrenError } from "../../shared/errors.js";
 import type { Logger } from "../../shared/logger.js";
 import { describeRedisTarget, type RedisTarget } from "./redis-url.js";
@@ -125,6 +125,27 @@ export class RedisConnection {
     } finally {
       clearTimeout(timer);
     }
+  }
+
+  /**
+   * Runs the commands `build` adds as one pipeline (one round trip) under run()'s rules, and
+   * resolves with their replies in order. ioredis resolves a pipeline even when its commands
+   * failed (a timeout included): the first failure rejects here instead.
+   */
+  pipeline(operation: string, build: (p: ChainableCommander) => void, timeoutMs?: number): Promise<unknown[]> {
+    return this.run(
+      operation,
+      async (client) => {
+        const p = client.pipeline();
+        build(p);
+        const results = await p.exec();
+        if (!results) throw new Error("pipeline discarded");
+        const failed = results.find(([err]) => err);
+        if (failed) throw failed[0];
+        return results.map(([, value]) => value);
+      },
+      timeoutMs,
+    );
   }
 
   async close(): Promise<void> {

@@ -1,5 +1,4 @@
 import type { ChainableCommander } from "ioredis";
-import { ErrorCode, WarrenError } from "../../shared/errors.js";
 import type { Logger } from "../../shared/logger.js";
 import type { HolderMiss, Presence, PresenceHolder } from "./presence.js";
 import type { RedisConnection } from "./redis-connection.js";
@@ -134,10 +133,10 @@ export class RedisPresence implements Presence {
     try {
       const stale = await this.#redis.run("presence start", (c) => c.smembers(this.#key("held", this.#o.serverId)));
       if (stale.length > 0) {
-        const p = this.#redis.client.pipeline();
-        for (const w of stale) if (!this.#o.held.holds(w)) p.hdel(this.#key("presence", w), this.#o.serverId);
-        p.del(this.#key("held", this.#o.serverId));
-        await this.#redis.run("presence start", () => p.exec());
+        await this.#redis.pipeline("presence start", (p) => {
+          for (const w of stale) if (!this.#o.held.holds(w)) p.hdel(this.#key("presence", w), this.#o.serverId);
+          p.del(this.#key("held", this.#o.serverId));
+        });
         this.#o.log.info({ records: stale.length }, "removed presence records of an earlier run of this server id");
       }
     } catch {
@@ -162,11 +161,11 @@ export class RedisPresence implements Presence {
     const id = this.#o.serverId;
     try {
       const members = await this.#redis.run("presence stop", (c) => c.smembers(this.#key("held", id)));
-      const p = this.#redis.client.pipeline();
-      for (const w of new Set([...members, ...this.#o.held.heldWorkspaces()])) p.hdel(this.#key("presence", w), id);
-      p.del(this.#key("held", id));
-      p.hdel(this.#key("servers"), id);
-      await this.#redis.run("presence stop", () => p.exec());
+      await this.#redis.pipeline("presence stop", (p) => {
+        for (const w of new Set([...members, ...this.#o.held.heldWorkspaces()])) p.hdel(this.#key("presence", w), id);
+        p.del(this.#key("held", id));
+        p.hdel(this.#key("servers"), id);
+      });
     } catch {
       // Left to expire and to the other servers' GC.
     }
@@ -218,21 +217,21 @@ export class RedisPresence implements Presence {
     if (!this.#redis.available) return; // the next refresh writes ups; downs stay pending
     const id = this.#o.serverId;
     const expiresAt = this.#o.now() + this.#o.ttlMs;
-    const p = this.#redis.client.pipeline();
-    for (const w of up) {
-      this.#writeHeld(p, w, expiresAt);
-      p.publish(this.#key("presence-events"), w);
-    }
-    if (up.length > 0) {
-      p.sadd(this.#key("held", id), ...up);
-      p.pexpire(this.#key("held", id), this.#o.ttlMs * 2);
-    }
-    for (const w of down) {
-      p.hdel(this.#key("presence", w), id);
-      p.srem(this.#key("held", id), w);
-    }
     try {
-      await this.#redis.run("presence write", () => p.exec());
+      await this.#redis.pipeline("presence write", (p) => {
+        for (const w of up) {
+          this.#writeHeld(p, w, expiresAt);
+          p.publish(this.#key("presence-events"), w);
+        }
+        if (up.length > 0) {
+          p.sadd(this.#key("held", id), ...up);
+          p.pexpire(this.#key("held", id), this.#o.ttlMs * 2);
+        }
+        for (const w of down) {
+          p.hdel(this.#key("presence", w), id);
+          p.srem(this.#key("held", id), w);
+        }
+      });
       for (const w of down) if (!this.#o.held.holds(w)) this.#pendingDown.delete(w);
     } catch {
       // Ups are rewritten by the next refresh, downs retried by it.
@@ -257,20 +256,24 @@ export class RedisPresence implements Presence {
     const now = this.#o.now();
     const expiresAt = now + this.#o.ttlMs;
     const server: ServerRecord = { address: this.#address, expiresAt, startedAt: this.#startedAt };
-    const p = this.#redis.client.pipeline();
-    p.hset(this.#key("servers"), id, JSON.stringify(server));
     const held = [...this.#o.held.heldWorkspaces()];
-    for (const w of held) this.#writeHeld(p, w, expiresAt);
-    if (held.length > 0) p.sadd(this.#key("held", id), ...held);
-    p.pexpire(this.#key("held", id), this.#o.ttlMs * 2);
     const down = [...this.#pendingDown].filter((w) => !this.#o.held.holds(w));
-    for (const w of down) {
-      p.hdel(this.#key("presence", w), id);
-      p.srem(this.#key("held", id), w);
-    }
     this.#pendingUp.clear();
     try {
-      await this.#redis.run("presence refresh", () => p.exec(), Math.max(1000, this.#o.refreshIntervalMs / 2));
+      await this.#redis.pipeline(
+        "presence refresh",
+        (p) => {
+          p.hset(this.#key("servers"), id, JSON.stringify(server));
+          for (const w of held) this.#writeHeld(p, w, expiresAt);
+          if (held.length > 0) p.sadd(this.#key("held", id), ...held);
+          p.pexpire(this.#key("held", id), this.#o.ttlMs * 2);
+          for (const w of down) {
+            p.hdel(this.#key("presence", w), id);
+            p.srem(this.#key("held", id), w);
+          }
+        },
+        Math.max(1000, this.#o.refreshIntervalMs / 2),
+      );
       for (const w of down) if (!this.#o.held.holds(w)) this.#pendingDown.delete(w);
     } catch {
       // Counted and logged by the connection; the next tick tries again.
@@ -292,11 +295,11 @@ export class RedisPresence implements Presence {
         .map(([id]) => id);
       for (const id of dead) {
         const held = await this.#redis.run("presence gc", (c) => c.smembers(this.#key("held", id)));
-        const p = this.#redis.client.pipeline();
-        for (const w of held) p.hdel(this.#key("presence", w), id);
-        p.del(this.#key("held", id));
-        p.hdel(this.#key("servers"), id);
-        await this.#redis.run("presence gc", () => p.exec());
+        await this.#redis.pipeline("presence gc", (p) => {
+          for (const w of held) p.hdel(this.#key("presence", w), id);
+          p.del(this.#key("held", id));
+          p.hdel(this.#key("servers"), id);
+        });
         this.#o.log.info({ server: id, records: held.length }, "removed the presence records of a dead server");
       }
       return dead.length;
@@ -317,14 +320,11 @@ export class RedisPresence implements Presence {
   }
 
   async #lookup(workspace: string): Promise<readonly PresenceHolder[]> {
-    const results = await this.#redis.run(
+    const [fields, servers] = await this.#redis.pipeline(
       "presence lookup",
-      (c) => c.pipeline().hgetall(this.#key("presence", workspace)).hgetall(this.#key("servers")).exec(),
+      (p) => p.hgetall(this.#key("presence", workspace)).hgetall(this.#key("servers")),
       this.#o.lookupTimeoutMs,
     );
-    const [presenceErr, fields] = results?.[0] ?? [new Error("no reply"), null];
-    const [serversErr, servers] = results?.[1] ?? [new Error("no reply"), null];
-    if (presenceErr || serversErr) throw WarrenError.from(presenceErr ?? serversErr, ErrorCode.Unavailable);
     const now = this.#o.now();
     const holders: PresenceHolder[] = [];
     for (const [serverId, value] of Object.entries((fields ?? {}) as Record<string, string>)) {

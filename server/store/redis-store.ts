@@ -32,8 +32,7 @@ export class RedisStore implements WorkspaceStore, TokenStore {
     const results = await this.#redis.run("createWorkspace", (c) =>
       c.multi().set(this.#workspaceKey(workspace.name), JSON.stringify(workspace), "NX").sadd(this.#redis.key("workspaces"), workspace.name).exec(),
     );
-    const [setErr, set] = results?.[0] ?? [new Error("transaction aborted"), null];
-    if (setErr) throw WarrenError.from(setErr, ErrorCode.Unavailable);
+    const [set] = repliesOf(results);
     if (set === null) throw new WarrenError(ErrorCode.AlreadyExists, `workspace "${workspace.name}" already exists`);
   }
 
@@ -60,8 +59,7 @@ export class RedisStore implements WorkspaceStore, TokenStore {
     const results = await this.#redis.run("deleteWorkspace", (c) =>
       c.multi().del(this.#workspaceKey(name)).srem(this.#redis.key("workspaces"), name).exec(),
     );
-    const [err, deleted] = results?.[0] ?? [new Error("transaction aborted"), 0];
-    if (err) throw WarrenError.from(err, ErrorCode.Unavailable);
+    const [deleted] = repliesOf(results);
     return deleted === 1;
   }
 
@@ -77,4 +75,12 @@ export class RedisStore implements WorkspaceStore, TokenStore {
   async deleteToken(id: string): Promise<void> {
     await this.#redis.run("deleteToken", (c) => c.del(this.#tokenKey(id)));
   }
+}
+
+/** The replies of a MULTI; its first failed command rejects (ioredis resolves with them). */
+function repliesOf(results: Array<[Error | null, unknown]> | null): unknown[] {
+  if (!results) throw new WarrenError(ErrorCode.Unavailable, "the cluster's Redis discarded a transaction");
+  const failed = results.find(([err]) => err);
+  if (failed) throw WarrenError.from(failed[0], ErrorCode.Unavailable);
+  return results.map(([, value]) => value);
 }

@@ -70,6 +70,14 @@ export class WorkspaceCache {
     return shared;
   }
 
+  /**
+   * Remembers a record just read elsewhere (an agent authenticated with it), so that requests
+   * to that agent work even if Redis goes away before anyone asked for the workspace.
+   */
+  prime(record: WorkspaceRecord): void {
+    this.#put(record.name, record);
+  }
+
   /** Forgets the workspace: the next request reads the store. Never blocks. */
   invalidate(name: string): void {
     this.#entries.delete(name);
