@@ -1,5 +1,5 @@
 import { spawnSync } from "node:child_process";
-import { mkdtempSync } from "node:fs";
+import { mkdtempSync, writeFileSync } from "node:fs";
 import net from "node:net";
 import { tmpdir } from "node:os";
 import { join } from "node:path";
@@ -30,12 +30,12 @@ function redisServerBinary(): string {
 }
 
 /** Starts redis-server on a free port and waits until it answers PING. */
-export async function startRedis(port?: number): Promise<RedisHandle> {
+export async function startRedis(port?: number, extraArgs: string[] = []): Promise<RedisHandle> {
   const p = port ?? (await freePort());
   const dir = mkdtempSync(join(tmpdir(), "warren-redis-"));
   const proc = new Proc(
     redisServerBinary(),
-    ["--port", String(p), "--bind", "127.0.0.1", "--save", "", "--appendonly", "no", "--dir", dir, "--protected-mode", "no", "--loglevel", "warning"],
+    ["--port", String(p), "--bind", "127.0.0.1", "--save", "", "--appendonly", "no", "--dir", dir, "--protected-mode", "no", "--loglevel", "warning", ...extraArgs],
     process.env,
   );
   const deadline = Date.now() + 10_000;
@@ -73,6 +73,45 @@ function ping(port: number): Promise<boolean> {
     socket.on("connect", () => socket.write("PING\r\n"));
     socket.on("data", (d) => done(d.toString().startsWith("+PONG")));
   });
+}
+
+/** A Sentinel watching `master` as "mymaster" (quorum 1). */
+export async function startRedisSentinel(master: RedisHandle): Promise<{ port: number; url: string; stop(): Promise<void> }> {
+  const port = await freePort();
+  const dir = mkdtempSync(join(tmpdir(), "warren-sentinel-"));
+  const conf = join(dir, "sentinel.conf");
+  writeFileSync(conf, `port ${port}\nbind 127.0.0.1\ndir ${dir}\nsentinel monitor mymaster 127.0.0.1 ${master.port} 1\n`);
+  const proc = new Proc(redisServerBinary(), [conf, "--sentinel"], process.env);
+  const deadline = Date.now() + 10_000;
+  while (!(await ping(port))) {
+    if (Date.now() > deadline || proc.child.exitCode !== null) throw new Error(`redis sentinel did not start:\n${proc.output()}`);
+    await new Promise((r) => setTimeout(r, 50));
+  }
+  return { port, url: `redis+sentinel://127.0.0.1:${port}/mymaster`, stop: () => proc.stop(5000) };
+}
+
+/** A three-master Redis Cluster (no replicas), ready to serve every slot. */
+export async function startRedisCluster(): Promise<{ url: string; nodes: RedisHandle[]; stop(): Promise<void> }> {
+  const ports = [await freePort(), await freePort(), await freePort()];
+  const nodes: RedisHandle[] = [];
+  for (const port of ports) nodes.push(await startRedis(port, ["--cluster-enabled", "yes", "--cluster-config-file", `nodes-${port}.conf`]));
+  const r = spawnSync("redis-cli", ["--cluster", "create", ...ports.map((p) => `127.0.0.1:${p}`), "--cluster-replicas", "0", "--cluster-yes"], {
+    encoding: "utf8",
+    timeout: 20_000,
+  });
+  if (r.status !== 0) throw new Error(`redis-cli --cluster create failed: ${r.stdout}${r.stderr}`);
+  const deadline = Date.now() + 15_000;
+  while (!nodes.every((n) => /cluster_state:ok/.test(n.cli("CLUSTER", "INFO")))) {
+    if (Date.now() > deadline) throw new Error("Redis Cluster did not become ready");
+    await new Promise((r) => setTimeout(r, 100));
+  }
+  return {
+    url: `redis+cluster://${ports.map((p) => `127.0.0.1:${p}`).join(",")}`,
+    nodes,
+    stop: async () => {
+      await Promise.all(nodes.map((n) => n.stop()));
+    },
+  };
 }
 
 export interface ClusterServerHandle extends ServerHandle {
