@@ -55,7 +55,10 @@ export class RedisConnection {
     });
     this.client.on("close", () => this.#setConnected(false));
     this.client.on("end", () => this.#setConnected(false));
-    this.client.on("error", (err: Error) => this.#logError("connection", err));
+    this.client.on("error", (err: Error) => {
+      options.onError?.("connection");
+      this.#logError("connection", err);
+    });
   }
 
   /** The target for logs (no password). */

@@ -38,7 +38,7 @@ export class WorkspaceCache {
   constructor(options: WorkspaceCacheOptions) {
     this.#store = options.store;
     this.#freshMs = options.freshMs ?? 2000;
-    this.#staleMs = options.staleMs ?? 10 * 60_000;
+    this.#staleMs = options.staleMs ?? 60 * 60_000;
     this.#maxEntries = options.maxEntries ?? 20_000;
     this.#now = options.now ?? Date.now;
   }
