@@ -1,10 +1,13 @@
+import { createHash } from "node:crypto";
+import http from "node:http";
 import http2 from "node:http2";
+import net from "node:net";
 import { create } from "@bufbuild/protobuf";
 import { DialRequestSchema } from "../shared/gen/warren/v1/private_pb.js";
 import { encodeGrpcMessage } from "../shared/grpc-message.js";
 import { afterAll, beforeAll, describe, expect, it } from "vitest";
 import WebSocket from "ws";
-import { freePort, startApp, type App } from "./harness/apps.js";
+import { freePort, listen, startApp, type App } from "./harness/apps.js";
 import { CLUSTER_SECRET, startCluster, startRedis, type ClusterServerHandle, type RedisHandle } from "./harness/cluster.js";
 import { callApi, createWorkspace, eventually, httpRequest, startAgent, workspaceHost, type AgentHandle } from "./harness/warren.js";
 
@@ -110,6 +113,75 @@ describe("cluster: three servers, one Redis", () => {
         expect(JSON.parse(received[0]!)).toEqual({ hello: workspaceHost(name, port) });
         expect(received[1]).toBe(`ping ${server.id} ${name}`);
       }
+    }
+  });
+
+  it("carries bulk bytes both ways and a half-close across servers intact", async () => {
+    // An app that hashes uploads, streams deterministic downloads, and answers a raw upgrade
+    // with the byte count once the client half-closes.
+    const bulk = http.createServer((req, res) => {
+      if (req.method === "POST") {
+        const hash = createHash("sha256");
+        req.on("data", (c: Buffer) => hash.update(c));
+        req.on("end", () => res.end(hash.digest("hex")));
+        return;
+      }
+      const block = Buffer.alloc(1024 * 1024);
+      for (let i = 0; i < block.length; i++) block[i] = i % 251;
+      let left = 16;
+      res.writeHead(200, { "content-length": String(16 * block.length) });
+      const pump = () => {
+        while (left > 0) {
+          left--;
+          if (!res.write(block)) return void res.once("drain", pump);
+        }
+        res.end();
+      };
+      pump();
+    });
+    bulk.on("upgrade", (_req, socket: net.Socket) => {
+      socket.write("HTTP/1.1 101 Switching Protocols\r\nUpgrade: count\r\nConnection: Upgrade\r\n\r\n");
+      let n = 0;
+      socket.on("data", (c: Buffer) => (n += c.length));
+      socket.on("end", () => socket.end(`received ${n} bytes`));
+    });
+    const port = await listen(bulk);
+    try {
+      const ws = await createWorkspace(servers[0]!, "ws-bulk", [port]);
+      agents.push(await startAgent(servers[1]!, ws.agentToken));
+      const upload = Buffer.alloc(8 * 1024 * 1024);
+      for (let i = 0; i < upload.length; i++) upload[i] = (i * 7) % 256;
+      const expected = createHash("sha256").update(upload).digest("hex");
+      const block = Buffer.alloc(1024 * 1024);
+      for (let i = 0; i < block.length; i++) block[i] = i % 251;
+      const download = createHash("sha256");
+      for (let i = 0; i < 16; i++) download.update(block);
+      const downloadHash = download.digest("hex");
+      for (const server of [servers[0]!, servers[2]!]) {
+        await eventually(async () => (await get(server, "ws-bulk", port)).status === 200, 3000, "ws-bulk reachable");
+        const up = await httpRequest({ port: server.httpPort, host: workspaceHost("ws-bulk", port), method: "POST", headers: { "x-warren-token": server.adminToken }, body: upload });
+        expect(up.status).toBe(200);
+        expect(up.body.toString()).toBe(expected);
+        const down = await get(server, "ws-bulk", port);
+        expect(down.body.length).toBe(16 * 1024 * 1024);
+        expect(createHash("sha256").update(down.body).digest("hex")).toBe(downloadHash);
+        const socket = net.connect(server.httpPort, "127.0.0.1");
+        socket.write(`GET /count HTTP/1.1\r\nHost: ${workspaceHost("ws-bulk", port)}\r\nX-Warren-Token: ${server.adminToken}\r\nConnection: Upgrade\r\nUpgrade: count\r\n\r\n`);
+        let text = "";
+        socket.setEncoding("utf8").on("data", (c: string) => {
+          text += c;
+          if (text.includes("\r\n\r\n") && !socket.writableEnded) {
+            socket.write(Buffer.alloc(300_000, 1));
+            socket.end();
+          }
+        });
+        await new Promise<void>((resolve) => socket.on("close", () => resolve()));
+        expect(text).toMatch(/^HTTP\/1.1 101/);
+        expect(text.endsWith("received 300000 bytes")).toBe(true);
+      }
+    } finally {
+      bulk.close();
+      bulk.closeAllConnections();
     }
   });
 

@@ -18,7 +18,7 @@ import { bearerToken, constantTimeEquals } from "../auth/tokens.js";
 import type { Dialer } from "../tunnel/tunnel-dialer.js";
 import { endWithStatus, respondOk, respondWithError } from "../tunnel/grpc-responses.js";
 import { forwardStatusOf, HolderNotConnected, PRIVATE_DIAL_PATH } from "./private-protocol.js";
-import { splice } from "./splice.js";
+import { spliceTunnels } from "./splice.js";
 
 /** A call must send its dial within this time. */
 const DIAL_MESSAGE_TIMEOUT_MS = 10_000;
@@ -184,7 +184,7 @@ export class PrivateEndpoint {
     stream.write(encodeGrpcMessage(DialResponseSchema, create(DialResponseSchema, { msg: { case: "dialResult", value: { status: ForwardDialStatus.OK, message: "" } } })));
     socket.completeHandshake();
     log.debug({ workspace, port, connectionId, origin: dial.originServerId }, "forwarded dial connected");
-    splice(socket, upstream);
+    spliceTunnels(socket, upstream);
   }
 
   #logRefusal(stream: ServerHttp2Stream): void {
