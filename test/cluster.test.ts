@@ -2,8 +2,9 @@ import { createHash } from "node:crypto";
 import http from "node:http";
 import http2 from "node:http2";
 import net from "node:net";
-import { create } from "@bufbuild/protobuf";
-import { DialRequestSchema } from "../shared/gen/warren/v1/private_pb.js";
+import { create, fromBinary } from "@bufbuild/protobuf";
+import { DialRequestSchema, DialResponseSchema, ForwardDialStatus } from "../shared/gen/warren/v1/private_pb.js";
+import { GrpcFrameDecoder } from "../shared/grpc-frame-decoder.js";
 import { encodeGrpcMessage } from "../shared/grpc-message.js";
 import { afterAll, beforeAll, describe, expect, it } from "vitest";
 import WebSocket from "ws";
@@ -211,7 +212,7 @@ describe("cluster: three servers, one Redis", () => {
 
   it("refuses a private call with a wrong or missing cluster secret", async () => {
     const server = servers[1]!;
-    const call = (authorization: string | undefined) =>
+    const call = (authorization: string | undefined, workspace = "ws-b") =>
       new Promise<{ status: string | undefined; message: string | undefined; body: Buffer }>((resolve, reject) => {
         const session = http2.connect(`http://127.0.0.1:${server.privatePort}`);
         session.on("error", reject);
@@ -234,7 +235,7 @@ describe("cluster: three servers, one Redis", () => {
           resolve({ status, message, body: Buffer.concat(chunks) });
         });
         // A dial for ws-b, which s2 holds: only the secret stands in the way.
-        stream.end(encodeGrpcMessage(DialRequestSchema, create(DialRequestSchema, { msg: { case: "dial", value: { workspace: "ws-b", port: 80 } } })));
+        stream.end(encodeGrpcMessage(DialRequestSchema, create(DialRequestSchema, { msg: { case: "dial", value: { workspace, port: 80 } } })));
       });
     const wrong = await call("Bearer wrong-secret-0123456789abcdef");
     expect(wrong.status).toBe("16");
@@ -242,10 +243,17 @@ describe("cluster: three servers, one Redis", () => {
     expect(wrong.body.length).toBe(0);
     const missing = await call(undefined);
     expect(missing.status).toBe("16");
+    const answer = (body: Buffer) => fromBinary(DialResponseSchema, new GrpcFrameDecoder(1 << 20).push(body)[0]!);
+    // The right secret gets s2's answer: its agent refuses port 80, which ws-b does not expose.
     const right = await call(`Bearer ${CLUSTER_SECRET}`);
-    // The right secret gets an answer (the app on port 80 of ws-b is not exposed: not allowed).
     expect(right.status).toBe("0");
-    expect(right.body.length).toBeGreaterThan(5);
+    expect(answer(right.body).msg).toMatchObject({ case: "dialResult", value: { status: ForwardDialStatus.PORT_NOT_ALLOWED } });
+    // A forwarded dial is never forwarded again: s2 does not hold ws-c (s3 does) and says so.
+    const elsewhere = await call(`Bearer ${CLUSTER_SECRET}`, "ws-c");
+    expect(answer(elsewhere.body).msg).toMatchObject({
+      case: "dialResult",
+      value: { status: ForwardDialStatus.NOT_CONNECTED, message: 'workspace "ws-c" is not connected to server s2' },
+    });
   });
 
   it("a stale presence record (its server gone) costs at most one failed try", async () => {
