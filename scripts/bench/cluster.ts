@@ -104,15 +104,17 @@ export async function benchCluster(ctx: BenchContext): Promise<BenchSection> {
   }
 }
 
+/** wrk is a Debian package: installed with apt-get when missing (as root, or through sudo). */
 function ensureWrk(ctx: BenchContext): void {
   if (spawnSync("wrk", ["--version"]).error === undefined) return;
   ctx.log("cluster: installing wrk (Debian package)");
-  const sudo = process.getuid?.() === 0 ? [] : ["sudo"];
-  const install = () => spawnSync(sudo[0] ?? "apt-get", [...sudo.slice(1), ...(sudo.length ? ["apt-get"] : []), "install", "-y", "--no-install-recommends", "wrk"], { stdio: "inherit", env: { ...process.env, DEBIAN_FRONTEND: "noninteractive" } });
-  if (install().status !== 0) {
-    spawnSync(sudo[0] ?? "apt-get", [...sudo.slice(1), ...(sudo.length ? ["apt-get"] : []), "update"], { stdio: "inherit" });
-    if (install().status !== 0) throw new Error("wrk is missing and could not be installed (apt-get install wrk)");
-  }
+  const aptGet = (...args: string[]) => {
+    const argv = process.getuid?.() === 0 ? ["apt-get", ...args] : ["sudo", "apt-get", ...args];
+    return spawnSync(argv[0]!, argv.slice(1), { stdio: "inherit", env: { ...process.env, DEBIAN_FRONTEND: "noninteractive" } }).status === 0;
+  };
+  if (aptGet("install", "-y", "--no-install-recommends", "wrk")) return;
+  if (aptGet("update") && aptGet("install", "-y", "--no-install-recommends", "wrk")) return;
+  throw new Error("wrk is missing and could not be installed (apt-get install wrk)");
 }
 
 /** Runs wrk without blocking this process, which serves the app. */
