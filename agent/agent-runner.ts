@@ -1,9 +1,9 @@
 import { randomBytes } from "node:crypto";
 import { create } from "@bufbuild/protobuf";
-import { Backoff, DEFAULT_BACKOFF } from "../shared/backoff.js";
+import { Backoff, DEFAULT_BACKOFF, type BackoffOptions } from "../shared/backoff.js";
 import { ControlRequestSchema, type Welcome, type WorkspaceDesiredState } from "../shared/gen/warren/v1/agent_pb.js";
 import type { Logger } from "../shared/logger.js";
-import { AgentSession, type SessionEnd } from "./agent-session.js";
+import { AgentSession, type AgentSessionOptions, type SessionEnd } from "./agent-session.js";
 import type { PoolSettings } from "./tunnel-pool.js";
 import type { WorkloadReportMessage } from "./desired-state-reconciler.js";
 
@@ -18,6 +18,11 @@ export interface AgentRunnerOptions {
   readonly onReady?: (welcome: Welcome, server: URL) => void;
   readonly onDesiredState?: (state: WorkspaceDesiredState) => void;
   readonly onSession?: (session: AgentSession | undefined) => void;
+  /** Picks the first server of the list (tests pass their own). */
+  readonly random?: () => number;
+  readonly backoff?: BackoffOptions;
+  /** Builds each session (tests pass a fake). */
+  readonly createSession?: (options: AgentSessionOptions) => AgentSession;
 }
 
 /** Exit codes of warren-agent. */
@@ -37,7 +42,7 @@ export const AgentExit = {
 export class AgentRunner {
   readonly #options: AgentRunnerOptions;
   readonly instanceId = randomBytes(6).toString("hex");
-  readonly #backoff = new Backoff(DEFAULT_BACKOFF);
+  readonly #backoff: Backoff;
   #session: AgentSession | undefined;
   #stopping = false;
   #wake: (() => void) | undefined;
@@ -48,6 +53,7 @@ export class AgentRunner {
 
   constructor(options: AgentRunnerOptions) {
     this.#options = options;
+    this.#backoff = new Backoff(options.backoff ?? DEFAULT_BACKOFF);
   }
 
   get session(): AgentSession | undefined {
@@ -57,10 +63,13 @@ export class AgentRunner {
   /** Runs until stopped or refused; resolves with the process exit code. */
   async run(): Promise<number> {
     const { servers, log } = this.#options;
-    let index = Math.floor(Math.random() * servers.length);
+    // A random start spreads the agents of a cluster over its servers.
+    const random = this.#options.random ?? Math.random;
+    let index = Math.floor(random() * servers.length);
     while (!this.#stopping) {
       const server = servers[index % servers.length]!;
-      const session = new AgentSession({
+      const createSession = this.#options.createSession ?? ((o: AgentSessionOptions) => new AgentSession(o));
+      const session = createSession({
         server,
         token: this.#options.token(),
         ca: this.#options.ca,
@@ -87,7 +96,7 @@ export class AgentRunner {
         return AgentExit.Rejected;
       }
       index++;
-      const delay = end.kind === "server-draining" ? Math.floor(Math.random() * 500) : this.#backoff.next();
+      const delay = end.kind === "server-draining" ? Math.floor(random() * 500) : this.#backoff.next();
       log.warn({ server: server.origin, reason: end.message, retryInMs: delay }, "disconnected; reconnecting");
       await this.#sleep(delay);
     }

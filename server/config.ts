@@ -1,3 +1,4 @@
+import { ErrorCode, WarrenError } from "../shared/errors.js";
 import {
   formatDuration,
   parseDuration,
@@ -14,6 +15,7 @@ import { homedir } from "node:os";
 import { join } from "node:path";
 import { LOG_LEVELS } from "../shared/logger.js";
 import type { LevelWithSilent } from "pino";
+import { parseRedisUrl, type RedisTarget } from "./cluster/redis-url.js";
 
 const DNS_NAME = /^(?=.{1,253}$)([a-z0-9]([a-z0-9-]{0,61}[a-z0-9])?)(\.[a-z0-9]([a-z0-9-]{0,61}[a-z0-9])?)*$/;
 
@@ -57,12 +59,6 @@ export function defaultDataDir(env: NodeJS.ProcessEnv = process.env): string {
 }
 
 /** Checks between settings that each parse alone cannot see. Throws with a message naming them. */
-export function validateServerConfig(config: ServerConfig): void {
-  if ((config.tlsCert === undefined) !== (config.tlsKey === undefined)) {
-    throw new Error("WARREN_TLS_CERT and WARREN_TLS_KEY must be set together");
-  }
-}
-
 /** Settings of warren-server. Names and defaults are part of the public contract. */
 export const SERVER_SETTINGS = {
   rootDomain: setting({
@@ -280,6 +276,73 @@ export const SERVER_SETTINGS = {
     defaultText: "hostname and a random suffix",
     parse: optional,
   }),
+  redisUrl: setting<RedisTarget | undefined>({
+    key: "redisUrl",
+    flag: "redis-url",
+    env: "WARREN_REDIS_URL",
+    description:
+      "Redis of the cluster; setting it turns cluster mode on. redis://[user:pass@]host:port[/db], rediss:// (TLS), redis+sentinel://host:26379,host2:26379/<master>[/db], redis+cluster://host:6379,host2:6379 (rediss+... for TLS)",
+    parse: parseRedisUrl,
+  }),
+  redisPrefix: setting({
+    key: "redisPrefix",
+    flag: "redis-prefix",
+    env: "WARREN_REDIS_PREFIX",
+    description: "prefix of every Redis key Warren writes (several clusters can share one Redis)",
+    default: "warren",
+    parse: (raw) => {
+      if (!/^[A-Za-z0-9_.-]{1,64}$/.test(raw)) throw new Error("use 1-64 letters, digits, '_', '.' or '-'");
+      return raw;
+    },
+  }),
+  clusterSecret: setting<string | undefined>({
+    key: "clusterSecret",
+    flag: "cluster-secret",
+    env: "WARREN_CLUSTER_SECRET",
+    description: "shared secret of the servers of a cluster (at least 16 characters); required in cluster mode",
+    parse: (raw) => {
+      if (raw.length < 16) throw new Error("must be at least 16 characters");
+      return raw;
+    },
+  }),
+  privateAddr: setting({
+    key: "privateAddr",
+    flag: "private-addr",
+    env: "WARREN_PRIVATE_ADDR",
+    description: "private listener for server-to-server forwarding (cluster mode only)",
+    default: parseHostPort("127.0.0.1:8155"),
+    defaultText: "127.0.0.1:8155",
+    parse: parseHostPort,
+  }),
+  privateAdvertiseAddr: setting<HostPort | undefined>({
+    key: "privateAdvertiseAddr",
+    flag: "private-advertise-addr",
+    env: "WARREN_PRIVATE_ADVERTISE_ADDR",
+    description: "host:port other servers dial to reach this one's private listener",
+    defaultText: "WARREN_PRIVATE_ADDR with its bound port; its host, or this machine's first non-loopback IPv4 when it listens on all interfaces",
+    parse: (raw) => {
+      const hp = parseHostPort(raw);
+      if (hp.port === 0) throw new Error("needs a port other than 0");
+      if (hp.host === "0.0.0.0" || hp.host === "::") throw new Error("must be an address other servers can dial, not a wildcard");
+      return hp;
+    },
+  }),
 };
 
 export type ServerConfig = SettingsOf<typeof SERVER_SETTINGS>;
+
+/**
+ * Checks that span several settings; throws invalid_argument with a message naming them.
+ * Runs after resolveSettings.
+ */
+export function validateServerConfig(config: ServerConfig): void {
+  if ((config.tlsCert === undefined) !== (config.tlsKey === undefined)) {
+    throw new WarrenError(ErrorCode.InvalidArgument, "WARREN_TLS_CERT and WARREN_TLS_KEY must be set together");
+  }
+  if (config.redisUrl && !config.clusterSecret) {
+    throw new WarrenError(
+      ErrorCode.InvalidArgument,
+      "cluster mode (WARREN_REDIS_URL is set) needs WARREN_CLUSTER_SECRET: the same secret of at least 16 characters on every server",
+    );
+  }
+}

@@ -1,5 +1,5 @@
 import { existsSync } from "node:fs";
-import { hostname } from "node:os";
+import { hostname, networkInterfaces } from "node:os";
 import { join } from "node:path";
 import { randomBytes } from "node:crypto";
 import type { AddressInfo } from "node:net";
@@ -7,6 +7,7 @@ import { DisconnectReason } from "../shared/gen/warren/v1/agent_pb.js";
 import { UserService } from "../shared/gen/warren/v1/user_pb.js";
 import { WorkspaceService } from "../shared/gen/warren/v1/workspace_pb.js";
 import type { Logger } from "../shared/logger.js";
+import type { HostPort } from "../shared/settings.js";
 import { TUNNEL_WINDOWS } from "../shared/tunnel-windows.js";
 import { VERSION } from "../shared/version.js";
 import { createApiHandler } from "./api/api-handler.js";
@@ -17,12 +18,19 @@ import { SecretBox } from "./auth/secret-box.js";
 import { generateSecretKey, KeyPurpose, SecretKeys } from "./auth/secret-keys.js";
 import { SessionCookieSigner, withoutSessionCookies } from "./auth/session-cookie.js";
 import { generateAdminToken } from "./auth/tokens.js";
+import { ClusterDialer } from "./cluster/cluster-dialer.js";
+import { LocalPresence, type Presence } from "./cluster/presence.js";
+import { PrivateClient } from "./cluster/private-client.js";
+import { PrivateEndpoint } from "./cluster/private-endpoint.js";
+import { RedisConnection } from "./cluster/redis-connection.js";
+import { RedisPresence } from "./cluster/redis-presence.js";
 import { defaultDataDir, type ServerConfig } from "./config.js";
 import { AgentControl } from "./control/agent-control.js";
 import { SshKeyManager } from "./control/ssh-key-manager.js";
 import { UserManager } from "./control/user-manager.js";
 import { mayReach, WorkspaceManager } from "./control/workspace-manager.js";
 import { LocalEventBus, type EventBus } from "./events/event-bus.js";
+import { RedisEventBus } from "./events/redis-event-bus.js";
 import { AGENT_BINARY_NAME, AgentDownload } from "./http/agent-download.js";
 import { BrowserLogin } from "./http/browser-login.js";
 import { FrontDoor } from "./http/front-door.js";
@@ -39,7 +47,9 @@ import { rootFallback, rootHandler } from "./root-handler.js";
 import { MemoryStore } from "./store/memory-store.js";
 import { TlsCredentials } from "./tls/tls-credentials.js";
 import type { WorkspaceRecord } from "./store/records.js";
+import { RedisStore } from "./store/redis-store.js";
 import type { ControlStore } from "./store/store.js";
+import { WorkspaceCache } from "./store/workspace-cache.js";
 import { KnownHostKeys } from "./ssh/known-host-keys.js";
 import { LoginRateLimiter } from "./ssh/login-rate-limiter.js";
 import { loadServerHostKey } from "./ssh/server-host-key.js";
@@ -47,9 +57,8 @@ import { CredentialSshAccess, provisionalPrincipalOfKeyOwner, type SshAccess } f
 import { SshFrontDoor } from "./ssh/ssh-front-door.js";
 import { sshPortOf, sshUserOf, WorkspaceSshConnector } from "./ssh/workspace-ssh-client.js";
 import { WorkspaceSshIdentities } from "./ssh/workspace-ssh-identity.js";
-import type { Dialer } from "./tunnel/tunnel-dialer.js";
 import { AgentEndpoint } from "./tunnel/agent-endpoint.js";
-import { TunnelDialer } from "./tunnel/tunnel-dialer.js";
+import { TunnelDialer, type Dialer } from "./tunnel/tunnel-dialer.js";
 import { TunnelRegistry } from "./tunnel/tunnel-registry.js";
 
 export interface ServerAddresses {
@@ -58,6 +67,17 @@ export interface ServerAddresses {
   readonly observability: AddressInfo;
   /** Absent when the SSH listener is off. */
   readonly ssh?: AddressInfo;
+  /** Cluster mode: the private listener. */
+  readonly private?: AddressInfo;
+}
+
+/** The parts that exist in cluster mode only. */
+interface ClusterParts {
+  readonly redis: RedisConnection;
+  readonly events: RedisEventBus;
+  readonly presence: RedisPresence;
+  readonly endpoint: PrivateEndpoint;
+  readonly peers: PrivateClient;
 }
 
 /** Failed SSH logins allowed per source address, workspace name or user within a minute. */
@@ -73,11 +93,16 @@ export class WarrenServer {
   readonly serverId: string;
   readonly adminToken: string;
   readonly adminTokenGenerated: boolean;
-  readonly registry = new TunnelRegistry();
+  readonly registry: TunnelRegistry;
   readonly metrics: ServerMetrics;
   readonly store: ControlStore;
   readonly events: EventBus;
   readonly workspaces: WorkspaceManager;
+  readonly presence: Presence;
+  readonly #cluster: ClusterParts | undefined;
+  #privateAdvertised = "";
+  #waitingForRedis = false;
+  #workspaceCache: WorkspaceCache | undefined;
   readonly #agentEndpoint: AgentEndpoint;
   readonly #frontDoor: FrontDoor;
   readonly #health: HealthServer;
@@ -106,13 +131,15 @@ export class WarrenServer {
         : undefined;
     this.#secretKeyGenerated = config.secretKey === undefined;
     const keys = new SecretKeys(config.secretKey ?? generateSecretKey());
-    const store = new MemoryStore();
-    this.store = store;
-    this.events = new LocalEventBus();
-    const authenticator = new Authenticator({ workspaces: store, tokens: store, adminToken: this.adminToken });
-    this.metrics = new ServerMetrics({ tunnelStats: () => this.#tunnelStats(), sshConnections: () => this.#sshFrontDoor?.connectionCount ?? 0 });
-    const registry = this.registry;
-    const dialer = new TunnelDialer({
+    // The registry tells presence about first and last connections; presence is built below.
+    const registry = new TunnelRegistry({ onWorkspaceChange: (workspace, connected) => this.presence.workspaceChanged(workspace, connected) });
+    this.registry = registry;
+    this.metrics = new ServerMetrics({
+      tunnelStats: () => this.#tunnelStats(),
+      sshConnections: () => this.#sshFrontDoor?.connectionCount ?? 0,
+      ...(config.redisUrl ? { redisAvailable: () => this.#cluster?.redis.available ?? false } : {}),
+    });
+    const localDialer = new TunnelDialer({
       finder: registry,
       streamWaitMs: config.streamWaitTimeout,
       dialTimeoutMs: config.dialTimeout,
@@ -120,8 +147,72 @@ export class WarrenServer {
       log,
       onOutcome: (outcome) => this.metrics.dialOutcome(outcome),
     });
-    // Presence is per server until clustering lands: then this asks the cluster.
-    const isConnected = async (name: string) => registry.isConnected(name);
+
+    // Embedded (one server, memory) or cluster (Redis): the only place that chooses.
+    let store: ControlStore;
+    let workspaceLookup: { getWorkspace(name: string): Promise<WorkspaceRecord | undefined> };
+    let dialer: Dialer;
+    if (config.redisUrl && config.clusterSecret) {
+      const redis = new RedisConnection({
+        target: config.redisUrl,
+        prefix: config.redisPrefix,
+        log: log.child({ component: "redis" }),
+        onError: (operation) => this.metrics.redisErrors.inc({ operation }),
+        onAvailability: (available) => {
+          if (available) this.#cluster?.presence.refreshNow();
+        },
+      });
+      store = new RedisStore({ redis });
+      const events = new RedisEventBus({ redis, serverId: this.serverId, log: log.child({ component: "events" }) });
+      this.events = events;
+      const presence = new RedisPresence({
+        redis,
+        serverId: this.serverId,
+        address: () => this.#privateAdvertised,
+        held: registry,
+        log: log.child({ component: "presence" }),
+      });
+      this.presence = presence;
+      const peers = new PrivateClient({
+        clusterSecret: config.clusterSecret,
+        serverId: this.serverId,
+        log: log.child({ component: "private-client" }),
+        // The holder waits for a stream and for the agent's dial; then it answers.
+        answerTimeoutMs: config.streamWaitTimeout + config.dialTimeout + 2000,
+      });
+      dialer = new ClusterDialer({
+        local: localDialer,
+        localAgents: registry,
+        presence,
+        peers,
+        log: log.child({ component: "cluster-dialer" }),
+        onForward: (outcome) => this.metrics.forwards.inc({ outcome }),
+      });
+      const endpoint = new PrivateEndpoint({
+        listen: config.privateAddr,
+        clusterSecret: config.clusterSecret,
+        serverId: this.serverId,
+        local: localDialer,
+        agents: registry,
+        log: log.child({ component: "private-endpoint" }),
+        onOutcome: (outcome) => this.metrics.forwardedDials.inc({ outcome }),
+      });
+      const cache = new WorkspaceCache({ store });
+      events.subscribe((event) => cache.invalidate(event.workspace, event.type === "workspace-revoked"));
+      workspaceLookup = cache;
+      this.#workspaceCache = cache;
+      this.#cluster = { redis, events, presence, endpoint, peers };
+    } else {
+      const memory = new MemoryStore();
+      store = memory;
+      workspaceLookup = memory;
+      this.events = new LocalEventBus();
+      this.presence = new LocalPresence({ local: registry });
+      dialer = localDialer;
+    }
+    this.store = store;
+    const authenticator = new Authenticator({ workspaces: store, tokens: store, adminToken: this.adminToken });
+    const isConnected = (name: string) => this.presence.isConnected(name);
     const manager = new WorkspaceManager({
       workspaces: store,
       tokens: store,
@@ -176,8 +267,9 @@ export class WarrenServer {
       urlsOf,
       variablesOf: (w) => manager.variablesOf(w),
       log: log.child({ component: "agent-endpoint" }),
-      onConnection: (connection) => {
+      onConnection: (connection, _hello, workspace) => {
         this.metrics.agentConnects.inc();
+        this.#workspaceCache?.prime(workspace);
         connection.onDraining(() => this.#httpAgent.closeIdleSocketsOf(connection.session));
         agentControl.attach(connection);
       },
@@ -189,7 +281,8 @@ export class WarrenServer {
     this.#httpAgent = new TunnelHttpAgent(dialer, {
       freeSocketTimeoutMs: 4000,
       maxFreeSockets: 256,
-      acceptsNewWork: (session) => registry.acceptsNewWork(session),
+      // Forwarded sockets ride on pooled sessions to peer servers: those stay reusable too.
+      acceptsNewWork: (session) => registry.acceptsNewWork(session) || (this.#cluster?.peers.owns(session) ?? false),
     });
     const api = createApiHandler({
       routes: (router) => {
@@ -238,7 +331,7 @@ export class WarrenServer {
       tls: this.#tls?.options,
       rootDomain: config.rootDomain,
       rootHandler: rootHandler({ routes: [agentDownload.route, (req, res, path) => login.handleRoot(req, res, path)], api }),
-      access: new WorkspaceAccess({ workspaces: store, authenticator, rootDomain: config.rootDomain, sessions: login }),
+      access: new WorkspaceAccess({ workspaces: workspaceLookup, authenticator, rootDomain: config.rootDomain, sessions: login }),
       proxy: new ReverseProxy({
         agent: this.#httpAgent,
         upstreamTimeoutMs: config.upstreamTimeout,
@@ -257,7 +350,10 @@ export class WarrenServer {
     this.#health = new HealthServer({
       listen: config.observabilityAddr,
       registry: this.metrics.registry,
-      notReadyReason: () => (this.#draining ? "shutting down" : this.#addresses ? undefined : "starting"),
+      // A Redis outage after start does not make the server unready: a load balancer would
+      // drain every server at once, and requests to agents held here work without Redis.
+      notReadyReason: () =>
+        this.#draining ? "shutting down" : this.#addresses ? undefined : this.#waitingForRedis ? "waiting for Redis" : "starting",
     });
   }
 
@@ -273,6 +369,18 @@ export class WarrenServer {
 
   async start(): Promise<ServerAddresses> {
     const observability = await this.#health.listen();
+    let privateAddress: AddressInfo | undefined;
+    const cluster = this.#cluster;
+    if (cluster) {
+      // A server that never saw the cluster state cannot authenticate anyone: wait for Redis.
+      this.#waitingForRedis = true;
+      await cluster.redis.waitUntilReady();
+      this.#waitingForRedis = false;
+      await cluster.events.start();
+      privateAddress = await cluster.endpoint.listen();
+      this.#privateAdvertised = formatHostPort(this.config.privateAdvertiseAddr ?? advertisedAddress(this.config.privateAddr, privateAddress.port));
+      await cluster.presence.start();
+    }
     const httpAddress = await this.#frontDoor.listen();
     const port = httpAddress.port;
     const scheme = this.#tls ? "https" : "http";
@@ -281,7 +389,13 @@ export class WarrenServer {
     this.#tls?.watch();
     const agent = await this.#agentEndpoint.listen();
     const ssh = await this.#startSsh();
-    this.#addresses = { http: httpAddress, agent, observability, ...(ssh ? { ssh: ssh.address } : {}) };
+    this.#addresses = {
+      http: httpAddress,
+      agent,
+      observability,
+      ...(ssh ? { ssh: ssh.address } : {}),
+      ...(privateAddress ? { private: privateAddress } : {}),
+    };
     if (this.#secretKeyGenerated) {
       this.log.warn("generated a secret key for this run; set WARREN_SECRET_KEY to keep browser sessions across restarts (cluster: the same on every server)");
     }
@@ -302,6 +416,9 @@ export class WarrenServer {
         publicUrl: this.#publicBase,
         rootDomain: this.config.rootDomain,
         agentBinary: this.#agentBinary,
+        ...(cluster && privateAddress
+          ? { redis: cluster.redis.description, private: `${privateAddress.address}:${privateAddress.port}`, privateAdvertised: this.#privateAdvertised }
+          : {}),
       },
       "warren server ready",
     );
@@ -356,6 +473,14 @@ export class WarrenServer {
     this.#sshFrontDoor?.closeAll();
     this.#httpAgent.destroy();
     this.#agentEndpoint.destroyAll();
+    const cluster = this.#cluster;
+    if (cluster) {
+      // Our records go at once, so other servers stop forwarding here before they expire.
+      await this.presence.stop();
+      cluster.endpoint.close();
+      cluster.peers.close();
+      await cluster.redis.close();
+    }
     await this.#health.close();
     this.#tls?.stop();
     this.log.info("stopped");
@@ -378,4 +503,19 @@ export class WarrenServer {
 function programDir(): string {
   // The program is an esbuild CommonJS bundle, where __dirname is the bundle's directory.
   return typeof __dirname === "string" ? __dirname : process.cwd();
+}
+
+function formatHostPort(hp: HostPort): string {
+  return hp.host.includes(":") ? `[${hp.host}]:${hp.port}` : `${hp.host}:${hp.port}`;
+}
+
+/** What other servers dial by default: the listen host, or this machine's first non-loopback IPv4 when it listens on all interfaces. */
+function advertisedAddress(listen: HostPort, boundPort: number): HostPort {
+  if (listen.host !== "0.0.0.0" && listen.host !== "::") return { host: listen.host, port: boundPort };
+  for (const addresses of Object.values(networkInterfaces())) {
+    for (const a of addresses ?? []) {
+      if (a.family === "IPv4" && !a.internal) return { host: a.address, port: boundPort };
+    }
+  }
+  return { host: "127.0.0.1", port: boundPort };
 }

@@ -61,6 +61,18 @@ export class GrpcFrameDecoder {
     return out;
   }
 
+  /**
+   * Returns the raw bytes of the incomplete message held (its prefix included) and forgets
+   * them: for handing the byte stream on to something that forwards frames as they are.
+   */
+  takeRemainder(): Buffer[] {
+    const out = this.#pending >= 0 ? [grpcPrefix(this.#pending), ...this.#chunks] : [...this.#chunks];
+    this.#chunks = [];
+    this.#buffered = 0;
+    this.#pending = -1;
+    return out;
+  }
+
   #take(n: number): Buffer {
     this.#buffered -= n;
     const first = this.#chunks[0];

@@ -53,6 +53,9 @@ export class TunnelSocket<In extends DescMessage = DescMessage> extends Duplex {
   #readEnded = false;
   #writeEnded = false;
   #finished = false;
+  #detached = false;
+  /** What this socket listens to on the HTTP/2 stream, so that detach() can let go of it. */
+  readonly #streamListeners: Array<[string, (...args: any[]) => void]> = [];
   #timeoutMs = 0;
   #timer: NodeJS.Timeout | undefined;
   #lastActivity = 0;
@@ -77,12 +80,35 @@ export class TunnelSocket<In extends DescMessage = DescMessage> extends Duplex {
     this.#onControlMessage = options.onControlMessage;
     this.#finish = options.finish;
     this.#awaitingHandshake = options.handshake ?? false;
-    const stream = this.#stream;
-    stream.on("data", (chunk: Buffer) => this.#onData(chunk));
-    stream.on("end", () => this.#onRemoteEnd());
-    stream.on("close", () => this.#onStreamClose());
-    stream.on("error", (err: Error) => this.destroy(err));
-    stream.on("drain", () => this.emit("tunnel-drain"));
+    const listen = (event: string, fn: (...args: any[]) => void) => {
+      this.#streamListeners.push([event, fn]);
+      this.#stream.on(event, fn);
+    };
+    listen("data", (chunk: Buffer) => this.#onData(chunk));
+    listen("end", () => this.#onRemoteEnd());
+    listen("close", () => this.#onStreamClose());
+    listen("error", (err: Error) => this.destroy(err));
+    listen("drain", () => this.emit("tunnel-drain"));
+  }
+
+  /**
+   * Hands the HTTP/2 stream over as raw tunnel frames (a server that only relays them need not
+   * decode and encode each one): stops listening to the stream and returns, as frames, what it
+   * had received and nobody had read yet (data, then close_write if the peer had half-closed),
+   * followed by any incomplete frame. The socket is destroyed; the stream is left as it is.
+   */
+  detach(): { stream: Http2Stream; pending: Buffer[] } {
+    for (const [event, fn] of this.#streamListeners) this.#stream.off(event, fn);
+    this.#detached = true;
+    this.#clearTimer();
+    const pending: Buffer[] = [];
+    for (let chunk = this.read() as Buffer | null; chunk !== null; chunk = this.read() as Buffer | null) {
+      pending.push(...encodeTunnelData(chunk));
+    }
+    if (this.#readEnded) pending.push(CLOSE_WRITE_FRAME);
+    pending.push(...this.#decoder.takeRemainder());
+    this.destroy();
+    return { stream: this.#stream, pending };
   }
 
   /** The HTTP/2 stream that carries this socket. */
@@ -167,7 +193,7 @@ export class TunnelSocket<In extends DescMessage = DescMessage> extends Duplex {
   }
 
   override _read(): void {
-    if (this.#stream.isPaused()) this.#stream.resume();
+    if (!this.#detached && this.#stream.isPaused()) this.#stream.resume();
   }
 
   override _write(chunk: Buffer, _encoding: BufferEncoding, callback: (err?: Error | null) => void): void {
@@ -267,7 +293,7 @@ export class TunnelSocket<In extends DescMessage = DescMessage> extends Duplex {
     this.#clearTimer();
     const stream = this.#stream;
     const session = stream.session;
-    if (!this.#finished && !stream.destroyed && !stream.closed && session && !session.destroyed) {
+    if (!this.#detached && !this.#finished && !stream.destroyed && !stream.closed && session && !session.destroyed) {
       stream.close(h2constants.NGHTTP2_CANCEL);
     }
     callback(err);

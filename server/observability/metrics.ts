@@ -6,6 +6,8 @@ export interface MetricsSources {
   readonly tunnelStats: () => { agents: number; idleStreams: number; streams: number };
   /** Open connections on the SSH listener, read at scrape time. */
   readonly sshConnections?: () => number;
+  /** Cluster mode: whether Redis answers now. */
+  readonly redisAvailable?: () => boolean;
 }
 
 /**
@@ -20,6 +22,9 @@ export class ServerMetrics {
   readonly tunnelBytes: Counter<"direction">;
   readonly agentConnects: Counter;
   readonly sshLogins: Counter<"outcome">;
+  readonly redisErrors: Counter<"operation">;
+  readonly forwards: Counter<"outcome">;
+  readonly forwardedDials: Counter<"outcome">;
 
   constructor(sources: MetricsSources) {
     const registers = [this.registry];
@@ -71,6 +76,35 @@ export class ServerMetrics {
       buckets: [0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30],
       registers,
     });
+    this.redisErrors = new Counter({
+      name: "warren_redis_errors_total",
+      help: "Failed or timed-out Redis operations (cluster mode), by operation",
+      labelNames: ["operation"],
+      registers,
+    });
+    this.forwards = new Counter({
+      name: "warren_forwards_total",
+      help: "Dials this server sent to the server holding the agent, by outcome (cluster mode)",
+      labelNames: ["outcome"],
+      registers,
+    });
+    this.forwardedDials = new Counter({
+      name: "warren_forwarded_dials_total",
+      help: "Dials other servers asked this server to make, by outcome (cluster mode)",
+      labelNames: ["outcome"],
+      registers,
+    });
+    const redisAvailable = sources.redisAvailable;
+    if (redisAvailable) {
+      new Gauge({
+        name: "warren_redis_up",
+        help: "1 when the cluster's Redis answers, 0 while it is unreachable",
+        registers,
+        collect() {
+          this.set(redisAvailable() ? 1 : 0);
+        },
+      });
+    }
     this.tunnelBytes = new Counter({
       name: "warren_tunnel_bytes_total",
       help: "Bytes carried by tunnel streams (in: from workspaces, out: to workspaces)",

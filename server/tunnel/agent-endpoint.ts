@@ -45,8 +45,8 @@ export interface AgentEndpointOptions {
   /** The workspace's variables for its agent's Welcome (plaintext: never log them). */
   readonly variablesOf?: (workspace: WorkspaceRecord) => ReadonlyArray<{ name: string; value: string; file: boolean }>;
   readonly log: Logger;
-  /** Observes every registered connection (control module, presence, metrics). */
-  readonly onConnection?: (connection: AgentConnection, hello: AgentHello) => void;
+  /** Observes every registered connection (control module, presence, metrics), with the workspace record it authenticated with. */
+  readonly onConnection?: (connection: AgentConnection, hello: AgentHello, workspace: WorkspaceRecord) => void;
   /** Agent -> server control messages after hello (workload reports). */
   readonly onControlMessage?: (connection: AgentConnection, message: ControlRequest) => void;
 }
@@ -338,7 +338,7 @@ export class AgentEndpoint {
     log.info({ agentVersion: hello.version, instance: hello.instanceId, remote: connection.session.socket?.remoteAddress }, "agent connected");
     connection.onClose(() => log.info("agent disconnected"));
     this.#options.registry.register(connection);
-    this.#options.onConnection?.(connection, hello);
+    this.#options.onConnection?.(connection, hello, workspace);
     return connection;
   }
 }

@@ -39,10 +39,23 @@ export interface StreamFinder {
   isConnected(workspace: string): boolean;
 }
 
+export interface TunnelRegistryOptions {
+  /**
+   * Told when a workspace gets its first connection here (true) and loses its last (false):
+   * presence records it. Called synchronously; must not throw.
+   */
+  readonly onWorkspaceChange?: (workspace: string, connected: boolean) => void;
+}
+
 /** Every connected agent of this server, by workspace. */
 export class TunnelRegistry implements AgentRegistrar, StreamFinder {
   readonly #workspaces = new Map<string, WorkspaceTunnels>();
   readonly #bySession = new WeakMap<Http2Session, AgentConnection>();
+  readonly #onWorkspaceChange: ((workspace: string, connected: boolean) => void) | undefined;
+
+  constructor(options: TunnelRegistryOptions = {}) {
+    this.#onWorkspaceChange = options.onWorkspaceChange;
+  }
 
   /** Whether the agent connection on this HTTP/2 session still takes new dials. */
   acceptsNewWork(session: Http2Session): boolean {
@@ -51,6 +64,7 @@ export class TunnelRegistry implements AgentRegistrar, StreamFinder {
 
   register(connection: AgentConnection): void {
     let tunnels = this.#workspaces.get(connection.workspace);
+    const first = !tunnels;
     if (!tunnels) {
       tunnels = { connections: [], waiters: [], next: 0 };
       this.#workspaces.set(connection.workspace, tunnels);
@@ -67,7 +81,18 @@ export class TunnelRegistry implements AgentRegistrar, StreamFinder {
     const t = tunnels;
     connection.setIdleListener(() => this.#serveWaiters(t));
     connection.onClose(() => this.#remove(connection));
+    if (first) this.#onWorkspaceChange?.(connection.workspace, true);
     this.#serveWaiters(tunnels);
+  }
+
+  /** Whether any connection of the workspace is here, usable or draining. */
+  holds(workspace: string): boolean {
+    return this.#workspaces.has(workspace);
+  }
+
+  /** Workspaces with at least one connection here. */
+  heldWorkspaces(): Iterable<string> {
+    return this.#workspaces.keys();
   }
 
   isConnected(workspace: string): boolean {
@@ -169,6 +194,7 @@ export class TunnelRegistry implements AgentRegistrar, StreamFinder {
     if (tunnels.connections.length === 0) {
       this.#workspaces.delete(connection.workspace);
       for (const waiter of [...tunnels.waiters]) waiter.reject(notConnected(connection.workspace));
+      this.#onWorkspaceChange?.(connection.workspace, false);
     }
   }
 }

@@ -1,0 +1,73 @@
+import { Writable } from "node:stream";
+import { pino } from "pino";
+import { describe, expect, it } from "vitest";
+import type { Welcome } from "../shared/gen/warren/v1/agent_pb.js";
+import { AgentExit, AgentRunner } from "./agent-runner.js";
+import type { AgentSession, AgentSessionOptions, SessionEnd } from "./agent-session.js";
+
+/** How each fake session ends, in order; "ready" sessions say welcome first. */
+type Script = Array<SessionEnd & { ready?: boolean }>;
+
+function harness(script: Script, random: number[]) {
+  const lines: Array<Record<string, unknown>> = [];
+  const log = pino(
+    { level: "debug" },
+    new Writable({
+      write(chunk: Buffer, _enc, cb) {
+        lines.push(JSON.parse(chunk.toString()) as Record<string, unknown>);
+        cb();
+      },
+    }),
+  );
+  const servers = ["http://s1:8150", "http://s2:8150", "http://s3:8150"].map((s) => new URL(s));
+  const tried: string[] = [];
+  let step = 0;
+  let r = 0;
+  const runner = new AgentRunner({
+    servers,
+    token: () => "t",
+    pool: { minIdle: 1, maxStreams: 1, burst: 1, idleTimeoutMs: 1000 },
+    dialTimeoutMs: 100,
+    log,
+    random: () => random[Math.min(r++, random.length - 1)]!,
+    backoff: { initialMs: 10, maxMs: 40, factor: 2, jitter: 0 },
+    createSession: (options: AgentSessionOptions) => {
+      tried.push(options.server.host);
+      const end = script[Math.min(step++, script.length - 1)]!;
+      return {
+        run: async () => {
+          if (end.ready) options.onReady?.({ serverId: options.server.host } as Welcome);
+          return end;
+        },
+        drain: async () => {},
+      } as unknown as AgentSession;
+    },
+  });
+  const delays = () => lines.filter((l) => l["msg"] === "disconnected; reconnecting").map((l) => l["retryInMs"]);
+  return { runner, tried, delays };
+}
+
+describe("AgentRunner with several servers", () => {
+  it("starts at a random server, moves to the next after each disconnect, with growing backoff reset by a welcome", async () => {
+    const lost = (ready = false) => ({ kind: "lost" as const, message: "connection refused", ready });
+    const { runner, tried, delays } = harness(
+      [lost(), lost(), lost(), lost(true), lost(), { kind: "server-draining", message: "server is shutting down" }, { kind: "rejected", message: "revoked" }],
+      [0.7, 0.01],
+    );
+    expect(await runner.run()).toBe(AgentExit.Rejected);
+    // 0.7 of three servers: the third first, then round the list.
+    expect(tried).toEqual(["s3:8150", "s1:8150", "s2:8150", "s3:8150", "s1:8150", "s2:8150", "s3:8150"]);
+    // 10, 20, 40 (capped); a welcome resets it; a draining server: a short random pause.
+    expect(delays()).toEqual([10, 20, 40, 10, 20, 5]);
+  });
+
+  it("spreads its first server over the whole list", async () => {
+    const starts = new Set<string>();
+    for (const r of [0, 0.34, 0.99]) {
+      const { runner, tried } = harness([{ kind: "closed" }], [r]);
+      await runner.run();
+      starts.add(tried[0]!);
+    }
+    expect([...starts].sort()).toEqual(["s1:8150", "s2:8150", "s3:8150"]);
+  });
+});

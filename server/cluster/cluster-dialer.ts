@@ -1,0 +1,120 @@
+import { randomBytes } from "node:crypto";
+import { ErrorCode, WarrenError } from "../../shared/errors.js";
+import type { Logger } from "../../shared/logger.js";
+import type { TunnelSocket } from "../../shared/tunnel-socket.js";
+import type { DialOptions, Dialer } from "../tunnel/tunnel-dialer.js";
+import type { PresenceHolder, PresenceLookup } from "./presence.js";
+import type { PeerDialer } from "./private-client.js";
+import { HolderNotConnected, HolderUnreachable } from "./private-protocol.js";
+
+export type ForwardOutcome =
+  | "ok"
+  | "not_connected"
+  | "peer_unreachable"
+  | "refused"
+  | "not_allowed"
+  | "timeout"
+  | "unavailable"
+  | "error"
+  | "canceled"
+  | "lookup_failed";
+
+export interface ClusterDialerOptions {
+  /** Dials this server's own agents. */
+  readonly local: Dialer;
+  readonly localAgents: { isConnected(workspace: string): boolean };
+  readonly presence: PresenceLookup;
+  readonly peers: PeerDialer;
+  readonly log: Logger;
+  /** Observes each attempt to reach another server (metrics). */
+  readonly onForward?: (outcome: ForwardOutcome) => void;
+}
+
+/**
+ * The Dialer of cluster mode: the agent's own server first, then the servers that presence
+ * says hold it, over the private API. The front door, the WebSocket proxy and the SSH front
+ * door use it unchanged. A holder that turns out not to have the agent (stale record) or not
+ * to answer costs one failed try, then the next holder is tried, and the answer is a fast
+ * 503 when none serves.
+ */
+export class ClusterDialer implements Dialer {
+  readonly #options: ClusterDialerOptions;
+
+  constructor(options: ClusterDialerOptions) {
+    this.#options = options;
+  }
+
+  async dial(workspace: string, port: number, options: DialOptions = {}): Promise<TunnelSocket> {
+    const { local, localAgents } = this.#options;
+    const connectionId = options.connectionId ?? randomBytes(6).toString("hex");
+    if (localAgents.isConnected(workspace)) {
+      try {
+        return await local.dial(workspace, port, { ...options, connectionId });
+      } catch (err) {
+        // The agent left while we dialed: it may have reconnected elsewhere already.
+        if (!(err instanceof WarrenError && err.code === ErrorCode.Unavailable && !localAgents.isConnected(workspace))) throw err;
+      }
+    }
+    return this.#forward(workspace, port, { ...options, connectionId });
+  }
+
+  async #forward(workspace: string, port: number, options: DialOptions & { connectionId: string }): Promise<TunnelSocket> {
+    const tried = new Set<string>();
+    const missed: string[] = [];
+    // The second round reads presence again: the first answer may have come from the cache.
+    for (let round = 0; round < 2; round++) {
+      let holders: readonly PresenceHolder[];
+      try {
+        holders = await this.#options.presence.holders(workspace);
+      } catch (err) {
+        this.#options.onForward?.("lookup_failed");
+        throw new WarrenError(
+          ErrorCode.Unavailable,
+          `workspace "${workspace}" is not connected to this server, and the cluster state that says where it is cannot be read now (${WarrenError.from(err).message}); try again`,
+        );
+      }
+      const fresh = holders.filter((h) => !tried.has(h.serverId));
+      if (fresh.length === 0) break;
+      for (const holder of fresh) {
+        tried.add(holder.serverId);
+        try {
+          const socket = await this.#options.peers.dial(holder, workspace, port, options);
+          this.#options.onForward?.("ok");
+          return socket;
+        } catch (err) {
+          if (err instanceof HolderNotConnected || err instanceof HolderUnreachable) {
+            const why = err instanceof HolderNotConnected ? "not-connected" : "unreachable";
+            this.#options.onForward?.(why === "not-connected" ? "not_connected" : "peer_unreachable");
+            this.#options.presence.forget(workspace, holder, why);
+            this.#options.log.debug({ workspace, server: holder.serverId, err: err.message }, "forward missed; trying the next holder");
+            missed.push(`server ${holder.serverId} ${why === "not-connected" ? "no longer holds it" : "does not answer"}`);
+            continue;
+          }
+          const e = WarrenError.from(err);
+          this.#options.onForward?.(outcomeOf(e));
+          throw e;
+        }
+      }
+      if (missed.length === 0) break;
+    }
+    const detail = missed.length > 0 ? ` (${missed.join(", ")})` : "";
+    throw new WarrenError(ErrorCode.Unavailable, `workspace "${workspace}" is not connected${detail}`);
+  }
+}
+
+function outcomeOf(err: WarrenError): ForwardOutcome {
+  switch (err.code) {
+    case ErrorCode.BadGateway:
+      return "refused";
+    case ErrorCode.PermissionDenied:
+      return "not_allowed";
+    case ErrorCode.DeadlineExceeded:
+      return "timeout";
+    case ErrorCode.Unavailable:
+      return "unavailable";
+    case ErrorCode.Canceled:
+      return "canceled";
+    default:
+      return "error";
+  }
+}

@@ -1,0 +1,216 @@
+import { ErrorCode, WarrenError } from "../../shared/errors.js";
+import type { RedisConnection } from "../cluster/redis-connection.js";
+import type { LoginCodeRecord, PinnedHostKey, SshKeyRecord, TokenRecord, UserRecord, WorkspaceRecord, WorkspaceSshIdentity } from "./records.js";
+import type { ControlStore } from "./store.js";
+
+/** Compare-and-set on the record's revision (absent counts as 0). */
+const UPDATE_IF_REVISION = `
+local current = redis.call('GET', KEYS[1])
+if not current then return 0 end
+local revision = cjson.decode(current)['revision']
+if revision == nil or revision == cjson.null then revision = 0 end
+if revision ~= tonumber(ARGV[1]) then return 0 end
+redis.call('SET', KEYS[1], ARGV[2])
+return 1`;
+
+/** Stores ARGV[1] unless a record of the same workspace incarnation (ARGV[2]) is there; returns the stored one. */
+const PUT_IF_SAME_INCARNATION_ABSENT = `
+local current = redis.call('GET', KEYS[1])
+if current and cjson.decode(current)['workspaceCreatedAt'] == tonumber(ARGV[2]) then return current end
+redis.call('SET', KEYS[1], ARGV[1])
+return ARGV[1]`;
+
+/** A key claims its fingerprint for one user: SET NX, then the user's index. */
+const ADD_SSH_KEY = `
+if not redis.call('SET', KEYS[1], ARGV[1], 'NX') then return 0 end
+redis.call('SADD', KEYS[2], ARGV[2])
+return 1`;
+
+/** Removes the key only when it belongs to the user. */
+const REMOVE_SSH_KEY = `
+local current = redis.call('GET', KEYS[1])
+if not current or cjson.decode(current)['user'] ~= ARGV[1] then return 0 end
+redis.call('DEL', KEYS[1])
+redis.call('SREM', KEYS[2], ARGV[2])
+return 1`;
+
+/**
+ * The cluster store: every server sees the same state. Keys (under the cluster prefix P,
+ * which carries a hash tag on Redis Cluster so that scripts and transactions see one slot):
+ *
+ *   P:workspace:<name>    JSON WorkspaceRecord (variables sealed, never plaintext)
+ *   P:workspaces          set of workspace names (for listing without SCAN)
+ *   P:token:<id>          JSON TokenRecord (the secret's hash only, never the token)
+ *   P:user:<name>         JSON UserRecord; P:users, the set of names
+ *   P:login-code:<id>     JSON LoginCodeRecord (hash only), expiring with the code
+ *   P:ssh-key:<sha256>    JSON SshKeyRecord; P:ssh-keys:<user>, the user's fingerprints
+ *   P:ssh-identity:<name> JSON WorkspaceSshIdentity; P:ssh-host-key:<name>, JSON PinnedHostKey
+ *
+ * Every method rejects with unavailable, without waiting, while Redis is unreachable.
+ */
+export class RedisStore implements ControlStore {
+  readonly #redis: RedisConnection;
+
+  constructor(options: { redis: RedisConnection }) {
+    this.#redis = options.redis;
+  }
+
+  #workspaceKey(name: string): string {
+    return this.#redis.key("workspace", name);
+  }
+
+  #tokenKey(id: string): string {
+    return this.#redis.key("token", id);
+  }
+
+  async createWorkspace(workspace: WorkspaceRecord): Promise<void> {
+    const results = await this.#redis.run("createWorkspace", (c) =>
+      c.multi().set(this.#workspaceKey(workspace.name), JSON.stringify(workspace), "NX").sadd(this.#redis.key("workspaces"), workspace.name).exec(),
+    );
+    const [set] = repliesOf(results);
+    if (set === null) throw new WarrenError(ErrorCode.AlreadyExists, `workspace "${workspace.name}" already exists`);
+  }
+
+  async getWorkspace(name: string): Promise<WorkspaceRecord | undefined> {
+    const json = await this.#redis.run("getWorkspace", (c) => c.get(this.#workspaceKey(name)));
+    return json === null ? undefined : (JSON.parse(json) as WorkspaceRecord);
+  }
+
+  async listWorkspaces(): Promise<WorkspaceRecord[]> {
+    const names = await this.#redis.run("listWorkspaces", (c) => c.smembers(this.#redis.key("workspaces")));
+    if (names.length === 0) return [];
+    const values = await this.#redis.run("listWorkspaces", (c) => c.mget(names.map((n) => this.#workspaceKey(n))), 5000);
+    const records: WorkspaceRecord[] = [];
+    for (const json of values) if (json !== null) records.push(JSON.parse(json) as WorkspaceRecord);
+    return records.sort((a, b) => a.name.localeCompare(b.name));
+  }
+
+  async updateWorkspace(workspace: WorkspaceRecord): Promise<void> {
+    const ok = await this.#redis.run("updateWorkspace", (c) => c.set(this.#workspaceKey(workspace.name), JSON.stringify(workspace), "XX"));
+    if (ok === null) throw new WarrenError(ErrorCode.NotFound, `workspace "${workspace.name}" not found`);
+  }
+
+  async deleteWorkspace(name: string): Promise<boolean> {
+    const results = await this.#redis.run("deleteWorkspace", (c) =>
+      c.multi().del(this.#workspaceKey(name)).srem(this.#redis.key("workspaces"), name).exec(),
+    );
+    const [deleted] = repliesOf(results);
+    return deleted === 1;
+  }
+
+  async updateWorkspaceIf(workspace: WorkspaceRecord, expectedRevision: number): Promise<boolean> {
+    const stored = await this.#redis.run("updateWorkspaceIf", (c) =>
+      c.eval(UPDATE_IF_REVISION, 1, this.#workspaceKey(workspace.name), String(expectedRevision), JSON.stringify(workspace)),
+    );
+    return stored === 1;
+  }
+
+  async putToken(token: TokenRecord): Promise<void> {
+    await this.#redis.run("putToken", (c) => c.set(this.#tokenKey(token.id), JSON.stringify(token)));
+  }
+
+  async getToken(id: string): Promise<TokenRecord | undefined> {
+    const json = await this.#redis.run("getToken", (c) => c.get(this.#tokenKey(id)));
+    return json === null ? undefined : (JSON.parse(json) as TokenRecord);
+  }
+
+  async deleteToken(id: string): Promise<void> {
+    await this.#redis.run("deleteToken", (c) => c.del(this.#tokenKey(id)));
+  }
+
+  async createUser(user: UserRecord): Promise<void> {
+    const results = await this.#redis.run("createUser", (c) =>
+      c.multi().set(this.#redis.key("user", user.name), JSON.stringify(user), "NX").sadd(this.#redis.key("users"), user.name).exec(),
+    );
+    const [set] = repliesOf(results);
+    if (set === null) throw new WarrenError(ErrorCode.AlreadyExists, `user "${user.name}" already exists`);
+  }
+
+  async getUser(name: string): Promise<UserRecord | undefined> {
+    return parsed(await this.#redis.run("getUser", (c) => c.get(this.#redis.key("user", name))));
+  }
+
+  async listUsers(): Promise<UserRecord[]> {
+    const users = await this.#members<UserRecord>("listUsers", this.#redis.key("users"), (name) => this.#redis.key("user", name));
+    return users.sort((a, b) => a.name.localeCompare(b.name));
+  }
+
+  async putLoginCode(code: LoginCodeRecord): Promise<void> {
+    // Redis drops it when it expires: abandoned logins leave nothing behind.
+    const ttlMs = Math.max(1, code.expiresAt - Date.now());
+    await this.#redis.run("putLoginCode", (c) => c.set(this.#redis.key("login-code", code.id), JSON.stringify(code), "PX", ttlMs));
+  }
+
+  async takeLoginCode(id: string): Promise<LoginCodeRecord | undefined> {
+    // GETDEL: of two servers racing for one code, one gets it.
+    return parsed(await this.#redis.run("takeLoginCode", (c) => c.getdel(this.#redis.key("login-code", id))));
+  }
+
+  async addSshKey(key: SshKeyRecord): Promise<void> {
+    const added = await this.#redis.run("addSshKey", (c) =>
+      c.eval(ADD_SSH_KEY, 2, this.#redis.key("ssh-key", key.fingerprint), this.#redis.key("ssh-keys", key.user), JSON.stringify(key), key.fingerprint),
+    );
+    if (added !== 1) throw new WarrenError(ErrorCode.AlreadyExists, `SSH key ${key.fingerprint} is already registered`);
+  }
+
+  async getSshKey(fingerprint: string): Promise<SshKeyRecord | undefined> {
+    return parsed(await this.#redis.run("getSshKey", (c) => c.get(this.#redis.key("ssh-key", fingerprint))));
+  }
+
+  async listSshKeys(user: string): Promise<SshKeyRecord[]> {
+    const keys = await this.#members<SshKeyRecord>("listSshKeys", this.#redis.key("ssh-keys", user), (fp) => this.#redis.key("ssh-key", fp));
+    return keys.filter((k) => k.user === user).sort((a, b) => a.createdAt - b.createdAt);
+  }
+
+  async removeSshKey(user: string, fingerprint: string): Promise<boolean> {
+    const removed = await this.#redis.run("removeSshKey", (c) =>
+      c.eval(REMOVE_SSH_KEY, 2, this.#redis.key("ssh-key", fingerprint), this.#redis.key("ssh-keys", user), user, fingerprint),
+    );
+    return removed === 1;
+  }
+
+  async getSshIdentity(workspace: string): Promise<WorkspaceSshIdentity | undefined> {
+    return parsed(await this.#redis.run("getSshIdentity", (c) => c.get(this.#redis.key("ssh-identity", workspace))));
+  }
+
+  async putSshIdentityIfAbsent(workspace: string, identity: WorkspaceSshIdentity): Promise<WorkspaceSshIdentity> {
+    return this.#putIfSameIncarnationAbsent("putSshIdentityIfAbsent", this.#redis.key("ssh-identity", workspace), identity);
+  }
+
+  async getPinnedHostKey(workspace: string): Promise<PinnedHostKey | undefined> {
+    return parsed(await this.#redis.run("getPinnedHostKey", (c) => c.get(this.#redis.key("ssh-host-key", workspace))));
+  }
+
+  async pinHostKeyIfAbsent(workspace: string, key: PinnedHostKey): Promise<PinnedHostKey> {
+    return this.#putIfSameIncarnationAbsent("pinHostKeyIfAbsent", this.#redis.key("ssh-host-key", workspace), key);
+  }
+
+  async forgetHostKey(workspace: string): Promise<boolean> {
+    return (await this.#redis.run("forgetHostKey", (c) => c.del(this.#redis.key("ssh-host-key", workspace)))) === 1;
+  }
+
+  async #putIfSameIncarnationAbsent<T extends { workspaceCreatedAt: number }>(operation: string, key: string, value: T): Promise<T> {
+    const stored = await this.#redis.run(operation, (c) => c.eval(PUT_IF_SAME_INCARNATION_ABSENT, 1, key, JSON.stringify(value), String(value.workspaceCreatedAt)));
+    return JSON.parse(String(stored)) as T;
+  }
+
+  /** The records whose names a set holds (names without a record are skipped). */
+  async #members<T>(operation: string, setKey: string, recordKey: (member: string) => string): Promise<T[]> {
+    const names = await this.#redis.run(operation, (c) => c.smembers(setKey));
+    if (names.length === 0) return [];
+    const values = await this.#redis.run(operation, (c) => c.mget(names.map(recordKey)), 5000);
+    return values.filter((v): v is string => v !== null).map((v) => JSON.parse(v) as T);
+  }
+}
+
+function parsed<T>(json: string | null): T | undefined {
+  return json === null ? undefined : (JSON.parse(json) as T);
+}
+
+/** The replies of a MULTI; its first failed command rejects (ioredis resolves with them). */
+function repliesOf(results: Array<[Error | null, unknown]> | null): unknown[] {
+  if (!results) throw new WarrenError(ErrorCode.Unavailable, "the cluster's Redis discarded a transaction");
+  const failed = results.find(([err]) => err);
+  if (failed) throw WarrenError.from(failed[0], ErrorCode.Unavailable);
+  return results.map(([, value]) => value);
+}

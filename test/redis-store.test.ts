@@ -1,0 +1,186 @@
+import { afterAll, beforeAll, describe, expect, it } from "vitest";
+import { TokenKind } from "../server/auth/tokens.js";
+import { RedisConnection } from "../server/cluster/redis-connection.js";
+import { parseRedisUrl } from "../server/cluster/redis-url.js";
+import type { ClusterEvent } from "../server/events/event-bus.js";
+import { RedisEventBus } from "../server/events/redis-event-bus.js";
+import { MemoryStore } from "../server/store/memory-store.js";
+import type { TokenRecord, WorkspaceRecord } from "../server/store/records.js";
+import { RedisStore } from "../server/store/redis-store.js";
+import type { ControlStore } from "../server/store/store.js";
+import { createLogger } from "../shared/logger.js";
+import { startRedis, type RedisHandle } from "./harness/cluster.js";
+import { eventually } from "./harness/warren.js";
+
+const log = createLogger({ name: "store-test", level: "silent" });
+
+function workspace(name: string, port = 8000): WorkspaceRecord {
+  return { name, ports: [{ port, public: false }], createdAt: 1, agentTokenId: `id-${name}`, agentTokenExpiresAt: 2 };
+}
+
+const token: TokenRecord = { id: "0123456789abcdef", kind: TokenKind.Agent, hash: "ab".repeat(32), subject: "w", createdAt: 1, expiresAt: 2 };
+
+let redis: RedisHandle;
+const connections: RedisConnection[] = [];
+
+async function connection(prefix = "warren"): Promise<RedisConnection> {
+  const c = new RedisConnection({ target: parseRedisUrl(redis.url), prefix, log });
+  await c.waitUntilReady();
+  connections.push(c);
+  return c;
+}
+
+beforeAll(async () => {
+  redis = await startRedis();
+});
+
+afterAll(async () => {
+  for (const c of connections) await c.close();
+  await redis?.stop();
+});
+
+/** The same contract for both implementations: the Redis store must be a faithful one. */
+const stores: Array<[string, () => Promise<ControlStore>]> = [
+  ["memory", async () => new MemoryStore()],
+  ["redis", async () => new RedisStore({ redis: await connection(`contract-${Math.random().toString(36).slice(2)}`) })],
+];
+
+describe.each(stores)("%s store", (_name, make) => {
+  it("creates, reads, lists, updates and deletes workspaces", async () => {
+    const store = await make();
+    await store.createWorkspace(workspace("b"));
+    await store.createWorkspace(workspace("a"));
+    await expect(store.createWorkspace(workspace("a", 9000))).rejects.toMatchObject({ code: "already_exists" });
+    expect(await store.getWorkspace("a")).toEqual(workspace("a"));
+    expect(await store.getWorkspace("zz")).toBeUndefined();
+    expect((await store.listWorkspaces()).map((w) => w.name)).toEqual(["a", "b"]);
+    await store.updateWorkspace(workspace("a", 9000));
+    expect((await store.getWorkspace("a"))?.ports[0]?.port).toBe(9000);
+    await expect(store.updateWorkspace(workspace("zz"))).rejects.toMatchObject({ code: "not_found" });
+    expect(await store.deleteWorkspace("a")).toBe(true);
+    expect(await store.deleteWorkspace("a")).toBe(false);
+    expect(await store.getWorkspace("a")).toBeUndefined();
+    expect((await store.listWorkspaces()).map((w) => w.name)).toEqual(["b"]);
+  });
+
+  it("stores tokens by id, expired or not, and deletes them", async () => {
+    const store = await make();
+    await store.putToken(token);
+    expect(await store.getToken(token.id)).toEqual(token);
+    await store.putToken({ ...token, expiresAt: 0 });
+    expect((await store.getToken(token.id))?.expiresAt).toBe(0);
+    await store.deleteToken(token.id);
+    expect(await store.getToken(token.id)).toBeUndefined();
+    await store.deleteToken(token.id);
+  });
+
+  it("updates a workspace only from the revision it was read at (compare-and-set)", async () => {
+    const store = await make();
+    await store.createWorkspace(workspace("cas"));
+    expect(await store.updateWorkspaceIf({ ...workspace("cas", 1), revision: 1 }, 0)).toBe(true);
+    // A second writer that read revision 0 loses.
+    expect(await store.updateWorkspaceIf({ ...workspace("cas", 2), revision: 1 }, 0)).toBe(false);
+    expect((await store.getWorkspace("cas"))?.ports[0]?.port).toBe(1);
+    expect(await store.updateWorkspaceIf({ ...workspace("cas", 3), revision: 2 }, 1)).toBe(true);
+    expect(await store.updateWorkspaceIf({ ...workspace("gone"), revision: 1 }, 0)).toBe(false);
+  });
+
+  it("creates, reads and lists users", async () => {
+    const store = await make();
+    await store.createUser({ name: "bob", createdAt: 1 });
+    await store.createUser({ name: "alice", createdAt: 2 });
+    await expect(store.createUser({ name: "bob", createdAt: 3 })).rejects.toMatchObject({ code: "already_exists" });
+    expect(await store.getUser("bob")).toEqual({ name: "bob", createdAt: 1 });
+    expect(await store.getUser("nobody")).toBeUndefined();
+    expect((await store.listUsers()).map((u) => u.name)).toEqual(["alice", "bob"]);
+  });
+
+  it("hands out a login code once", async () => {
+    const store = await make();
+    const code = { id: "c0de", hash: "ab", host: "8000-w", tokenId: "admin", expiresAt: Date.now() + 60_000 };
+    await store.putLoginCode(code);
+    expect(await store.takeLoginCode("c0de")).toEqual(code);
+    expect(await store.takeLoginCode("c0de")).toBeUndefined();
+  });
+
+  it("keeps SSH keys per user, one owner per fingerprint", async () => {
+    const store = await make();
+    const key = (fingerprint: string, user: string, createdAt: number) => ({ fingerprint, user, publicKey: `ssh-ed25519 ${fingerprint}`, title: "t", createdAt });
+    await store.addSshKey(key("SHA256:b", "carol", 2));
+    await store.addSshKey(key("SHA256:a", "carol", 1));
+    await expect(store.addSshKey(key("SHA256:a", "dave", 3))).rejects.toMatchObject({ code: "already_exists" });
+    expect((await store.listSshKeys("carol")).map((k) => k.fingerprint)).toEqual(["SHA256:a", "SHA256:b"]);
+    expect(await store.listSshKeys("dave")).toEqual([]);
+    expect(await store.getSshKey("SHA256:a")).toEqual(key("SHA256:a", "carol", 1));
+    expect(await store.removeSshKey("dave", "SHA256:a")).toBe(false);
+    expect(await store.removeSshKey("carol", "SHA256:a")).toBe(true);
+    expect(await store.getSshKey("SHA256:a")).toBeUndefined();
+    expect((await store.listSshKeys("carol")).map((k) => k.fingerprint)).toEqual(["SHA256:b"]);
+  });
+
+  it("remembers one SSH identity and host key per workspace incarnation", async () => {
+    const store = await make();
+    const first = { workspaceCreatedAt: 10, privateKey: "priv-1", publicKey: "pub-1" };
+    expect(await store.putSshIdentityIfAbsent("w", first)).toEqual(first);
+    // A racing server's own identity loses to the one stored first.
+    expect(await store.putSshIdentityIfAbsent("w", { ...first, privateKey: "priv-2" })).toEqual(first);
+    // A new workspace of the same name replaces what an old one left.
+    const reborn = { workspaceCreatedAt: 20, privateKey: "priv-3", publicKey: "pub-3" };
+    expect(await store.putSshIdentityIfAbsent("w", reborn)).toEqual(reborn);
+    expect(await store.getSshIdentity("w")).toEqual(reborn);
+    const pinned = { workspaceCreatedAt: 20, publicKey: "ssh-ed25519 AAAA", fingerprint: "SHA256:x", pinnedAt: 5 };
+    expect(await store.pinHostKeyIfAbsent("w", pinned)).toEqual(pinned);
+    expect(await store.pinHostKeyIfAbsent("w", { ...pinned, fingerprint: "SHA256:y" })).toEqual(pinned);
+    expect(await store.getPinnedHostKey("w")).toEqual(pinned);
+    expect(await store.forgetHostKey("w")).toBe(true);
+    expect(await store.forgetHostKey("w")).toBe(false);
+    expect(await store.getPinnedHostKey("w")).toBeUndefined();
+  });
+});
+
+describe("Redis store and event bus in a cluster", () => {
+  it("keeps every key under the prefix, tokens hashed", async () => {
+    const store = new RedisStore({ redis: await connection("keys") });
+    await store.createWorkspace(workspace("w"));
+    await store.putToken(token);
+    const keys = redis.cli("--scan", "--pattern", "*").split("\n").filter((k) => !k.startsWith("contract-") && !k.startsWith("warren:"));
+    expect(keys.sort()).toEqual(["keys:token:0123456789abcdef", "keys:workspace:w", "keys:workspaces"]);
+    expect(redis.cli("GET", "keys:token:0123456789abcdef")).toContain(token.hash);
+  });
+
+  it("fails at once with unavailable while Redis does not answer", async () => {
+    const store = new RedisStore({ redis: await connection("down") });
+    redis.pause();
+    try {
+      let started = Date.now();
+      await expect(store.getWorkspace("w")).rejects.toMatchObject({ code: "unavailable" });
+      expect(Date.now() - started).toBeLessThan(2000);
+      started = Date.now();
+      await expect(store.createWorkspace(workspace("w"))).rejects.toMatchObject({ code: "unavailable" });
+      expect(Date.now() - started).toBeLessThan(50);
+    } finally {
+      redis.resume();
+    }
+    await eventually(async () => (await store.getWorkspace("w").then(() => true, () => false)), 5000, "store answers again");
+  });
+
+  it("delivers events to every server, once each, the publisher's at once", async () => {
+    const received = new Map<string, ClusterEvent[]>();
+    const buses = await Promise.all(
+      ["s1", "s2", "s3"].map(async (id) => {
+        const bus = new RedisEventBus({ redis: await connection("bus"), serverId: id, log });
+        await bus.start();
+        received.set(id, []);
+        bus.subscribe((e) => received.get(id)!.push(e));
+        return bus;
+      }),
+    );
+    const event: ClusterEvent = { type: "workspace-revoked", workspace: "w", reason: "deleted" };
+    const publishing = buses[0]!.publish(event);
+    expect(received.get("s1")).toEqual([event]);
+    await publishing;
+    await eventually(() => received.get("s2")!.length === 1 && received.get("s3")!.length === 1, 2000, "events delivered");
+    await new Promise((r) => setTimeout(r, 100));
+    for (const id of ["s1", "s2", "s3"]) expect(received.get(id), id).toEqual([event]);
+  });
+});
