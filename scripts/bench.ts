@@ -1,5 +1,8 @@
-// npm run bench [-- --quick] [-- --only tunnel,ssh]: starts everything it needs, measures Warren
-// against a direct connection and OpenSSH's reverse tunnel in one run, prints a table with the
+// npm run bench [-- --quick] [-- --only tunnel,cluster,ssh,agent-binary,transports]: starts
+// everything it needs, measures Warren against a direct connection and OpenSSH's reverse tunnel
+// in one run (tunnel), the cross-server path (cluster), the SSH front door (ssh), the agent
+// binary (agent-binary) and Warren's gRPC framing against grpc-js and connect-node
+// (transports), prints a table with the
 // ratios and writes it as JSON under .bench/ for comparison between commits.
 import { existsSync, mkdirSync, writeFileSync } from "node:fs";
 import { cpus } from "node:os";
@@ -7,12 +10,19 @@ import { fileURLToPath } from "node:url";
 import { runBenchApp } from "./bench/bench-app.js";
 import { ensureCommands } from "./bench/processes.js";
 import type { BenchContext, BenchSection } from "./bench/report.js";
+import { benchAgentBinary } from "./bench/agent-binary.js";
+import { benchCluster } from "./bench/cluster.js";
 import { benchSsh } from "./bench/ssh.js";
+import { runTransportRole } from "./bench/transport-peers.js";
+import { benchTransports } from "./bench/transports.js";
 import { benchTunnel } from "./bench/tunnel.js";
 
 const SECTIONS: Record<string, (ctx: BenchContext) => Promise<BenchSection>> = {
   tunnel: benchTunnel,
+  cluster: benchCluster,
   ssh: benchSsh,
+  "agent-binary": benchAgentBinary,
+  transports: benchTransports,
 };
 
 function fmt(n: number): string {
@@ -53,15 +63,22 @@ async function main(): Promise<void> {
     runBenchApp(Number(args[appIndex + 1]));
     return;
   }
+  if (args.includes("--transport-role")) {
+    await runTransportRole(args);
+    return;
+  }
   const quick = args.includes("--quick");
   const onlyIndex = args.indexOf("--only");
   const only = onlyIndex >= 0 ? args[onlyIndex + 1]!.split(",") : Object.keys(SECTIONS);
   const root = fileURLToPath(new URL("..", `file://${__filename}`));
-  for (const bundle of ["dist/warren-server.cjs", "dist/warren-agent.cjs"]) {
-    if (!existsSync(`${root}${bundle}`)) throw new Error(`${bundle} is missing: run npm run build first`);
-  }
   const log = (line: string) => process.stderr.write(`bench: ${line}\n`);
-  ensureCommands({ wrk: "wrk", curl: "curl", "/usr/sbin/sshd": "openssh-server", ssh: "openssh-client" }, log);
+  // The transports section needs only this bundle and node; the tunnel section needs the rest.
+  if (only.includes("tunnel")) {
+    for (const bundle of ["dist/warren-server.cjs", "dist/warren-agent.cjs"]) {
+      if (!existsSync(`${root}${bundle}`)) throw new Error(`${bundle} is missing: run npm run build first`);
+    }
+    ensureCommands({ wrk: "wrk", curl: "curl", "/usr/sbin/sshd": "openssh-server", ssh: "openssh-client" }, log);
+  }
   const ctx: BenchContext = { quick, root, log };
   const results: BenchSection[] = [];
   for (const name of only) {
