@@ -68,6 +68,21 @@ describe("WorkspaceCache", () => {
     expect((await cache.getWorkspace("w"))?.ports[0]?.port).toBe(9000);
   });
 
+  it("keeps a record read while it changed as a fallback for an outage, and reads it again", async () => {
+    const store = new FakeStore();
+    store.records.set("w", record("w"));
+    const cache = new WorkspaceCache({ store, freshMs: 60_000, now: () => 0 });
+    const reading = cache.getWorkspace("w");
+    cache.invalidate("w", false);
+    await reading;
+    expect(store.reads).toBe(1);
+    await cache.getWorkspace("w");
+    expect(store.reads).toBe(2);
+    cache.invalidate("w", false);
+    store.down = true;
+    expect(await cache.getWorkspace("w")).toEqual(record("w"));
+  });
+
   it("does not cache absent workspaces, and invalidate() forgets at once, even a read in flight", async () => {
     const store = new FakeStore();
     const cache = new WorkspaceCache({ store });

@@ -34,8 +34,10 @@ export class WorkspaceCache {
   readonly #now: () => number;
   readonly #entries = new Map<string, Entry>();
   readonly #inflight = new Map<string, Promise<WorkspaceRecord | undefined>>();
-  /** Bumped by invalidate(): a read that started before it must not store what it read. */
+  /** Bumped by invalidate(): a read that started before it stores what it read as outdated. */
   #generation = 0;
+  /** Generation at which a workspace was last forgotten (deleted, revoked). */
+  readonly #forgotten = new Map<string, number>();
 
   constructor(options: WorkspaceCacheOptions) {
     this.#store = options.store;
@@ -59,6 +61,9 @@ export class WorkspaceCache {
     const read = this.#store.getWorkspace(name).then(
       (record) => {
         if (this.#generation === generation) this.#put(name, record);
+        // Changed meanwhile: keep it only as a fallback for a store outage, never after a
+        // deletion (that record must not come back).
+        else if ((this.#forgotten.get(name) ?? -1) < generation) this.#put(name, record, true);
         return record;
       },
       (err: unknown) => {
@@ -87,17 +92,19 @@ export class WorkspaceCache {
    */
   invalidate(name: string, forget = true): void {
     const entry = this.#entries.get(name);
+    this.#generation++;
+    if (forget) this.#forgotten.set(name, this.#generation);
     if (forget || !entry) this.#entries.delete(name);
     else this.#entries.set(name, { ...entry, outdated: true });
     this.#inflight.delete(name);
-    this.#generation++;
   }
 
-  #put(name: string, record: WorkspaceRecord | undefined): void {
+  #put(name: string, record: WorkspaceRecord | undefined, outdated = false): void {
     this.#entries.delete(name);
+    if (!outdated) this.#forgotten.delete(name);
     // Absent workspaces are not cached: one created on another server is seen at once.
     if (!record) return;
-    this.#entries.set(name, { record, at: this.#now() });
+    this.#entries.set(name, outdated ? { record, at: this.#now(), outdated } : { record, at: this.#now() });
     if (this.#entries.size > this.#maxEntries) {
       const oldest = this.#entries.keys().next().value;
       if (oldest !== undefined) this.#entries.delete(oldest);
