@@ -6,6 +6,7 @@ import { encodeGrpcMessage } from "../../shared/grpc-message.js";
 import { decodeGrpcMessage as decodeStatusText, GrpcStatus, errorFromGrpc } from "../../shared/grpc-status.js";
 import type { Logger } from "../../shared/logger.js";
 import { TunnelSocket } from "../../shared/tunnel-socket.js";
+import { noDelayConnector } from "../../shared/http2-sockets.js";
 import { TUNNEL_WINDOWS } from "../../shared/tunnel-windows.js";
 import type { DialOptions } from "../tunnel/tunnel-dialer.js";
 import type { PresenceHolder } from "./presence.js";
@@ -156,6 +157,7 @@ export class PrivateClient implements PeerDialer {
     const session = http2.connect(`http://${address}`, {
       settings: { initialWindowSize: TUNNEL_WINDOWS.streamWindowBytes, maxFrameSize: TUNNEL_WINDOWS.maxFrameBytes, enablePush: false },
       maxSessionMemory: TUNNEL_WINDOWS.maxSessionMemoryMb,
+      createConnection: noDelayConnector(new URL(`http://${address}`)),
     });
     this.#owned.add(session);
     this.#sessions.set(address, session);

@@ -13,6 +13,7 @@ import { encodeGrpcMessage } from "../../shared/grpc-message.js";
 import type { Logger } from "../../shared/logger.js";
 import type { HostPort } from "../../shared/settings.js";
 import { TunnelSocket } from "../../shared/tunnel-socket.js";
+import { acceptWithNoDelay } from "../../shared/http2-sockets.js";
 import { TUNNEL_WINDOWS } from "../../shared/tunnel-windows.js";
 import { bearerToken, constantTimeEquals } from "../auth/tokens.js";
 import type { Dialer } from "../tunnel/tunnel-dialer.js";
@@ -58,6 +59,7 @@ export class PrivateEndpoint {
       settings: { initialWindowSize: TUNNEL_WINDOWS.streamWindowBytes, maxFrameSize: TUNNEL_WINDOWS.maxFrameBytes },
       maxSessionMemory: TUNNEL_WINDOWS.maxSessionMemoryMb,
     });
+    acceptWithNoDelay(this.#server);
     this.#server.on("session", (session: ServerHttp2Session) => {
       this.#sessions.add(session);
       session.on("error", () => session.destroy());
