@@ -5,6 +5,7 @@ import {
   parseHostPort,
   parseIntegerIn,
   parseNonEmpty,
+  parseBoolean,
   parseOneOf,
   parseReadableFile,
   setting,
@@ -193,6 +194,14 @@ export const SERVER_SETTINGS = {
     default: 60_000,
     defaultText: "60s",
     parse: duration(100, 3_600_000),
+  }),
+  httpFastPath: setting({
+    key: "httpFastPath",
+    flag: "http-fast-path",
+    env: "WARREN_HTTP_FAST_PATH",
+    description: "splice workspace connections onto tunnel streams (parsing requests, passing responses through); off: every request goes through node's HTTP client",
+    default: true,
+    parse: parseBoolean,
   }),
   agentMaxStreams: setting({
     key: "agentMaxStreams",

@@ -344,6 +344,16 @@ export class WarrenServer {
       }),
       webSockets: new WebSocketProxy({ dialer, upstreamTimeoutMs: config.upstreamTimeout, log, filterCookie: withoutSessionCookies }),
       login,
+      ...(config.httpFastPath
+        ? {
+            fastPath: {
+              dial: (target) => dialer.dial(target.workspace, target.port),
+              upstreamTimeoutMs: config.upstreamTimeout,
+              filterCookie: withoutSessionCookies,
+              onResponse: (status, startedAt) => this.metrics.httpResponse(status, startedAt),
+            },
+          }
+        : {}),
       log,
     });
     if (this.#tls) {
@@ -465,7 +475,7 @@ export class WarrenServer {
     this.#agentEndpoint.stopAccepting();
     const closed = Promise.all([this.#frontDoor.stopAccepting(), this.#sshFrontDoor?.stopAccepting()]);
     // Keep-alive connections become idle as their last request ends: close them as they do.
-    const sweeper = setInterval(() => this.#frontDoor.server.closeIdleConnections(), 200);
+    const sweeper = setInterval(() => this.#frontDoor.closeIdleConnections(), 200);
     const deadline = new Promise<void>((resolve) => setTimeout(resolve, this.config.shutdownTimeout).unref());
     await Promise.race([closed, deadline]);
     clearInterval(sweeper);

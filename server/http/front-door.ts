@@ -1,6 +1,6 @@
 import http, { type IncomingMessage, type ServerResponse } from "node:http";
 import https from "node:https";
-import type { AddressInfo } from "node:net";
+import type { AddressInfo, Socket } from "node:net";
 import type { Duplex } from "node:stream";
 import type { SecureContextOptions } from "node:tls";
 import { ErrorCode, isWarrenError, WarrenError } from "../../shared/errors.js";
@@ -12,7 +12,20 @@ import type { BrowserLogin } from "./browser-login.js";
 import type { ReverseProxy } from "./reverse-proxy.js";
 import type { WebSocketProxy } from "./websocket-proxy.js";
 import type { WorkspaceAccess } from "./workspace-access.js";
-import { parseHost } from "./workspace-host.js";
+import { SplicedConnection, type SpliceDecision, type SplicedRequest } from "./spliced-connection.js";
+import { parseHost, type HostTarget } from "./workspace-host.js";
+import type { ProxyTarget } from "./reverse-proxy.js";
+
+/** The spliced fast path (see spliced-connection.ts); absent: every request goes through node's HTTP server. */
+export interface FastPathOptions {
+  readonly dial: (target: ProxyTarget) => Promise<Duplex>;
+  readonly upstreamTimeoutMs: number;
+  readonly filterCookie?: (cookie: string) => string | undefined;
+  readonly onResponse?: (status: number, startedAt: bigint) => void;
+}
+
+/** Paths on workspace hosts that Warren answers itself (login callback, logout). */
+const WARREN_PATH_PREFIX = "/.warren/";
 
 export interface FrontDoorOptions {
   readonly listen: HostPort;
@@ -25,6 +38,7 @@ export interface FrontDoorOptions {
   readonly webSockets: WebSocketProxy;
   /** Browser login: its paths on workspace hosts, and the redirect to the login page. */
   readonly login?: BrowserLogin;
+  readonly fastPath?: FastPathOptions;
   readonly log: Logger;
 }
 
@@ -33,6 +47,7 @@ export class FrontDoor {
   readonly #options: FrontDoorOptions;
   readonly #server: http.Server;
   readonly #proto: "http" | "https";
+  readonly #spliced = new Set<SplicedConnection>();
 
   constructor(options: FrontDoorOptions) {
     this.#options = options;
@@ -47,6 +62,7 @@ export class FrontDoor {
     this.#server = options.tls ? https.createServer({ ...serverOptions, ...options.tls }) : http.createServer(serverOptions);
     this.#server.on("request", (req: IncomingMessage, res: ServerResponse) => this.#onRequest(req, res));
     this.#server.on("upgrade", (req: IncomingMessage, socket: Duplex, head: Buffer) => this.#onUpgrade(req, socket, head));
+    if (options.fastPath) this.#interceptConnections(options.fastPath);
     this.#server.on("clientError", (err: NodeJS.ErrnoException, socket: Duplex) => {
       if (socket.writable && err.code !== "ECONNRESET") {
         socket.end("HTTP/1.1 400 Bad Request\r\nContent-Type: text/plain\r\nConnection: close\r\n\r\nmalformed HTTP request\n");
@@ -79,14 +95,82 @@ export class FrontDoor {
 
   /** Stops accepting connections and closes idle keep-alive ones; requests in flight go on. */
   stopAccepting(): Promise<void> {
+    for (const connection of this.#spliced) connection.closeWhenIdle();
     return new Promise((resolve) => {
       this.#server.close(() => resolve());
       this.#server.closeIdleConnections();
     });
   }
 
+  /** Closes keep-alive connections that have become idle (during a drain). */
+  closeIdleConnections(): void {
+    this.#server.closeIdleConnections();
+    for (const connection of this.#spliced) connection.closeWhenIdle();
+  }
+
   closeAllConnections(): void {
     this.#server.closeAllConnections();
+    for (const connection of this.#spliced) connection.destroy();
+  }
+
+  /**
+   * Every new connection meets the fast path first: node's own connection listener (the
+   * first one the server registered) runs only for connections handed off to it.
+   */
+  #interceptConnections(fastPath: FastPathOptions): void {
+    const event = this.#options.tls ? "secureConnection" : "connection";
+    const nodeListener = this.#server.listeners(event)[0] as ((socket: Socket) => void) | undefined;
+    if (!nodeListener) throw new Error(`node's HTTP server has no ${event} listener to intercept`);
+    this.#server.removeListener(event, nodeListener);
+    const server = this.#server;
+    this.#server.prependListener(event, (socket: Socket) => {
+      const connection = new SplicedConnection({
+        socket,
+        proto: this.#proto,
+        decide: (req, first) => this.#decide(req, first),
+        dial: fastPath.dial,
+        handOff: (s, consumed) => {
+          this.#spliced.delete(connection);
+          if (consumed.length > 0) s.unshift(consumed);
+          nodeListener.call(server, s);
+          s.resume();
+        },
+        filterCookie: fastPath.filterCookie,
+        upstreamTimeoutMs: fastPath.upstreamTimeoutMs,
+        firstHeadTimeoutMs: 30_000,
+        idleTimeoutMs: 65_000,
+        onResponse: fastPath.onResponse,
+        onClose: () => this.#spliced.delete(connection),
+        log: this.#options.log,
+      });
+      this.#spliced.add(connection);
+    });
+  }
+
+  /** Whether a request can take the fast path, and where to. Never rejects. */
+  async #decide(req: SplicedRequest, first: boolean): Promise<SpliceDecision> {
+    const target: HostTarget = parseHost(req.headers.host, this.#options.rootDomain);
+    if (
+      target.kind !== "workspace" ||
+      req.headers.upgrade !== undefined ||
+      req.headers.expect !== undefined ||
+      req.method === "CONNECT" ||
+      req.url.startsWith(WARREN_PATH_PREFIX)
+    ) {
+      return { kind: "slow" };
+    }
+    try {
+      await this.#options.access.authorize(req as unknown as IncomingMessage, target.workspace, target.port);
+      return { kind: "forward", target: { workspace: target.workspace, port: target.port } };
+    } catch (err) {
+      // Node's HTTP server gives the first request the full answer (login redirect included);
+      // later, a browser that must log in is sent there by a retry on a new connection.
+      const login = this.#options.login;
+      if (first || (login && isWarrenError(err, ErrorCode.Unauthenticated) && login.wantsLogin(req as unknown as IncomingMessage))) {
+        return { kind: "slow" };
+      }
+      return { kind: "error", error: WarrenError.from(err) };
+    }
   }
 
   #forwarded(req: IncomingMessage): ForwardedInfo {
