@@ -12,7 +12,11 @@ import {
   type ServerHandle,
 } from "./harness/warren.js";
 
-describe("HTTP front door", () => {
+// Both ways through the front door: the spliced fast path (default) and node's HTTP client.
+describe.each([
+  ["spliced fast path", "true"],
+  ["node HTTP client", "false"],
+])("HTTP front door (%s)", (_mode, fastPath) => {
   let server: ServerHandle;
   let agent: AgentHandle;
   let app: App;
@@ -36,7 +40,7 @@ describe("HTTP front door", () => {
     });
     slowApp = await startApp(() => {});
     downPort = await freePort();
-    server = await startServer({ WARREN_UPSTREAM_TIMEOUT: "3s" });
+    server = await startServer({ WARREN_UPSTREAM_TIMEOUT: "3s", WARREN_HTTP_FAST_PATH: fastPath });
     const ws = await createWorkspace(server, "demo", [app.port, slowApp.port, downPort, { port: 1, public: true }]);
     agent = await startAgent(server, ws.agentToken);
   });
