@@ -43,6 +43,7 @@ import { WorkspaceAccess } from "./http/workspace-access.js";
 import { workspaceUrl } from "./http/workspace-host.js";
 import { HealthServer } from "./observability/health-server.js";
 import { ServerMetrics } from "./observability/metrics.js";
+import { TunnelByteMeter } from "./observability/tunnel-byte-meter.js";
 import { rootFallback, rootHandler } from "./root-handler.js";
 import { MemoryStore } from "./store/memory-store.js";
 import { TlsCredentials } from "./tls/tls-credentials.js";
@@ -107,6 +108,8 @@ export class WarrenServer {
   readonly #frontDoor: FrontDoor;
   readonly #health: HealthServer;
   readonly #httpAgent: TunnelHttpAgent;
+  readonly #webSockets: WebSocketProxy;
+  readonly #byteMeter = new TunnelByteMeter();
   readonly #tls: TlsCredentials | undefined;
   readonly #agentBinary: string;
   readonly #secretKeyGenerated: boolean;
@@ -136,7 +139,12 @@ export class WarrenServer {
     this.registry = registry;
     this.metrics = new ServerMetrics({
       tunnelStats: () => this.#tunnelStats(),
+      tunnelBytes: () => this.#byteMeter.totals(),
       sshConnections: () => this.#sshFrontDoor?.connectionCount ?? 0,
+      sshSessions: () => this.#sshFrontDoor?.sessionCount ?? 0,
+      httpInFlight: () => this.#frontDoor.inFlight,
+      webSocketsOpen: () => this.#webSockets.openCount,
+      draining: () => this.#draining,
       ...(config.redisUrl ? { redisAvailable: () => this.#cluster?.redis.available ?? false } : {}),
     });
     const localDialer = new TunnelDialer({
@@ -158,6 +166,7 @@ export class WarrenServer {
         prefix: config.redisPrefix,
         log: log.child({ component: "redis" }),
         onError: (operation) => this.metrics.redisErrors.inc({ operation }),
+        onOperation: (operation, seconds) => this.metrics.redisOperation(operation, seconds),
         onAvailability: (available) => {
           if (available) this.#cluster?.presence.refreshNow();
         },
@@ -233,6 +242,8 @@ export class WarrenServer {
       events: this.events,
       log: log.child({ component: "control" }),
     });
+    // Every front door (HTTP, WebSocket, SSH) dials through this one: its bytes are counted.
+    dialer = this.#byteMeter.wrap(dialer);
     this.#dialer = dialer;
     const identities = new WorkspaceSshIdentities({ store });
     const knownHosts = new KnownHostKeys({ store });
@@ -326,6 +337,13 @@ export class WarrenServer {
       loginCodeTtlMs: config.loginCodeTtl,
       log: log.child({ component: "login" }),
     });
+    this.#webSockets = new WebSocketProxy({
+      dialer,
+      upstreamTimeoutMs: config.upstreamTimeout,
+      log,
+      filterCookie: withoutSessionCookies,
+      onOutcome: (outcome) => this.metrics.webSocketUpgrades.inc({ outcome }),
+    });
     this.#frontDoor = new FrontDoor({
       listen: config.httpAddr,
       tls: this.#tls?.options,
@@ -337,11 +355,12 @@ export class WarrenServer {
         upstreamTimeoutMs: config.upstreamTimeout,
         log,
         filterCookie: withoutSessionCookies,
-        onResponse: (status, startedAt) => this.metrics.httpResponse(status, startedAt),
       }),
-      webSockets: new WebSocketProxy({ dialer, upstreamTimeoutMs: config.upstreamTimeout, log, filterCookie: withoutSessionCookies }),
+      webSockets: this.#webSockets,
       login,
       log,
+      onResponse: (target, status, startedAt) => this.metrics.httpResponse(target, status, startedAt),
+      onUpgradeDenied: () => this.metrics.webSocketUpgrades.inc({ outcome: "denied" }),
     });
     if (this.#tls) {
       this.#tls.attach(this.#agentEndpoint);

@@ -26,6 +26,10 @@ export interface FrontDoorOptions {
   /** Browser login: its paths on workspace hosts, and the redirect to the login page. */
   readonly login?: BrowserLogin;
   readonly log: Logger;
+  /** Observes each answered request (metrics): 499 when the client left before the answer. */
+  readonly onResponse?: (target: "workspace" | "root", status: number, startedAt: bigint) => void;
+  /** Observes each upgrade refused before it reached the WebSocket proxy (metrics). */
+  readonly onUpgradeDenied?: () => void;
 }
 
 /** The public HTTP listener: the Host header picks the root domain or a workspace port. */
@@ -33,6 +37,7 @@ export class FrontDoor {
   readonly #options: FrontDoorOptions;
   readonly #server: http.Server;
   readonly #proto: "http" | "https";
+  #inFlight = 0;
 
   constructor(options: FrontDoorOptions) {
     this.#options = options;
@@ -58,6 +63,11 @@ export class FrontDoor {
 
   get server(): http.Server {
     return this.#server;
+  }
+
+  /** Requests being answered now. */
+  get inFlight(): number {
+    return this.#inFlight;
   }
 
   async listen(): Promise<AddressInfo> {
@@ -95,6 +105,7 @@ export class FrontDoor {
 
   #onRequest(req: IncomingMessage, res: ServerResponse): void {
     const target = parseHost(req.headers.host, this.#options.rootDomain);
+    this.#observe(res, target.kind === "root" ? "root" : "workspace");
     if (target.kind === "root") {
       this.#options.rootHandler(req, res);
       return;
@@ -119,15 +130,29 @@ export class FrontDoor {
     );
   }
 
+  /** Counts the request as in flight until its response ends or its client leaves. */
+  #observe(res: ServerResponse, target: "workspace" | "root"): void {
+    const startedAt = process.hrtime.bigint();
+    this.#inFlight++;
+    res.once("close", () => {
+      this.#inFlight--;
+      this.#options.onResponse?.(target, res.writableFinished ? res.statusCode : 499, startedAt);
+    });
+  }
+
   #onUpgrade(req: IncomingMessage, socket: Duplex, head: Buffer): void {
     const target = parseHost(req.headers.host, this.#options.rootDomain);
     if (target.kind !== "workspace") {
+      this.#options.onUpgradeDenied?.();
       sendUpgradeError(socket, new WarrenError(ErrorCode.NotFound, target.kind === "invalid" ? target.reason : "no upgrades on the root domain"));
       return;
     }
     this.#options.access.authorize(req, target.workspace, target.port).then(
       () => this.#options.webSockets.handle(req, socket, head, { workspace: target.workspace, port: target.port }, this.#forwarded(req)),
-      (err) => sendUpgradeError(socket, err),
+      (err) => {
+        this.#options.onUpgradeDenied?.();
+        sendUpgradeError(socket, err);
+      },
     );
   }
 }
