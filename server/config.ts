@@ -211,11 +211,21 @@ export const SERVER_SETTINGS = {
     defaultText: "7d",
     parse: duration(60_000, 366 * 86_400_000),
   }),
+  drainDelay: setting({
+    key: "drainDelay",
+    flag: "drain-delay",
+    env: "WARREN_DRAIN_DELAY",
+    description:
+      "on SIGTERM, how long /readyz answers 503 while the server still serves everything, so that load balancers stop sending before it stops accepting (SIGINT skips it)",
+    default: 5000,
+    defaultText: "5s",
+    parse: duration(0, 300_000),
+  }),
   shutdownTimeout: setting({
     key: "shutdownTimeout",
     flag: "shutdown-timeout",
     env: "WARREN_SHUTDOWN_TIMEOUT",
-    description: "how long in-flight requests may run after SIGTERM",
+    description: "after the drain delay, how long requests, WebSockets and SSH sessions in flight may run before they are closed",
     default: 25_000,
     defaultText: "25s",
     parse: duration(0, 600_000),

@@ -64,7 +64,8 @@ async function main(): Promise<void> {
     }
     stopping = true;
     log.info({ signal }, "signal received");
-    server.shutdown().then(
+    // Ctrl-C is a person at a terminal, not a load balancer that must notice first.
+    server.shutdown(signal === "SIGINT" ? { drainDelayMs: 0 } : {}).then(
       () => process.exit(0),
       (err) => {
         log.error({ err }, "shutdown failed");

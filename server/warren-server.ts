@@ -188,6 +188,8 @@ export class WarrenServer {
         log: log.child({ component: "private-client" }),
         // The holder waits for a stream and for the agent's dial; then it answers.
         answerTimeoutMs: config.streamWaitTimeout + config.dialTimeout + 2000,
+        // A peer shutting down: requests on its kept-alive sockets finish, new ones go elsewhere.
+        onSessionClosing: (session) => this.#httpAgent.closeIdleSocketsOf(session),
       });
       dialer = new ClusterDialer({
         local: localDialer,
@@ -470,21 +472,48 @@ export class WarrenServer {
   }
 
   /**
-   * Graceful stop: unready, stop accepting, tell agents to go elsewhere, let requests in
-   * flight finish within the shutdown timeout, then close everything.
+   * Graceful stop, in this order: unready for `drainDelayMs` while everything still works (load
+   * balancers notice and stop sending here); stop accepting connections; ask every agent to
+   * reconnect to another server (it opens its new connection before it lets this one go); in
+   * cluster mode keep serving the other servers' forwards until the agents have moved, then
+   * turn those away too; let what is in flight finish within the shutdown timeout; remove this
+   * server's presence and close everything. Never rejects for a connection that would not end:
+   * the timeout ends it.
    */
-  async shutdown(): Promise<void> {
+  async shutdown(options: { drainDelayMs?: number } = {}): Promise<void> {
     if (this.#draining) return;
     this.#draining = true;
     clearInterval(this.#sweepTimer);
-    this.log.info({ timeoutMs: this.config.shutdownTimeout }, "shutting down");
+    const drainDelayMs = options.drainDelayMs ?? this.config.drainDelay;
+    const timeoutMs = this.config.shutdownTimeout;
+    this.log.info({ drainDelayMs, timeoutMs }, "shutting down: unready, still serving for the drain delay");
+    if (drainDelayMs > 0) await sleep(drainDelayMs);
+    const deadline = Date.now() + timeoutMs;
+    const timeLeft = () => Math.max(0, deadline - Date.now());
+
     this.#agentEndpoint.stopAccepting();
-    const closed = Promise.all([this.#frontDoor.stopAccepting(), this.#sshFrontDoor?.stopAccepting()]);
+    const listenersDone = Promise.all([this.#frontDoor.stopAccepting(), this.#sshFrontDoor?.stopAccepting()]);
     // Keep-alive connections become idle as their last request ends: close them as they do.
     const sweeper = setInterval(() => this.#frontDoor.server.closeIdleConnections(), 200);
-    const deadline = new Promise<void>((resolve) => setTimeout(resolve, this.config.shutdownTimeout).unref());
-    await Promise.race([closed, deadline]);
+    const agents = [...this.registry.connections()];
+    for (const connection of agents) connection.requestHandoff("server is shutting down; reconnect to another server");
+    this.log.info({ agents: agents.length }, "shutting down: no new connections; asked the agents to reconnect to another server");
+    const cluster = this.#cluster;
+    if (cluster) {
+      // Other servers forward here until the agents' new connections are up elsewhere.
+      const moved = await until(() => this.#agentsMoved(), timeLeft());
+      if (!moved) this.log.warn({ agents: this.#usableAgents() }, "agents did not reconnect elsewhere in time");
+      cluster.endpoint.stopAccepting();
+    }
+    const inFlight = Promise.all([listenersDone, cluster?.endpoint.whenIdle(), until(() => this.#webSockets.openCount === 0, timeLeft())]);
+    const finished = await within(inFlight, timeLeft());
     clearInterval(sweeper);
+    if (!finished) {
+      this.log.warn(
+        { httpRequests: this.#frontDoor.inFlight, webSockets: this.#webSockets.openCount, sshConnections: this.#sshFrontDoor?.connectionCount ?? 0 },
+        "shutdown timeout: closing what is still open",
+      );
+    }
     for (const connection of [...this.registry.connections()]) {
       connection.disconnect(DisconnectReason.SERVER_DRAINING, "server is shutting down; reconnect to another server", 0);
     }
@@ -492,7 +521,6 @@ export class WarrenServer {
     this.#sshFrontDoor?.closeAll();
     this.#httpAgent.destroy();
     this.#agentEndpoint.destroyAll();
-    const cluster = this.#cluster;
     if (cluster) {
       // Our records go at once, so other servers stop forwarding here before they expire.
       await this.presence.stop();
@@ -505,6 +533,17 @@ export class WarrenServer {
     this.log.info("stopped");
   }
 
+  /** Whether every agent connection here has stopped taking new dials (moved elsewhere, or gone). */
+  #agentsMoved(): boolean {
+    return this.#usableAgents() === 0;
+  }
+
+  #usableAgents(): number {
+    let n = 0;
+    for (const c of this.registry.connections()) if (c.usable) n++;
+    return n;
+  }
+
   #tunnelStats(): { agents: number; idleStreams: number; streams: number } {
     let agents = 0;
     let idleStreams = 0;
@@ -515,6 +554,31 @@ export class WarrenServer {
       streams += c.streamCount;
     }
     return { agents, idleStreams, streams };
+  }
+}
+
+function sleep(ms: number): Promise<void> {
+  return new Promise((resolve) => setTimeout(resolve, ms));
+}
+
+/** Resolves true once `done()` holds (checked every 50 ms), false when `timeoutMs` passes first. */
+async function until(done: () => boolean, timeoutMs: number): Promise<boolean> {
+  const deadline = Date.now() + timeoutMs;
+  while (!done()) {
+    if (Date.now() >= deadline) return false;
+    await sleep(50);
+  }
+  return true;
+}
+
+/** Resolves true when `work` settles within `timeoutMs`, false otherwise. */
+async function within(work: Promise<unknown>, timeoutMs: number): Promise<boolean> {
+  let timer: NodeJS.Timeout | undefined;
+  const timedOut = new Promise<boolean>((resolve) => (timer = setTimeout(() => resolve(false), timeoutMs)));
+  try {
+    return await Promise.race([work.then(() => true, () => true), timedOut]);
+  } finally {
+    clearTimeout(timer);
   }
 }
 

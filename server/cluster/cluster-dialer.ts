@@ -55,7 +55,15 @@ export class ClusterDialer implements Dialer {
         if (!(err instanceof WarrenError && err.code === ErrorCode.Unavailable && !localAgents.isConnected(workspace))) throw err;
       }
     }
-    return this.#forward(workspace, port, { ...options, connectionId });
+    try {
+      return await this.#forward(workspace, port, { ...options, connectionId });
+    } catch (err) {
+      // The agent moved here while we forwarded (its old server is draining): dial it here.
+      if (err instanceof WarrenError && err.code === ErrorCode.Unavailable && localAgents.isConnected(workspace)) {
+        return local.dial(workspace, port, { ...options, connectionId });
+      }
+      throw err;
+    }
   }
 
   async #forward(workspace: string, port: number, options: DialOptions & { connectionId: string }): Promise<TunnelSocket> {

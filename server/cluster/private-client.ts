@@ -31,6 +31,11 @@ export interface PrivateClientOptions {
   readonly connectTimeoutMs?: number;
   /** The longest a peer may take to answer a dial (its own stream wait plus dial timeout, and some). */
   readonly answerTimeoutMs: number;
+  /**
+   * A pooled session to a peer stops taking new streams (the peer is shutting down): sockets
+   * kept alive on it should go (the HTTP agent's idle ones).
+   */
+  readonly onSessionClosing?: (session: Http2Session) => void;
 }
 
 const PING_INTERVAL_MS = 10_000;
@@ -180,7 +185,10 @@ export class PrivateClient implements PeerDialer {
     };
     session.once("close", drop);
     // A peer shutting down sends GOAWAY: new dials open a fresh session (and fail fast if it is gone).
-    session.once("goaway", drop);
+    session.once("goaway", () => {
+      drop();
+      this.#options.onSessionClosing?.(session);
+    });
     session.unref();
     return session;
   }

@@ -87,6 +87,27 @@ export class PrivateEndpoint {
     return this.#server.address() as AddressInfo;
   }
 
+  /**
+   * Stops taking calls: no new connections, and a GOAWAY on every open one, so that peers dial
+   * elsewhere while the calls in flight go on. Never blocks.
+   */
+  stopAccepting(): void {
+    this.#server.close();
+    for (const session of this.#sessions) {
+      if (!session.closed && !session.destroyed) session.close();
+    }
+  }
+
+  /** Resolves once every peer connection has closed (their calls in flight have ended). Never rejects. */
+  async whenIdle(): Promise<void> {
+    // Sessions leave the set on "close" (a listener added before ours): wait for one, look again.
+    while (this.#sessions.size > 0) {
+      await new Promise<void>((resolve) => {
+        for (const session of this.#sessions) session.once("close", () => resolve());
+      });
+    }
+  }
+
   /** Stops listening and drops every call (their agents are going away too). */
   close(): void {
     this.#server.close();
