@@ -127,6 +127,8 @@ describe("rolling restart of a two-server cluster", () => {
     servers.push(...(await Promise.all([start(0), start(1)])));
     const ws = await createWorkspace(servers[0]!, "rolling", [app.port]);
     agent = await startAgent({ agentUrl: servers.map((s) => s.agentUrl).join(",") }, ws.agentToken, { env: { WARREN_LOG_LEVEL: "info" } });
+    // The agent's server records it in Redis just after its welcome: then both servers reach it.
+    await eventually(async () => (await Promise.all(servers.map((s) => get(s, "rolling", app.port)))).every((r) => r.status === 200), 5000, "both servers to reach the workspace");
   });
 
   afterAll(async () => {
@@ -169,6 +171,7 @@ describe("rolling restart of a two-server cluster", () => {
     const workers = [worker(), worker()];
 
     const slowOnes: Array<Promise<HttpResult>> = [];
+    const serverLines: Array<[string, readonly Record<string, unknown>[]]> = [];
     const holder = () => {
       const line = [...agent.proc.lines].reverse().find((l) => l["event"] === "ready");
       return ids.indexOf(String(line?.["serverId"]));
@@ -184,16 +187,23 @@ describe("rolling restart of a two-server cluster", () => {
       servers[i]!.proc.kill("SIGTERM");
       expect(await servers[i]!.proc.exited).toEqual({ code: 0, signal: null });
       if (held) expect(holder()).toBe(other);
+      serverLines.push([`${ids[i]}-old`, servers[i]!.proc.lines]);
       servers[i] = await start(i);
       await eventually(() => ready[i] === true, 5000, `server ${ids[i]} back in the load balancer`);
     }
     await sleep(700);
+    serverLines.push([ids[0]!, servers[0]!.proc.lines], [ids[1]!, servers[1]!.proc.lines]);
     running = false;
     await Promise.all([...workers, poller]);
 
     for (const slow of await Promise.all(slowOnes)) expect({ status: slow.status, body: slow.body.toString() }).toEqual({ status: 200, body: "slow done" });
     const failures = results.filter((r) => r.status !== 200);
-    expect(failures, JSON.stringify(failures.slice(0, 5))).toEqual([]);
+    // On failure, the log lines around the first one say what happened.
+    const t0 = failures[0]?.at ?? 0;
+    const near = (who: string, lines: readonly Record<string, unknown>[]) =>
+      lines.filter((l) => Math.abs(Date.parse(String(l["time"])) - t0) < 1000).map((l) => `${Date.parse(String(l["time"])) - t0}ms ${who}: ${l["msg"]}`);
+    const context = failures.length === 0 ? "" : [...near("agent", agent.proc.lines), ...serverLines.flatMap(([who, lines]) => near(who, lines))].sort((a, b) => parseInt(a) - parseInt(b)).join("\n");
+    expect(failures, `${JSON.stringify(failures.slice(0, 5))}\n${context}`).toEqual([]);
     // Steady load the whole time, through both servers.
     expect(results.length).toBeGreaterThan(100);
     expect(new Set(results.map((r) => r.server)).size).toBe(2);
