@@ -1,4 +1,4 @@
-import { existsSync } from "node:fs";
+import { existsSync, readFileSync } from "node:fs";
 import { hostname, networkInterfaces } from "node:os";
 import { join } from "node:path";
 import { randomBytes } from "node:crypto";
@@ -184,6 +184,7 @@ export class WarrenServer {
       this.presence = presence;
       const peers = new PrivateClient({
         clusterSecret: config.clusterSecret,
+        ...(config.privateTls ? { tls: { serverName: config.rootDomain, ...(config.privateCaFile ? { ca: readFileSync(config.privateCaFile) } : {}) } } : {}),
         serverId: this.serverId,
         log: log.child({ component: "private-client" }),
         // The holder waits for a stream and for the agent's dial; then it answers.
@@ -201,6 +202,7 @@ export class WarrenServer {
       });
       const endpoint = new PrivateEndpoint({
         listen: config.privateAddr,
+        ...(config.privateTls && this.#tls ? { tls: this.#tls.options } : {}),
         clusterSecret: config.clusterSecret,
         serverId: this.serverId,
         local: localDialer,
@@ -367,6 +369,7 @@ export class WarrenServer {
     if (this.#tls) {
       this.#tls.attach(this.#agentEndpoint);
       this.#tls.attach(this.#frontDoor);
+      if (config.privateTls && this.#cluster) this.#tls.attach(this.#cluster.endpoint);
     }
     this.#health = new HealthServer({
       listen: config.observabilityAddr,

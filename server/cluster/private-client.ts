@@ -25,6 +25,11 @@ export interface PeerDialer {
 
 export interface PrivateClientOptions {
   readonly clusterSecret: string;
+  /**
+   * Dial peers over TLS (WARREN_PRIVATE_TLS), verifying their certificate for `serverName`
+   * (the root domain: peers are dialed by IP address) with `ca`, or the system CAs.
+   */
+  readonly tls?: { readonly serverName: string; readonly ca?: Buffer };
   readonly serverId: string;
   readonly log: Logger;
   /** A peer that does not accept the connection within this time is unreachable. */
@@ -158,9 +163,11 @@ export class PrivateClient implements PeerDialer {
   #session(address: string): ClientHttp2Session {
     const existing = this.#sessions.get(address);
     if (existing && !existing.closed && !existing.destroyed) return existing;
-    const session = http2.connect(`http://${address}`, {
+    const tls = this.#options.tls;
+    const session = http2.connect(`${tls ? "https" : "http"}://${address}`, {
       settings: { initialWindowSize: TUNNEL_WINDOWS.streamWindowBytes, maxFrameSize: TUNNEL_WINDOWS.maxFrameBytes, enablePush: false },
       maxSessionMemory: TUNNEL_WINDOWS.maxSessionMemoryMb,
+      ...(tls ? { servername: tls.serverName, ...(tls.ca ? { ca: tls.ca } : {}) } : {}),
     });
     this.#owned.add(session);
     this.#sessions.set(address, session);
