@@ -184,9 +184,13 @@ describe("rolling restart of a two-server cluster", () => {
       slowOnes.push(get(servers[i]!, "rolling", app.port, "/slow"), get(servers[other]!, "rolling", app.port, "/slow"));
       await sleep(100);
       const held = holder() === i;
+      expect(redis.cli("HKEYS", "warren:servers").split("\n")).toContain(ids[i]);
       servers[i]!.proc.kill("SIGTERM");
       expect(await servers[i]!.proc.exited).toEqual({ code: 0, signal: null });
       if (held) expect(holder()).toBe(other);
+      // It removed its presence: no server record, no claim on the workspace.
+      expect(redis.cli("HKEYS", "warren:servers").split("\n")).not.toContain(ids[i]);
+      expect(redis.cli("HKEYS", "warren:presence:rolling").split("\n")).not.toContain(ids[i]);
       serverLines.push([`${ids[i]}-old`, servers[i]!.proc.lines]);
       servers[i] = await start(i);
       await eventually(() => ready[i] === true, 5000, `server ${ids[i]} back in the load balancer`);
