@@ -503,9 +503,12 @@ export class WarrenServer {
     this.log.info({ agents: agents.length }, "shutting down: no new connections; asked the agents to reconnect to another server");
     const cluster = this.#cluster;
     if (cluster) {
-      // Other servers forward here until the agents' new connections are up elsewhere.
-      const moved = await until(() => this.#agentsMoved(), timeLeft());
-      if (!moved) this.log.warn({ agents: this.#usableAgents() }, "agents did not reconnect elsewhere in time");
+      // Other servers forward here until the agents' new connections are up elsewhere; with
+      // no other server alive, there is nowhere to move to and nobody forwarding.
+      if (agents.length > 0 && (await cluster.presence.hasLivePeers())) {
+        const moved = await until(() => this.#agentsMoved(), timeLeft());
+        if (!moved) this.log.warn({ agents: this.#usableAgents() }, "agents did not reconnect elsewhere in time");
+      }
       cluster.endpoint.stopAccepting();
     }
     const inFlight = Promise.all([listenersDone, cluster?.endpoint.whenIdle(), until(() => this.#webSockets.openCount === 0, timeLeft())]);

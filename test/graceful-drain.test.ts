@@ -1,6 +1,6 @@
 import { afterAll, beforeAll, describe, expect, it } from "vitest";
 import { freePort, startApp, type App } from "./harness/apps.js";
-import { CLUSTER_SECRET, startRedis, type RedisHandle } from "./harness/cluster.js";
+import { CLUSTER_SECRET, startClusterServer, startRedis, type RedisHandle } from "./harness/cluster.js";
 import {
   createWorkspace,
   eventually,
@@ -81,6 +81,28 @@ describe("graceful drain of one server", () => {
     // on its old connection, and lives on (reconnecting) without its server.
     expect(agent.proc.lines.some((l) => String(l.msg).startsWith("the server is shutting down: connecting again"))).toBe(true);
     expect(agent.proc.child.exitCode).toBeNull();
+  });
+});
+
+describe("graceful drain of a cluster's only server", () => {
+  it("does not wait for its agents to move when no other server is alive", async () => {
+    const redis = await startRedis();
+    const app = await slowApp();
+    const server = await startClusterServer(redis, "alone", { WARREN_SHUTDOWN_TIMEOUT: "20s" });
+    const ws = await createWorkspace(server, "alone", [app.port]);
+    const agent = await startAgent(server, ws.agentToken);
+    try {
+      const started = Date.now();
+      server.proc.kill("SIGTERM");
+      expect(await server.proc.exited).toEqual({ code: 0, signal: null });
+      expect(Date.now() - started).toBeLessThan(5000);
+      expect(server.proc.lines.some((l) => l.msg === "agents did not reconnect elsewhere in time")).toBe(false);
+    } finally {
+      await agent.stop();
+      await server.stop();
+      await app.close();
+      await redis.stop();
+    }
   });
 });
 
