@@ -13,6 +13,7 @@ import { GrpcFrameDecoder } from "../shared/grpc-frame-decoder.js";
 import { decodeGrpcMessage, encodeGrpcMessage } from "../shared/grpc-message.js";
 import { decodeGrpcMessage as decodeStatusText, GrpcStatus } from "../shared/grpc-status.js";
 import type { Logger } from "../shared/logger.js";
+import { noDelayConnector } from "../shared/http2-sockets.js";
 import { TUNNEL_WINDOWS } from "../shared/tunnel-windows.js";
 import { VERSION } from "../shared/version.js";
 import { TunnelPool, type PoolSettings } from "./tunnel-pool.js";
@@ -166,7 +167,7 @@ export class AgentSession {
           enablePush: false,
         },
         maxSessionMemory: TUNNEL_WINDOWS.maxSessionMemoryMb,
-        ...(this.#options.ca ? { ca: this.#options.ca } : {}),
+        createConnection: noDelayConnector(server, { ca: this.#options.ca }),
       });
     } catch (err) {
       this.#finish({ kind: "lost", message: (err as Error).message });

@@ -211,7 +211,9 @@ export class WarrenServer {
         onOutcome: (outcome) => this.metrics.forwardedDials.inc({ outcome }),
       });
       const cache = new WorkspaceCache({ store });
-      events.subscribe((event) => cache.invalidate(event.workspace, event.type === "workspace-revoked"));
+      events.subscribe((event) => {
+        if (event.type !== "token-revoked") cache.invalidate(event.workspace, event.type === "workspace-revoked");
+      });
       workspaceLookup = cache;
       this.#workspaceCache = cache;
       this.#cluster = { redis, events, presence, endpoint, peers };
@@ -237,7 +239,7 @@ export class WarrenServer {
       log: log.child({ component: "control" }),
     });
     this.workspaces = manager;
-    const users = new UserManager({ users: store, tokens: store, log: log.child({ component: "control" }) });
+    const users = new UserManager({ users: store, tokens: store, events: this.events, log: log.child({ component: "control" }) });
     const sshKeys = new SshKeyManager({ keys: store, users: store, log: log.child({ component: "control" }) });
     const agentControl = new AgentControl({
       manager,
@@ -268,6 +270,7 @@ export class WarrenServer {
     });
     this.events.subscribe((event) => {
       if (event.type === "workspace-revoked") registry.disconnectWorkspace(event.workspace, DisconnectReason.REVOKED, event.reason);
+      else if (event.type === "token-revoked") authenticator.forgetToken(event.tokenId);
     });
     const urlsOf = (w: WorkspaceRecord) => w.ports.map((p) => workspaceUrl(this.#publicBase, config.rootDomain, w.name, p.port));
 

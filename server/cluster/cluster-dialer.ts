@@ -2,7 +2,7 @@ import { randomBytes } from "node:crypto";
 import { ErrorCode, WarrenError } from "../../shared/errors.js";
 import type { Logger } from "../../shared/logger.js";
 import type { TunnelSocket } from "../../shared/tunnel-socket.js";
-import type { DialOptions, Dialer } from "../tunnel/tunnel-dialer.js";
+import { dialOutcomeOf, type DialOptions, type Dialer } from "../tunnel/tunnel-dialer.js";
 import type { PresenceHolder, PresenceLookup } from "./presence.js";
 import type { PeerDialer } from "./private-client.js";
 import { HolderNotConnected, HolderUnreachable } from "./private-protocol.js";
@@ -108,7 +108,7 @@ export class ClusterDialer implements Dialer {
             continue;
           }
           const e = WarrenError.from(err);
-          this.#options.onForward?.(outcomeOf(e));
+          this.#options.onForward?.(dialOutcomeOf(e));
           throw e;
         }
       }
@@ -119,22 +119,5 @@ export class ClusterDialer implements Dialer {
     }
     const detail = missed.length > 0 ? ` (${missed.join(", ")})` : "";
     throw new WarrenError(ErrorCode.Unavailable, `workspace "${workspace}" is not connected${detail}`);
-  }
-}
-
-function outcomeOf(err: WarrenError): ForwardOutcome {
-  switch (err.code) {
-    case ErrorCode.BadGateway:
-      return "refused";
-    case ErrorCode.PermissionDenied:
-      return "not_allowed";
-    case ErrorCode.DeadlineExceeded:
-      return "timeout";
-    case ErrorCode.Unavailable:
-      return "unavailable";
-    case ErrorCode.Canceled:
-      return "canceled";
-    default:
-      return "error";
   }
 }

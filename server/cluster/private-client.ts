@@ -6,6 +6,7 @@ import { encodeGrpcMessage } from "../../shared/grpc-message.js";
 import { decodeGrpcMessage as decodeStatusText, GrpcStatus, errorFromGrpc } from "../../shared/grpc-status.js";
 import type { Logger } from "../../shared/logger.js";
 import { TunnelSocket } from "../../shared/tunnel-socket.js";
+import { noDelayConnector } from "../../shared/http2-sockets.js";
 import { TUNNEL_WINDOWS } from "../../shared/tunnel-windows.js";
 import type { DialOptions } from "../tunnel/tunnel-dialer.js";
 import type { PresenceHolder } from "./presence.js";
@@ -167,7 +168,8 @@ export class PrivateClient implements PeerDialer {
     const session = http2.connect(`${tls ? "https" : "http"}://${address}`, {
       settings: { initialWindowSize: TUNNEL_WINDOWS.streamWindowBytes, maxFrameSize: TUNNEL_WINDOWS.maxFrameBytes, enablePush: false },
       maxSessionMemory: TUNNEL_WINDOWS.maxSessionMemoryMb,
-      ...(tls ? { servername: tls.serverName, ...(tls.ca ? { ca: tls.ca } : {}) } : {}),
+      // Peers are dialed by IP address: with TLS their certificate is verified for the root domain.
+      createConnection: noDelayConnector(new URL(`${tls ? "https" : "http"}://${address}`), tls ? { servername: tls.serverName, ...(tls.ca ? { ca: tls.ca } : {}) } : {}),
     });
     this.#owned.add(session);
     this.#sessions.set(address, session);

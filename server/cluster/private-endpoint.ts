@@ -20,6 +20,7 @@ import { encodeGrpcMessage } from "../../shared/grpc-message.js";
 import type { Logger } from "../../shared/logger.js";
 import type { HostPort } from "../../shared/settings.js";
 import { TunnelSocket } from "../../shared/tunnel-socket.js";
+import { acceptWithNoDelay } from "../../shared/http2-sockets.js";
 import { TUNNEL_WINDOWS } from "../../shared/tunnel-windows.js";
 import { bearerToken, constantTimeEquals } from "../auth/tokens.js";
 import type { Dialer } from "../tunnel/tunnel-dialer.js";
@@ -68,6 +69,7 @@ export class PrivateEndpoint {
       maxSessionMemory: TUNNEL_WINDOWS.maxSessionMemoryMb,
     };
     this.#server = options.tls ? http2.createSecureServer({ ...options.tls, ...common, allowHTTP1: false }) : http2.createServer(common);
+    acceptWithNoDelay(this.#server);
     this.#server.on("session", (session: ServerHttp2Session) => {
       this.#sessions.add(session);
       session.on("error", () => session.destroy());
