@@ -8,7 +8,7 @@ import type { Duplex } from "node:stream";
  * waits for the ACK of the previous one, which costs milliseconds per request under load.
  * Every HTTP/2 connection Warren makes or accepts turns it off.
  */
-export function noDelayConnector(url: URL, options: { ca?: Buffer } = {}): () => Duplex {
+export function noDelayConnector(url: URL, options: { ca?: Buffer; servername?: string } = {}): () => Duplex {
   const port = Number(url.port || (url.protocol === "https:" ? 443 : 80));
   const host = url.hostname.replace(/^\[|\]$/g, "");
   if (url.protocol === "https:") {
@@ -16,7 +16,8 @@ export function noDelayConnector(url: URL, options: { ca?: Buffer } = {}): () =>
       tls.connect({
         socket: net.connect({ host, port, noDelay: true }),
         host,
-        servername: net.isIP(host) ? undefined : host,
+        // The name the certificate is checked for (SNI too): the host, unless told otherwise.
+        servername: options.servername ?? (net.isIP(host) ? undefined : host),
         ALPNProtocols: ["h2"],
         ...(options.ca ? { ca: options.ca } : {}),
       });

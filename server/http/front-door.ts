@@ -40,6 +40,10 @@ export interface FrontDoorOptions {
   readonly login?: BrowserLogin;
   readonly fastPath?: FastPathOptions;
   readonly log: Logger;
+  /** Observes each answered request (metrics): 499 when the client left before the answer. */
+  readonly onResponse?: (target: "workspace" | "root", status: number, startedAt: bigint) => void;
+  /** Observes each upgrade refused before it reached the WebSocket proxy (metrics). */
+  readonly onUpgradeDenied?: () => void;
 }
 
 /** The public HTTP listener: the Host header picks the root domain or a workspace port. */
@@ -48,6 +52,7 @@ export class FrontDoor {
   readonly #server: http.Server;
   readonly #proto: "http" | "https";
   readonly #spliced = new Set<SplicedConnection>();
+  #inFlight = 0;
 
   constructor(options: FrontDoorOptions) {
     this.#options = options;
@@ -76,6 +81,13 @@ export class FrontDoor {
     return this.#server;
   }
 
+  /** Requests being answered now, on spliced connections too. */
+  get inFlight(): number {
+    let spliced = 0;
+    for (const connection of this.#spliced) spliced += connection.inFlight;
+    return this.#inFlight + spliced;
+  }
+
   async listen(): Promise<AddressInfo> {
     const { host, port } = this.#options.listen;
     await new Promise<void>((resolve, reject) => {
@@ -93,13 +105,17 @@ export class FrontDoor {
     if (this.#server instanceof https.Server) this.#server.setSecureContext(options);
   }
 
-  /** Stops accepting connections and closes idle keep-alive ones; requests in flight go on. */
-  stopAccepting(): Promise<void> {
+  /**
+   * Stops accepting connections and closes idle keep-alive ones; requests in flight go on.
+   * Resolves when every connection is gone, spliced ones included.
+   */
+  async stopAccepting(): Promise<void> {
     for (const connection of this.#spliced) connection.closeWhenIdle();
-    return new Promise((resolve) => {
+    await new Promise<void>((resolve) => {
       this.#server.close(() => resolve());
       this.#server.closeIdleConnections();
     });
+    while (this.#spliced.size > 0) await new Promise((r) => setTimeout(r, 50));
   }
 
   /** Closes keep-alive connections that have become idle (during a drain). */
@@ -179,6 +195,7 @@ export class FrontDoor {
 
   #onRequest(req: IncomingMessage, res: ServerResponse): void {
     const target = parseHost(req.headers.host, this.#options.rootDomain);
+    this.#observe(res, target.kind === "root" ? "root" : "workspace");
     if (target.kind === "root") {
       this.#options.rootHandler(req, res);
       return;
@@ -203,15 +220,29 @@ export class FrontDoor {
     );
   }
 
+  /** Counts the request as in flight until its response ends or its client leaves. */
+  #observe(res: ServerResponse, target: "workspace" | "root"): void {
+    const startedAt = process.hrtime.bigint();
+    this.#inFlight++;
+    res.once("close", () => {
+      this.#inFlight--;
+      this.#options.onResponse?.(target, res.writableFinished ? res.statusCode : 499, startedAt);
+    });
+  }
+
   #onUpgrade(req: IncomingMessage, socket: Duplex, head: Buffer): void {
     const target = parseHost(req.headers.host, this.#options.rootDomain);
     if (target.kind !== "workspace") {
+      this.#options.onUpgradeDenied?.();
       sendUpgradeError(socket, new WarrenError(ErrorCode.NotFound, target.kind === "invalid" ? target.reason : "no upgrades on the root domain"));
       return;
     }
     this.#options.access.authorize(req, target.workspace, target.port).then(
       () => this.#options.webSockets.handle(req, socket, head, { workspace: target.workspace, port: target.port }, this.#forwarded(req)),
-      (err) => sendUpgradeError(socket, err),
+      (err) => {
+        this.#options.onUpgradeDenied?.();
+        sendUpgradeError(socket, err);
+      },
     );
   }
 }

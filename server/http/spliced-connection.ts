@@ -117,6 +117,11 @@ export class SplicedConnection {
     socket.on("close", () => this.#destroy());
   }
 
+  /** Requests forwarded whose responses have not ended yet. */
+  get inFlight(): number {
+    return this.#pending.length;
+  }
+
   /** Stops taking requests: closes now when idle, else after the responses in flight. Never blocks. */
   closeWhenIdle(): void {
     if (this.#done) return;
