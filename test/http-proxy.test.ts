@@ -110,12 +110,25 @@ describe.each([
   });
 
   it("reads the whole body of a request that asks to close the connection", async () => {
-    // Connection: close (no agent) and a body far larger than one read: the last request's
-    // body must still be read after the connection stops taking new requests.
-    const body = "x".repeat(3 * 1024 * 1024);
-    const res = await httpRequest({ port: server.httpPort, host: workspaceHost("demo", app.port), method: "POST", path: "/big", headers: token(), body });
-    expect(res.status).toBe(200);
-    expect(JSON.parse(res.body.toString()).body.length).toBe(body.length);
+    // On a kept-alive connection, a last request with Connection: close and a body far larger
+    // than one read: its body must still be read after the connection stops taking requests.
+    const host = workspaceHost("demo", app.port);
+    const body = Buffer.alloc(3 * 1024 * 1024, "x");
+    const socket = net.connect(server.httpPort, "127.0.0.1");
+    socket.write(`GET /first HTTP/1.1\r\nHost: ${host}\r\nX-Warren-Token: ${server.adminToken}\r\n\r\n`);
+    socket.write(`POST /big HTTP/1.1\r\nHost: ${host}\r\nX-Warren-Token: ${server.adminToken}\r\nConnection: close\r\nContent-Length: ${body.length}\r\n\r\n`);
+    socket.write(body);
+    const chunks: Buffer[] = [];
+    socket.on("data", (c: Buffer) => chunks.push(c));
+    await new Promise<void>((resolve) => socket.on("close", () => resolve()));
+    const text = Buffer.concat(chunks).toString("latin1");
+    expect(text.match(/HTTP\/1.1 200 OK\r\n/g)).toHaveLength(2);
+    expect(text).toContain('"url":"/big"');
+    expect(text).toContain(`"body":"${"x".repeat(16)}`);
+    const bodies = [...text.matchAll(/"body":"(x*)"/g)].map((m) => m[1]!.length);
+    expect(bodies).toEqual([0, body.length]);
+    // The client asked to close: the answer says so.
+    expect(text.split("HTTP/1.1 200 OK").at(-1)).toMatch(/\r\nConnection: close\r\n/i);
   });
 
   it("streams a chunked request body", async () => {

@@ -171,7 +171,10 @@ export class FrontDoor {
       req.headers.upgrade !== undefined ||
       req.headers.expect !== undefined ||
       req.method === "CONNECT" ||
-      req.url.startsWith(WARREN_PATH_PREFIX)
+      req.url.startsWith(WARREN_PATH_PREFIX) ||
+      // A one-request connection gains nothing from a tunnel stream of its own: node's HTTP
+      // client answers it over an app connection kept alive from earlier requests.
+      (first && !req.keepAlive)
     ) {
       return { kind: "slow" };
     }

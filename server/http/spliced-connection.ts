@@ -17,6 +17,8 @@ export interface SplicedRequest {
   readonly rawHeaders: string[];
   readonly headers: IncomingHttpHeaders;
   readonly socket: Socket;
+  /** The client will send more requests on this connection (HTTP/1.1 without Connection: close). */
+  readonly keepAlive: boolean;
 }
 
 /** What the front door decides for a request on a spliced connection. */
@@ -254,6 +256,9 @@ export class SplicedConnection {
     const headers = requestHeadersForUpstream(req as unknown as IncomingMessage, forwarded, { filterCookie: this.#options.filterCookie });
     this.#chunkedBody = /\bchunked\b/i.test(String(req.headers["transfer-encoding"] ?? ""));
     if (this.#chunkedBody) headers.push("Transfer-Encoding", "chunked");
+    // The client connection and the tunnel are one: a client that closes after this request
+    // closes the app's connection too, and the app's answer then says so to the client.
+    if (!head.shouldKeepAlive) headers.push("Connection", "close");
     let text = `${req.method} ${req.url} HTTP/1.1\r\n`;
     for (let i = 0; i < headers.length; i += 2) text += `${headers[i]}: ${headers[i + 1]}\r\n`;
     text += "\r\n";
@@ -454,6 +459,7 @@ function requestOf(head: MessageHead, socket: Socket): SplicedRequest {
     rawHeaders: head.rawHeaders,
     headers: headersOf(head.rawHeaders),
     socket,
+    keepAlive: head.shouldKeepAlive,
   };
 }
 

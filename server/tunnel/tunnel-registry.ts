@@ -19,6 +19,8 @@ interface WorkspaceTunnels {
   readonly waiters: Waiter[];
   /** Round-robin position among connections. */
   next: number;
+  /** Streams asked of the agents and not parked yet: a burst is asked for once, not per waiter. */
+  requested: number;
 }
 
 /** What the agent endpoint needs: registering connections. */
@@ -66,7 +68,7 @@ export class TunnelRegistry implements AgentRegistrar, StreamFinder {
     let tunnels = this.#workspaces.get(connection.workspace);
     const first = !tunnels;
     if (!tunnels) {
-      tunnels = { connections: [], waiters: [], next: 0 };
+      tunnels = { connections: [], waiters: [], next: 0, requested: 0 };
       this.#workspaces.set(connection.workspace, tunnels);
     }
     // The agent process connected again: its older connections may be dead without a FIN
@@ -79,7 +81,11 @@ export class TunnelRegistry implements AgentRegistrar, StreamFinder {
     tunnels.connections.push(connection);
     this.#bySession.set(connection.session, connection);
     const t = tunnels;
-    connection.setIdleListener(() => this.#serveWaiters(t));
+    connection.setIdleListener(() => {
+      // A stream was parked: one fewer on its way.
+      if (t.requested > 0) t.requested--;
+      this.#serveWaiters(t);
+    });
     connection.onClose(() => this.#remove(connection));
     if (first) this.#onWorkspaceChange?.(connection.workspace, true);
     this.#serveWaiters(tunnels);
@@ -128,6 +134,8 @@ export class TunnelRegistry implements AgentRegistrar, StreamFinder {
         signal?.removeEventListener("abort", onAbort);
         const i = tunnels.waiters.indexOf(waiter);
         if (i >= 0) tunnels.waiters.splice(i, 1);
+        // Nobody waits any more: the next burst asks afresh (an agent at its limit may never send what was asked).
+        if (tunnels.waiters.length === 0) tunnels.requested = 0;
       };
       const waiter: Waiter = {
         resolve: (acquired) => {
@@ -175,7 +183,11 @@ export class TunnelRegistry implements AgentRegistrar, StreamFinder {
     for (const c of tunnels.connections) {
       if (c.usable && (!best || c.maxStreams - c.streamCount > best.maxStreams - best.streamCount)) best = c;
     }
-    if (best && best.streamCount < best.maxStreams) best.requestStreams(tunnels.waiters.length);
+    const want = Math.min(tunnels.waiters.length - tunnels.requested, best ? best.maxStreams - best.streamCount : 0);
+    if (best && want > 0) {
+      best.requestStreams(want);
+      tunnels.requested += want;
+    }
   }
 
   #serveWaiters(tunnels: WorkspaceTunnels): void {
