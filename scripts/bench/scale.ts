@@ -339,7 +339,9 @@ class WarrenProcess {
   ) {}
 
   static async start(ctx: BenchContext, env: Record<string, string>): Promise<WarrenProcess> {
-    const proc = new Child("warren-server", process.execPath, ["--inspect=127.0.0.1:0", `${ctx.root}dist/warren-server.cjs`], {
+    // Extra node flags for profiling runs, e.g. WARREN_BENCH_SERVER_FLAGS="--cpu-prof --cpu-prof-dir=/tmp/prof".
+    const flags = (process.env["WARREN_BENCH_SERVER_FLAGS"] ?? "").split(" ").filter(Boolean);
+    const proc = new Child("warren-server", process.execPath, [...flags, "--inspect=127.0.0.1:0", `${ctx.root}dist/warren-server.cjs`], {
       WARREN_HTTP_ADDR: "127.0.0.1:0",
       WARREN_AGENT_ADDR: "127.0.0.1:0",
       WARREN_OBSERVABILITY_ADDR: "127.0.0.1:0",
@@ -420,8 +422,9 @@ class WarrenProcess {
     await this.proc.stop(signal);
   }
 
+  /** Graceful, so that a --cpu-prof run writes its profile; killed after 15 s. */
   async stop(): Promise<void> {
-    await this.proc.stop("SIGKILL");
+    await this.proc.stop("SIGTERM");
   }
 }
 

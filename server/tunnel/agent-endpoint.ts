@@ -17,7 +17,7 @@ import type { Logger } from "../../shared/logger.js";
 import type { HostPort } from "../../shared/settings.js";
 import { VERSION } from "../../shared/version.js";
 import { bearerToken, constantTimeEquals } from "../auth/tokens.js";
-import type { Authenticator } from "../auth/authenticator.js";
+import type { AuthenticatedAgent, Authenticator } from "../auth/authenticator.js";
 import { dialablePorts, type WorkspaceRecord } from "../store/records.js";
 import { AgentConnection } from "./agent-connection.js";
 import { respondOk, respondWithError } from "./grpc-responses.js";
@@ -52,11 +52,30 @@ export interface AgentEndpointOptions {
 }
 
 interface SessionState {
-  connection?: AgentConnection;
+  connection?: AgentConnection | undefined;
   pingOutstanding: boolean;
   controlPending: boolean;
   authorization?: string;
-  helloTimer?: NodeJS.Timeout;
+  helloTimer?: NodeJS.Timeout | undefined;
+}
+
+// Shared listeners (`this` is the emitter): one function for every session and stream, rather
+// than a closure each; a server holds thousands of agents, each with a few idle streams.
+function ignoreError(): void {
+  // Resets are normal (agent retiring a stream, disconnects); owners log what matters.
+}
+
+function destroySession(this: ServerHttp2Session): void {
+  this.destroy();
+}
+
+/** Raises the connection-level receive window at once; the SETTINGS frame raised the streams'. */
+function raiseSessionWindow(this: ServerHttp2Session): void {
+  try {
+    this.setLocalWindowSize(TUNNEL_WINDOWS.sessionWindowBytes);
+  } catch {
+    // Session already gone.
+  }
 }
 
 /**
@@ -70,9 +89,16 @@ export class AgentEndpoint {
   readonly #sessions = new Map<ServerHttp2Session, SessionState>();
   #draining = false;
   #pingTimer: NodeJS.Timeout | undefined;
+  readonly #onSessionClose: (this: ServerHttp2Session) => void;
 
   constructor(options: AgentEndpointOptions) {
     this.#options = options;
+    const sessions = this.#sessions;
+    this.#onSessionClose = function (this: ServerHttp2Session) {
+      const state = sessions.get(this);
+      if (state) clearTimeout(state.helloTimer);
+      sessions.delete(this);
+    };
     const settings = {
       initialWindowSize: TUNNEL_WINDOWS.streamWindowBytes,
       maxFrameSize: TUNNEL_WINDOWS.maxFrameBytes,
@@ -150,19 +176,9 @@ export class AgentEndpoint {
   #onSession(session: ServerHttp2Session): void {
     const state: SessionState = { controlPending: false, pingOutstanding: false };
     this.#sessions.set(session, state);
-    session.on("error", () => session.destroy());
-    session.once("close", () => {
-      clearTimeout(state.helloTimer);
-      this.#sessions.delete(session);
-    });
-    // Raise the connection-level receive window at once; the SETTINGS frame raised the streams'.
-    session.once("remoteSettings", () => {
-      try {
-        session.setLocalWindowSize(TUNNEL_WINDOWS.sessionWindowBytes);
-      } catch {
-        // Session already gone.
-      }
-    });
+    session.on("error", destroySession);
+    session.on("close", this.#onSessionClose);
+    session.once("remoteSettings", raiseSessionWindow);
     state.helloTimer = setTimeout(() => {
       if (!state.connection) {
         this.#options.log.debug("agent session sent no hello in time; closing");
@@ -173,9 +189,7 @@ export class AgentEndpoint {
   }
 
   #onStream(stream: ServerHttp2Stream, headers: IncomingHttpHeaders): void {
-    stream.on("error", () => {
-      // Resets are normal (agent retiring a stream, disconnects); owners log what matters.
-    });
+    stream.on("error", ignoreError);
     const state = this.#sessions.get(stream.session as ServerHttp2Session);
     if (!state) {
       stream.close(http2.constants.NGHTTP2_REFUSED_STREAM);
@@ -228,7 +242,7 @@ export class AgentEndpoint {
       return;
     }
     state.controlPending = true;
-    let agent;
+    let agent: AuthenticatedAgent;
     try {
       agent = await this.#options.authenticator.authenticateAgent(bearerToken(headers.authorization));
     } catch (err) {
@@ -240,11 +254,24 @@ export class AgentEndpoint {
     }
     if (stream.destroyed) return;
     respondOk(stream);
+    this.#readControl(stream, state, agent, headers.authorization ?? "");
+  }
+
+  /**
+   * Reads the control stream for the life of the connection: hello first, then draining and
+   * workload reports. Its closures outlive the handshake, so they hold neither the request
+   * headers nor the workspace record (released once welcomed).
+   */
+  #readControl(stream: ServerHttp2Stream, state: SessionState, authenticated: AuthenticatedAgent, authorization: string): void {
+    const session = stream.session as ServerHttp2Session;
+    const log = this.#options.log;
+    const workspace = authenticated.workspace.name;
+    let agent: AuthenticatedAgent | undefined = authenticated;
     const decoder = new GrpcFrameDecoder(MAX_CONTROL_MESSAGE_BYTES);
     let connection: AgentConnection | undefined;
     const violation = (err: unknown) => {
       const e = WarrenError.from(err, ErrorCode.InvalidArgument);
-      log.warn({ workspace: agent.workspace.name, err: e.message }, "agent protocol violation on control stream");
+      log.warn({ workspace, err: e.message }, "agent protocol violation on control stream");
       if (connection) connection.protocolViolation(e);
       else session.destroy();
     };
@@ -265,11 +292,12 @@ export class AgentEndpoint {
           return;
         }
         if (!connection) {
-          if (message.msg.case !== "hello") {
+          if (message.msg.case !== "hello" || !agent) {
             violation(new WarrenError(ErrorCode.InvalidArgument, "the first control message must be hello"));
             return;
           }
-          connection = this.#welcome(stream, state, agent, message.msg.value, headers.authorization ?? "");
+          connection = this.#welcome(stream, state, agent, message.msg.value, authorization);
+          agent = undefined;
           continue;
         }
         if (message.msg.case === "draining") connection.markDraining();
@@ -279,13 +307,13 @@ export class AgentEndpoint {
     });
   }
 
-  #variablesOf(workspace: WorkspaceRecord, log: Logger): Array<{ name: string; value: string; file: boolean }> {
+  #variablesOf(workspace: WorkspaceRecord, connection: AgentConnection): Array<{ name: string; value: string; file: boolean }> {
     if (!this.#options.variablesOf) return [];
     try {
       return this.#options.variablesOf(workspace).map((v) => ({ name: v.name, value: v.value, file: v.file }));
     } catch (err) {
       // The agent still gets its tunnel; the workload starts without its variables.
-      log.error({ err: (err as Error).message }, "cannot decrypt the workspace's variables; the agent gets none");
+      connection.log.error({ err: (err as Error).message }, "cannot decrypt the workspace's variables; the agent gets none");
       return [];
     }
   }
@@ -299,7 +327,7 @@ export class AgentEndpoint {
   ): AgentConnection {
     const workspace = agent.workspace;
     const id = randomBytes(6).toString("hex");
-    const log = this.#options.log.child({ workspace: workspace.name, agentConnection: id });
+    const log = this.#options.log;
     const maxStreams = Math.min(this.#options.maxStreams, hello.maxStreams || this.#options.maxStreams);
     const connection = new AgentConnection({
       id,
@@ -313,6 +341,7 @@ export class AgentEndpoint {
       log,
     });
     clearTimeout(state.helloTimer);
+    state.helloTimer = undefined;
     state.connection = connection;
     state.controlPending = false;
     state.authorization = authorization;
@@ -327,16 +356,21 @@ export class AgentEndpoint {
             serverVersion: VERSION,
             serverId: this.#options.serverId,
             maxStreams,
-            variables: this.#variablesOf(workspace, log),
+            variables: this.#variablesOf(workspace, connection),
           },
         },
       }),
     );
+    // The same lines as through connection.log, without making a child logger for every agent.
+    const name = workspace.name;
     if (hello.version !== VERSION) {
-      log.warn({ agentVersion: hello.version, serverVersion: VERSION }, "agent version differs from the server's");
+      log.warn({ workspace: name, agentConnection: id, agentVersion: hello.version, serverVersion: VERSION }, "agent version differs from the server's");
     }
-    log.info({ agentVersion: hello.version, instance: hello.instanceId, remote: connection.session.socket?.remoteAddress }, "agent connected");
-    connection.onClose(() => log.info("agent disconnected"));
+    log.info(
+      { workspace: name, agentConnection: id, agentVersion: hello.version, instance: hello.instanceId, remote: connection.session.socket?.remoteAddress },
+      "agent connected",
+    );
+    connection.onClose(() => log.info({ workspace: name, agentConnection: id }, "agent disconnected"));
     this.#options.registry.register(connection);
     this.#options.onConnection?.(connection, hello, workspace);
     return connection;
