@@ -32,6 +32,12 @@ const HELLO_TIMEOUT_MS = 10_000;
 const MAX_CONTROL_MESSAGE_BYTES = 64 * 1024;
 /** Every agent session is pinged this often; one that has not answered the previous ping is dead. */
 const PING_INTERVAL_MS = 15_000;
+/**
+ * Accept queue of the agent listener. After a restart every agent reconnects within a second or
+ * two; with node's default (511) the kernel dropped the surplus handshakes and those agents
+ * waited out TCP's SYN retransmits (1, 3, 7, 15 s). The kernel caps it at net.core.somaxconn.
+ */
+const LISTEN_BACKLOG = 65_535;
 
 export interface AgentEndpointOptions {
   readonly listen: HostPort;
@@ -123,7 +129,7 @@ export class AgentEndpoint {
     const { host, port } = this.#options.listen;
     await new Promise<void>((resolve, reject) => {
       this.#server.once("error", reject);
-      this.#server.listen(port, host, () => {
+      this.#server.listen({ port, host, backlog: LISTEN_BACKLOG }, () => {
         this.#server.off("error", reject);
         resolve();
       });
