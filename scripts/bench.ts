@@ -13,7 +13,7 @@ import type { BenchContext, BenchSection } from "./bench/report.js";
 import { benchAgentBinary } from "./bench/agent-binary.js";
 import { runAgentSimulator } from "./bench/agent-simulator.js";
 import { benchCluster } from "./bench/cluster.js";
-import { runScaleApp } from "./bench/scale-app.js";
+import { runScaleApp, runTcpRelay } from "./bench/scale-app.js";
 import { benchScale } from "./bench/scale.js";
 import { benchSsh } from "./bench/ssh.js";
 import { runTransportRole } from "./bench/transport-peers.js";
@@ -70,6 +70,11 @@ async function main(): Promise<void> {
   const scaleAppIndex = args.indexOf("--scale-app");
   if (scaleAppIndex >= 0) {
     runScaleApp(Number(args[scaleAppIndex + 1]));
+    return;
+  }
+  const relayIndex = args.indexOf("--tcp-relay");
+  if (relayIndex >= 0) {
+    runTcpRelay(Number(args[relayIndex + 1]), Number(args[relayIndex + 2]));
     return;
   }
   if (args.includes("--simulate-agents")) {

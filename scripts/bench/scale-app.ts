@@ -1,4 +1,5 @@
 import http from "node:http";
+import net from "node:net";
 import { WebSocketServer } from "ws";
 
 /**
@@ -17,4 +18,23 @@ export function runScaleApp(port: number): void {
     socket.on("error", () => socket.terminate());
   });
   server.listen(port, "127.0.0.1", () => process.stdout.write(`scale app listening on ${port}\n`));
+}
+
+/**
+ * A plain TCP relay to 127.0.0.1:target, in a process of its own. Two in a row put as many
+ * processes and loopback hops between client and app as Warren does (server, agent), with
+ * none of its work: the floor for what those hops cost on this machine.
+ */
+export function runTcpRelay(port: number, target: number): void {
+  const server = net.createServer({ noDelay: true }, (client) => {
+    const upstream = net.connect({ host: "127.0.0.1", port: target, noDelay: true });
+    client.pipe(upstream).pipe(client);
+    const close = () => {
+      client.destroy();
+      upstream.destroy();
+    };
+    client.on("error", close).on("close", close);
+    upstream.on("error", close).on("close", close);
+  });
+  server.listen(port, "127.0.0.1", () => process.stdout.write(`tcp relay listening on ${port}\n`));
 }
