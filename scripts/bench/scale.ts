@@ -68,6 +68,11 @@ async function held(ctx: BenchContext, total: number, appPort: number, rows: Ben
     const n = total - warm;
     const per = (key: keyof MemoryFigures) => (after[key] - before[key]) / n / KiB;
     ctx.log(`scale: ${total} agents: server rss ${mib(after.rss)} MiB (+${per("rss").toFixed(1)} KiB/agent), heap ${mib(after.heapUsed)} MiB (+${per("heapUsed").toFixed(1)} KiB/agent)`);
+    const idleCpu = await server.cpuPercent(ctx.quick ? 5000 : 15_000);
+    ctx.log(`scale: server CPU while holding ${total} idle agents: ${idleCpu.toFixed(1)}% of one core`);
+    // Over a whole ping interval (15 s): what housekeeping for thousands of agents does to a request.
+    const latency = await requestLatencies(server.httpPort, names[Math.floor(total / 2)]!, appPort, ctx.quick ? 5 : 16);
+    ctx.log(`scale: HTTP GET through one workspace while holding ${total} agents: ${latency.length} requests, p50 ${percentile(latency, 50).toFixed(2)} ms, p99 ${percentile(latency, 99).toFixed(2)} ms, max ${Math.max(...latency).toFixed(1)} ms`);
     const sample = sampleOf(names, ctx.quick ? 20 : 100);
     const probes = await probe(server.httpPort, sample, appPort);
     ctx.log(`scale: ${probes.ok}/${sample.length} sampled workspaces answered through the tunnel`);
@@ -79,6 +84,9 @@ async function held(ctx: BenchContext, total: number, appPort: number, rows: Ben
       { figure: "server RSS per agent (target < 64)", unit: "KiB", values: { warren: round(per("rss")) }, higherIsBetter: false },
       { figure: "server JS heap per agent (after GC)", unit: "KiB", values: { warren: round(per("heapUsed")) }, higherIsBetter: false },
       { figure: "server external + array buffers per agent", unit: "KiB", values: { warren: round(per("external")) }, higherIsBetter: false },
+      { figure: `server CPU holding ${total} idle agents (embedded)`, unit: "% of a core", values: { warren: round(idleCpu) }, higherIsBetter: false },
+      { figure: `HTTP GET through one workspace while holding ${total} agents, p99`, unit: "ms", values: { warren: round(percentile(latency, 99)) }, higherIsBetter: false },
+      { figure: `HTTP GET through one workspace while holding ${total} agents, max`, unit: "ms", values: { warren: round(Math.max(...latency)) }, higherIsBetter: false },
       { figure: "agent side (simulator) RSS per agent", unit: "KiB", values: { simulator: round((simAfter - simBefore) / n / KiB) }, higherIsBetter: false },
       { figure: "agents connected per second (batches of 250)", unit: "agents/s", values: { warren: round(n / connectSeconds) }, higherIsBetter: true },
       { figure: "sampled workspaces answering through the tunnel", unit: "%", values: { warren: round((100 * probes.ok) / sample.length) }, higherIsBetter: true },
@@ -119,6 +127,10 @@ async function storm(ctx: BenchContext, total: number, appPort: number, rows: Be
     const tokens = await createWorkspaces(server.httpPort, names, appPort);
     sims.push(...(await Simulator.startAll(ctx, server.agentPort, tokens, 2)));
     await connect(sims, total, server, 300_000);
+    await settle();
+    const idleCpu = await server.cpuPercent(ctx.quick ? 5000 : 15_000);
+    ctx.log(`scale: cluster-mode server CPU while holding ${total} idle agents: ${idleCpu.toFixed(1)}% of one core`);
+    rows.push({ figure: `server CPU holding ${total} idle agents (cluster mode)`, unit: "% of a core", values: { warren: round(idleCpu) }, higherIsBetter: false });
     const signals: NodeJS.Signals[] = ctx.quick ? ["SIGTERM"] : ["SIGTERM", "SIGKILL"];
     for (const signal of signals) {
       await settle();
@@ -313,9 +325,13 @@ class Child {
     // Thousands of sockets: raise the descriptor limit as far as the hard limit allows (we may be root).
     const script = 'ulimit -n 65536 2>/dev/null || ulimit -n "$(ulimit -Hn)"; exec "$@"';
     this.child = spawn("sh", ["-c", script, "sh", command, ...args], { env: { ...process.env, ...env }, stdio: ["pipe", "pipe", "pipe"] });
+    // WARREN_BENCH_SCALE_LOG_DIR keeps every line of every process (for reading timings afterwards).
+    const dir = process.env["WARREN_BENCH_SCALE_LOG_DIR"];
+    const file = dir ? createWriteStream(join(dir, `${name.replace(/\W+/g, "-")}-${this.child.pid}.log`)) : undefined;
     const keep = (c: Buffer) => {
       this.#tail.push(c.toString());
       if (this.#tail.length > 400) this.#tail.splice(0, 200);
+      file?.write(c);
     };
     this.child.stdout!.on("data", keep);
     this.child.stderr!.on("data", keep);
@@ -359,7 +375,9 @@ class WarrenProcess {
   static async start(ctx: BenchContext, env: Record<string, string>): Promise<WarrenProcess> {
     // Extra node flags for profiling runs, e.g. WARREN_BENCH_SERVER_FLAGS="--cpu-prof --cpu-prof-dir=/tmp/prof".
     const flags = (process.env["WARREN_BENCH_SERVER_FLAGS"] ?? "").split(" ").filter(Boolean);
-    const proc = new Child("warren-server", process.execPath, [...flags, "--inspect=127.0.0.1:0", `${ctx.root}dist/warren-server.cjs`], {
+    // Another build of the server to compare with (e.g. a checkout of an older commit).
+    const bundle = process.env["WARREN_BENCH_SERVER_BUNDLE"] ?? `${ctx.root}dist/warren-server.cjs`;
+    const proc = new Child("warren-server", process.execPath, [...flags, "--inspect=127.0.0.1:0", bundle], {
       WARREN_HTTP_ADDR: "127.0.0.1:0",
       WARREN_AGENT_ADDR: "127.0.0.1:0",
       WARREN_OBSERVABILITY_ADDR: "127.0.0.1:0",
@@ -373,6 +391,18 @@ class WarrenProcess {
     const port = (v: string | undefined) => Number(String(v).split(":").pop());
     const inspector = await proc.waitFor(/Debugger listening on (ws:\/\/\S+)/);
     return new WarrenProcess(proc, port(line["http"]), port(line["agent"]), port(line["observability"]), inspector[1]!);
+  }
+
+  /** CPU time (user + system) of the server over `ms`, as a percentage of one core. */
+  async cpuPercent(ms: number): Promise<number> {
+    const ticks = () => {
+      const fields = readFileSync(`/proc/${this.proc.child.pid}/stat`, "utf8").split(") ")[1]!.split(" ");
+      return Number(fields[11]) + Number(fields[12]); // utime, stime (fields 14 and 15 of stat)
+    };
+    const t0 = performance.now();
+    const c0 = ticks();
+    await new Promise((r) => setTimeout(r, ms));
+    return ((ticks() - c0) / 100 / ((performance.now() - t0) / 1000)) * 100;
   }
 
   async tunnelStats(): Promise<{ agents: number; idleStreams: number }> {
@@ -585,6 +615,25 @@ async function probe(httpPort: number, names: string[], appPort: number): Promis
     }),
   );
   return { ok, failures };
+}
+
+/** One keep-alive connection, a GET every 5 ms (after the previous answer), for `seconds`: latencies in ms. */
+async function requestLatencies(httpPort: number, name: string, appPort: number, seconds: number): Promise<number[]> {
+  const agent = new http.Agent({ keepAlive: true, maxSockets: 1 });
+  const headers = { host: `${appPort}-${name}.warren.localhost`, "x-warren-token": ADMIN_TOKEN };
+  const latencies: number[] = [];
+  const end = performance.now() + seconds * 1000;
+  try {
+    while (performance.now() < end) {
+      const t0 = performance.now();
+      await httpRequest({ port: httpPort, method: "GET", path: "/", agent, headers });
+      latencies.push(performance.now() - t0);
+      await new Promise((r) => setTimeout(r, 5));
+    }
+  } finally {
+    agent.destroy();
+  }
+  return latencies;
 }
 
 function httpRequest(options: http.RequestOptions, body?: string): Promise<string> {
