@@ -1,6 +1,7 @@
 import { spawn, type ChildProcess } from "node:child_process";
 import { mkdtempSync, readFileSync, writeFileSync, createWriteStream } from "node:fs";
 import http from "node:http";
+import net from "node:net";
 import { tmpdir } from "node:os";
 import { join } from "node:path";
 import { performance } from "node:perf_hooks";
@@ -135,6 +136,7 @@ async function storm(ctx: BenchContext, total: number, appPort: number, rows: Be
     for (const signal of signals) {
       await settle();
       const endsBefore = sims.reduce((n, s) => n + s.status.sessionEnds, 0);
+      const commandsBefore = await redisCommandCalls(redisPort);
       ctx.log(`scale: ${total} agents serving; restarting the server (${signal})`);
       const t0 = performance.now();
       await server.kill(signal);
@@ -143,6 +145,9 @@ async function storm(ctx: BenchContext, total: number, appPort: number, rows: Be
       const up = performance.now() - t0;
       await waitServing(sims, server, total, 120_000, (s) => ctx.log(`scale: ${s.ready} agents welcomed again`));
       const recovered = performance.now() - t0;
+      const commands = diffCalls(await redisCommandCalls(redisPort), commandsBefore);
+      const commandTotal = Object.values(commands).reduce((a, b) => a + b, 0);
+      ctx.log(`scale: ${signal}: Redis commands per agent during the restart: ${(commandTotal / total).toFixed(1)} (${Object.entries(commands).sort((a, b) => b[1] - a[1]).slice(0, 8).map(([k, v]) => `${k} ${(v / total).toFixed(1)}`).join(", ")})`);
       const gaveUp = sims.reduce((n, s) => n + s.status.gaveUp, 0);
       const attempts = sims.reduce((n, s) => n + s.status.sessionEnds, 0) - endsBefore;
       const sample = sampleOf(names, ctx.quick ? 20 : 100);
@@ -155,6 +160,7 @@ async function storm(ctx: BenchContext, total: number, appPort: number, rows: Be
         { figure: `storm, ${what}: agents that gave up`, unit: "agents", values: { warren: gaveUp }, higherIsBetter: false },
         { figure: `storm, ${what}: failed connection attempts per agent`, unit: "attempts", values: { warren: round(attempts / total) }, higherIsBetter: false },
         { figure: `storm, ${what}: sampled workspaces answering afterwards`, unit: "%", values: { warren: round((100 * probes.ok) / sample.length) }, higherIsBetter: true },
+        { figure: `storm, ${what}: Redis commands per agent (shutdown, restart, reconnect)`, unit: "commands", values: { warren: round(commandTotal / total) }, higherIsBetter: false },
       );
       if (probes.failures.length > 0) notes.push(`storm (${signal}): probe failures: ${probes.failures.slice(0, 5).join("; ")}`);
     }
@@ -634,6 +640,33 @@ async function requestLatencies(httpPort: number, name: string, appPort: number,
     agent.destroy();
   }
   return latencies;
+}
+
+/** Calls per command since Redis started (INFO commandstats), over a raw connection. */
+async function redisCommandCalls(port: number): Promise<Record<string, number>> {
+  const text = await new Promise<string>((resolve, reject) => {
+    const socket = net.connect(port, "127.0.0.1", () => socket.write("INFO commandstats\r\n"));
+    let data = "";
+    socket.setEncoding("utf8");
+    socket.on("data", (c: string) => {
+      data += c;
+      const header = /^\$(\d+)\r\n/.exec(data);
+      if (header && Buffer.byteLength(data) >= header[0].length + Number(header[1]) + 2) {
+        socket.destroy();
+        resolve(data);
+      }
+    });
+    socket.on("error", reject);
+  });
+  const calls: Record<string, number> = {};
+  for (const m of text.matchAll(/^cmdstat_(\S+?):calls=(\d+)/gm)) calls[m[1]!] = Number(m[2]);
+  return calls;
+}
+
+function diffCalls(after: Record<string, number>, before: Record<string, number>): Record<string, number> {
+  const diff: Record<string, number> = {};
+  for (const [k, v] of Object.entries(after)) if (v - (before[k] ?? 0) > 0 && k !== "info") diff[k] = v - (before[k] ?? 0);
+  return diff;
 }
 
 function httpRequest(options: http.RequestOptions, body?: string): Promise<string> {
