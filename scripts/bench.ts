@@ -13,7 +13,7 @@ import type { BenchContext, BenchSection } from "./bench/report.js";
 import { benchAgentBinary } from "./bench/agent-binary.js";
 import { runAgentSimulator } from "./bench/agent-simulator.js";
 import { benchCluster } from "./bench/cluster.js";
-import { runScaleApp, runTcpRelay } from "./bench/scale-app.js";
+import { runH2FloorClient, runH2FloorServer, runScaleApp, runTcpRelay } from "./bench/scale-app.js";
 import { benchScale } from "./bench/scale.js";
 import { benchSsh } from "./bench/ssh.js";
 import { runTransportRole } from "./bench/transport-peers.js";
@@ -75,6 +75,15 @@ async function main(): Promise<void> {
   const relayIndex = args.indexOf("--tcp-relay");
   if (relayIndex >= 0) {
     runTcpRelay(Number(args[relayIndex + 1]), Number(args[relayIndex + 2]));
+    return;
+  }
+  if (args.includes("--h2-floor-server")) {
+    runH2FloorServer();
+    return;
+  }
+  const floorIndex = args.indexOf("--h2-floor-client");
+  if (floorIndex >= 0) {
+    runH2FloorClient(Number(args[floorIndex + 1]), Number(args[floorIndex + 2]));
     return;
   }
   if (args.includes("--simulate-agents")) {

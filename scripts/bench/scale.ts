@@ -22,7 +22,7 @@ const KiB = 1024;
 
 export async function benchScale(ctx: BenchContext): Promise<BenchSection> {
   const agents = Number(process.env["WARREN_BENCH_SCALE_AGENTS"] ?? (ctx.quick ? 500 : 5000));
-  const parts = (process.env["WARREN_BENCH_SCALE_PARTS"] ?? "held,storm,websocket").split(",");
+  const parts = (process.env["WARREN_BENCH_SCALE_PARTS"] ?? "held,floor,storm,websocket").split(",");
   const rows: BenchRow[] = [];
   const notes: string[] = [
     `node ${process.version}; h2c on loopback; the simulated agents run the agent's own AgentRunner/AgentSession/TunnelPool with the default pool (min idle ${2}), in 2 processes on the same 2 cores as the server.`,
@@ -31,6 +31,7 @@ export async function benchScale(ctx: BenchContext): Promise<BenchSection> {
   try {
     const appPort = Number((await app.waitFor(/scale app listening on (\d+)/))[1]);
     if (parts.includes("held")) await held(ctx, agents, appPort, rows, notes);
+    if (parts.includes("floor")) await floor(ctx, agents, rows, notes);
     if (parts.includes("storm")) await storm(ctx, agents, appPort, rows, notes);
     if (parts.includes("websocket")) await websockets(ctx, appPort, rows, notes);
   } finally {
@@ -99,6 +100,45 @@ async function held(ctx: BenchContext, total: number, appPort: number, rows: Ben
   } finally {
     await Promise.all(sims.map((s) => s.stop()));
     await server.stop();
+  }
+}
+
+/**
+ * The same measurement on a bare node:http2 server holding as many sessions of three open
+ * streams (control + 2 idle), with Warren's settings: what node:http2 itself costs, which no
+ * change to Warren's code can take away.
+ */
+async function floor(ctx: BenchContext, total: number, rows: BenchRow[], notes: string[]): Promise<void> {
+  ctx.log(`scale: node:http2 floor, ${total} bare sessions of 3 streams`);
+  const proc = new Child("h2 floor server", process.execPath, ["--inspect=127.0.0.1:0", `${ctx.root}dist/bench.cjs`, "--h2-floor-server"]);
+  const clients: Child[] = [];
+  try {
+    const port = Number((await proc.waitFor(/h2 floor server listening on (\d+)/))[1]);
+    const server = new InspectedProcess(proc, (await proc.waitFor(/Debugger listening on (ws:\/\/\S+)/))[1]!);
+    const warm = Math.min(100, Math.floor(total / 10));
+    const client = (count: number) => {
+      const c = new Child("h2 floor client", process.execPath, [`${ctx.root}dist/bench.cjs`, "--h2-floor-client", String(port), String(count)]);
+      clients.push(c);
+      return c.waitFor(/h2 floor client ready/, 120_000);
+    };
+    await client(warm);
+    await settle();
+    const before = await server.memory();
+    await Promise.all([client(Math.ceil((total - warm) / 2)), client(Math.floor((total - warm) / 2))]);
+    await settle();
+    const after = await server.memory();
+    const per = (key: keyof MemoryFigures) => round((after[key] - before[key]) / (total - warm) / KiB);
+    ctx.log(`scale: node:http2 floor: +${per("rss")} KiB RSS, +${per("heapUsed")} KiB heap per session`);
+    rows.push(
+      { figure: "node:http2 floor: RSS per bare session (3 open streams)", unit: "KiB", values: { "node:http2": per("rss") }, higherIsBetter: false },
+      { figure: "node:http2 floor: JS heap per bare session", unit: "KiB", values: { "node:http2": per("heapUsed") }, higherIsBetter: false },
+    );
+    notes.push(
+      "floor: a bare node:http2 server (scale-app.ts) with Warren's settings and windows, whose every stream is answered with headers and left open; clients open sessions of 3 streams with an agent's headers. Measured like the held row: marginal RSS and heap after a full GC.",
+    );
+  } finally {
+    await Promise.all(clients.map((c) => c.stop("SIGKILL")));
+    await proc.stop("SIGKILL");
   }
 }
 
@@ -369,35 +409,12 @@ interface MemoryFigures {
 }
 
 /** warren-server with the inspector on, so that the bench can collect garbage and read its memory. */
-class WarrenProcess {
-  private constructor(
+/** A node process with the inspector on, so that the bench can collect garbage and read its memory. */
+class InspectedProcess {
+  constructor(
     readonly proc: Child,
-    readonly httpPort: number,
-    readonly agentPort: number,
-    readonly obsPort: number,
     readonly inspectorUrl: string,
   ) {}
-
-  static async start(ctx: BenchContext, env: Record<string, string>): Promise<WarrenProcess> {
-    // Extra node flags for profiling runs, e.g. WARREN_BENCH_SERVER_FLAGS="--cpu-prof --cpu-prof-dir=/tmp/prof".
-    const flags = (process.env["WARREN_BENCH_SERVER_FLAGS"] ?? "").split(" ").filter(Boolean);
-    // Another build of the server to compare with (e.g. a checkout of an older commit).
-    const bundle = process.env["WARREN_BENCH_SERVER_BUNDLE"] ?? `${ctx.root}dist/warren-server.cjs`;
-    const proc = new Child("warren-server", process.execPath, [...flags, "--inspect=127.0.0.1:0", bundle], {
-      WARREN_HTTP_ADDR: "127.0.0.1:0",
-      WARREN_AGENT_ADDR: "127.0.0.1:0",
-      WARREN_OBSERVABILITY_ADDR: "127.0.0.1:0",
-      WARREN_SSH_ADDR: "off",
-      WARREN_ADMIN_TOKEN: ADMIN_TOKEN,
-      WARREN_LOG_LEVEL: "info",
-      ...env,
-    });
-    const ready = await proc.waitFor(/\{[^\n]*"msg":"warren server ready"[^\n]*\}/, 60_000);
-    const line = JSON.parse(ready[0]) as Record<string, string>;
-    const port = (v: string | undefined) => Number(String(v).split(":").pop());
-    const inspector = await proc.waitFor(/Debugger listening on (ws:\/\/\S+)/);
-    return new WarrenProcess(proc, port(line["http"]), port(line["agent"]), port(line["observability"]), inspector[1]!);
-  }
 
   /** CPU time (user + system) of the server over `ms`, as a percentage of one core. */
   async cpuPercent(ms: number): Promise<number> {
@@ -409,12 +426,6 @@ class WarrenProcess {
     const c0 = ticks();
     await new Promise((r) => setTimeout(r, ms));
     return ((ticks() - c0) / 100 / ((performance.now() - t0) / 1000)) * 100;
-  }
-
-  async tunnelStats(): Promise<{ agents: number; idleStreams: number }> {
-    const text = await httpGet(this.obsPort, "/metrics", "127.0.0.1");
-    const value = (re: RegExp) => Number(re.exec(text)?.[1] ?? NaN);
-    return { agents: value(/^warren_agents_connected (\d+)/m), idleStreams: value(/^warren_tunnel_streams\{state="idle"\} (\d+)/m) };
   }
 
   /** Memory after a full GC: RSS from /proc, heap and external from process.memoryUsage(). */
@@ -481,6 +492,47 @@ class WarrenProcess {
     await this.proc.stop("SIGTERM");
   }
 }
+
+/** warren-server with the inspector on. */
+class WarrenProcess extends InspectedProcess {
+  constructor(
+    proc: Child,
+    inspectorUrl: string,
+    readonly httpPort: number,
+    readonly agentPort: number,
+    readonly obsPort: number,
+  ) {
+    super(proc, inspectorUrl);
+  }
+
+  static async start(ctx: BenchContext, env: Record<string, string>): Promise<WarrenProcess> {
+    // Extra node flags for profiling runs, e.g. WARREN_BENCH_SERVER_FLAGS="--cpu-prof --cpu-prof-dir=/tmp/prof".
+    const flags = (process.env["WARREN_BENCH_SERVER_FLAGS"] ?? "").split(" ").filter(Boolean);
+    // Another build of the server to compare with (e.g. a checkout of an older commit).
+    const bundle = process.env["WARREN_BENCH_SERVER_BUNDLE"] ?? `${ctx.root}dist/warren-server.cjs`;
+    const proc = new Child("warren-server", process.execPath, [...flags, "--inspect=127.0.0.1:0", bundle], {
+      WARREN_HTTP_ADDR: "127.0.0.1:0",
+      WARREN_AGENT_ADDR: "127.0.0.1:0",
+      WARREN_OBSERVABILITY_ADDR: "127.0.0.1:0",
+      WARREN_SSH_ADDR: "off",
+      WARREN_ADMIN_TOKEN: ADMIN_TOKEN,
+      WARREN_LOG_LEVEL: "info",
+      ...env,
+    });
+    const ready = await proc.waitFor(/\{[^\n]*"msg":"warren server ready"[^\n]*\}/, 60_000);
+    const line = JSON.parse(ready[0]) as Record<string, string>;
+    const port = (v: string | undefined) => Number(String(v).split(":").pop());
+    const inspector = await proc.waitFor(/Debugger listening on (ws:\/\/\S+)/);
+    return new WarrenProcess(proc, inspector[1]!, port(line["http"]), port(line["agent"]), port(line["observability"]));
+  }
+
+  async tunnelStats(): Promise<{ agents: number; idleStreams: number }> {
+    const text = await httpGet(this.obsPort, "/metrics", "127.0.0.1");
+    const value = (re: RegExp) => Number(re.exec(text)?.[1] ?? NaN);
+    return { agents: value(/^warren_agents_connected (\d+)/m), idleStreams: value(/^warren_tunnel_streams\{state="idle"\} (\d+)/m) };
+  }
+}
+
 
 /** A process of simulated agents (agent-simulator.ts). */
 class Simulator {
