@@ -1,6 +1,6 @@
 import { Writable } from "node:stream";
 import { pino } from "pino";
-import { describe, expect, it } from "vitest";
+import { describe, expect, it, vi } from "vitest";
 import type { Welcome } from "../shared/gen/warren/v1/agent_pb.js";
 import { AgentExit, AgentRunner } from "./agent-runner.js";
 import type { AgentSession, AgentSessionOptions, SessionEnd } from "./agent-session.js";
@@ -69,5 +69,61 @@ describe("AgentRunner with several servers", () => {
       starts.add(tried[0]!);
     }
     expect([...starts].sort()).toEqual(["s1:8150", "s2:8150", "s3:8150"]);
+  });
+});
+
+describe("AgentRunner when its server shuts down", () => {
+  it("connects to the next server before it lets the old connection go, and drains it once the new one is up", async () => {
+    const events: string[] = [];
+    let closeOld!: () => void;
+    let endNew!: (end: SessionEnd) => void;
+    const runner = new AgentRunner({
+      servers: ["http://s1:8150", "http://s2:8150"].map((s) => new URL(s)),
+      token: () => "t",
+      pool: { minIdle: 1, maxStreams: 1, burst: 1, idleTimeoutMs: 1000 },
+      dialTimeoutMs: 100,
+      log: pino({ level: "silent" }),
+      random: () => 0,
+      createSession: (options: AgentSessionOptions) => {
+        const host = options.server.host;
+        events.push(`connect ${host}`);
+        if (host === "s1:8150") {
+          const closed = new Promise<void>((resolve) => (closeOld = resolve));
+          let handedOff = false;
+          return {
+            get handedOff() {
+              return handedOff;
+            },
+            whenClosed: () => closed,
+            run: async () => {
+              options.onReady?.({ serverId: "s1" } as Welcome);
+              // The server asks the agent to move; the session stays open for its streams.
+              handedOff = true;
+              return { kind: "server-draining", message: "server is shutting down" } as SessionEnd;
+            },
+            drain: async () => {
+              events.push("drain s1");
+              closeOld();
+            },
+          } as unknown as AgentSession;
+        }
+        return {
+          handedOff: false,
+          run: async () => {
+            events.push("welcome s2");
+            options.onReady?.({ serverId: "s2" } as Welcome);
+            return new Promise<SessionEnd>((resolve) => (endNew = resolve));
+          },
+          drain: async () => events.push("drain s2"),
+        } as unknown as AgentSession;
+      },
+    });
+    const done = runner.run();
+    await vi.waitFor(() => expect(events).toContain("drain s1"));
+    // Never a moment without a connection: s1 is let go only once s2 said welcome.
+    expect(events).toEqual(["connect s1:8150", "connect s2:8150", "welcome s2", "drain s1"]);
+    await runner.stop(100);
+    endNew({ kind: "closed" });
+    expect(await done).toBe(AgentExit.Ok);
   });
 });

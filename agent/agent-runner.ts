@@ -23,7 +23,15 @@ export interface AgentRunnerOptions {
   readonly backoff?: BackoffOptions;
   /** Builds each session (tests pass a fake). */
   readonly createSession?: (options: AgentSessionOptions) => AgentSession;
+  /**
+   * The longest a handed-off session (its server is shutting down) may carry its streams once
+   * the new session is up; the server normally closes it sooner.
+   */
+  readonly handoffTimeoutMs?: number;
 }
+
+/** A safety net only: the draining server closes its side once its own shutdown timeout passes. */
+const DEFAULT_HANDOFF_TIMEOUT_MS = 10 * 60_000;
 
 /** Exit codes of warren-agent. */
 export const AgentExit = {
@@ -35,16 +43,24 @@ export const AgentExit = {
 } as const;
 
 /**
- * Keeps the agent connected: one session at a time, reconnecting with jittered exponential
+ * Keeps the agent connected: one current session, reconnecting with jittered exponential
  * backoff, moving to the next server of the list after a failure, and giving up only when the
  * server refuses the token.
+ *
+ * When a server shuts down it asks the agent to move, and the agent connects to the next server
+ * before it lets the old connection go: the old session is handed off (it keeps carrying its
+ * streams in flight, and takes dials until the new session is up), then drained once the new
+ * session is welcomed, and closed when its last stream ends or its server closes it.
  */
 export class AgentRunner {
   readonly #options: AgentRunnerOptions;
   readonly instanceId = randomBytes(6).toString("hex");
   readonly #backoff: Backoff;
   #session: AgentSession | undefined;
+  /** Handed-off sessions still carrying streams for a server that is shutting down. */
+  readonly #retiring = new Set<AgentSession>();
   #stopping = false;
+  #stopTimeoutMs = 0;
   #wake: (() => void) | undefined;
   /** The workload's latest state, sent again after every reconnect. */
   #workload: WorkloadReportMessage | undefined;
@@ -79,6 +95,8 @@ export class AgentRunner {
         log,
         onReady: (welcome) => {
           this.#backoff.reset();
+          // The new connection is up: the old ones take no new work and close once their streams end.
+          for (const old of this.#retiring) void old.drain(this.#options.handoffTimeoutMs ?? DEFAULT_HANDOFF_TIMEOUT_MS);
           this.#options.onReady?.(welcome, server);
           const resent = this.#workload ? session.send(workloadMessage(this.#workload)) : Promise.resolve(false);
           for (const wake of [...this.#readyWaiters]) wake(resent);
@@ -90,6 +108,10 @@ export class AgentRunner {
       const end: SessionEnd = await session.run();
       this.#session = undefined;
       this.#options.onSession?.(undefined);
+      if (end.kind === "server-draining" && session.handedOff) {
+        this.#retiring.add(session);
+        void session.whenClosed().then(() => this.#retiring.delete(session));
+      }
       if (this.#stopping || end.kind === "closed") break;
       if (end.kind === "rejected") {
         log.error({ server: server.origin, reason: end.message }, "the server refused this agent; exiting");
@@ -100,6 +122,8 @@ export class AgentRunner {
       log.warn({ server: server.origin, reason: end.message, retryInMs: delay }, "disconnected; reconnecting");
       await this.#sleep(delay);
     }
+    // Stopping: handed-off sessions get the same time as the current one for their streams.
+    await Promise.all([...this.#retiring].map((session) => session.drain(this.#stopTimeoutMs)));
     return AgentExit.Ok;
   }
 
@@ -132,9 +156,10 @@ export class AgentRunner {
   /** Graceful stop: no new connections, open ones finish within `timeoutMs`. */
   async stop(timeoutMs: number): Promise<void> {
     this.#stopping = true;
+    this.#stopTimeoutMs = timeoutMs;
     this.#wake?.();
     for (const wake of [...this.#readyWaiters]) wake(Promise.resolve(false));
-    await this.#session?.drain(timeoutMs);
+    await Promise.all([this.#session, ...this.#retiring].map((session) => session?.drain(timeoutMs)));
   }
 
   #sleep(ms: number): Promise<void> {

@@ -13,6 +13,7 @@ import { GrpcFrameDecoder } from "../shared/grpc-frame-decoder.js";
 import { decodeGrpcMessage, encodeGrpcMessage } from "../shared/grpc-message.js";
 import { decodeGrpcMessage as decodeStatusText, GrpcStatus } from "../shared/grpc-status.js";
 import type { Logger } from "../shared/logger.js";
+import { noDelayConnector } from "../shared/http2-sockets.js";
 import { TUNNEL_WINDOWS } from "../shared/tunnel-windows.js";
 import { VERSION } from "../shared/version.js";
 import { TunnelPool, type PoolSettings } from "./tunnel-pool.js";
@@ -26,7 +27,11 @@ const MAX_CONTROL_MESSAGE_BYTES = 4 * 1024 * 1024;
 export type SessionEnd =
   /** The server will never accept this token again (revoked, expired, workspace gone): exit. */
   | { readonly kind: "rejected"; readonly message: string }
-  /** The server is draining: reconnect at once, to another server when there is one. */
+  /**
+   * The server is draining: reconnect at once, to another server when there is one. When the
+   * server asked with a SERVER_DRAINING disconnect, the session is handed off rather than
+   * over: it goes on carrying its streams until drain() or until the server closes it.
+   */
   | { readonly kind: "server-draining"; readonly message: string }
   /** Network trouble or a server error: reconnect with backoff. */
   | { readonly kind: "lost"; readonly message: string }
@@ -48,7 +53,8 @@ export interface AgentSessionOptions {
 
 /**
  * One connection of the agent to one server: an HTTP/2 session with its control stream and
- * its pool of tunnel streams. run() resolves with how it ended; it never rejects.
+ * its pool of tunnel streams. run() resolves with how it ended, or with server-draining as
+ * soon as the server asks the agent to move (see handedOff); it never rejects.
  */
 export class AgentSession {
   readonly #options: AgentSessionOptions;
@@ -58,9 +64,26 @@ export class AgentSession {
   #end: SessionEnd | undefined;
   #resolveEnd: ((end: SessionEnd) => void) | undefined;
   #welcome: Welcome | undefined;
+  #handedOff = false;
+  #resolveClosed!: () => void;
+  readonly #closed = new Promise<void>((resolve) => (this.#resolveClosed = resolve));
 
   constructor(options: AgentSessionOptions) {
     this.#options = options;
+  }
+
+  /**
+   * Whether the server asked this agent to move while the session stays open: run() has
+   * resolved, and the session carries its streams in flight (and takes the dials the server
+   * still sends) until drain() or until the server closes it.
+   */
+  get handedOff(): boolean {
+    return this.#handedOff && this.#end === undefined;
+  }
+
+  /** Resolves once the connection is closed, whatever the reason. Never rejects. */
+  whenClosed(): Promise<void> {
+    return this.#closed;
   }
 
   get welcome(): Welcome | undefined {
@@ -117,7 +140,20 @@ export class AgentSession {
       session.close();
       setTimeout(() => session.destroy(), 1000).unref();
     }
+    // A handed-off session has already answered run(); a second resolve does nothing.
     this.#resolveEnd?.(end);
+    this.#resolveClosed();
+  }
+
+  /** The server asked us to move: run() answers now, the connection stays for its streams. */
+  #handOff(message: string): void {
+    if (this.#end || this.#handedOff) return;
+    this.#handedOff = true;
+    this.#options.log.info(
+      { server: this.#options.server.origin, busyStreams: this.busyCount },
+      "the server is shutting down: connecting again, while this connection finishes its open streams",
+    );
+    this.#resolveEnd?.({ kind: "server-draining", message });
   }
 
   #connect(): void {
@@ -131,7 +167,7 @@ export class AgentSession {
           enablePush: false,
         },
         maxSessionMemory: TUNNEL_WINDOWS.maxSessionMemoryMb,
-        ...(this.#options.ca ? { ca: this.#options.ca } : {}),
+        createConnection: noDelayConnector(server, { ca: this.#options.ca }),
       });
     } catch (err) {
       this.#finish({ kind: "lost", message: (err as Error).message });
@@ -268,7 +304,7 @@ export class AgentSession {
       case "disconnect": {
         const { reason, message: text } = message.msg.value;
         if (reason === DisconnectReason.REVOKED) this.#finish({ kind: "rejected", message: text });
-        else if (reason === DisconnectReason.SERVER_DRAINING) this.#finish({ kind: "server-draining", message: text });
+        else if (reason === DisconnectReason.SERVER_DRAINING) this.#handOff(text);
         else this.#finish({ kind: "lost", message: text || "server closed the connection" });
         return;
       }

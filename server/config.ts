@@ -5,6 +5,7 @@ import {
   parseHostPort,
   parseIntegerIn,
   parseNonEmpty,
+  parseBoolean,
   parseOneOf,
   parseReadableFile,
   setting,
@@ -125,6 +126,7 @@ export const SERVER_SETTINGS = {
     flag: "admin-token",
     env: "WARREN_ADMIN_TOKEN",
     description: "admin token (at least 16 characters); generated and printed once at start when unset",
+    defaultText: "generated at start",
     parse: (raw) => {
       if (raw.length < 16) throw new Error("must be at least 16 characters");
       return raw;
@@ -136,6 +138,7 @@ export const SERVER_SETTINGS = {
     env: "WARREN_SECRET_KEY",
     description:
       "server secret (at least 32 characters) from which the keys for workspace variables (AES-256-GCM) and session cookies (HMAC) are derived; every server of a cluster needs the same; generated per run when unset",
+    defaultText: "generated at start",
     parse: (raw) => {
       if (raw.length < 32) throw new Error("must be at least 32 characters");
       return raw;
@@ -194,6 +197,14 @@ export const SERVER_SETTINGS = {
     defaultText: "60s",
     parse: duration(100, 3_600_000),
   }),
+  httpFastPath: setting({
+    key: "httpFastPath",
+    flag: "http-fast-path",
+    env: "WARREN_HTTP_FAST_PATH",
+    description: "splice workspace connections onto tunnel streams (parsing requests, passing responses through); off: every request goes through node's HTTP client",
+    default: true,
+    parse: parseBoolean,
+  }),
   agentMaxStreams: setting({
     key: "agentMaxStreams",
     flag: "agent-max-streams",
@@ -211,11 +222,21 @@ export const SERVER_SETTINGS = {
     defaultText: "7d",
     parse: duration(60_000, 366 * 86_400_000),
   }),
+  drainDelay: setting({
+    key: "drainDelay",
+    flag: "drain-delay",
+    env: "WARREN_DRAIN_DELAY",
+    description:
+      "on SIGTERM, how long /readyz answers 503 while the server still serves everything, so that load balancers stop sending before it stops accepting (SIGINT skips it)",
+    default: 5000,
+    defaultText: "5s",
+    parse: duration(0, 300_000),
+  }),
   shutdownTimeout: setting({
     key: "shutdownTimeout",
     flag: "shutdown-timeout",
     env: "WARREN_SHUTDOWN_TIMEOUT",
-    description: "how long in-flight requests may run after SIGTERM",
+    description: "after the drain delay, how long requests, WebSockets and SSH sessions in flight may run before they are closed",
     default: 25_000,
     defaultText: "25s",
     parse: duration(0, 600_000),
@@ -224,7 +245,8 @@ export const SERVER_SETTINGS = {
     key: "tlsCert",
     flag: "tls-cert",
     env: "WARREN_TLS_CERT",
-    description: "PEM certificate (chain) for every listener, e.g. a wildcard for *.{root} plus {root}; reloaded when the file changes",
+    description: "PEM certificate (chain) for the HTTP and agent listeners (and the private one with WARREN_PRIVATE_TLS), e.g. a wildcard for *.{root} plus {root}; reloaded when the file changes",
+    defaultText: "none: plain HTTP and h2c",
     parse: parseReadableFile,
   }),
   tlsKey: setting<string | undefined>({
@@ -232,6 +254,7 @@ export const SERVER_SETTINGS = {
     flag: "tls-key",
     env: "WARREN_TLS_KEY",
     description: "PEM private key of the certificate",
+    defaultText: "none",
     parse: parseReadableFile,
   }),
   sshAddr: setting<HostPort | undefined>({
@@ -282,6 +305,7 @@ export const SERVER_SETTINGS = {
     env: "WARREN_REDIS_URL",
     description:
       "Redis of the cluster; setting it turns cluster mode on. redis://[user:pass@]host:port[/db], rediss:// (TLS), redis+sentinel://host:26379,host2:26379/<master>[/db], redis+cluster://host:6379,host2:6379 (rediss+... for TLS)",
+    defaultText: "none: one server, state in memory",
     parse: parseRedisUrl,
   }),
   redisPrefix: setting({
@@ -300,6 +324,7 @@ export const SERVER_SETTINGS = {
     flag: "cluster-secret",
     env: "WARREN_CLUSTER_SECRET",
     description: "shared secret of the servers of a cluster (at least 16 characters); required in cluster mode",
+    defaultText: "none",
     parse: (raw) => {
       if (raw.length < 16) throw new Error("must be at least 16 characters");
       return raw;
@@ -313,6 +338,24 @@ export const SERVER_SETTINGS = {
     default: parseHostPort("127.0.0.1:8155"),
     defaultText: "127.0.0.1:8155",
     parse: parseHostPort,
+  }),
+  privateTls: setting({
+    key: "privateTls",
+    flag: "private-tls",
+    env: "WARREN_PRIVATE_TLS",
+    description:
+      "serve the private listener over TLS with WARREN_TLS_CERT, and dial the other servers over TLS, verifying their certificate for WARREN_ROOT_DOMAIN (system CAs, or WARREN_PRIVATE_CA_FILE); the same on every server",
+    default: false,
+    boolean: true,
+    parse: parseBoolean,
+  }),
+  privateCaFile: setting<string | undefined>({
+    key: "privateCaFile",
+    flag: "private-ca-file",
+    env: "WARREN_PRIVATE_CA_FILE",
+    description: "with WARREN_PRIVATE_TLS: PEM file of the CA certificates that verify the other servers",
+    defaultText: "system CAs",
+    parse: parseReadableFile,
   }),
   privateAdvertiseAddr: setting<HostPort | undefined>({
     key: "privateAdvertiseAddr",
@@ -338,6 +381,9 @@ export type ServerConfig = SettingsOf<typeof SERVER_SETTINGS>;
 export function validateServerConfig(config: ServerConfig): void {
   if ((config.tlsCert === undefined) !== (config.tlsKey === undefined)) {
     throw new WarrenError(ErrorCode.InvalidArgument, "WARREN_TLS_CERT and WARREN_TLS_KEY must be set together");
+  }
+  if (config.privateTls && config.tlsCert === undefined) {
+    throw new WarrenError(ErrorCode.InvalidArgument, "WARREN_PRIVATE_TLS needs WARREN_TLS_CERT and WARREN_TLS_KEY: the private listener serves that certificate");
   }
   if (config.redisUrl && !config.clusterSecret) {
     throw new WarrenError(

@@ -36,6 +36,19 @@ function loadConfig(argv: string[]): ServerConfig {
   return config;
 }
 
+/** The *_ADDR setting of the listener that could not bind `port`. */
+function listenerSetting(config: ServerConfig, port: number | undefined): string {
+  const listeners: Array<[string, { port: number } | undefined]> = [
+    ["WARREN_HTTP_ADDR", config.httpAddr],
+    ["WARREN_AGENT_ADDR", config.agentAddr],
+    ["WARREN_OBSERVABILITY_ADDR", config.observabilityAddr],
+    ["WARREN_SSH_ADDR", config.sshAddr],
+    ["WARREN_PRIVATE_ADDR", config.redisUrl ? config.privateAddr : undefined],
+  ];
+  const named = listeners.filter(([, addr]) => addr !== undefined && addr.port === port).map(([name]) => name);
+  return named.length > 0 ? named.join(" or ") : "a listener's *_ADDR setting";
+}
+
 async function main(): Promise<void> {
   let config: ServerConfig;
   try {
@@ -44,13 +57,20 @@ async function main(): Promise<void> {
     fail((err as Error).message);
   }
   const log = createLogger({ name: "warren-server", level: config.logLevel });
-  const server = new WarrenServer(config, log);
+  let server: WarrenServer;
+  try {
+    server = new WarrenServer(config, log);
+  } catch (err) {
+    // A setting only the modules can check (e.g. a TLS certificate file that holds no certificate).
+    if (err instanceof WarrenError && err.code === "invalid_argument") fail(err.message);
+    throw err;
+  }
   try {
     await server.start();
   } catch (err) {
     const e = err as NodeJS.ErrnoException & { address?: string; port?: number };
     if (e.code === "EADDRINUSE" || e.code === "EACCES" || e.code === "EADDRNOTAVAIL") {
-      fail(`cannot listen on ${e.address ?? ""}:${e.port ?? ""}: ${e.code} (change the matching *_ADDR setting)`);
+      fail(`${listenerSetting(config, e.port)}: cannot listen on ${e.address ?? ""}:${e.port ?? ""}: ${e.code}`);
     }
     // A setting that only start-up could check (e.g. an unreadable SSH host key).
     if (err instanceof WarrenError && err.code === "invalid_argument") fail(err.message);
@@ -64,7 +84,8 @@ async function main(): Promise<void> {
     }
     stopping = true;
     log.info({ signal }, "signal received");
-    server.shutdown().then(
+    // Ctrl-C is a person at a terminal, not a load balancer that must notice first.
+    server.shutdown(signal === "SIGINT" ? { drainDelayMs: 0 } : {}).then(
       () => process.exit(0),
       (err) => {
         log.error({ err }, "shutdown failed");

@@ -1,4 +1,4 @@
-import { existsSync } from "node:fs";
+import { existsSync, readFileSync } from "node:fs";
 import { hostname, networkInterfaces } from "node:os";
 import { join } from "node:path";
 import { randomBytes } from "node:crypto";
@@ -43,6 +43,7 @@ import { WorkspaceAccess } from "./http/workspace-access.js";
 import { workspaceUrl } from "./http/workspace-host.js";
 import { HealthServer } from "./observability/health-server.js";
 import { ServerMetrics } from "./observability/metrics.js";
+import { TunnelByteMeter } from "./observability/tunnel-byte-meter.js";
 import { rootFallback, rootHandler } from "./root-handler.js";
 import { MemoryStore } from "./store/memory-store.js";
 import { TlsCredentials } from "./tls/tls-credentials.js";
@@ -107,6 +108,8 @@ export class WarrenServer {
   readonly #frontDoor: FrontDoor;
   readonly #health: HealthServer;
   readonly #httpAgent: TunnelHttpAgent;
+  readonly #webSockets: WebSocketProxy;
+  readonly #byteMeter = new TunnelByteMeter();
   readonly #tls: TlsCredentials | undefined;
   readonly #agentBinary: string;
   readonly #secretKeyGenerated: boolean;
@@ -136,7 +139,12 @@ export class WarrenServer {
     this.registry = registry;
     this.metrics = new ServerMetrics({
       tunnelStats: () => this.#tunnelStats(),
+      tunnelBytes: () => this.#byteMeter.totals(),
       sshConnections: () => this.#sshFrontDoor?.connectionCount ?? 0,
+      sshSessions: () => this.#sshFrontDoor?.sessionCount ?? 0,
+      httpInFlight: () => this.#frontDoor.inFlight,
+      webSocketsOpen: () => this.#webSockets.openCount,
+      draining: () => this.#draining,
       ...(config.redisUrl ? { redisAvailable: () => this.#cluster?.redis.available ?? false } : {}),
     });
     const localDialer = new TunnelDialer({
@@ -158,6 +166,7 @@ export class WarrenServer {
         prefix: config.redisPrefix,
         log: log.child({ component: "redis" }),
         onError: (operation) => this.metrics.redisErrors.inc({ operation }),
+        onOperation: (operation, seconds) => this.metrics.redisOperation(operation, seconds),
         onAvailability: (available) => {
           if (available) this.#cluster?.presence.refreshNow();
         },
@@ -175,10 +184,13 @@ export class WarrenServer {
       this.presence = presence;
       const peers = new PrivateClient({
         clusterSecret: config.clusterSecret,
+        ...(config.privateTls ? { tls: { serverName: config.rootDomain, ...(config.privateCaFile ? { ca: readFileSync(config.privateCaFile) } : {}) } } : {}),
         serverId: this.serverId,
         log: log.child({ component: "private-client" }),
         // The holder waits for a stream and for the agent's dial; then it answers.
         answerTimeoutMs: config.streamWaitTimeout + config.dialTimeout + 2000,
+        // A peer shutting down: requests on its kept-alive sockets finish, new ones go elsewhere.
+        onSessionClosing: (session) => this.#httpAgent.closeIdleSocketsOf(session),
       });
       dialer = new ClusterDialer({
         local: localDialer,
@@ -190,6 +202,7 @@ export class WarrenServer {
       });
       const endpoint = new PrivateEndpoint({
         listen: config.privateAddr,
+        ...(config.privateTls && this.#tls ? { tls: this.#tls.options } : {}),
         clusterSecret: config.clusterSecret,
         serverId: this.serverId,
         local: localDialer,
@@ -198,7 +211,9 @@ export class WarrenServer {
         onOutcome: (outcome) => this.metrics.forwardedDials.inc({ outcome }),
       });
       const cache = new WorkspaceCache({ store });
-      events.subscribe((event) => cache.invalidate(event.workspace, event.type === "workspace-revoked"));
+      events.subscribe((event) => {
+        if (event.type !== "token-revoked") cache.invalidate(event.workspace, event.type === "workspace-revoked");
+      });
       workspaceLookup = cache;
       this.#workspaceCache = cache;
       this.#cluster = { redis, events, presence, endpoint, peers };
@@ -224,7 +239,7 @@ export class WarrenServer {
       log: log.child({ component: "control" }),
     });
     this.workspaces = manager;
-    const users = new UserManager({ users: store, tokens: store, log: log.child({ component: "control" }) });
+    const users = new UserManager({ users: store, tokens: store, events: this.events, log: log.child({ component: "control" }) });
     const sshKeys = new SshKeyManager({ keys: store, users: store, log: log.child({ component: "control" }) });
     const agentControl = new AgentControl({
       manager,
@@ -233,6 +248,8 @@ export class WarrenServer {
       events: this.events,
       log: log.child({ component: "control" }),
     });
+    // Every front door (HTTP, WebSocket, SSH) dials through this one: its bytes are counted.
+    dialer = this.#byteMeter.wrap(dialer);
     this.#dialer = dialer;
     const identities = new WorkspaceSshIdentities({ store });
     const knownHosts = new KnownHostKeys({ store });
@@ -253,6 +270,7 @@ export class WarrenServer {
     });
     this.events.subscribe((event) => {
       if (event.type === "workspace-revoked") registry.disconnectWorkspace(event.workspace, DisconnectReason.REVOKED, event.reason);
+      else if (event.type === "token-revoked") authenticator.forgetToken(event.tokenId);
     });
     const urlsOf = (w: WorkspaceRecord) => w.ports.map((p) => workspaceUrl(this.#publicBase, config.rootDomain, w.name, p.port));
 
@@ -326,6 +344,13 @@ export class WarrenServer {
       loginCodeTtlMs: config.loginCodeTtl,
       log: log.child({ component: "login" }),
     });
+    this.#webSockets = new WebSocketProxy({
+      dialer,
+      upstreamTimeoutMs: config.upstreamTimeout,
+      log,
+      filterCookie: withoutSessionCookies,
+      onOutcome: (outcome) => this.metrics.webSocketUpgrades.inc({ outcome }),
+    });
     this.#frontDoor = new FrontDoor({
       listen: config.httpAddr,
       tls: this.#tls?.options,
@@ -337,15 +362,27 @@ export class WarrenServer {
         upstreamTimeoutMs: config.upstreamTimeout,
         log,
         filterCookie: withoutSessionCookies,
-        onResponse: (status, startedAt) => this.metrics.httpResponse(status, startedAt),
       }),
-      webSockets: new WebSocketProxy({ dialer, upstreamTimeoutMs: config.upstreamTimeout, log, filterCookie: withoutSessionCookies }),
+      webSockets: this.#webSockets,
       login,
+      ...(config.httpFastPath
+        ? {
+            fastPath: {
+              dial: (target) => dialer.dial(target.workspace, target.port),
+              upstreamTimeoutMs: config.upstreamTimeout,
+              filterCookie: withoutSessionCookies,
+              onResponse: (status, startedAt) => this.metrics.httpResponse("workspace", status, startedAt),
+            },
+          }
+        : {}),
       log,
+      onResponse: (target, status, startedAt) => this.metrics.httpResponse(target, status, startedAt),
+      onUpgradeDenied: () => this.metrics.webSocketUpgrades.inc({ outcome: "denied" }),
     });
     if (this.#tls) {
       this.#tls.attach(this.#agentEndpoint);
       this.#tls.attach(this.#frontDoor);
+      if (config.privateTls && this.#cluster) this.#tls.attach(this.#cluster.endpoint);
     }
     this.#health = new HealthServer({
       listen: config.observabilityAddr,
@@ -451,21 +488,51 @@ export class WarrenServer {
   }
 
   /**
-   * Graceful stop: unready, stop accepting, tell agents to go elsewhere, let requests in
-   * flight finish within the shutdown timeout, then close everything.
+   * Graceful stop, in this order: unready for `drainDelayMs` while everything still works (load
+   * balancers notice and stop sending here); stop accepting connections; ask every agent to
+   * reconnect to another server (it opens its new connection before it lets this one go); in
+   * cluster mode keep serving the other servers' forwards until the agents have moved, then
+   * turn those away too; let what is in flight finish within the shutdown timeout; remove this
+   * server's presence and close everything. Never rejects for a connection that would not end:
+   * the timeout ends it.
    */
-  async shutdown(): Promise<void> {
+  async shutdown(options: { drainDelayMs?: number } = {}): Promise<void> {
     if (this.#draining) return;
     this.#draining = true;
     clearInterval(this.#sweepTimer);
-    this.log.info({ timeoutMs: this.config.shutdownTimeout }, "shutting down");
+    const drainDelayMs = options.drainDelayMs ?? this.config.drainDelay;
+    const timeoutMs = this.config.shutdownTimeout;
+    this.log.info({ drainDelayMs, timeoutMs }, "shutting down: unready, still serving for the drain delay");
+    if (drainDelayMs > 0) await sleep(drainDelayMs);
+    const deadline = Date.now() + timeoutMs;
+    const timeLeft = () => Math.max(0, deadline - Date.now());
+
     this.#agentEndpoint.stopAccepting();
-    const closed = Promise.all([this.#frontDoor.stopAccepting(), this.#sshFrontDoor?.stopAccepting()]);
+    const listenersDone = Promise.all([this.#frontDoor.stopAccepting(), this.#sshFrontDoor?.stopAccepting()]);
     // Keep-alive connections become idle as their last request ends: close them as they do.
-    const sweeper = setInterval(() => this.#frontDoor.server.closeIdleConnections(), 200);
-    const deadline = new Promise<void>((resolve) => setTimeout(resolve, this.config.shutdownTimeout).unref());
-    await Promise.race([closed, deadline]);
+    const sweeper = setInterval(() => this.#frontDoor.closeIdleConnections(), 200);
+    const agents = [...this.registry.connections()];
+    for (const connection of agents) connection.requestHandoff("server is shutting down; reconnect to another server");
+    this.log.info({ agents: agents.length }, "shutting down: no new connections; asked the agents to reconnect to another server");
+    const cluster = this.#cluster;
+    if (cluster) {
+      // Other servers forward here until the agents' new connections are up elsewhere; with
+      // no other server alive, there is nowhere to move to and nobody forwarding.
+      if (agents.length > 0 && (await cluster.presence.hasLivePeers())) {
+        const moved = await until(() => this.#agentsMoved(), timeLeft());
+        if (!moved) this.log.warn({ agents: this.#usableAgents() }, "agents did not reconnect elsewhere in time");
+      }
+      cluster.endpoint.stopAccepting();
+    }
+    const inFlight = Promise.all([listenersDone, cluster?.endpoint.whenIdle(), until(() => this.#webSockets.openCount === 0, timeLeft())]);
+    const finished = await within(inFlight, timeLeft());
     clearInterval(sweeper);
+    if (!finished) {
+      this.log.warn(
+        { httpRequests: this.#frontDoor.inFlight, webSockets: this.#webSockets.openCount, sshConnections: this.#sshFrontDoor?.connectionCount ?? 0 },
+        "shutdown timeout: closing what is still open",
+      );
+    }
     for (const connection of [...this.registry.connections()]) {
       connection.disconnect(DisconnectReason.SERVER_DRAINING, "server is shutting down; reconnect to another server", 0);
     }
@@ -473,7 +540,6 @@ export class WarrenServer {
     this.#sshFrontDoor?.closeAll();
     this.#httpAgent.destroy();
     this.#agentEndpoint.destroyAll();
-    const cluster = this.#cluster;
     if (cluster) {
       // Our records go at once, so other servers stop forwarding here before they expire.
       await this.presence.stop();
@@ -486,6 +552,17 @@ export class WarrenServer {
     this.log.info("stopped");
   }
 
+  /** Whether every agent connection here has stopped taking new dials (moved elsewhere, or gone). */
+  #agentsMoved(): boolean {
+    return this.#usableAgents() === 0;
+  }
+
+  #usableAgents(): number {
+    let n = 0;
+    for (const c of this.registry.connections()) if (c.usable) n++;
+    return n;
+  }
+
   #tunnelStats(): { agents: number; idleStreams: number; streams: number } {
     let agents = 0;
     let idleStreams = 0;
@@ -496,6 +573,31 @@ export class WarrenServer {
       streams += c.streamCount;
     }
     return { agents, idleStreams, streams };
+  }
+}
+
+function sleep(ms: number): Promise<void> {
+  return new Promise((resolve) => setTimeout(resolve, ms));
+}
+
+/** Resolves true once `done()` holds (checked every 50 ms), false when `timeoutMs` passes first. */
+async function until(done: () => boolean, timeoutMs: number): Promise<boolean> {
+  const deadline = Date.now() + timeoutMs;
+  while (!done()) {
+    if (Date.now() >= deadline) return false;
+    await sleep(50);
+  }
+  return true;
+}
+
+/** Resolves true when `work` settles within `timeoutMs`, false otherwise. */
+async function within(work: Promise<unknown>, timeoutMs: number): Promise<boolean> {
+  let timer: NodeJS.Timeout | undefined;
+  const timedOut = new Promise<boolean>((resolve) => (timer = setTimeout(() => resolve(false), timeoutMs)));
+  try {
+    return await Promise.race([work.then(() => true, () => true), timedOut]);
+  } finally {
+    clearTimeout(timer);
   }
 }
 

@@ -158,12 +158,16 @@ export function resolveSettings<Specs extends Record<string, SettingSpec<any>>>(
   return out as SettingsOf<Specs>;
 }
 
+/** The default as --help shows it: its text, its value, or "none". */
+export function defaultTextOf(spec: SettingSpec<unknown>): string {
+  return spec.defaultText ?? (spec.default === undefined ? "none" : String(spec.default));
+}
+
 /** Text for --help: one line per setting with its flag, variable and default. */
 export function settingsHelp(specs: Record<string, SettingSpec<unknown>>): string {
   const rows = Object.values(specs).map((s) => {
     const flag = `--${s.flag}${s.boolean ? "" : " <value>"}`;
-    const def = s.defaultText ?? (s.default === undefined ? "" : String(s.default));
-    return `  ${flag.padEnd(34)} ${s.env.padEnd(30)} ${s.description}${def ? ` (default: ${def})` : ""}`;
+    return `  ${flag.padEnd(34)} ${s.env.padEnd(30)} ${s.description} (default: ${defaultTextOf(s)})`;
   });
   return rows.join("\n");
 }

@@ -44,6 +44,7 @@ describe("cluster settings", () => {
         WARREN_PRIVATE_ADDR: "127.0.0.1:0",
         WARREN_OBSERVABILITY_ADDR: `127.0.0.1:${observability}`,
         WARREN_ADMIN_TOKEN: ADMIN_TOKEN,
+        WARREN_DRAIN_DELAY: "0s",
       }),
     );
     try {

@@ -310,6 +310,25 @@ describe("cluster: three servers, one Redis", () => {
     for (const server of servers) expect((await get(server, "ws-del", app.port)).status).toBe(404);
   });
 
+  it("a token revoked on one server is refused on every server at once, though they cache tokens", async () => {
+    expect((await callApi(servers[0]!, "UserService/CreateUser", { name: "tina" })).status).toBe(200);
+    const token = (await callApi<{ token: string; id: string }>(servers[0]!, "UserService/CreateAccessToken", { user: "tina" })).body;
+    const app = await namedApp("ws-tina");
+    apps.set("ws-tina", app);
+    const ws = await callApi<{ agentToken: string }>(servers[0]!, "WorkspaceService/CreateWorkspace", { name: "ws-tina", ports: [{ port: app.port }] }, token.token);
+    agents.push(await startAgent(servers[0]!, ws.body.agentToken));
+    const asTina = (server: ClusterServerHandle) =>
+      httpRequest({ port: server.httpPort, host: workspaceHost("ws-tina", app.port), headers: { "x-warren-token": token.token } });
+    // Every server has now read (and cached) the token.
+    for (const server of servers) await eventually(async () => (await asTina(server)).status === 200, 3000, `ws-tina through ${server.id}`);
+    const started = Date.now();
+    expect((await callApi(servers[1]!, "UserService/RevokeAccessToken", { id: token.id })).status).toBe(200);
+    for (const server of servers) {
+      await eventually(async () => (await asTina(server)).status === 401, 2000, `token refused on ${server.id}`);
+    }
+    expect(Date.now() - started).toBeLessThan(2000);
+  });
+
   it("a flapping agent neither churns Redis nor loses its presence record", async () => {
     const app = await namedApp("ws-flap");
     apps.set("ws-flap", app);

@@ -1,9 +1,15 @@
-import { spawnSync } from "node:child_process";
+import { execFile, spawnSync } from "node:child_process";
 import { mkdtempSync, writeFileSync } from "node:fs";
+import net from "node:net";
 import { tmpdir } from "node:os";
 import { join } from "node:path";
 import { describe, expect, it } from "vitest";
-import { AGENT_BUNDLE, requireBuilt, SERVER_BUNDLE } from "./harness/processes.js";
+import { AGENT_SETTINGS } from "../agent/config.js";
+import { SERVER_SETTINGS } from "../server/config.js";
+import { defaultTextOf, type SettingSpec } from "../shared/settings.js";
+import { listen } from "./harness/apps.js";
+import { CLUSTER_SECRET } from "./harness/cluster.js";
+import { AGENT_BUNDLE, REPO_ROOT, requireBuilt, SERVER_BUNDLE } from "./harness/processes.js";
 import { cleanEnv, startServer } from "./harness/warren.js";
 
 function run(bundle: string, args: string[], env: Record<string, string> = {}) {
@@ -12,15 +18,145 @@ function run(bundle: string, args: string[], env: Record<string, string> = {}) {
   return { code: r.status, stdout: r.stdout, stderr: r.stderr };
 }
 
+/** Runs the server bundle to its end, without blocking the test process (several run at once). */
+function runAsync(args: string[], env: Record<string, string>): Promise<{ code: number | null; stderr: string }> {
+  return new Promise((resolve) => {
+    execFile(process.execPath, [SERVER_BUNDLE, ...args], { env: cleanEnv(env), encoding: "utf8", timeout: 15_000 }, (err, _stdout, stderr) => {
+      resolve({ code: err ? ((err as { code?: number | null }).code ?? null) : 0, stderr });
+    });
+  });
+}
+
+/** Runs `fn` over `items`, `limit` at a time (a 2-core machine). */
+async function inBatches<T, R>(items: readonly T[], limit: number, fn: (item: T) => Promise<R>): Promise<R[]> {
+  const out: R[] = [];
+  for (let i = 0; i < items.length; i += limit) out.push(...(await Promise.all(items.slice(i, i + limit).map(fn))));
+  return out;
+}
+
+interface BadCase {
+  readonly env?: Record<string, string>;
+  readonly args?: string[];
+  /** What the one line says about the value. */
+  readonly reason: RegExp;
+}
+
+/** Listeners on free ports, so that a server whose settings are fine would start. */
+const FREE_PORTS = {
+  WARREN_HTTP_ADDR: "127.0.0.1:0",
+  WARREN_AGENT_ADDR: "127.0.0.1:0",
+  WARREN_OBSERVABILITY_ADDR: "127.0.0.1:0",
+  WARREN_SSH_ADDR: "127.0.0.1:0",
+  WARREN_PRIVATE_ADDR: "127.0.0.1:0",
+};
+
+/**
+ * One bad value for every setting of warren-server. Typed by SERVER_SETTINGS: a new setting
+ * without a case here does not compile.
+ */
+const BAD: Record<keyof typeof SERVER_SETTINGS, BadCase> = {
+  rootDomain: { env: { WARREN_ROOT_DOMAIN: "not a domain" }, reason: /is not a DNS name/ },
+  httpAddr: { env: { WARREN_HTTP_ADDR: "nonsense" }, reason: /"nonsense" is not host:port/ },
+  agentAddr: { args: ["--agent-addr", "127.0.0.1:99999"], reason: /port 99999 is out of range/ },
+  observabilityAddr: { env: { WARREN_OBSERVABILITY_ADDR: "localhost" }, reason: /is not host:port/ },
+  publicUrl: { env: { WARREN_PUBLIC_URL: "ftp://ws.example.com" }, reason: /must be an http or https URL/ },
+  publicAgentUrl: { env: { WARREN_PUBLIC_AGENT_URL: "https://ws.example.com:8150/agents" }, reason: /must have no path/ },
+  agentBinary: { args: ["--agent-binary", " "], reason: /must not be empty/ },
+  adminToken: { env: { WARREN_ADMIN_TOKEN: "short" }, reason: /at least 16 characters/ },
+  secretKey: { env: { WARREN_SECRET_KEY: "only-twenty-chars-xx" }, reason: /at least 32 characters/ },
+  sessionTtl: { env: { WARREN_SESSION_TTL: "12 hours" }, reason: /is not a duration/ },
+  loginCodeTtl: { env: { WARREN_LOGIN_CODE_TTL: "5m" }, reason: /5m is out of range 1s-1m/ },
+  logLevel: { env: { WARREN_LOG_LEVEL: "loud" }, reason: /is not one of fatal, error/ },
+  streamWaitTimeout: { env: { WARREN_STREAM_WAIT_TIMEOUT: "forever" }, reason: /is not a duration/ },
+  dialTimeout: { env: { WARREN_DIAL_TIMEOUT: "10ms" }, reason: /out of range/ },
+  upstreamTimeout: { env: { WARREN_UPSTREAM_TIMEOUT: "-1s" }, reason: /is not a duration/ },
+  httpFastPath: { env: { WARREN_HTTP_FAST_PATH: "sometimes" }, reason: /is not a boolean/ },
+  agentMaxStreams: { env: { WARREN_AGENT_MAX_STREAMS: "0" }, reason: /0 is out of range 1-100000/ },
+  agentTokenTtl: { env: { WARREN_AGENT_TOKEN_TTL: "1s" }, reason: /out of range 1m-/ },
+  drainDelay: { env: { WARREN_DRAIN_DELAY: "1h" }, reason: /1h is out of range 0ms-5m/ },
+  shutdownTimeout: { env: { WARREN_SHUTDOWN_TIMEOUT: "soon" }, reason: /is not a duration/ },
+  tlsCert: { env: { WARREN_TLS_CERT: "/nonexistent/cert.pem", WARREN_TLS_KEY: "package.json" }, reason: /cannot read \/nonexistent\/cert.pem: ENOENT/ },
+  tlsKey: { env: { WARREN_TLS_CERT: "package.json", WARREN_TLS_KEY: "/nonexistent/key.pem" }, reason: /cannot read \/nonexistent\/key.pem: ENOENT/ },
+  sshAddr: { env: { WARREN_SSH_ADDR: "nowhere" }, reason: /is not host:port/ },
+  sshHostKey: { env: { WARREN_SSH_HOST_KEY: "/nonexistent/ssh_host_key" }, reason: /cannot read/ },
+  sshLoginGraceTime: { env: { WARREN_SSH_LOGIN_GRACE_TIME: "0s" }, reason: /out of range 1s-10m/ },
+  dataDir: { args: ["--data-dir", " "], reason: /must not be empty/ },
+  serverId: { args: ["--server-id", " "], reason: /must not be empty/ },
+  redisUrl: { env: { WARREN_REDIS_URL: "http://127.0.0.1:6379", WARREN_CLUSTER_SECRET: CLUSTER_SECRET }, reason: /unknown scheme/ },
+  redisPrefix: { env: { WARREN_REDIS_PREFIX: "a b" }, reason: /use 1-64 letters/ },
+  clusterSecret: { env: { WARREN_REDIS_URL: "redis://127.0.0.1:6379", WARREN_CLUSTER_SECRET: "short" }, reason: /at least 16 characters/ },
+  privateAddr: { env: { WARREN_PRIVATE_ADDR: "nowhere" }, reason: /is not host:port/ },
+  privateTls: { env: { WARREN_PRIVATE_TLS: "maybe" }, reason: /is not a boolean/ },
+  privateCaFile: { env: { WARREN_PRIVATE_CA_FILE: "/nonexistent/ca.pem" }, reason: /cannot read/ },
+  privateAdvertiseAddr: { env: { WARREN_PRIVATE_ADVERTISE_ADDR: "0.0.0.0:8155" }, reason: /not a wildcard/ },
+};
+
+describe("every setting of warren-server", () => {
+  it("a bad value of any setting stops it with exit code 2 and one line naming the setting", async () => {
+    const specs = SERVER_SETTINGS as Record<string, SettingSpec<unknown>>;
+    expect(Object.keys(BAD).sort()).toEqual(Object.keys(specs).sort());
+    const results = await inBatches(Object.entries(BAD), 4, async ([name, bad]) => ({
+      name,
+      bad,
+      ...(await runAsync(bad.args ?? [], { ...FREE_PORTS, ...bad.env })),
+    }));
+    for (const { name, bad, code, stderr } of results) {
+      const spec = specs[name]!;
+      const what = `${spec.env}: ${stderr}`;
+      expect(code, what).toBe(2);
+      expect(stderr.endsWith("\n") && stderr.trim().split("\n").length === 1, what).toBe(true);
+      expect(stderr, what).toMatch(new RegExp(`^warren-server: invalid (${spec.env}|--${spec.flag}) \\(${spec.env}\\): `));
+      expect(stderr, what).toMatch(bad.reason);
+    }
+  });
+
+  it("values that only start-up can check stop it the same way, naming the setting", async () => {
+    requireBuilt();
+    const busy = net.createServer();
+    const busyPort = await listen(busy);
+    const cases: Array<[Record<string, string>, RegExp]> = [
+      [{ WARREN_TLS_CERT: "package.json", WARREN_TLS_KEY: "package.json" }, /^warren-server: WARREN_TLS_CERT, WARREN_TLS_KEY: the certificate and key do not form a usable pair/],
+      [{ WARREN_TLS_CERT: "package.json" }, /^warren-server: WARREN_TLS_CERT and WARREN_TLS_KEY must be set together/],
+      [{ WARREN_PRIVATE_TLS: "true" }, /^warren-server: WARREN_PRIVATE_TLS needs WARREN_TLS_CERT and WARREN_TLS_KEY/],
+      [{ WARREN_SSH_HOST_KEY: "package.json" }, /^warren-server: WARREN_SSH_HOST_KEY: .*package.json is not a usable SSH host key/],
+      [{ WARREN_DATA_DIR: join(REPO_ROOT, "package.json", "state") }, /^warren-server: WARREN_DATA_DIR: cannot write the SSH host key/],
+      [{ WARREN_HTTP_ADDR: `127.0.0.1:${busyPort}` }, new RegExp(`^warren-server: WARREN_HTTP_ADDR: cannot listen on 127.0.0.1:${busyPort}: EADDRINUSE`)],
+    ];
+    try {
+      const results = await inBatches(cases, 3, async ([env, message]) => ({ message, ...(await runAsync([], { ...FREE_PORTS, ...env })) }));
+      for (const { message, code, stderr } of results) {
+        expect(code, stderr).toBe(2);
+        expect(stderr).toMatch(message);
+        expect(stderr.trim().split("\n"), stderr).toHaveLength(1);
+      }
+    } finally {
+      busy.close();
+    }
+  });
+
+  it("--help lists every setting of both programs with its flag, variable and default", () => {
+    for (const [bundle, specs] of [
+      [SERVER_BUNDLE, SERVER_SETTINGS],
+      [AGENT_BUNDLE, AGENT_SETTINGS],
+    ] as const) {
+      const help = run(bundle, ["--help"]);
+      expect(help.code).toBe(0);
+      const lines = help.stdout.split("\n");
+      for (const spec of Object.values(specs as Record<string, SettingSpec<unknown>>)) {
+        const line = lines.find((l) => l.trimStart().startsWith(`--${spec.flag} `) || l.trim() === `--${spec.flag}`);
+        expect(line, `--${spec.flag} in ${bundle} --help`).toBeDefined();
+        expect(line).toContain(` ${spec.env} `);
+        expect(line).toContain(`(default: ${defaultTextOf(spec)})`);
+      }
+    }
+  });
+});
+
 describe("configuration", () => {
-  it("stops at start with one line naming a bad setting, exit code 2", () => {
+  it("stops at start with one line for a bad setting, an unknown flag or a missing config file, exit code 2", () => {
+    // Each setting's own bad values: see "every setting of warren-server" above.
     const cases: Array<[string[], Record<string, string>, RegExp]> = [
       [[], { WARREN_HTTP_ADDR: "nonsense" }, /^warren-server: invalid WARREN_HTTP_ADDR \(WARREN_HTTP_ADDR\): "nonsense" is not host:port\n$/],
-      [["--agent-addr", "127.0.0.1:99999"], {}, /^warren-server: invalid --agent-addr \(WARREN_AGENT_ADDR\): port 99999 is out of range/],
-      [[], { WARREN_ROOT_DOMAIN: "not a domain" }, /WARREN_ROOT_DOMAIN.*is not a DNS name/],
-      [[], { WARREN_STREAM_WAIT_TIMEOUT: "forever" }, /WARREN_STREAM_WAIT_TIMEOUT.*is not a duration/],
-      [[], { WARREN_LOG_LEVEL: "loud" }, /WARREN_LOG_LEVEL.*is not one of fatal, error/],
-      [[], { WARREN_ADMIN_TOKEN: "short" }, /WARREN_ADMIN_TOKEN.*at least 16 characters/],
       [["--no-such-flag"], {}, /^warren-server: unknown flag --no-such-flag/],
       [["--config", "/nonexistent/warren.yaml"], {}, /^warren-server: config file \/nonexistent\/warren.yaml: not found/],
     ];

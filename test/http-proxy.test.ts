@@ -1,4 +1,5 @@
 import http from "node:http";
+import net from "node:net";
 import { afterAll, beforeAll, describe, expect, it } from "vitest";
 import { freePort, startApp, type App } from "./harness/apps.js";
 import {
@@ -11,7 +12,11 @@ import {
   type ServerHandle,
 } from "./harness/warren.js";
 
-describe("HTTP front door", () => {
+// Both ways through the front door: the spliced fast path (default) and node's HTTP client.
+describe.each([
+  ["spliced fast path", "true"],
+  ["node HTTP client", "false"],
+])("HTTP front door (%s)", (_mode, fastPath) => {
   let server: ServerHandle;
   let agent: AgentHandle;
   let app: App;
@@ -35,7 +40,7 @@ describe("HTTP front door", () => {
     });
     slowApp = await startApp(() => {});
     downPort = await freePort();
-    server = await startServer({ WARREN_UPSTREAM_TIMEOUT: "3s" });
+    server = await startServer({ WARREN_UPSTREAM_TIMEOUT: "3s", WARREN_HTTP_FAST_PATH: fastPath });
     const ws = await createWorkspace(server, "demo", [app.port, slowApp.port, downPort, { port: 1, public: true }]);
     agent = await startAgent(server, ws.agentToken);
   });
@@ -102,6 +107,15 @@ describe("HTTP front door", () => {
     expect(h["keep-alive"]).toBeUndefined();
     expect(h["proxy-authorization"]).toBeUndefined();
     expect(h["te"]).toBeUndefined();
+  });
+
+  it("reads the whole body of a request that asks to close the connection", async () => {
+    // Connection: close (no agent) and a body far larger than one read: the last request's
+    // body must still be read after the connection stops taking new requests.
+    const body = "x".repeat(3 * 1024 * 1024);
+    const res = await httpRequest({ port: server.httpPort, host: workspaceHost("demo", app.port), method: "POST", path: "/big", headers: token(), body });
+    expect(res.status).toBe(200);
+    expect(JSON.parse(res.body.toString()).body.length).toBe(body.length);
   });
 
   it("streams a chunked request body", async () => {
@@ -182,12 +196,30 @@ describe("HTTP front door", () => {
 
   it("reuses upstream connections: far fewer tunnel streams than requests", async () => {
     const before = app.connections;
+    // A keep-alive client, as browsers are: its requests ride one tunnel stream to one app connection.
+    const keepAlive = new http.Agent({ keepAlive: true, maxSockets: 1 });
     for (let i = 0; i < 100; i++) {
-      const res = await httpRequest({ port: server.httpPort, host: workspaceHost("demo", app.port), path: `/seq/${i}`, headers: token() });
+      const res = await httpRequest({ port: server.httpPort, host: workspaceHost("demo", app.port), path: `/seq/${i}`, headers: token(), agent: keepAlive });
       expect(res.status).toBe(200);
+      expect(JSON.parse(res.body.toString()).url).toBe(`/seq/${i}`);
     }
+    keepAlive.destroy();
     // Each new upstream connection is one tunnel stream; sequential requests share one.
     expect(app.connections - before).toBeLessThanOrEqual(3);
+  });
+
+  it("keeps pipelined requests and their answers in order on one connection", async () => {
+    const socket = net.connect(server.httpPort, "127.0.0.1");
+    const host = workspaceHost("demo", app.port);
+    const request = (path: string, close = false) =>
+      `GET ${path} HTTP/1.1\r\nHost: ${host}\r\nX-Warren-Token: ${server.adminToken}\r\n${close ? "Connection: close\r\n" : ""}\r\n`;
+    socket.write(request("/p/1") + request("/p/2") + request("/p/3", true));
+    let text = "";
+    socket.setEncoding("latin1").on("data", (c: string) => (text += c));
+    await new Promise<void>((resolve) => socket.on("close", () => resolve()));
+    const urls = [...text.matchAll(/"url":"(\/p\/\d)"/g)].map((m) => m[1]);
+    expect(urls).toEqual(["/p/1", "/p/2", "/p/3"]);
+    expect(text.match(/HTTP\/1.1 200 OK\r\n/g)).toHaveLength(3);
   });
 
   it("keeps serving the root domain API and health", async () => {

@@ -1,12 +1,15 @@
 import { copyFileSync } from "node:fs";
+import http2 from "node:http2";
 import { join } from "node:path";
 import https from "node:https";
 import tls from "node:tls";
 import { afterAll, beforeAll, describe, expect, it } from "vitest";
 import WebSocket from "ws";
 import { startApp, type App } from "./harness/apps.js";
+import { CLUSTER_SECRET, startRedis, type RedisHandle } from "./harness/cluster.js";
+import { clientOptions, ensureTestUsers, IS_ROOT, passwordOptions, run, SSH_EMPTY_PASSWORD_USER, startSshd, type Sshd } from "./harness/sshd.js";
 import { createTestCa, type TestCa } from "./harness/test-ca.js";
-import { callApi, createWorkspace, eventually, startAgent, startServer, workspaceHost, type AgentHandle, type ServerHandle } from "./harness/warren.js";
+import { callApi, createWorkspace, eventually, httpRequest, startAgent, startServer, workspaceHost, type AgentHandle, type ServerHandle } from "./harness/warren.js";
 
 const NAMES = ["warren.localhost", "*.warren.localhost", "127.0.0.1"];
 
@@ -58,6 +61,24 @@ describe("TLS on every listener", () => {
     await app?.close();
   });
 
+  // TLS is for HTTP and the agents; SSH keeps its own transport security and works as before.
+  it.skipIf(!IS_ROOT)("leaves SSH unaffected: a login through the TLS-carried agent runs a command in the workspace", async () => {
+    ensureTestUsers();
+    let sshd: Sshd | undefined;
+    let sshAgent: AgentHandle | undefined;
+    try {
+      sshd = await startSshd();
+      const ws = await createWorkspace(server, "tlsssh", [app.port], { sshPort: sshd.port, sshUser: SSH_EMPTY_PASSWORD_USER });
+      sshAgent = await startAgent({ agentUrl: `https://127.0.0.1:${server.agentPort}` }, ws.agentToken, { env: { WARREN_CA_FILE: ca.caFile } });
+      const r = await run("sshpass", ["-p", server.adminToken, "ssh", ...clientOptions(), ...passwordOptions(), "-p", String(server.sshPort), "tlsssh@127.0.0.1", "echo", "over-ssh"]);
+      expect(r.stdout, r.stderr).toBe("over-ssh\n");
+      expect(r.code).toBe(0);
+    } finally {
+      await sshAgent?.stop();
+      await sshd?.stop();
+    }
+  });
+
   it("serves the API over HTTPS with https workspace URLs", async () => {
     const res = await callApi<{ workspace: { urls: string[] } }>(server, "WorkspaceService/GetWorkspace", { name: "secure" });
     expect(res.status).toBe(200);
@@ -104,5 +125,80 @@ describe("TLS on every listener", () => {
     // The agent keeps working across the change.
     const res = await httpsGet(server.httpPort, workspaceHost("tlsagent", app.port), ca.ca, { "x-warren-token": server.adminToken });
     expect(res.status).toBe(200);
+  });
+});
+
+describe("TLS on the private API of a cluster (WARREN_PRIVATE_TLS)", () => {
+  let ca: TestCa;
+  let redis: RedisHandle;
+  let app: App;
+  const servers: Array<ServerHandle & { privatePort: number }> = [];
+  let agent: AgentHandle;
+
+  beforeAll(async () => {
+    ca = createTestCa();
+    const cert = ca.issue("warren", NAMES);
+    redis = await startRedis();
+    app = await startApp((_req, res) => res.end("through the private API over TLS"));
+    for (const id of ["tls-1", "tls-2"]) {
+      const server = await startServer(
+        {
+          WARREN_TLS_CERT: cert.certFile,
+          WARREN_TLS_KEY: cert.keyFile,
+          WARREN_REDIS_URL: redis.url,
+          WARREN_CLUSTER_SECRET: CLUSTER_SECRET,
+          WARREN_SERVER_ID: id,
+          WARREN_PRIVATE_ADDR: "127.0.0.1:0",
+          WARREN_PRIVATE_TLS: "true",
+          WARREN_PRIVATE_CA_FILE: ca.caFile,
+          WARREN_SSH_ADDR: "off",
+        },
+        [],
+        ca.ca,
+      );
+      const ready = await server.proc.waitFor((l) => l.msg === "warren server ready");
+      servers.push({ ...server, privatePort: Number(String(ready["private"]).split(":").pop()) });
+    }
+    const ws = await createWorkspace(servers[0]!, "privtls", [app.port]);
+    agent = await startAgent({ agentUrl: `https://127.0.0.1:${servers[0]!.agentPort}` }, ws.agentToken, { env: { WARREN_CA_FILE: ca.caFile } });
+  });
+
+  afterAll(async () => {
+    await agent?.stop();
+    await Promise.all(servers.map((s) => s.stop()));
+    await app?.close();
+    await redis?.stop();
+  });
+
+  it("forwards between servers over TLS, and the private listener speaks nothing else", async () => {
+    // The agent is on tls-1; a request to tls-2 is forwarded to tls-1.
+    await eventually(async () => (await httpsGet(servers[1]!.httpPort, workspaceHost("privtls", app.port), ca.ca, { "x-warren-token": servers[1]!.adminToken })).status === 200, 5000, "a forwarded request");
+    const res = await httpsGet(servers[1]!.httpPort, workspaceHost("privtls", app.port), ca.ca, { "x-warren-token": servers[1]!.adminToken });
+    expect(res).toEqual({ status: 200, body: "through the private API over TLS" });
+    const metrics = (await httpRequest({ port: servers[1]!.observabilityPort, host: "127.0.0.1", path: "/metrics" })).body.toString();
+    expect(metrics).toMatch(/^warren_forwards_total\{outcome="ok"\} [1-9]/m);
+    // The private port hands out the server certificate, verified for the root domain...
+    const protocol = await new Promise<string | false | null>((resolve, reject) => {
+      const socket = tls.connect({ host: "127.0.0.1", port: servers[0]!.privatePort, servername: "warren.localhost", ca: ca.ca, ALPNProtocols: ["h2"] }, () => {
+        resolve(socket.alpnProtocol);
+        socket.end();
+      });
+      socket.on("error", reject);
+    });
+    expect(protocol).toBe("h2");
+    // ...and a peer speaking plain HTTP/2 gets nowhere.
+    const plain = await new Promise<string>((resolve) => {
+      const session = http2.connect(`http://127.0.0.1:${servers[0]!.privatePort}`);
+      session.on("error", (err) => resolve(`error: ${err.message}`));
+      session.on("close", () => resolve("closed"));
+      const req = session.request({ ":method": "POST", ":path": "/warren.v1.PrivateService/Dial" });
+      req.on("error", () => {});
+      req.on("response", () => resolve("answered"));
+      setTimeout(() => {
+        session.destroy();
+        resolve("no answer");
+      }, 2000);
+    });
+    expect(plain).not.toBe("answered");
   });
 });

@@ -2,6 +2,7 @@ import { ErrorCode, WarrenError } from "../../shared/errors.js";
 import type { TokenStore, WorkspaceStore } from "../store/store.js";
 import type { WorkspaceRecord } from "../store/records.js";
 import type { SessionClaims } from "./session-cookie.js";
+import { TokenCache } from "./token-cache.js";
 import { constantTimeEquals, parseToken, secretMatches, sha256Hex, TokenKind } from "./tokens.js";
 
 /**
@@ -22,6 +23,8 @@ export interface AuthenticatorOptions {
   readonly tokens: TokenStore;
   readonly adminToken: string;
   readonly now?: () => number;
+  /** How long access-token records are cached (revocations invalidate them at once). */
+  readonly tokenCacheTtlMs?: number;
 }
 
 const INVALID_AGENT_TOKEN = "agent token is invalid, expired or revoked";
@@ -32,10 +35,20 @@ export class Authenticator {
   readonly #options: AuthenticatorOptions;
   /** Stands for the admin token in sessions; changes when the admin token does. */
   readonly #adminTokenId: string;
+  /** SHA-256 of the admin token, computed once: a request hashes only what it presents. */
+  readonly #adminTokenHash: string;
+  readonly #accessTokens: TokenCache;
 
   constructor(options: AuthenticatorOptions) {
     this.#options = options;
-    this.#adminTokenId = `admin:${sha256Hex(options.adminToken).slice(0, 16)}`;
+    this.#adminTokenHash = sha256Hex(options.adminToken);
+    this.#adminTokenId = `admin:${this.#adminTokenHash.slice(0, 16)}`;
+    this.#accessTokens = new TokenCache({ store: options.tokens, ttlMs: options.tokenCacheTtlMs, now: options.now });
+  }
+
+  /** An access token was revoked (on any server): forget its cached record. Never blocks. */
+  forgetToken(id: string): void {
+    this.#accessTokens.invalidate(id);
   }
 
   #now(): number {
@@ -61,10 +74,10 @@ export class Authenticator {
   /** A person or script calling the API or a workspace host. */
   async authenticateCaller(token: string | undefined): Promise<Principal> {
     if (!token) throw new WarrenError(ErrorCode.Unauthenticated, "missing token");
-    if (constantTimeEquals(token, this.#options.adminToken)) return { kind: "admin", tokenId: this.#adminTokenId };
+    if (secretMatches(token, this.#adminTokenHash)) return { kind: "admin", tokenId: this.#adminTokenId };
     const parsed = parseToken(token);
     if (!parsed || parsed.kind !== TokenKind.Access) throw new WarrenError(ErrorCode.Unauthenticated, INVALID_TOKEN);
-    const record = await this.#options.tokens.getToken(parsed.id);
+    const record = await this.#accessTokens.getToken(parsed.id);
     if (!record || record.kind !== TokenKind.Access || !secretMatches(parsed.secret, record.hash) || record.expiresAt <= this.#now()) {
       throw new WarrenError(ErrorCode.Unauthenticated, INVALID_TOKEN);
     }
@@ -80,7 +93,7 @@ export class Authenticator {
       if (constantTimeEquals(claims.tokenId, this.#adminTokenId)) return { kind: "admin", tokenId: this.#adminTokenId };
       throw new WarrenError(ErrorCode.Unauthenticated, "session expired; log in again");
     }
-    const record = await this.#options.tokens.getToken(claims.tokenId);
+    const record = await this.#accessTokens.getToken(claims.tokenId);
     if (!record || record.kind !== TokenKind.Access || record.subject !== claims.user || record.expiresAt <= this.#now()) {
       throw new WarrenError(ErrorCode.Unauthenticated, "session expired; log in again");
     }
@@ -90,6 +103,6 @@ export class Authenticator {
   /** When the token behind a principal expires (sessions do not outlive it). */
   async tokenExpiry(principal: Principal): Promise<number | undefined> {
     if (principal.kind === "admin") return undefined;
-    return (await this.#options.tokens.getToken(principal.tokenId))?.expiresAt;
+    return (await this.#accessTokens.getToken(principal.tokenId))?.expiresAt;
   }
 }

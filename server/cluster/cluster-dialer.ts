@@ -2,10 +2,17 @@ import { randomBytes } from "node:crypto";
 import { ErrorCode, WarrenError } from "../../shared/errors.js";
 import type { Logger } from "../../shared/logger.js";
 import type { TunnelSocket } from "../../shared/tunnel-socket.js";
-import type { DialOptions, Dialer } from "../tunnel/tunnel-dialer.js";
+import { dialOutcomeOf, type DialOptions, type Dialer } from "../tunnel/tunnel-dialer.js";
 import type { PresenceHolder, PresenceLookup } from "./presence.js";
 import type { PeerDialer } from "./private-client.js";
 import { HolderNotConnected, HolderUnreachable } from "./private-protocol.js";
+
+/** Before reading presence again after a holder said "not here": time for a moving agent's new record. */
+const MOVE_GRACE_MS = 100;
+
+function sleep(ms: number): Promise<void> {
+  return new Promise((resolve) => setTimeout(resolve, ms));
+}
 
 export type ForwardOutcome =
   | "ok"
@@ -55,12 +62,21 @@ export class ClusterDialer implements Dialer {
         if (!(err instanceof WarrenError && err.code === ErrorCode.Unavailable && !localAgents.isConnected(workspace))) throw err;
       }
     }
-    return this.#forward(workspace, port, { ...options, connectionId });
+    try {
+      return await this.#forward(workspace, port, { ...options, connectionId });
+    } catch (err) {
+      // The agent moved here while we forwarded (its old server is draining): dial it here.
+      if (err instanceof WarrenError && err.code === ErrorCode.Unavailable && localAgents.isConnected(workspace)) {
+        return local.dial(workspace, port, { ...options, connectionId });
+      }
+      throw err;
+    }
   }
 
   async #forward(workspace: string, port: number, options: DialOptions & { connectionId: string }): Promise<TunnelSocket> {
     const tried = new Set<string>();
     const missed: string[] = [];
+    let sawNotConnected = false;
     // The second round reads presence again: the first answer may have come from the cache.
     for (let round = 0; round < 2; round++) {
       let holders: readonly PresenceHolder[];
@@ -84,6 +100,7 @@ export class ClusterDialer implements Dialer {
         } catch (err) {
           if (err instanceof HolderNotConnected || err instanceof HolderUnreachable) {
             const why = err instanceof HolderNotConnected ? "not-connected" : "unreachable";
+            if (why === "not-connected") sawNotConnected = true;
             this.#options.onForward?.(why === "not-connected" ? "not_connected" : "peer_unreachable");
             this.#options.presence.forget(workspace, holder, why);
             this.#options.log.debug({ workspace, server: holder.serverId, err: err.message }, "forward missed; trying the next holder");
@@ -91,30 +108,16 @@ export class ClusterDialer implements Dialer {
             continue;
           }
           const e = WarrenError.from(err);
-          this.#options.onForward?.(outcomeOf(e));
+          this.#options.onForward?.(dialOutcomeOf(e));
           throw e;
         }
       }
       if (missed.length === 0) break;
+      // A holder that no longer has the agent: it is likely moving (its server is draining),
+      // and its new server records it within a few milliseconds of the agent's welcome.
+      if (round === 0 && sawNotConnected) await sleep(MOVE_GRACE_MS);
     }
     const detail = missed.length > 0 ? ` (${missed.join(", ")})` : "";
     throw new WarrenError(ErrorCode.Unavailable, `workspace "${workspace}" is not connected${detail}`);
-  }
-}
-
-function outcomeOf(err: WarrenError): ForwardOutcome {
-  switch (err.code) {
-    case ErrorCode.BadGateway:
-      return "refused";
-    case ErrorCode.PermissionDenied:
-      return "not_allowed";
-    case ErrorCode.DeadlineExceeded:
-      return "timeout";
-    case ErrorCode.Unavailable:
-      return "unavailable";
-    case ErrorCode.Canceled:
-      return "canceled";
-    default:
-      return "error";
   }
 }

@@ -6,6 +6,7 @@ import { encodeGrpcMessage } from "../../shared/grpc-message.js";
 import { decodeGrpcMessage as decodeStatusText, GrpcStatus, errorFromGrpc } from "../../shared/grpc-status.js";
 import type { Logger } from "../../shared/logger.js";
 import { TunnelSocket } from "../../shared/tunnel-socket.js";
+import { noDelayConnector } from "../../shared/http2-sockets.js";
 import { TUNNEL_WINDOWS } from "../../shared/tunnel-windows.js";
 import type { DialOptions } from "../tunnel/tunnel-dialer.js";
 import type { PresenceHolder } from "./presence.js";
@@ -25,12 +26,22 @@ export interface PeerDialer {
 
 export interface PrivateClientOptions {
   readonly clusterSecret: string;
+  /**
+   * Dial peers over TLS (WARREN_PRIVATE_TLS), verifying their certificate for `serverName`
+   * (the root domain: peers are dialed by IP address) with `ca`, or the system CAs.
+   */
+  readonly tls?: { readonly serverName: string; readonly ca?: Buffer };
   readonly serverId: string;
   readonly log: Logger;
   /** A peer that does not accept the connection within this time is unreachable. */
   readonly connectTimeoutMs?: number;
   /** The longest a peer may take to answer a dial (its own stream wait plus dial timeout, and some). */
   readonly answerTimeoutMs: number;
+  /**
+   * A pooled session to a peer stops taking new streams (the peer is shutting down): sockets
+   * kept alive on it should go (the HTTP agent's idle ones).
+   */
+  readonly onSessionClosing?: (session: Http2Session) => void;
 }
 
 const PING_INTERVAL_MS = 10_000;
@@ -153,9 +164,12 @@ export class PrivateClient implements PeerDialer {
   #session(address: string): ClientHttp2Session {
     const existing = this.#sessions.get(address);
     if (existing && !existing.closed && !existing.destroyed) return existing;
-    const session = http2.connect(`http://${address}`, {
+    const tls = this.#options.tls;
+    const session = http2.connect(`${tls ? "https" : "http"}://${address}`, {
       settings: { initialWindowSize: TUNNEL_WINDOWS.streamWindowBytes, maxFrameSize: TUNNEL_WINDOWS.maxFrameBytes, enablePush: false },
       maxSessionMemory: TUNNEL_WINDOWS.maxSessionMemoryMb,
+      // Peers are dialed by IP address: with TLS their certificate is verified for the root domain.
+      createConnection: noDelayConnector(new URL(`${tls ? "https" : "http"}://${address}`), tls ? { servername: tls.serverName, ...(tls.ca ? { ca: tls.ca } : {}) } : {}),
     });
     this.#owned.add(session);
     this.#sessions.set(address, session);
@@ -180,7 +194,10 @@ export class PrivateClient implements PeerDialer {
     };
     session.once("close", drop);
     // A peer shutting down sends GOAWAY: new dials open a fresh session (and fail fast if it is gone).
-    session.once("goaway", drop);
+    session.once("goaway", () => {
+      drop();
+      this.#options.onSessionClosing?.(session);
+    });
     session.unref();
     return session;
   }

@@ -1,4 +1,11 @@
-import http2, { type Http2Server, type IncomingHttpHeaders, type ServerHttp2Session, type ServerHttp2Stream } from "node:http2";
+import http2, {
+  type Http2SecureServer,
+  type Http2Server,
+  type IncomingHttpHeaders,
+  type SecureServerOptions,
+  type ServerHttp2Session,
+  type ServerHttp2Stream,
+} from "node:http2";
 import type { AddressInfo } from "node:net";
 import { create } from "@bufbuild/protobuf";
 import { ErrorCode, WarrenError } from "../../shared/errors.js";
@@ -13,6 +20,7 @@ import { encodeGrpcMessage } from "../../shared/grpc-message.js";
 import type { Logger } from "../../shared/logger.js";
 import type { HostPort } from "../../shared/settings.js";
 import { TunnelSocket } from "../../shared/tunnel-socket.js";
+import { acceptWithNoDelay } from "../../shared/http2-sockets.js";
 import { TUNNEL_WINDOWS } from "../../shared/tunnel-windows.js";
 import { bearerToken, constantTimeEquals } from "../auth/tokens.js";
 import type { Dialer } from "../tunnel/tunnel-dialer.js";
@@ -28,6 +36,8 @@ export type ForwardedDialOutcome = "ok" | "not_connected" | "refused" | "not_all
 
 export interface PrivateEndpointOptions {
   readonly listen: HostPort;
+  /** Serve TLS with this certificate (WARREN_PRIVATE_TLS); h2c otherwise. */
+  readonly tls?: SecureServerOptions;
   readonly clusterSecret: string;
   readonly serverId: string;
   /**
@@ -48,16 +58,18 @@ export interface PrivateEndpointOptions {
  */
 export class PrivateEndpoint {
   readonly #options: PrivateEndpointOptions;
-  readonly #server: Http2Server;
+  readonly #server: Http2Server | Http2SecureServer;
   readonly #sessions = new Set<ServerHttp2Session>();
   #lastRefusalLog = 0;
 
   constructor(options: PrivateEndpointOptions) {
     this.#options = options;
-    this.#server = http2.createServer({
+    const common = {
       settings: { initialWindowSize: TUNNEL_WINDOWS.streamWindowBytes, maxFrameSize: TUNNEL_WINDOWS.maxFrameBytes },
       maxSessionMemory: TUNNEL_WINDOWS.maxSessionMemoryMb,
-    });
+    };
+    this.#server = options.tls ? http2.createSecureServer({ ...options.tls, ...common, allowHTTP1: false }) : http2.createServer(common);
+    acceptWithNoDelay(this.#server);
     this.#server.on("session", (session: ServerHttp2Session) => {
       this.#sessions.add(session);
       session.on("error", () => session.destroy());
@@ -85,6 +97,32 @@ export class PrivateEndpoint {
       });
     });
     return this.#server.address() as AddressInfo;
+  }
+
+  /** Swaps the TLS certificate for new connections. */
+  setSecureContext(options: SecureServerOptions): void {
+    if ("setSecureContext" in this.#server) this.#server.setSecureContext(options);
+  }
+
+  /**
+   * Stops taking calls: no new connections, and a GOAWAY on every open one, so that peers dial
+   * elsewhere while the calls in flight go on. Never blocks.
+   */
+  stopAccepting(): void {
+    this.#server.close();
+    for (const session of this.#sessions) {
+      if (!session.closed && !session.destroyed) session.close();
+    }
+  }
+
+  /** Resolves once every peer connection has closed (their calls in flight have ended). Never rejects. */
+  async whenIdle(): Promise<void> {
+    // Sessions leave the set on "close" (a listener added before ours): wait for one, look again.
+    while (this.#sessions.size > 0) {
+      await new Promise<void>((resolve) => {
+        for (const session of this.#sessions) session.once("close", () => resolve());
+      });
+    }
   }
 
   /** Stops listening and drops every call (their agents are going away too). */

@@ -15,6 +15,8 @@ export interface RedisConnectionOptions {
   readonly operationTimeoutMs?: number;
   /** Observes each failed operation (metrics). */
   readonly onError?: (operation: string) => void;
+  /** Observes the time of each operation attempted, failed ones included (metrics). */
+  readonly onOperation?: (operation: string, seconds: number) => void;
   /** Observes each change between reachable and unreachable (metrics, logs). */
   readonly onAvailability?: (available: boolean) => void;
 }
@@ -113,6 +115,7 @@ export class RedisConnection {
       throw new WarrenError(ErrorCode.Unavailable, this.#closed ? "Redis connection closed" : "the cluster's Redis is unreachable");
     }
     let timer: NodeJS.Timeout | undefined;
+    const startedAt = process.hrtime.bigint();
     try {
       return await Promise.race([
         fn(this.client),
@@ -127,6 +130,7 @@ export class RedisConnection {
       throw new WarrenError(ErrorCode.Unavailable, `the cluster's Redis failed: ${(err as Error).message}`, { cause: err });
     } finally {
       clearTimeout(timer);
+      this.#options.onOperation?.(operation, Number(process.hrtime.bigint() - startedAt) / 1e9);
     }
   }
 

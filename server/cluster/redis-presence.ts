@@ -171,6 +171,21 @@ export class RedisPresence implements Presence {
     }
   }
 
+  /**
+   * Whether another server of the cluster has a live heartbeat: somewhere for this server's
+   * agents to move to. True when Redis cannot tell (waiting costs time, not requests). Bounded
+   * like a lookup; never rejects.
+   */
+  async hasLivePeers(): Promise<boolean> {
+    try {
+      const servers = await this.#redis.run("presence peers", (c) => c.hgetall(this.#key("servers")), this.#o.lookupTimeoutMs);
+      const now = this.#o.now();
+      return Object.entries(servers).some(([id, json]) => id !== this.#o.serverId && (parseServer(json)?.expiresAt ?? 0) > now);
+    } catch {
+      return true;
+    }
+  }
+
   workspaceChanged(workspace: string, connected: boolean): void {
     if (!this.#running) return;
     if (connected) {

@@ -4,11 +4,14 @@ import type { Principal } from "../auth/authenticator.js";
 import { mintToken, parseToken, TokenKind } from "../auth/tokens.js";
 import type { TokenRecord, UserRecord } from "../store/records.js";
 import { ADMIN_KEY_OWNER } from "../ssh/ssh-access.js";
+import type { EventBus } from "../events/event-bus.js";
 import type { TokenStore, UserStore } from "../store/store.js";
 
 export interface UserManagerOptions {
   readonly users: UserStore;
   readonly tokens: TokenStore;
+  /** Revocations are announced so that every server drops the token from its cache. */
+  readonly events?: EventBus;
   readonly log: Logger;
   readonly now?: () => number;
 }
@@ -85,6 +88,7 @@ export class UserManager {
     const record = await this.#options.tokens.getToken(id);
     if (!record || record.kind !== TokenKind.Access) throw new WarrenError(ErrorCode.NotFound, `access token "${id}" not found`);
     await this.#options.tokens.deleteToken(id);
+    await this.#options.events?.publish({ type: "token-revoked", tokenId: id });
     this.#options.log.info({ user: record.subject, tokenId: id }, "access token revoked");
   }
 }

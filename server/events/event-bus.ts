@@ -6,7 +6,9 @@ export type ClusterEvent =
   /** The workspace was deleted or terminated, or its agent token revoked: drop its agents. */
   | { readonly type: "workspace-revoked"; readonly workspace: string; readonly reason: string }
   /** The workspace record changed (ports, state): refresh caches. */
-  | { readonly type: "workspace-changed"; readonly workspace: string };
+  | { readonly type: "workspace-changed"; readonly workspace: string }
+  /** An access token was revoked: drop it from every server's token cache. */
+  | { readonly type: "token-revoked"; readonly tokenId: string };
 
 export interface EventBus {
   /** Delivers the event to every subscriber on every server, this one included. */

@@ -1,6 +1,6 @@
 import http, { type IncomingMessage, type ServerResponse } from "node:http";
 import https from "node:https";
-import type { AddressInfo } from "node:net";
+import type { AddressInfo, Socket } from "node:net";
 import type { Duplex } from "node:stream";
 import type { SecureContextOptions } from "node:tls";
 import { ErrorCode, isWarrenError, WarrenError } from "../../shared/errors.js";
@@ -12,7 +12,20 @@ import type { BrowserLogin } from "./browser-login.js";
 import type { ReverseProxy } from "./reverse-proxy.js";
 import type { WebSocketProxy } from "./websocket-proxy.js";
 import type { WorkspaceAccess } from "./workspace-access.js";
-import { parseHost } from "./workspace-host.js";
+import { SplicedConnection, type SpliceDecision, type SplicedRequest } from "./spliced-connection.js";
+import { parseHost, type HostTarget } from "./workspace-host.js";
+import type { ProxyTarget } from "./reverse-proxy.js";
+
+/** The spliced fast path (see spliced-connection.ts); absent: every request goes through node's HTTP server. */
+export interface FastPathOptions {
+  readonly dial: (target: ProxyTarget) => Promise<Duplex>;
+  readonly upstreamTimeoutMs: number;
+  readonly filterCookie?: (cookie: string) => string | undefined;
+  readonly onResponse?: (status: number, startedAt: bigint) => void;
+}
+
+/** Paths on workspace hosts that Warren answers itself (login callback, logout). */
+const WARREN_PATH_PREFIX = "/.warren/";
 
 export interface FrontDoorOptions {
   readonly listen: HostPort;
@@ -25,7 +38,12 @@ export interface FrontDoorOptions {
   readonly webSockets: WebSocketProxy;
   /** Browser login: its paths on workspace hosts, and the redirect to the login page. */
   readonly login?: BrowserLogin;
+  readonly fastPath?: FastPathOptions;
   readonly log: Logger;
+  /** Observes each answered request (metrics): 499 when the client left before the answer. */
+  readonly onResponse?: (target: "workspace" | "root", status: number, startedAt: bigint) => void;
+  /** Observes each upgrade refused before it reached the WebSocket proxy (metrics). */
+  readonly onUpgradeDenied?: () => void;
 }
 
 /** The public HTTP listener: the Host header picks the root domain or a workspace port. */
@@ -33,6 +51,8 @@ export class FrontDoor {
   readonly #options: FrontDoorOptions;
   readonly #server: http.Server;
   readonly #proto: "http" | "https";
+  readonly #spliced = new Set<SplicedConnection>();
+  #inFlight = 0;
 
   constructor(options: FrontDoorOptions) {
     this.#options = options;
@@ -47,6 +67,7 @@ export class FrontDoor {
     this.#server = options.tls ? https.createServer({ ...serverOptions, ...options.tls }) : http.createServer(serverOptions);
     this.#server.on("request", (req: IncomingMessage, res: ServerResponse) => this.#onRequest(req, res));
     this.#server.on("upgrade", (req: IncomingMessage, socket: Duplex, head: Buffer) => this.#onUpgrade(req, socket, head));
+    if (options.fastPath) this.#interceptConnections(options.fastPath);
     this.#server.on("clientError", (err: NodeJS.ErrnoException, socket: Duplex) => {
       if (socket.writable && err.code !== "ECONNRESET") {
         socket.end("HTTP/1.1 400 Bad Request\r\nContent-Type: text/plain\r\nConnection: close\r\n\r\nmalformed HTTP request\n");
@@ -58,6 +79,13 @@ export class FrontDoor {
 
   get server(): http.Server {
     return this.#server;
+  }
+
+  /** Requests being answered now, on spliced connections too. */
+  get inFlight(): number {
+    let spliced = 0;
+    for (const connection of this.#spliced) spliced += connection.inFlight;
+    return this.#inFlight + spliced;
   }
 
   async listen(): Promise<AddressInfo> {
@@ -77,16 +105,88 @@ export class FrontDoor {
     if (this.#server instanceof https.Server) this.#server.setSecureContext(options);
   }
 
-  /** Stops accepting connections and closes idle keep-alive ones; requests in flight go on. */
-  stopAccepting(): Promise<void> {
-    return new Promise((resolve) => {
+  /**
+   * Stops accepting connections and closes idle keep-alive ones; requests in flight go on.
+   * Resolves when every connection is gone, spliced ones included.
+   */
+  async stopAccepting(): Promise<void> {
+    for (const connection of this.#spliced) connection.closeWhenIdle();
+    await new Promise<void>((resolve) => {
       this.#server.close(() => resolve());
       this.#server.closeIdleConnections();
     });
+    while (this.#spliced.size > 0) await new Promise((r) => setTimeout(r, 50));
+  }
+
+  /** Closes keep-alive connections that have become idle (during a drain). */
+  closeIdleConnections(): void {
+    this.#server.closeIdleConnections();
+    for (const connection of this.#spliced) connection.closeWhenIdle();
   }
 
   closeAllConnections(): void {
     this.#server.closeAllConnections();
+    for (const connection of this.#spliced) connection.destroy();
+  }
+
+  /**
+   * Every new connection meets the fast path first: node's own connection listener (the
+   * first one the server registered) runs only for connections handed off to it.
+   */
+  #interceptConnections(fastPath: FastPathOptions): void {
+    const event = this.#options.tls ? "secureConnection" : "connection";
+    const nodeListener = this.#server.listeners(event)[0] as ((socket: Socket) => void) | undefined;
+    if (!nodeListener) throw new Error(`node's HTTP server has no ${event} listener to intercept`);
+    this.#server.removeListener(event, nodeListener);
+    const server = this.#server;
+    this.#server.prependListener(event, (socket: Socket) => {
+      const connection = new SplicedConnection({
+        socket,
+        proto: this.#proto,
+        decide: (req, first) => this.#decide(req, first),
+        dial: fastPath.dial,
+        handOff: (s, consumed) => {
+          this.#spliced.delete(connection);
+          if (consumed.length > 0) s.unshift(consumed);
+          nodeListener.call(server, s);
+          s.resume();
+        },
+        filterCookie: fastPath.filterCookie,
+        upstreamTimeoutMs: fastPath.upstreamTimeoutMs,
+        firstHeadTimeoutMs: 30_000,
+        idleTimeoutMs: 65_000,
+        onResponse: fastPath.onResponse,
+        onClose: () => this.#spliced.delete(connection),
+        log: this.#options.log,
+      });
+      this.#spliced.add(connection);
+    });
+  }
+
+  /** Whether a request can take the fast path, and where to. Never rejects. */
+  async #decide(req: SplicedRequest, first: boolean): Promise<SpliceDecision> {
+    const target: HostTarget = parseHost(req.headers.host, this.#options.rootDomain);
+    if (
+      target.kind !== "workspace" ||
+      req.headers.upgrade !== undefined ||
+      req.headers.expect !== undefined ||
+      req.method === "CONNECT" ||
+      req.url.startsWith(WARREN_PATH_PREFIX)
+    ) {
+      return { kind: "slow" };
+    }
+    try {
+      await this.#options.access.authorize(req as unknown as IncomingMessage, target.workspace, target.port);
+      return { kind: "forward", target: { workspace: target.workspace, port: target.port } };
+    } catch (err) {
+      // Node's HTTP server gives the first request the full answer (login redirect included);
+      // later, a browser that must log in is sent there by a retry on a new connection.
+      const login = this.#options.login;
+      if (first || (login && isWarrenError(err, ErrorCode.Unauthenticated) && login.wantsLogin(req as unknown as IncomingMessage))) {
+        return { kind: "slow" };
+      }
+      return { kind: "error", error: WarrenError.from(err) };
+    }
   }
 
   #forwarded(req: IncomingMessage): ForwardedInfo {
@@ -95,6 +195,7 @@ export class FrontDoor {
 
   #onRequest(req: IncomingMessage, res: ServerResponse): void {
     const target = parseHost(req.headers.host, this.#options.rootDomain);
+    this.#observe(res, target.kind === "root" ? "root" : "workspace");
     if (target.kind === "root") {
       this.#options.rootHandler(req, res);
       return;
@@ -119,15 +220,29 @@ export class FrontDoor {
     );
   }
 
+  /** Counts the request as in flight until its response ends or its client leaves. */
+  #observe(res: ServerResponse, target: "workspace" | "root"): void {
+    const startedAt = process.hrtime.bigint();
+    this.#inFlight++;
+    res.once("close", () => {
+      this.#inFlight--;
+      this.#options.onResponse?.(target, res.writableFinished ? res.statusCode : 499, startedAt);
+    });
+  }
+
   #onUpgrade(req: IncomingMessage, socket: Duplex, head: Buffer): void {
     const target = parseHost(req.headers.host, this.#options.rootDomain);
     if (target.kind !== "workspace") {
+      this.#options.onUpgradeDenied?.();
       sendUpgradeError(socket, new WarrenError(ErrorCode.NotFound, target.kind === "invalid" ? target.reason : "no upgrades on the root domain"));
       return;
     }
     this.#options.access.authorize(req, target.workspace, target.port).then(
       () => this.#options.webSockets.handle(req, socket, head, { workspace: target.workspace, port: target.port }, this.#forwarded(req)),
-      (err) => sendUpgradeError(socket, err),
+      (err) => {
+        this.#options.onUpgradeDenied?.();
+        sendUpgradeError(socket, err);
+      },
     );
   }
 }

@@ -16,8 +16,6 @@ export interface ReverseProxyOptions {
   readonly upstreamTimeoutMs: number;
   readonly log: Logger;
   readonly filterCookie?: (cookie: string) => string | undefined;
-  /** Observes each finished request (metrics). */
-  readonly onResponse?: (status: number, startedAt: bigint) => void;
 }
 
 const IDEMPOTENT = new Set(["GET", "HEAD", "OPTIONS", "TRACE"]);
@@ -35,15 +33,12 @@ export class ReverseProxy {
   }
 
   handle(req: IncomingMessage, res: ServerResponse, target: ProxyTarget, forwarded: ForwardedInfo): void {
-    const startedAt = process.hrtime.bigint();
     const headers = requestHeadersForUpstream(req, forwarded, { filterCookie: this.#options.filterCookie });
     const chunked = /\bchunked\b/i.test(req.headers["transfer-encoding"] ?? "");
     if (chunked) headers.push("Transfer-Encoding", "chunked");
     const hasBody = chunked || (req.headers["content-length"] !== undefined && req.headers["content-length"] !== "0");
     const method = req.method ?? "GET";
     const canRetry = IDEMPOTENT.has(method) && !hasBody;
-    const finish = (status: number) => this.#options.onResponse?.(status, startedAt);
-    res.once("finish", () => finish(res.statusCode));
 
     const attempt = (retriesLeft: number) => {
       const args: TunnelRequestArgs = {

@@ -12,6 +12,8 @@ export interface WebSocketProxyOptions {
   readonly upstreamTimeoutMs: number;
   readonly log: Logger;
   readonly filterCookie?: (cookie: string) => string | undefined;
+  /** Observes how each upgrade ended up: spliced to the app (ok) or failed (metrics). */
+  readonly onOutcome?: (outcome: "ok" | "failed") => void;
 }
 
 /**
@@ -21,9 +23,15 @@ export interface WebSocketProxyOptions {
  */
 export class WebSocketProxy {
   readonly #options: WebSocketProxyOptions;
+  #open = 0;
 
   constructor(options: WebSocketProxyOptions) {
     this.#options = options;
+  }
+
+  /** Upgraded connections open now. */
+  get openCount(): number {
+    return this.#open;
   }
 
   async handle(req: IncomingMessage, client: Duplex, head: Buffer, target: ProxyTarget, forwarded: ForwardedInfo): Promise<void> {
@@ -32,6 +40,7 @@ export class WebSocketProxy {
     try {
       upstream = await this.#options.dialer.dial(target.workspace, target.port);
     } catch (err) {
+      this.#options.onOutcome?.("failed");
       sendUpgradeError(client, err);
       return;
     }
@@ -39,6 +48,8 @@ export class WebSocketProxy {
       upstream.destroy();
       return;
     }
+    this.#open++;
+    upstream.once("close", () => this.#open--);
     const headers = requestHeadersForUpstream(req, forwarded, { upgrade: true, filterCookie: this.#options.filterCookie });
     let text = `${req.method ?? "GET"} ${req.url ?? "/"} HTTP/1.1\r\n`;
     for (let i = 0; i < headers.length; i += 2) text += `${headers[i]}: ${headers[i + 1]}\r\n`;
@@ -47,8 +58,15 @@ export class WebSocketProxy {
     if (head.length > 0) upstream.write(head);
 
     let answered = false;
+    let reported = false;
+    const report = (outcome: "ok" | "failed") => {
+      if (reported) return;
+      reported = true;
+      this.#options.onOutcome?.(outcome);
+    };
     const timer = setTimeout(() => {
       if (answered) return;
+      report("failed");
       upstream.destroy();
       sendUpgradeError(
         client,
@@ -58,14 +76,17 @@ export class WebSocketProxy {
     upstream.once("data", () => {
       answered = true;
       clearTimeout(timer);
+      report("ok");
     });
     upstream.on("error", () => {
       clearTimeout(timer);
+      report("failed");
       if (!answered) sendUpgradeError(client, new WarrenError(ErrorCode.BadGateway, `connection to port ${target.port} of workspace "${target.workspace}" failed`));
       else client.destroy();
     });
     upstream.on("close", () => {
       clearTimeout(timer);
+      report("failed");
       if (!client.destroyed && !client.writableEnded && answered) client.end();
     });
     client.on("close", () => upstream.destroy());

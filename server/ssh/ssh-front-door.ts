@@ -58,6 +58,7 @@ export class SshFrontDoor {
   readonly #listener: net.Server;
   readonly #sockets = new Set<net.Socket>();
   readonly #pendingLogins = new Map<string, net.Socket>();
+  #sessions = 0;
 
   constructor(options: SshFrontDoorOptions) {
     this.#options = options;
@@ -80,6 +81,11 @@ export class SshFrontDoor {
 
   get connectionCount(): number {
     return this.#sockets.size;
+  }
+
+  /** Logged-in connections, relayed to a workspace. */
+  get sessionCount(): number {
+    return this.#sessions;
   }
 
   /** Stops accepting; resolves once every open connection has ended (open sessions keep running). */
@@ -134,6 +140,8 @@ export class SshFrontDoor {
     });
     client.on("ready", () => {
       this.#pendingLogins.delete(remote);
+      this.#sessions++;
+      client.once("close", () => this.#sessions--);
       const decision = state.decision!;
       const workspace = decision.workspace;
       const clog = log.child({ workspace: workspace.name });

@@ -75,13 +75,13 @@ export class TlsCredentials {
       cert = readFileSync(this.#certFile);
       key = readFileSync(this.#keyFile);
     } catch (err) {
-      throw new WarrenError(ErrorCode.InvalidArgument, `cannot read TLS files: ${(err as Error).message}`);
+      throw new WarrenError(ErrorCode.InvalidArgument, `WARREN_TLS_CERT, WARREN_TLS_KEY: cannot read the files: ${(err as Error).message}`);
     }
     const options = { cert, key };
     try {
       createSecureContext(options);
     } catch (err) {
-      throw new WarrenError(ErrorCode.InvalidArgument, `TLS certificate and key do not form a usable pair: ${(err as Error).message}`);
+      throw new WarrenError(ErrorCode.InvalidArgument, `WARREN_TLS_CERT, WARREN_TLS_KEY: the certificate and key do not form a usable pair: ${(err as Error).message}`);
     }
     return options;
   }

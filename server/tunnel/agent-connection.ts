@@ -45,6 +45,7 @@ export class AgentConnection {
   readonly #idle: ServerHttp2Stream[] = [];
   #streams = 0;
   #draining = false;
+  #handoffRequested = false;
   #closed = false;
   readonly #closeHandlers: Array<() => void> = [];
   readonly #drainHandlers: Array<() => void> = [];
@@ -214,6 +215,19 @@ export class AgentConnection {
     this.log.info("agent is draining");
     this.#endIdle("agent is draining");
     for (const handler of this.#drainHandlers.splice(0)) handler();
+  }
+
+  /**
+   * Asks the agent to connect again, to another server (this one is shutting down). The
+   * connection keeps taking dials until the agent says it is draining, which it does once its
+   * new connection is up; its streams in flight go on until they finish or disconnect() ends
+   * them. Never blocks; false when the control stream is gone or it was asked before.
+   */
+  requestHandoff(message: string): boolean {
+    if (this.#closed || this.#draining || this.#handoffRequested) return false;
+    this.#handoffRequested = true;
+    this.log.info("asking the agent to reconnect to another server");
+    return this.#send(create(ControlResponseSchema, { msg: { case: "disconnect", value: { reason: DisconnectReason.SERVER_DRAINING, message } } }));
   }
 
   /**

@@ -22,6 +22,7 @@ import { dialablePorts, type WorkspaceRecord } from "../store/records.js";
 import { AgentConnection } from "./agent-connection.js";
 import { respondOk, respondWithError } from "./grpc-responses.js";
 import type { AgentRegistrar } from "./tunnel-registry.js";
+import { acceptWithNoDelay } from "../../shared/http2-sockets.js";
 import { TUNNEL_WINDOWS } from "../../shared/tunnel-windows.js";
 
 const CONTROL_PATH = "/warren.v1.AgentService/Control";
@@ -124,6 +125,7 @@ export class AgentEndpoint {
     this.#server = options.tls
       ? http2.createSecureServer({ ...options.tls, ...common, allowHTTP1: false })
       : http2.createServer(common);
+    acceptWithNoDelay(this.#server);
     this.#server.on("session", (session: ServerHttp2Session) => this.#onSession(session));
     this.#server.on("stream", (stream: ServerHttp2Stream, headers: IncomingHttpHeaders) => this.#onStream(stream, headers));
     // A peer that does not speak HTTP/2 (bad preface, broken frames): drop it.

@@ -78,7 +78,7 @@ export class TunnelDialer implements Dialer {
           continue;
         }
         const e = err instanceof StreamLost ? new WarrenError(ErrorCode.Unavailable, `workspace "${workspace}" dropped every tunnel stream offered`) : WarrenError.from(err);
-        this.#options.onOutcome?.(outcomeOf(e));
+        this.#options.onOutcome?.(dialOutcomeOf(e));
         throw e;
       }
     }
@@ -155,7 +155,8 @@ function dialError(workspace: string, port: number, status: DialStatus, message:
   }
 }
 
-function outcomeOf(err: WarrenError): DialOutcome {
+/** The metrics outcome of a failed dial. */
+export function dialOutcomeOf(err: WarrenError): Exclude<DialOutcome, "ok"> {
   switch (err.code) {
     case ErrorCode.BadGateway:
       return "refused";

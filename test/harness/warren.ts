@@ -67,6 +67,8 @@ export async function startServer(env: Record<string, string | undefined> = {}, 
       WARREN_DATA_DIR: testDataDir(),
       WARREN_ADMIN_TOKEN: ADMIN_TOKEN,
       WARREN_LOG_LEVEL: "debug",
+      // Tests stop servers often; the drain delay exists for load balancers, which tests are not.
+      WARREN_DRAIN_DELAY: "0s",
       ...env,
     }),
   );

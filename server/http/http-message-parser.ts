@@ -1,0 +1,113 @@
+import { HTTPParser, methods } from "_http_common";
+import { ErrorCode, WarrenError } from "../../shared/errors.js";
+
+/**
+ * HTTP/1.1 message framing with Node's own parser (llhttp, the one node:http uses), so that
+ * the spliced front door reads requests and responses exactly as node's HTTP server and client
+ * would: the same limits, the same refusals of ambiguous framing (request smuggling), the same
+ * chunked and close-delimited bodies. It is reached through node's internal `_http_common`
+ * module; tests pin its behaviour on the Node version we ship.
+ */
+
+export interface MessageHead {
+  readonly versionMajor: number;
+  readonly versionMinor: number;
+  /** Flat [name, value, ...] as received (casing and order kept). */
+  readonly rawHeaders: string[];
+  /** Request only. */
+  readonly method: string;
+  /** Request only. */
+  readonly url: string;
+  /** Response only. */
+  readonly statusCode: number;
+  readonly upgrade: boolean;
+  readonly shouldKeepAlive: boolean;
+}
+
+export interface MessageEvents {
+  /**
+   * A message head was parsed. For a response, return true when the message has no body
+   * whatever its headers say (the answer to a HEAD request).
+   */
+  readonly onHead: (head: MessageHead) => boolean | void;
+  /** Body bytes, without chunked framing. */
+  readonly onBody?: (chunk: Buffer) => void;
+  readonly onComplete: () => void;
+}
+
+/** Largest request or response head accepted (node's own default is 16 KiB). */
+export const MAX_HEAD_BYTES = 32 * 1024;
+
+export class HttpMessageParser {
+  readonly #parser = new HTTPParser();
+  #headers: string[] = [];
+  #url = "";
+  #closed = false;
+
+  constructor(kind: "request" | "response", events: MessageEvents) {
+    const parser = this.#parser;
+    parser.initialize(kind === "request" ? HTTPParser.REQUEST : HTTPParser.RESPONSE, {}, MAX_HEAD_BYTES, HTTPParser.kLenientNone);
+    // Many headers arrive in several calls before the head completes.
+    parser[HTTPParser.kOnHeaders] = (headers: string[], url: string) => {
+      this.#headers.push(...headers);
+      this.#url += url;
+    };
+    parser[HTTPParser.kOnHeadersComplete] = (
+      versionMajor: number,
+      versionMinor: number,
+      headers: string[] | undefined,
+      method: number | undefined,
+      url: string | undefined,
+      statusCode: number | undefined,
+      _statusMessage: string | undefined,
+      upgrade: boolean,
+      shouldKeepAlive: boolean,
+    ) => {
+      const rawHeaders = headers ?? this.#headers;
+      const fullUrl = url ?? this.#url;
+      this.#headers = [];
+      this.#url = "";
+      const skipBody = events.onHead({
+        versionMajor,
+        versionMinor,
+        rawHeaders,
+        method: method === undefined ? "" : (methods[method] ?? ""),
+        url: fullUrl,
+        statusCode: statusCode ?? 0,
+        upgrade,
+        shouldKeepAlive,
+      });
+      return skipBody ? 1 : 0;
+    };
+    parser[HTTPParser.kOnBody] = (chunk: Buffer) => events.onBody?.(chunk);
+    parser[HTTPParser.kOnMessageComplete] = () => events.onComplete();
+    parser[HTTPParser.kOnExecute] = () => {};
+    parser[HTTPParser.kOnTimeout] = () => {};
+    parser[HTTPParser.kOnMessageBegin] = () => {};
+  }
+
+  /**
+   * Parses bytes; events fire synchronously. Returns the number of bytes consumed (fewer than
+   * given after an upgrade: the rest belongs to the upgraded protocol). Throws a WarrenError
+   * (invalid_argument) on a malformed message.
+   */
+  execute(data: Buffer): number {
+    const ret = this.#parser.execute(data);
+    if (typeof ret === "number") return ret;
+    throw new WarrenError(ErrorCode.InvalidArgument, `malformed HTTP message: ${ret.reason ?? ret.code ?? ret.message}`);
+  }
+
+  /** The peer closed: completes a message whose body ends with the connection. */
+  finish(): void {
+    const ret = this.#parser.finish();
+    if (ret instanceof Error) throw new WarrenError(ErrorCode.InvalidArgument, `HTTP message cut short: ${ret.code ?? ret.message}`);
+  }
+
+  close(): void {
+    if (this.#closed) return;
+    this.#closed = true;
+    const parser = this.#parser;
+    // Let any stack that is inside the parser unwind before its C++ object goes.
+    setImmediate(() => parser.close());
+  }
+}

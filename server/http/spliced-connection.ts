@@ -1,0 +1,479 @@
+import type { IncomingHttpHeaders, IncomingMessage } from "node:http";
+import type { Socket } from "node:net";
+import type { Duplex } from "node:stream";
+import { ErrorCode, WarrenError } from "../../shared/errors.js";
+import type { Logger } from "../../shared/logger.js";
+import { httpStatusOf } from "../../shared/http-status.js";
+import { sendUpgradeError } from "./error-response.js";
+import { requestHeadersForUpstream, type ForwardedInfo } from "./headers.js";
+import { HttpMessageParser, type MessageHead } from "./http-message-parser.js";
+import type { ProxyTarget } from "./reverse-proxy.js";
+
+/** A request head as the spliced front door sees it: enough of an IncomingMessage for access checks and header rewriting. */
+export interface SplicedRequest {
+  readonly method: string;
+  readonly url: string;
+  readonly httpVersion: string;
+  readonly rawHeaders: string[];
+  readonly headers: IncomingHttpHeaders;
+  readonly socket: Socket;
+}
+
+/** What the front door decides for a request on a spliced connection. */
+export type SpliceDecision =
+  /** Forward it over the connection's tunnel (the first request: dial to this target). */
+  | { readonly kind: "forward"; readonly target: ProxyTarget }
+  /** Answer with this error (401, 403, 404, 503...). */
+  | { readonly kind: "error"; readonly error: WarrenError }
+  /** Not for the fast path (login pages, upgrades...): node's HTTP server takes it. */
+  | { readonly kind: "slow" };
+
+export interface SplicedConnectionOptions {
+  readonly socket: Socket;
+  readonly proto: "http" | "https";
+  /** Decides a request; may look things up (never rejects: errors come back as decisions). */
+  readonly decide: (req: SplicedRequest, first: boolean) => Promise<SpliceDecision>;
+  /** Opens the tunnel to the target for the first forwarded request; rejects with a WarrenError. */
+  readonly dial: (target: ProxyTarget) => Promise<Duplex>;
+  /** Gives the connection, with every byte read so far, to node's HTTP server. */
+  readonly handOff: (socket: Socket, consumed: Buffer) => void;
+  readonly filterCookie?: (cookie: string) => string | undefined;
+  readonly upstreamTimeoutMs: number;
+  /** How long a client may take to send its first request head. */
+  readonly firstHeadTimeoutMs: number;
+  /** An idle connection (no request in flight) is closed after this long. */
+  readonly idleTimeoutMs: number;
+  /** Observes each finished response (metrics). */
+  readonly onResponse?: (status: number, startedAt: bigint) => void;
+  readonly onClose?: () => void;
+  readonly log: Logger;
+}
+
+type ParsedEvent =
+  | { readonly kind: "head"; readonly head: MessageHead }
+  | { readonly kind: "body"; readonly chunk: Buffer }
+  | { readonly kind: "complete" };
+
+interface PendingResponse {
+  readonly method: string;
+  readonly startedAt: bigint;
+  /** The client asked to close after this response. */
+  readonly close: boolean;
+  /** Bytes of this response already passed to the client. */
+  started: boolean;
+}
+
+/**
+ * One client connection to a workspace host, spliced onto one tunnel stream: requests are
+ * parsed (node's llhttp), checked one by one and forwarded with their heads rewritten
+ * (Warren's credentials out, X-Forwarded-* in, hop-by-hop headers dropped); responses pass
+ * back byte for byte while a second parser follows their framing for metrics, timeouts and
+ * errors. No HTTP client, no ServerResponse per request: this is the fast path of the front
+ * door. Whatever it does not handle (upgrades, login pages, another host) goes to node's HTTP
+ * server when it is the connection's first request; later, the connection is closed after
+ * the responses in flight, and the client retries on a new one.
+ */
+export class SplicedConnection {
+  readonly #options: SplicedConnectionOptions;
+  readonly #socket: Socket;
+  readonly #requests: HttpMessageParser;
+  #responses: HttpMessageParser | undefined;
+  /** Raw bytes read before the first decision, for a hand-off to node's HTTP server. */
+  #consumed: Buffer[] = [];
+  readonly #events: ParsedEvent[] = [];
+  readonly #pending: PendingResponse[] = [];
+  #upstream: Duplex | undefined;
+  #target: ProxyTarget | undefined;
+  #first = true;
+  #processing = false;
+  #chunkedBody = false;
+  #forwardingBody = false;
+  /** Set when no further request may be forwarded: close once the pending responses are done. */
+  #closing: WarrenError | "close" | undefined;
+  #upgraded = false;
+  #done = false;
+  /** Final status of the response being passed on (for metrics). */
+  #lastStatusCode = 0;
+  #responseTimer: NodeJS.Timeout | undefined;
+  readonly #firstHeadTimer: NodeJS.Timeout;
+
+  constructor(options: SplicedConnectionOptions) {
+    this.#options = options;
+    const socket = options.socket;
+    this.#socket = socket;
+    this.#requests = new HttpMessageParser("request", {
+      onHead: (head) => void this.#events.push({ kind: "head", head }),
+      onBody: (chunk) => this.#events.push({ kind: "body", chunk: Buffer.from(chunk) }),
+      onComplete: () => void this.#events.push({ kind: "complete" }),
+    });
+    this.#firstHeadTimer = setTimeout(() => this.#destroy(), options.firstHeadTimeoutMs);
+    this.#firstHeadTimer.unref();
+    socket.setTimeout(options.idleTimeoutMs, () => {
+      if (this.#pending.length === 0 && !this.#upgraded) this.#finish();
+    });
+    socket.on("data", this.#onClientData);
+    socket.on("end", this.#onClientEnd);
+    socket.on("error", () => this.#destroy());
+    socket.on("close", () => this.#destroy());
+  }
+
+  /** Requests forwarded whose responses have not ended yet. */
+  get inFlight(): number {
+    return this.#pending.length;
+  }
+
+  /** Stops taking requests: closes now when idle, else after the responses in flight. Never blocks. */
+  closeWhenIdle(): void {
+    if (this.#done) return;
+    this.#closing ??= "close";
+    if (this.#pending.length === 0 && !this.#processing && !this.#upgraded) this.#finish();
+  }
+
+  /** Closes at once. */
+  destroy(): void {
+    this.#destroy();
+  }
+
+  readonly #onClientData = (chunk: Buffer): void => {
+    if (this.#upgraded) {
+      if (this.#upstream && !this.#upstream.write(chunk)) this.#socket.pause();
+      return;
+    }
+    if (this.#first) this.#consumed.push(chunk);
+    try {
+      this.#requests.execute(chunk);
+    } catch (err) {
+      this.#fail(WarrenError.from(err, ErrorCode.InvalidArgument), "malformed request");
+      return;
+    }
+    if (this.#events.length > 0) {
+      // One chunk's requests at a time: the socket waits while they are checked and forwarded.
+      this.#socket.pause();
+      void this.#process();
+    }
+  };
+
+  readonly #onClientEnd = (): void => {
+    // The client finished sending: end the upstream too once what it sent has gone out.
+    this.#closing ??= "close";
+    if (this.#pending.length === 0 && this.#events.length === 0) this.#finish();
+  };
+
+  /** Handles parsed events in order; only one run at a time. */
+  async #process(): Promise<void> {
+    if (this.#processing) return;
+    this.#processing = true;
+    try {
+      while (this.#events.length > 0 && !this.#done) {
+        const event = this.#events.shift()!;
+        if (event.kind === "head") {
+          if (!(await this.#onHead(event.head))) return;
+        } else if (event.kind === "body") {
+          if (this.#forwardingBody) await this.#write(this.#chunkedBody ? chunked(event.chunk) : [event.chunk]);
+        } else if (this.#forwardingBody) {
+          if (this.#chunkedBody) await this.#write([Buffer.from("0\r\n\r\n")]);
+          this.#forwardingBody = false;
+        }
+      }
+    } finally {
+      this.#processing = false;
+    }
+    // A closing connection takes no new request, but the body of the last one still comes in.
+    if (!this.#done && (this.#closing === undefined || this.#forwardingBody)) this.#socket.resume();
+    else if (this.#closing !== undefined && this.#pending.length === 0) this.#finish();
+  }
+
+  /** Returns false when the connection left the fast path (handed off or closing). */
+  async #onHead(head: MessageHead): Promise<boolean> {
+    const first = this.#first;
+    const req = requestOf(head, this.#socket);
+    const decision = this.#closing === undefined ? await this.#options.decide(req, first) : ({ kind: "slow" } as const);
+    if (this.#done) return false;
+    if (first) {
+      this.#first = false;
+      clearTimeout(this.#firstHeadTimer);
+      if (decision.kind === "slow") {
+        this.#handOff();
+        return false;
+      }
+    }
+    if (decision.kind === "forward" && (!this.#target || sameTarget(this.#target, decision.target))) {
+      if (!this.#upstream) {
+        try {
+          await this.#connect(decision.target);
+        } catch (err) {
+          this.#fail(WarrenError.from(err), "dial failed");
+          return false;
+        }
+      }
+      this.#consumed = [];
+      await this.#forward(req, head);
+      return true;
+    }
+    // Not forwardable here: answer an error after the responses in flight, or close and let
+    // the client retry on a new connection (which node's HTTP server will take).
+    this.#closing = decision.kind === "error" ? decision.error : "close";
+    this.#forwardingBody = false;
+    this.#events.length = 0;
+    if (this.#pending.length === 0) this.#finish();
+    return false;
+  }
+
+  async #connect(target: ProxyTarget): Promise<void> {
+    const upstream = await this.#options.dial(target);
+    if (this.#done) {
+      upstream.destroy();
+      return;
+    }
+    this.#target = target;
+    this.#upstream = upstream;
+    this.#responses = new HttpMessageParser("response", {
+      onHead: (response) => this.#onResponseHead(response),
+      onComplete: () => this.#onResponseComplete(),
+    });
+    upstream.on("data", this.#onUpstreamData);
+    upstream.on("end", this.#onUpstreamEnd);
+    upstream.on("error", (err) => this.#onUpstreamGone(err));
+    upstream.on("close", () => this.#onUpstreamGone());
+    upstream.on("drain", () => {
+      if (this.#upgraded) this.#socket.resume();
+    });
+    this.#socket.on("drain", () => upstream.resume());
+  }
+
+  async #forward(req: SplicedRequest, head: MessageHead): Promise<void> {
+    const forwarded: ForwardedInfo = { clientIp: clientIp(this.#socket), proto: this.#options.proto, host: req.headers.host ?? "" };
+    const headers = requestHeadersForUpstream(req as unknown as IncomingMessage, forwarded, { filterCookie: this.#options.filterCookie });
+    this.#chunkedBody = /\bchunked\b/i.test(String(req.headers["transfer-encoding"] ?? ""));
+    if (this.#chunkedBody) headers.push("Transfer-Encoding", "chunked");
+    let text = `${req.method} ${req.url} HTTP/1.1\r\n`;
+    for (let i = 0; i < headers.length; i += 2) text += `${headers[i]}: ${headers[i + 1]}\r\n`;
+    text += "\r\n";
+    this.#forwardingBody = true;
+    const close = !head.shouldKeepAlive;
+    this.#pending.push({ method: req.method, startedAt: process.hrtime.bigint(), close, started: false });
+    if (close) this.#closing = "close";
+    if (this.#pending.length === 1) this.#armResponseTimer();
+    await this.#write([Buffer.from(text, "latin1")]);
+  }
+
+  /** Writes to the upstream, waiting for it to drain when it asks to. */
+  #write(parts: Buffer[]): Promise<void> {
+    const upstream = this.#upstream;
+    if (!upstream || upstream.destroyed) return Promise.resolve();
+    let ok = true;
+    for (const part of parts) ok = upstream.write(part);
+    if (ok) return Promise.resolve();
+    return new Promise((resolve) => {
+      const done = () => {
+        upstream.off("drain", done);
+        upstream.off("close", done);
+        resolve();
+      };
+      upstream.on("drain", done);
+      upstream.on("close", done);
+    });
+  }
+
+  readonly #onUpstreamData = (chunk: Buffer): void => {
+    if (this.#upgraded) {
+      if (!this.#socket.write(chunk)) this.#upstream?.pause();
+      return;
+    }
+    const current = this.#pending[0];
+    if (!current) {
+      // Bytes nobody asked for: the app broke HTTP. Nothing sane can follow.
+      this.#options.log.warn("unsolicited bytes from the workspace; closing the connection");
+      this.#destroy();
+      return;
+    }
+    current.started = true;
+    // Passed on first: parsing may complete the response and close the connection.
+    if (!this.#socket.write(chunk)) this.#upstream?.pause();
+    try {
+      this.#responses!.execute(chunk);
+    } catch (err) {
+      this.#options.log.warn({ err: (err as Error).message }, "malformed response from the workspace; closing the connection");
+      this.#destroy();
+    }
+  };
+
+  #onResponseHead(response: MessageHead): boolean {
+    const current = this.#pending[0];
+    clearTimeout(this.#responseTimer);
+    if (response.statusCode === 101 || (response.upgrade && response.statusCode < 200)) {
+      // The rest of the connection belongs to the upgraded protocol, both ways.
+      this.#upgraded = true;
+      return false;
+    }
+    if (response.statusCode >= 100 && response.statusCode < 200) return false;
+    this.#lastStatusCode = response.statusCode;
+    if (current && (!response.shouldKeepAlive || current.close)) this.#closing ??= "close";
+    return current?.method === "HEAD";
+  }
+
+  #onResponseComplete(): void {
+    const current = this.#pending[0];
+    if (!current || this.#upgraded) return;
+    // Informational answers complete a message too: only a final status ends the request.
+    this.#pending.shift();
+    this.#options.onResponse?.(this.#lastStatusCode, current.startedAt);
+    if (this.#pending.length > 0) this.#armResponseTimer();
+    else if (this.#closing !== undefined && this.#events.length === 0 && !this.#processing) this.#finish();
+  }
+
+  readonly #onUpstreamEnd = (): void => {
+    try {
+      this.#responses?.finish();
+    } catch {
+      // Cut short: handled below as a lost upstream.
+    }
+    this.#onUpstreamGone();
+  };
+
+  /** The tunnel closed or failed: answer what can still be answered, then close. */
+  #onUpstreamGone(err?: Error): void {
+    if (this.#done) return;
+    if (this.#upgraded) {
+      this.#socket.end();
+      return;
+    }
+    const current = this.#pending[0];
+    if (current && !current.started) {
+      const target = this.#target!;
+      this.#fail(
+        new WarrenError(ErrorCode.BadGateway, `connection to port ${target.port} of workspace "${target.workspace}" failed${err ? `: ${err.message}` : ""}`),
+        "upstream gone",
+      );
+      return;
+    }
+    if (current) {
+      this.#destroy();
+      return;
+    }
+    // Idle keep-alive connection closed by the app: close ours too; the client reconnects.
+    this.#finish();
+  }
+
+  #armResponseTimer(): void {
+    clearTimeout(this.#responseTimer);
+    const target = this.#target;
+    this.#responseTimer = setTimeout(() => {
+      const current = this.#pending[0];
+      if (!current || current.started || !target) return;
+      this.#fail(
+        new WarrenError(ErrorCode.DeadlineExceeded, `port ${target.port} of workspace "${target.workspace}" did not respond within ${this.#options.upstreamTimeoutMs} ms`),
+        "upstream timeout",
+      );
+    }, this.#options.upstreamTimeoutMs);
+    this.#responseTimer.unref();
+  }
+
+  #handOff(): void {
+    const socket = this.#socket;
+    this.#detach();
+    this.#done = true;
+    this.#requests.close();
+    const consumed = Buffer.concat(this.#consumed);
+    this.#consumed = [];
+    this.#options.handOff(socket, consumed);
+  }
+
+  /** Answers the error (when nothing of a response is out yet), then closes. */
+  #fail(error: WarrenError, why: string): void {
+    if (this.#done) return;
+    this.#options.log.debug({ err: error.message, why }, "spliced connection failed");
+    const canAnswer = !this.#pending.some((p) => p.started) && !this.#upgraded;
+    if (canAnswer && this.#pending.length > 0) this.#options.onResponse?.(httpStatusOf(error.code), this.#pending[0]!.startedAt);
+    this.#pending.length = 0;
+    if (canAnswer) {
+      this.#done = true;
+      this.#cleanUp();
+      sendUpgradeError(this.#socket, error);
+      return;
+    }
+    this.#destroy();
+  }
+
+  /** Ends the connection politely: an error answer if one is due, else a plain close. */
+  #finish(): void {
+    if (this.#done) return;
+    const closing = this.#closing;
+    if (closing instanceof WarrenError) {
+      this.#fail(closing, "refused");
+      return;
+    }
+    this.#done = true;
+    this.#cleanUp();
+    this.#socket.end();
+  }
+
+  #destroy(): void {
+    if (this.#done && this.#socket.destroyed) return;
+    this.#done = true;
+    this.#cleanUp();
+    this.#socket.destroy();
+  }
+
+  #detach(): void {
+    const socket = this.#socket;
+    socket.off("data", this.#onClientData);
+    socket.off("end", this.#onClientEnd);
+    socket.removeAllListeners("error");
+    socket.removeAllListeners("close");
+    clearTimeout(this.#firstHeadTimer);
+  }
+
+  #cleanUp(): void {
+    clearTimeout(this.#responseTimer);
+    clearTimeout(this.#firstHeadTimer);
+    this.#requests.close();
+    this.#responses?.close();
+    const upstream = this.#upstream;
+    if (upstream && !upstream.destroyed) {
+      // A clean end when no response is due, so the app sees a FIN rather than a reset.
+      if (this.#pending.length === 0) upstream.end();
+      else upstream.destroy();
+    }
+    this.#options.onClose?.();
+  }
+}
+
+function requestOf(head: MessageHead, socket: Socket): SplicedRequest {
+  return {
+    method: head.method,
+    url: head.url,
+    httpVersion: `${head.versionMajor}.${head.versionMinor}`,
+    rawHeaders: head.rawHeaders,
+    headers: headersOf(head.rawHeaders),
+    socket,
+  };
+}
+
+/** Lower-cased headers, repeated ones joined as node:http joins them. */
+export function headersOf(raw: readonly string[]): IncomingHttpHeaders {
+  const out: Record<string, string | string[]> = {};
+  for (let i = 0; i < raw.length; i += 2) {
+    const name = raw[i]!.toLowerCase();
+    const value = raw[i + 1]!;
+    const prior = out[name];
+    if (prior === undefined) out[name] = name === "set-cookie" ? [value] : value;
+    else if (Array.isArray(prior)) prior.push(value);
+    else out[name] = `${prior}${name === "cookie" ? "; " : ", "}${value}`;
+  }
+  return out as IncomingHttpHeaders;
+}
+
+function chunked(chunk: Buffer): Buffer[] {
+  if (chunk.length === 0) return [];
+  return [Buffer.from(`${chunk.length.toString(16)}\r\n`, "latin1"), chunk, Buffer.from("\r\n")];
+}
+
+function sameTarget(a: ProxyTarget, b: ProxyTarget): boolean {
+  return a.workspace === b.workspace && a.port === b.port;
+}
+
+function clientIp(socket: Socket): string {
+  const ip = socket.remoteAddress ?? "";
+  return ip.startsWith("::ffff:") ? ip.slice(7) : ip;
+}
