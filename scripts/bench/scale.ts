@@ -196,6 +196,7 @@ async function storm(ctx: BenchContext, total: number, appPort: number, rows: Be
       const what = signal === "SIGTERM" ? "graceful restart (SIGTERM)" : "crash (SIGKILL)";
       rows.push(
         { figure: `storm, ${what}: signal to all ${total} serving (target < 30)`, unit: "s", values: { warren: round(recovered / 1000) }, higherIsBetter: false },
+        { figure: `storm, ${what}: old server exited to all serving`, unit: "s", values: { warren: round((recovered - down) / 1000) }, higherIsBetter: false },
         { figure: `storm, ${what}: new server ready to all serving`, unit: "s", values: { warren: round((recovered - up) / 1000) }, higherIsBetter: false },
         { figure: `storm, ${what}: agents that gave up`, unit: "agents", values: { warren: gaveUp }, higherIsBetter: false },
         { figure: `storm, ${what}: failed connection attempts per agent`, unit: "attempts", values: { warren: round(attempts / total) }, higherIsBetter: false },
@@ -205,7 +206,7 @@ async function storm(ctx: BenchContext, total: number, appPort: number, rows: Be
       if (probes.failures.length > 0) notes.push(`storm (${signal}): probe failures: ${probes.failures.slice(0, 5).join("; ")}`);
     }
     notes.push(
-      "storm: cluster mode with one server and a local redis-server, so workspaces and tokens survive the restart and agents come back with their own tokens; the new server listens on the same ports with the same server id. Serving = the server holds every agent with both idle streams parked and every simulated agent has its welcome. Agents reconnect with the shipped backoff (1 s to 20 s, factor 1.6, jitter 0.2; after a SERVER_DRAINING disconnect at once, within 0.5 s).",
+      "storm: cluster mode with one server and a local redis-server, so workspaces and tokens survive the restart and agents come back with their own tokens; the new server listens on the same ports with the same server id. Serving = the server holds every agent with both idle streams parked and every simulated agent has its welcome. Agents reconnect with the shipped backoff (1 s to 20 s, factor 1.6, jitter 0.2; after a SERVER_DRAINING disconnect at once, within 0.5 s). SIGTERM is the shipped graceful drain: the old server keeps serving for WARREN_DRAIN_DELAY (default 5 s), then asks its agents to move and exits.",
     );
   } finally {
     await Promise.all(sims.map((s) => s.stop()));
