@@ -368,7 +368,7 @@ export class WarrenServer {
       ...(config.httpFastPath
         ? {
             fastPath: {
-              dial: (target) => dialer.dial(target.workspace, target.port),
+              dial: (target, earlyData) => dialer.dial(target.workspace, target.port, { earlyData }),
               upstreamTimeoutMs: config.upstreamTimeout,
               filterCookie: withoutSessionCookies,
               onResponse: (status, startedAt) => this.metrics.httpResponse("workspace", status, startedAt),

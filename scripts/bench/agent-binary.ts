@@ -138,6 +138,9 @@ async function startServer(root: string): Promise<{ child: ChildProcess; httpPor
       WARREN_HTTP_ADDR: "127.0.0.1:0",
       WARREN_AGENT_ADDR: "127.0.0.1:0",
       WARREN_OBSERVABILITY_ADDR: "127.0.0.1:0",
+      // Benchmarks never take the default ports, nor wait for a load balancer when they stop.
+      WARREN_SSH_ADDR: "off",
+      WARREN_DRAIN_DELAY: "0s",
       WARREN_ADMIN_TOKEN: ADMIN_TOKEN,
       WARREN_LOG_LEVEL: "info",
     },

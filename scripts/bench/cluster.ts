@@ -45,6 +45,9 @@ export async function benchCluster(ctx: BenchContext): Promise<BenchSection> {
       WARREN_AGENT_ADDR: "127.0.0.1:0",
       WARREN_OBSERVABILITY_ADDR: "127.0.0.1:0",
       WARREN_PRIVATE_ADDR: "127.0.0.1:0",
+      // Benchmarks never take the default ports, nor wait for a load balancer when they stop.
+      WARREN_SSH_ADDR: "off",
+      WARREN_DRAIN_DELAY: "0s",
       WARREN_ADMIN_TOKEN: ADMIN_TOKEN,
       WARREN_REDIS_URL: `redis://127.0.0.1:${redisPort}`,
       WARREN_CLUSTER_SECRET: CLUSTER_SECRET,

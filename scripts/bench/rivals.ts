@@ -43,6 +43,8 @@ export async function startWarren(
     WARREN_AGENT_ADDR: `127.0.0.1:${agentPort}`,
     WARREN_OBSERVABILITY_ADDR: `127.0.0.1:${obsPort}`,
     WARREN_SSH_ADDR: `127.0.0.1:${sshPort}`,
+    // Benchmarks do not wait for a load balancer when they stop.
+    WARREN_DRAIN_DELAY: "0s",
     WARREN_DATA_DIR: mkdtempSync(join(tmpdir(), "warren-bench-data-")),
     WARREN_ADMIN_TOKEN: ADMIN_TOKEN,
     WARREN_LOG_LEVEL: "info",

@@ -62,7 +62,7 @@ export async function benchSsh(ctx: BenchContext): Promise<BenchSection> {
     // The workspace's sshd trusts the workspace key; Warren trusts the person's key.
     const got = (await api("WorkspaceService/GetWorkspace", { name: "bench" })) as { workspace: { sshPublicKey: string } };
     appendFileSync(authorizedKeys, `${got.workspace.sshPublicKey}\n`);
-    await api("SshService/AddSshKey", { user: "admin", publicKey: readFileSync(join(dir, "client_key.pub"), "utf8") });
+    await api("UserService/AddSshKey", { user: "admin", publicKey: readFileSync(join(dir, "client_key.pub"), "utf8") });
 
     const targets = [
       { name: "direct", port: sshdPort, login: user },

@@ -95,6 +95,8 @@ export class ClusterDialer implements Dialer {
         tried.add(holder.serverId);
         try {
           const socket = await this.#options.peers.dial(holder, workspace, port, options);
+          // The private API has no early data: the bytes follow the dial.
+          for (const data of options.earlyData ?? []) socket.write(data);
           this.#options.onForward?.("ok");
           return socket;
         } catch (err) {

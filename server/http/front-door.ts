@@ -18,7 +18,7 @@ import type { ProxyTarget } from "./reverse-proxy.js";
 
 /** The spliced fast path (see spliced-connection.ts); absent: every request goes through node's HTTP server. */
 export interface FastPathOptions {
-  readonly dial: (target: ProxyTarget) => Promise<Duplex>;
+  readonly dial: (target: ProxyTarget, earlyData: readonly Buffer[]) => Promise<Duplex>;
   readonly upstreamTimeoutMs: number;
   readonly filterCookie?: (cookie: string) => string | undefined;
   readonly onResponse?: (status: number, startedAt: bigint) => void;

@@ -33,8 +33,11 @@ export interface SplicedConnectionOptions {
   readonly proto: "http" | "https";
   /** Decides a request; may look things up (never rejects: errors come back as decisions). */
   readonly decide: (req: SplicedRequest, first: boolean) => Promise<SpliceDecision>;
-  /** Opens the tunnel to the target for the first forwarded request; rejects with a WarrenError. */
-  readonly dial: (target: ProxyTarget) => Promise<Duplex>;
+  /**
+   * Opens the tunnel to the target for the first forwarded request, sending `earlyData` (its
+   * head) as part of the dial; rejects with a WarrenError.
+   */
+  readonly dial: (target: ProxyTarget, earlyData: readonly Buffer[]) => Promise<Duplex>;
   /** Gives the connection, with every byte read so far, to node's HTTP server. */
   readonly handOff: (socket: Socket, consumed: Buffer) => void;
   readonly filterCookie?: (cookie: string) => string | undefined;
@@ -198,16 +201,20 @@ export class SplicedConnection {
       }
     }
     if (decision.kind === "forward" && (!this.#target || sameTarget(this.#target, decision.target))) {
+      const requestHead = this.#begin(req, head);
       if (!this.#upstream) {
         try {
-          await this.#connect(decision.target);
+          // The first head travels with the dial: no round trip to the agent in between.
+          await this.#connect(decision.target, requestHead);
         } catch (err) {
           this.#fail(WarrenError.from(err), "dial failed");
           return false;
         }
+      } else {
+        await this.#write([requestHead]);
       }
       this.#consumed = [];
-      await this.#forward(req, head);
+      if (this.#pending.length === 1) this.#armResponseTimer();
       return true;
     }
     // Not forwardable here: answer an error after the responses in flight, or close and let
@@ -219,8 +226,8 @@ export class SplicedConnection {
     return false;
   }
 
-  async #connect(target: ProxyTarget): Promise<void> {
-    const upstream = await this.#options.dial(target);
+  async #connect(target: ProxyTarget, requestHead: Buffer): Promise<void> {
+    const upstream = await this.#options.dial(target, [requestHead]);
     if (this.#done) {
       upstream.destroy();
       return;
@@ -241,7 +248,8 @@ export class SplicedConnection {
     this.#socket.on("drain", () => upstream.resume());
   }
 
-  async #forward(req: SplicedRequest, head: MessageHead): Promise<void> {
+  /** The rewritten head of a request about to be forwarded; its response is now awaited. */
+  #begin(req: SplicedRequest, head: MessageHead): Buffer {
     const forwarded: ForwardedInfo = { clientIp: clientIp(this.#socket), proto: this.#options.proto, host: req.headers.host ?? "" };
     const headers = requestHeadersForUpstream(req as unknown as IncomingMessage, forwarded, { filterCookie: this.#options.filterCookie });
     this.#chunkedBody = /\bchunked\b/i.test(String(req.headers["transfer-encoding"] ?? ""));
@@ -253,8 +261,7 @@ export class SplicedConnection {
     const close = !head.shouldKeepAlive;
     this.#pending.push({ method: req.method, startedAt: process.hrtime.bigint(), close, started: false });
     if (close) this.#closing = "close";
-    if (this.#pending.length === 1) this.#armResponseTimer();
-    await this.#write([Buffer.from(text, "latin1")]);
+    return Buffer.from(text, "latin1");
   }
 
   /** Writes to the upstream, waiting for it to drain when it asks to. */

@@ -9,6 +9,7 @@ import {
   type TunnelRequest,
 } from "../../shared/gen/warren/v1/agent_pb.js";
 import { encodeGrpcMessage } from "../../shared/grpc-message.js";
+import { encodeTunnelData } from "../../shared/tunnel-codec.js";
 import { TunnelSocket } from "../../shared/tunnel-socket.js";
 import type { Logger } from "../../shared/logger.js";
 import type { AcquiredStream, StreamFinder } from "./tunnel-registry.js";
@@ -18,6 +19,12 @@ export interface DialOptions {
   readonly signal?: AbortSignal;
   /** Id for logs on both sides; generated when absent. */
   readonly connectionId?: string;
+  /**
+   * Bytes to send first (a request head). Sent together with the dial where the path allows,
+   * which saves a round trip to the agent (it keeps them until its local connection is up);
+   * either way the resolved socket has sent them. Lost with a failed dial.
+   */
+  readonly earlyData?: readonly Buffer[];
 }
 
 /** The one primitive everything is built on: a byte stream to a port inside a workspace. */
@@ -69,7 +76,7 @@ export class TunnelDialer implements Dialer {
         throw e;
       }
       try {
-        const socket = await this.#claim(acquired, port, connectionId, options.signal);
+        const socket = await this.#claim(acquired, port, connectionId, options.signal, options.earlyData);
         this.#options.onOutcome?.("ok");
         return socket;
       } catch (err) {
@@ -84,7 +91,7 @@ export class TunnelDialer implements Dialer {
     }
   }
 
-  #claim(acquired: AcquiredStream, port: number, connectionId: string, signal?: AbortSignal): Promise<TunnelSocket> {
+  #claim(acquired: AcquiredStream, port: number, connectionId: string, signal?: AbortSignal, earlyData?: readonly Buffer[]): Promise<TunnelSocket> {
     const { stream, connection } = acquired;
     return new Promise<TunnelSocket>((resolve, reject) => {
       let settled = false;
@@ -135,6 +142,11 @@ export class TunnelDialer implements Dialer {
         this.#options.dialTimeoutMs,
       );
       stream.write(encodeGrpcMessage(TunnelResponseSchema, create(TunnelResponseSchema, { msg: { case: "dial", value: { port, connectionId } } })));
+      // Sent right behind the dial: a stream lost meanwhile is retried with them on the next one.
+      for (const data of earlyData ?? []) {
+        socket.bytesWritten += data.length;
+        for (const part of encodeTunnelData(data)) stream.write(part);
+      }
     });
   }
 }
