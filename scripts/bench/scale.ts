@@ -562,7 +562,9 @@ class Simulator {
     return sims;
   }
 
+  /** Its latest status; throws when the process died (an agent crashed it). */
   get status(): SimulatorStatus {
+    if (this.proc.child.exitCode !== null) throw new Error(`agent simulator exited (${this.proc.child.exitCode}): ${this.proc.output.slice(-1500)}`);
     return this.#status;
   }
 
@@ -573,6 +575,7 @@ class Simulator {
   }
 
   async stop(): Promise<void> {
+    if (this.proc.child.exitCode !== null) return;
     this.proc.child.stdin!.end(`${JSON.stringify({ cmd: "stop" })}\n`);
     const timer = setTimeout(() => void this.proc.stop("SIGKILL"), 10_000);
     await new Promise((r) => (this.proc.child.exitCode !== null ? r(undefined) : this.proc.child.once("exit", r)));
