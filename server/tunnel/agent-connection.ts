@@ -226,7 +226,8 @@ export class AgentConnection {
   requestHandoff(message: string): boolean {
     if (this.#closed || this.#draining || this.#handoffRequested) return false;
     this.#handoffRequested = true;
-    this.log.info("asking the agent to reconnect to another server");
+    // Debug: a shutting-down server asks every agent at once and logs that once, with the count.
+    if (this.#parentLog.isLevelEnabled("debug")) this.log.debug("asking the agent to reconnect to another server");
     return this.#send(create(ControlResponseSchema, { msg: { case: "disconnect", value: { reason: DisconnectReason.SERVER_DRAINING, message } } }));
   }
 
@@ -236,7 +237,10 @@ export class AgentConnection {
    */
   disconnect(reason: DisconnectReason, message: string, graceMs = 1000): void {
     if (this.#closed) return;
-    this.log.info({ reason: DisconnectReason[reason], message }, "disconnecting agent");
+    // A server shutting down disconnects every agent at once and says so itself; thousands of
+    // identical lines made its exit wait for the log pipe. "agent disconnected" still follows.
+    const level = reason === DisconnectReason.SERVER_DRAINING ? "debug" : "info";
+    if (this.#parentLog.isLevelEnabled(level)) this.log[level]({ reason: DisconnectReason[reason], message }, "disconnecting agent");
     this.#send(create(ControlResponseSchema, { msg: { case: "disconnect", value: { reason, message } } }));
     const code =
       reason === DisconnectReason.REVOKED
