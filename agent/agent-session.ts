@@ -192,6 +192,13 @@ export class AgentSession {
 
   #startPing(session: ClientHttp2Session): void {
     const timer = setInterval(() => {
+      // Destroyed, but node emits 'close' on a later turn of the loop: ping() would throw (and
+      // take the agent down) when this timer fires in between, as it does for a handed-off
+      // session destroyed from a timer.
+      if (session.destroyed) {
+        clearInterval(timer);
+        return;
+      }
       let answered = false;
       const ok = session.ping((err) => {
         answered = true;

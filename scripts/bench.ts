@@ -1,8 +1,8 @@
-// npm run bench [-- --quick] [-- --only tunnel,cluster,ssh,agent-binary,transports]: starts
+// npm run bench [-- --quick] [-- --only tunnel,cluster,ssh,agent-binary,transports,scale]: starts
 // everything it needs, measures Warren against a direct connection and OpenSSH's reverse tunnel
 // in one run (tunnel), the cross-server path (cluster), the SSH front door (ssh), the agent
 // binary (agent-binary) and Warren's gRPC framing against grpc-js and connect-node
-// (transports), prints a table with the
+// (transports), thousands of agents on one server (scale), prints a table with the
 // ratios and writes it as JSON under .bench/ for comparison between commits.
 import { existsSync, mkdirSync, writeFileSync } from "node:fs";
 import { cpus } from "node:os";
@@ -11,7 +11,10 @@ import { runBenchApp } from "./bench/bench-app.js";
 import { ensureCommands } from "./bench/processes.js";
 import type { BenchContext, BenchSection } from "./bench/report.js";
 import { benchAgentBinary } from "./bench/agent-binary.js";
+import { runAgentSimulator } from "./bench/agent-simulator.js";
 import { benchCluster } from "./bench/cluster.js";
+import { runH2FloorClient, runH2FloorServer, runScaleApp, runTcpRelay } from "./bench/scale-app.js";
+import { benchScale } from "./bench/scale.js";
 import { benchSsh } from "./bench/ssh.js";
 import { runTransportRole } from "./bench/transport-peers.js";
 import { benchTransports } from "./bench/transports.js";
@@ -23,6 +26,7 @@ const SECTIONS: Record<string, (ctx: BenchContext) => Promise<BenchSection>> = {
   ssh: benchSsh,
   "agent-binary": benchAgentBinary,
   transports: benchTransports,
+  scale: benchScale,
 };
 
 function fmt(n: number): string {
@@ -61,6 +65,29 @@ async function main(): Promise<void> {
   const appIndex = args.indexOf("--app");
   if (appIndex >= 0) {
     runBenchApp(Number(args[appIndex + 1]));
+    return;
+  }
+  const scaleAppIndex = args.indexOf("--scale-app");
+  if (scaleAppIndex >= 0) {
+    runScaleApp(Number(args[scaleAppIndex + 1]));
+    return;
+  }
+  const relayIndex = args.indexOf("--tcp-relay");
+  if (relayIndex >= 0) {
+    runTcpRelay(Number(args[relayIndex + 1]), Number(args[relayIndex + 2]));
+    return;
+  }
+  if (args.includes("--h2-floor-server")) {
+    runH2FloorServer();
+    return;
+  }
+  const floorIndex = args.indexOf("--h2-floor-client");
+  if (floorIndex >= 0) {
+    runH2FloorClient(Number(args[floorIndex + 1]), Number(args[floorIndex + 2]));
+    return;
+  }
+  if (args.includes("--simulate-agents")) {
+    await runAgentSimulator(args);
     return;
   }
   if (args.includes("--transport-role")) {

@@ -134,6 +134,15 @@ describe("Redis presence", () => {
     expect(redis.cli("SISMEMBER", "warren:held:a", "w")).toBe("0");
   });
 
+  it("a workspace that goes and comes back before its first write is recorded at once, not at the next refresh", async () => {
+    const a = await node("a", { lingerMs: 5000, refreshIntervalMs: 60_000 });
+    // The agent is welcomed and killed before the registration is flushed, then reconnects.
+    a.connect("early");
+    a.disconnect("early");
+    a.connect("early");
+    await eventually(() => recorded("early", "a"), 2000, "early recorded");
+  });
+
   it("reconnect flaps never leave a live tunnel unregistered, nor a gone one registered", async () => {
     const a = await node("a", { lingerMs: 2 });
     let seed = 42;

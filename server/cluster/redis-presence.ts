@@ -79,6 +79,8 @@ export class RedisPresence implements Presence {
   readonly #pendingUp = new Set<string>();
   /** Workspaces whose last connection went; removed after the linger. */
   readonly #lingering = new Map<string, NodeJS.Timeout>();
+  /** Lingering workspaces that went before their record was first written. */
+  readonly #neverWritten = new Set<string>();
   /** Workspaces to unregister (linger over) until a write confirms it. */
   readonly #pendingDown = new Set<string>();
   readonly #cache = new Map<string, CachedLookup>();
@@ -158,6 +160,7 @@ export class RedisPresence implements Presence {
     clearTimeout(this.#flushTimer);
     for (const timer of this.#lingering.values()) clearTimeout(timer);
     this.#lingering.clear();
+    this.#neverWritten.clear();
     const id = this.#o.serverId;
     try {
       const members = await this.#redis.run("presence stop", (c) => c.smembers(this.#key("held", id)));
@@ -191,10 +194,11 @@ export class RedisPresence implements Presence {
     if (connected) {
       const lingering = this.#lingering.get(workspace);
       if (lingering) {
-        // Back within the linger: the record never left Redis, nothing to write.
+        // Back within the linger: the record never left Redis, nothing to write; unless it went
+        // before its first write (then only the next refresh would have written it).
         clearTimeout(lingering);
         this.#lingering.delete(workspace);
-        return;
+        if (!this.#neverWritten.delete(workspace)) return;
       }
       this.#pendingDown.delete(workspace);
       this.#pendingUp.add(workspace);
@@ -202,10 +206,12 @@ export class RedisPresence implements Presence {
       return;
     }
     // Gone before its record was written (a refresh may have written it: the linger removes it).
-    this.#pendingUp.delete(workspace);
+    const unwritten = this.#pendingUp.delete(workspace);
     if (this.#lingering.has(workspace)) return;
+    if (unwritten) this.#neverWritten.add(workspace);
     const timer = setTimeout(() => {
       this.#lingering.delete(workspace);
+      this.#neverWritten.delete(workspace);
       if (this.#o.held.holds(workspace)) return;
       this.#pendingDown.add(workspace);
       this.#scheduleFlush();

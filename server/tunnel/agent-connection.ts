@@ -21,12 +21,8 @@ export interface AgentConnectionOptions {
   readonly instanceId: string;
   /** Most tunnel streams this connection may hold (server limit, lowered by the agent's own). */
   readonly maxStreams: number;
+  /** The endpoint's logger; the connection's own child logger is made from it when first needed. */
   readonly log: Logger;
-}
-
-interface ParkedStream {
-  readonly stream: ServerHttp2Stream;
-  readonly detach: () => void;
 }
 
 /**
@@ -40,12 +36,13 @@ export class AgentConnection {
   readonly agentVersion: string;
   readonly instanceId: string;
   readonly maxStreams: number;
-  readonly log: Logger;
   readonly connectedAt = Date.now();
+  readonly #parentLog: Logger;
+  #log: Logger | undefined;
   readonly #session: ServerHttp2Session;
   readonly #control: ServerHttp2Stream;
   /** Idle streams, most recently parked last (LIFO: warm streams first, cold ones retire). */
-  readonly #idle: ParkedStream[] = [];
+  readonly #idle: ServerHttp2Stream[] = [];
   #streams = 0;
   #draining = false;
   #handoffRequested = false;
@@ -53,6 +50,12 @@ export class AgentConnection {
   readonly #closeHandlers: Array<() => void> = [];
   readonly #drainHandlers: Array<() => void> = [];
   #onIdleStream: (() => void) | undefined;
+  // Listeners shared by all streams of this connection (`this` is the stream): a server holds
+  // thousands of idle streams, and closures per stream were a large part of what each cost.
+  readonly #onStreamClose: () => void;
+  readonly #onParkedData: () => void;
+  readonly #onParkedEnd: (this: ServerHttp2Stream) => void;
+  readonly #onParkedClose: (this: ServerHttp2Stream) => void;
 
   constructor(options: AgentConnectionOptions) {
     this.id = options.id;
@@ -61,11 +64,33 @@ export class AgentConnection {
     this.agentVersion = options.agentVersion;
     this.instanceId = options.instanceId;
     this.maxStreams = options.maxStreams;
-    this.log = options.log;
+    this.#parentLog = options.log;
     this.#session = options.session;
     this.#control = options.control;
-    this.#control.once("close", () => this.#markClosed("control stream closed"));
-    this.#session.once("close", () => this.#markClosed("session closed"));
+    const connection = this;
+    this.#onStreamClose = () => {
+      this.#streams--;
+    };
+    this.#onParkedData = () => {
+      this.protocolViolation(new WarrenError(ErrorCode.InvalidArgument, "agent sent data on a tunnel stream it was never asked to dial"));
+    };
+    // The agent retired the stream (idle too long): node reports its RST_STREAM as 'end'
+    // first, so an end without data is a goodbye, not a violation.
+    this.#onParkedEnd = function (this: ServerHttp2Stream) {
+      connection.#unpark(this);
+      endWithStatus(this, new WarrenError(ErrorCode.Unavailable, "tunnel stream retired by the agent"));
+    };
+    this.#onParkedClose = function (this: ServerHttp2Stream) {
+      const i = connection.#idle.indexOf(this);
+      if (i >= 0) connection.#idle.splice(i, 1);
+    };
+    this.#control.on("close", () => this.#markClosed("control stream closed"));
+    this.#session.on("close", () => this.#markClosed("session closed"));
+  }
+
+  /** This connection's logger (workspace and connection id bound); made on first use, as most idle connections never log. */
+  get log(): Logger {
+    return (this.#log ??= this.#parentLog.child({ workspace: this.workspace, agentConnection: this.id }));
   }
 
   /** Whether the registry may hand this connection's streams to new dials. */
@@ -108,9 +133,7 @@ export class AgentConnection {
   admitStream(stream: ServerHttp2Stream): boolean {
     if (this.#closed || this.#streams >= this.maxStreams) return false;
     this.#streams++;
-    stream.once("close", () => {
-      this.#streams--;
-    });
+    stream.on("close", this.#onStreamClose);
     return true;
   }
 
@@ -123,45 +146,45 @@ export class AgentConnection {
       endWithStatus(stream, new WarrenError(ErrorCode.Unavailable, "agent connection is draining"));
       return;
     }
-    const onData = () => {
-      this.protocolViolation(new WarrenError(ErrorCode.InvalidArgument, "agent sent data on a tunnel stream it was never asked to dial"));
-    };
-    const onClose = () => {
-      const i = this.#idle.indexOf(parked);
-      if (i >= 0) this.#idle.splice(i, 1);
-    };
-    // The agent retired the stream (idle too long): node reports its RST_STREAM as 'end'
-    // first, so an end without data is a goodbye, not a violation.
-    const onEnd = () => {
-      parked.detach();
-      onClose();
-      endWithStatus(stream, new WarrenError(ErrorCode.Unavailable, "tunnel stream retired by the agent"));
-    };
-    const parked: ParkedStream = {
-      stream,
-      detach: () => {
-        stream.off("data", onData);
-        stream.off("end", onEnd);
-        stream.off("close", onClose);
-      },
-    };
-    stream.on("data", onData);
-    stream.on("end", onEnd);
-    stream.on("close", onClose);
-    this.#idle.push(parked);
+    stream.on("data", this.#onParkedData);
+    stream.on("end", this.#onParkedEnd);
+    stream.on("close", this.#onParkedClose);
+    this.#idle.push(stream);
     this.#onIdleStream?.();
   }
 
   /** Takes the most recently parked idle stream, or undefined. Never blocks. */
   takeIdle(): ServerHttp2Stream | undefined {
     while (this.usable) {
-      const parked = this.#idle.pop();
-      if (!parked) return undefined;
-      parked.detach();
-      const { stream } = parked;
+      const stream = this.#idle.pop();
+      if (!stream) return undefined;
+      this.#detach(stream);
       if (!stream.destroyed && !stream.closed) return stream;
     }
     return undefined;
+  }
+
+  #detach(stream: ServerHttp2Stream): void {
+    stream.off("data", this.#onParkedData);
+    stream.off("end", this.#onParkedEnd);
+    stream.off("close", this.#onParkedClose);
+  }
+
+  /** Takes a parked stream out of the idle pool (it retired or closed). */
+  #unpark(stream: ServerHttp2Stream): void {
+    this.#detach(stream);
+    const i = this.#idle.indexOf(stream);
+    if (i >= 0) this.#idle.splice(i, 1);
+  }
+
+  /** Ends every idle stream with one status (one error for all: thousands may end at once). */
+  #endIdle(message: string): void {
+    if (this.#idle.length === 0) return;
+    const error = new WarrenError(ErrorCode.Unavailable, message);
+    for (const stream of this.#idle.splice(0)) {
+      this.#detach(stream);
+      endWithStatus(stream, error);
+    }
   }
 
   /** Asks the agent for `count` more idle streams (a burst of waiting connections). */
@@ -190,10 +213,7 @@ export class AgentConnection {
     if (this.#draining) return;
     this.#draining = true;
     this.log.info("agent is draining");
-    for (const parked of this.#idle.splice(0)) {
-      parked.detach();
-      endWithStatus(parked.stream, new WarrenError(ErrorCode.Unavailable, "agent is draining"));
-    }
+    this.#endIdle("agent is draining");
     for (const handler of this.#drainHandlers.splice(0)) handler();
   }
 
@@ -206,7 +226,8 @@ export class AgentConnection {
   requestHandoff(message: string): boolean {
     if (this.#closed || this.#draining || this.#handoffRequested) return false;
     this.#handoffRequested = true;
-    this.log.info("asking the agent to reconnect to another server");
+    // Debug: a shutting-down server asks every agent at once and logs that once, with the count.
+    if (this.#parentLog.isLevelEnabled("debug")) this.log.debug("asking the agent to reconnect to another server");
     return this.#send(create(ControlResponseSchema, { msg: { case: "disconnect", value: { reason: DisconnectReason.SERVER_DRAINING, message } } }));
   }
 
@@ -216,7 +237,10 @@ export class AgentConnection {
    */
   disconnect(reason: DisconnectReason, message: string, graceMs = 1000): void {
     if (this.#closed) return;
-    this.log.info({ reason: DisconnectReason[reason], message }, "disconnecting agent");
+    // A server shutting down disconnects every agent at once and says so itself; thousands of
+    // identical lines made its exit wait for the log pipe. "agent disconnected" still follows.
+    const level = reason === DisconnectReason.SERVER_DRAINING ? "debug" : "info";
+    if (this.#parentLog.isLevelEnabled(level)) this.log[level]({ reason: DisconnectReason[reason], message }, "disconnecting agent");
     this.#send(create(ControlResponseSchema, { msg: { case: "disconnect", value: { reason, message } } }));
     const code =
       reason === DisconnectReason.REVOKED
@@ -257,13 +281,10 @@ export class AgentConnection {
     this.#closed = true;
     // Idle streams end with a status rather than RST_STREAM: resetting hundreds of streams of
     // a session that is going away made node spin in submitRstStream (Node 20).
-    for (const parked of this.#idle.splice(0)) {
-      parked.detach();
-      endWithStatus(parked.stream, new WarrenError(ErrorCode.Unavailable, `agent connection closed: ${why}`));
-    }
+    this.#endIdle(`agent connection closed: ${why}`);
     // Streams in flight may finish; nothing new starts on this session.
     if (!this.#session.closed && !this.#session.destroyed) this.#session.close();
-    this.log.debug({ why }, "agent connection closed");
+    if (this.#parentLog.isLevelEnabled("debug")) this.log.debug({ why }, "agent connection closed");
     for (const handler of this.#closeHandlers.splice(0)) handler();
   }
 }

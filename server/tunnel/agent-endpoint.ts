@@ -17,7 +17,7 @@ import type { Logger } from "../../shared/logger.js";
 import type { HostPort } from "../../shared/settings.js";
 import { VERSION } from "../../shared/version.js";
 import { bearerToken, constantTimeEquals } from "../auth/tokens.js";
-import type { Authenticator } from "../auth/authenticator.js";
+import type { AuthenticatedAgent, Authenticator } from "../auth/authenticator.js";
 import { dialablePorts, type WorkspaceRecord } from "../store/records.js";
 import { AgentConnection } from "./agent-connection.js";
 import { respondOk, respondWithError } from "./grpc-responses.js";
@@ -33,6 +33,17 @@ const HELLO_TIMEOUT_MS = 10_000;
 const MAX_CONTROL_MESSAGE_BYTES = 64 * 1024;
 /** Every agent session is pinged this often; one that has not answered the previous ping is dead. */
 const PING_INTERVAL_MS = 15_000;
+/**
+ * Sessions are pinged in this many groups, one group per tick: pinging 5,000 agents at once
+ * held the event loop for about 200 ms every interval, a pause every request then waited out.
+ */
+const PING_GROUPS = 15;
+/**
+ * Accept queue of the agent listener. After a restart every agent reconnects within a second or
+ * two; with node's default (511) the kernel dropped the surplus handshakes and those agents
+ * waited out TCP's SYN retransmits (1, 3, 7, 15 s). The kernel caps it at net.core.somaxconn.
+ */
+const LISTEN_BACKLOG = 65_535;
 
 export interface AgentEndpointOptions {
   readonly listen: HostPort;
@@ -53,11 +64,32 @@ export interface AgentEndpointOptions {
 }
 
 interface SessionState {
-  connection?: AgentConnection;
+  connection?: AgentConnection | undefined;
+  /** Which tick of the ping interval pings this session. */
+  readonly pingGroup: number;
   pingOutstanding: boolean;
   controlPending: boolean;
   authorization?: string;
-  helloTimer?: NodeJS.Timeout;
+  helloTimer?: NodeJS.Timeout | undefined;
+}
+
+// Shared listeners (`this` is the emitter): one function for every session and stream, rather
+// than a closure each; a server holds thousands of agents, each with a few idle streams.
+function ignoreError(): void {
+  // Resets are normal (agent retiring a stream, disconnects); owners log what matters.
+}
+
+function destroySession(this: ServerHttp2Session): void {
+  this.destroy();
+}
+
+/** Raises the connection-level receive window at once; the SETTINGS frame raised the streams'. */
+function raiseSessionWindow(this: ServerHttp2Session): void {
+  try {
+    this.setLocalWindowSize(TUNNEL_WINDOWS.sessionWindowBytes);
+  } catch {
+    // Session already gone.
+  }
 }
 
 /**
@@ -71,9 +103,18 @@ export class AgentEndpoint {
   readonly #sessions = new Map<ServerHttp2Session, SessionState>();
   #draining = false;
   #pingTimer: NodeJS.Timeout | undefined;
+  #pingTick = 0;
+  #sessionsSeen = 0;
+  readonly #onSessionClose: (this: ServerHttp2Session) => void;
 
   constructor(options: AgentEndpointOptions) {
     this.#options = options;
+    const sessions = this.#sessions;
+    this.#onSessionClose = function (this: ServerHttp2Session) {
+      const state = sessions.get(this);
+      if (state) clearTimeout(state.helloTimer);
+      sessions.delete(this);
+    };
     const settings = {
       initialWindowSize: TUNNEL_WINDOWS.streamWindowBytes,
       maxFrameSize: TUNNEL_WINDOWS.maxFrameBytes,
@@ -99,12 +140,12 @@ export class AgentEndpoint {
     const { host, port } = this.#options.listen;
     await new Promise<void>((resolve, reject) => {
       this.#server.once("error", reject);
-      this.#server.listen(port, host, () => {
+      this.#server.listen({ port, host, backlog: LISTEN_BACKLOG }, () => {
         this.#server.off("error", reject);
         resolve();
       });
     });
-    this.#pingTimer = setInterval(() => this.#pingAll(), PING_INTERVAL_MS);
+    this.#pingTimer = setInterval(() => this.#pingGroup(this.#pingTick++ % PING_GROUPS), PING_INTERVAL_MS / PING_GROUPS);
     this.#pingTimer.unref();
     return this.#server.address() as AddressInfo;
   }
@@ -127,9 +168,9 @@ export class AgentEndpoint {
   }
 
   /** Detects agents lost to a network cut (no FIN ever arrives): no answer to a ping, no session. */
-  #pingAll(): void {
+  #pingGroup(group: number): void {
     for (const [session, state] of this.#sessions) {
-      if (!state.connection || session.destroyed) continue;
+      if (state.pingGroup !== group || !state.connection || session.destroyed) continue;
       if (state.pingOutstanding) {
         state.connection.drop("agent stopped answering pings");
         continue;
@@ -150,21 +191,11 @@ export class AgentEndpoint {
   }
 
   #onSession(session: ServerHttp2Session): void {
-    const state: SessionState = { controlPending: false, pingOutstanding: false };
+    const state: SessionState = { controlPending: false, pingOutstanding: false, pingGroup: this.#sessionsSeen++ % PING_GROUPS };
     this.#sessions.set(session, state);
-    session.on("error", () => session.destroy());
-    session.once("close", () => {
-      clearTimeout(state.helloTimer);
-      this.#sessions.delete(session);
-    });
-    // Raise the connection-level receive window at once; the SETTINGS frame raised the streams'.
-    session.once("remoteSettings", () => {
-      try {
-        session.setLocalWindowSize(TUNNEL_WINDOWS.sessionWindowBytes);
-      } catch {
-        // Session already gone.
-      }
-    });
+    session.on("error", destroySession);
+    session.on("close", this.#onSessionClose);
+    session.once("remoteSettings", raiseSessionWindow);
     state.helloTimer = setTimeout(() => {
       if (!state.connection) {
         this.#options.log.debug("agent session sent no hello in time; closing");
@@ -175,9 +206,7 @@ export class AgentEndpoint {
   }
 
   #onStream(stream: ServerHttp2Stream, headers: IncomingHttpHeaders): void {
-    stream.on("error", () => {
-      // Resets are normal (agent retiring a stream, disconnects); owners log what matters.
-    });
+    stream.on("error", ignoreError);
     const state = this.#sessions.get(stream.session as ServerHttp2Session);
     if (!state) {
       stream.close(http2.constants.NGHTTP2_REFUSED_STREAM);
@@ -230,7 +259,7 @@ export class AgentEndpoint {
       return;
     }
     state.controlPending = true;
-    let agent;
+    let agent: AuthenticatedAgent;
     try {
       agent = await this.#options.authenticator.authenticateAgent(bearerToken(headers.authorization));
     } catch (err) {
@@ -242,11 +271,24 @@ export class AgentEndpoint {
     }
     if (stream.destroyed) return;
     respondOk(stream);
+    this.#readControl(stream, state, agent, headers.authorization ?? "");
+  }
+
+  /**
+   * Reads the control stream for the life of the connection: hello first, then draining and
+   * workload reports. Its closures outlive the handshake, so they hold neither the request
+   * headers nor the workspace record (released once welcomed).
+   */
+  #readControl(stream: ServerHttp2Stream, state: SessionState, authenticated: AuthenticatedAgent, authorization: string): void {
+    const session = stream.session as ServerHttp2Session;
+    const log = this.#options.log;
+    const workspace = authenticated.workspace.name;
+    let agent: AuthenticatedAgent | undefined = authenticated;
     const decoder = new GrpcFrameDecoder(MAX_CONTROL_MESSAGE_BYTES);
     let connection: AgentConnection | undefined;
     const violation = (err: unknown) => {
       const e = WarrenError.from(err, ErrorCode.InvalidArgument);
-      log.warn({ workspace: agent.workspace.name, err: e.message }, "agent protocol violation on control stream");
+      log.warn({ workspace, err: e.message }, "agent protocol violation on control stream");
       if (connection) connection.protocolViolation(e);
       else session.destroy();
     };
@@ -267,11 +309,12 @@ export class AgentEndpoint {
           return;
         }
         if (!connection) {
-          if (message.msg.case !== "hello") {
+          if (message.msg.case !== "hello" || !agent) {
             violation(new WarrenError(ErrorCode.InvalidArgument, "the first control message must be hello"));
             return;
           }
-          connection = this.#welcome(stream, state, agent, message.msg.value, headers.authorization ?? "");
+          connection = this.#welcome(stream, state, agent, message.msg.value, authorization);
+          agent = undefined;
           continue;
         }
         if (message.msg.case === "draining") connection.markDraining();
@@ -281,13 +324,13 @@ export class AgentEndpoint {
     });
   }
 
-  #variablesOf(workspace: WorkspaceRecord, log: Logger): Array<{ name: string; value: string; file: boolean }> {
+  #variablesOf(workspace: WorkspaceRecord, connection: AgentConnection): Array<{ name: string; value: string; file: boolean }> {
     if (!this.#options.variablesOf) return [];
     try {
       return this.#options.variablesOf(workspace).map((v) => ({ name: v.name, value: v.value, file: v.file }));
     } catch (err) {
       // The agent still gets its tunnel; the workload starts without its variables.
-      log.error({ err: (err as Error).message }, "cannot decrypt the workspace's variables; the agent gets none");
+      connection.log.error({ err: (err as Error).message }, "cannot decrypt the workspace's variables; the agent gets none");
       return [];
     }
   }
@@ -301,7 +344,7 @@ export class AgentEndpoint {
   ): AgentConnection {
     const workspace = agent.workspace;
     const id = randomBytes(6).toString("hex");
-    const log = this.#options.log.child({ workspace: workspace.name, agentConnection: id });
+    const log = this.#options.log;
     const maxStreams = Math.min(this.#options.maxStreams, hello.maxStreams || this.#options.maxStreams);
     const connection = new AgentConnection({
       id,
@@ -315,6 +358,7 @@ export class AgentEndpoint {
       log,
     });
     clearTimeout(state.helloTimer);
+    state.helloTimer = undefined;
     state.connection = connection;
     state.controlPending = false;
     state.authorization = authorization;
@@ -329,16 +373,21 @@ export class AgentEndpoint {
             serverVersion: VERSION,
             serverId: this.#options.serverId,
             maxStreams,
-            variables: this.#variablesOf(workspace, log),
+            variables: this.#variablesOf(workspace, connection),
           },
         },
       }),
     );
+    // The same lines as through connection.log, without making a child logger for every agent.
+    const name = workspace.name;
     if (hello.version !== VERSION) {
-      log.warn({ agentVersion: hello.version, serverVersion: VERSION }, "agent version differs from the server's");
+      log.warn({ workspace: name, agentConnection: id, agentVersion: hello.version, serverVersion: VERSION }, "agent version differs from the server's");
     }
-    log.info({ agentVersion: hello.version, instance: hello.instanceId, remote: connection.session.socket?.remoteAddress }, "agent connected");
-    connection.onClose(() => log.info("agent disconnected"));
+    log.info(
+      { workspace: name, agentConnection: id, agentVersion: hello.version, instance: hello.instanceId, remote: connection.session.socket?.remoteAddress },
+      "agent connected",
+    );
+    connection.onClose(() => log.info({ workspace: name, agentConnection: id }, "agent disconnected"));
     this.#options.registry.register(connection);
     this.#options.onConnection?.(connection, hello, workspace);
     return connection;

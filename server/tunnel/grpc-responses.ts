@@ -28,16 +28,19 @@ export function respondWithError(stream: ServerHttp2Stream, error: WarrenError):
 /** Opens the response; whatever status endWithStatus() sets later goes out as trailers. */
 export function respondOk(stream: ServerHttp2Stream): void {
   stream.respond({ ":status": 200, "content-type": "application/grpc" }, { waitForTrailers: true });
-  stream.once("wantTrailers", () => {
-    const status = (stream as StatusCarrier).warrenStatus;
-    const trailers: Record<string, string> = { "grpc-status": String(status ? grpcStatusOf(status.code) : GrpcStatus.OK) };
-    if (status) trailers["grpc-message"] = encodeStatusMessage(status.message);
-    try {
-      stream.sendTrailers(trailers);
-    } catch {
-      // The stream was reset meanwhile; nothing to send.
-    }
-  });
+  // 'wantTrailers' comes once per stream; one shared listener rather than a closure per stream.
+  stream.on("wantTrailers", sendStatusTrailers);
+}
+
+function sendStatusTrailers(this: ServerHttp2Stream): void {
+  const status = (this as StatusCarrier).warrenStatus;
+  const trailers: Record<string, string> = { "grpc-status": String(status ? grpcStatusOf(status.code) : GrpcStatus.OK) };
+  if (status) trailers["grpc-message"] = encodeStatusMessage(status.message);
+  try {
+    this.sendTrailers(trailers);
+  } catch {
+    // The stream was reset meanwhile; nothing to send.
+  }
 }
 
 type StatusCarrier = ServerHttp2Stream & { warrenStatus?: WarrenError };
