@@ -27,6 +27,7 @@ import type { Dialer } from "../tunnel/tunnel-dialer.js";
 import { endWithStatus, respondOk, respondWithError } from "../tunnel/grpc-responses.js";
 import { forwardStatusOf, HolderNotConnected, PRIVATE_DIAL_PATH } from "./private-protocol.js";
 import { spliceTunnels } from "./splice.js";
+import { listenOn } from "../listen.js";
 
 /** A call must send its dial within this time. */
 const DIAL_MESSAGE_TIMEOUT_MS = 10_000;
@@ -88,15 +89,7 @@ export class PrivateEndpoint {
   }
 
   async listen(): Promise<AddressInfo> {
-    const { host, port } = this.#options.listen;
-    await new Promise<void>((resolve, reject) => {
-      this.#server.once("error", reject);
-      this.#server.listen(port, host, () => {
-        this.#server.off("error", reject);
-        resolve();
-      });
-    });
-    return this.#server.address() as AddressInfo;
+    return listenOn(this.#server, this.#options.listen);
   }
 
   /** Swaps the TLS certificate for new connections. */

@@ -15,6 +15,7 @@ import type { WorkspaceAccess } from "./workspace-access.js";
 import { SplicedConnection, type SpliceDecision, type SplicedRequest } from "./spliced-connection.js";
 import { parseHost, type HostTarget } from "./workspace-host.js";
 import type { ProxyTarget } from "./reverse-proxy.js";
+import { listenOn } from "../listen.js";
 
 /** The spliced fast path (see spliced-connection.ts); absent: every request goes through node's HTTP server. */
 export interface FastPathOptions {
@@ -89,15 +90,7 @@ export class FrontDoor {
   }
 
   async listen(): Promise<AddressInfo> {
-    const { host, port } = this.#options.listen;
-    await new Promise<void>((resolve, reject) => {
-      this.#server.once("error", reject);
-      this.#server.listen(port, host, () => {
-        this.#server.off("error", reject);
-        resolve();
-      });
-    });
-    return this.#server.address() as AddressInfo;
+    return listenOn(this.#server, this.#options.listen);
   }
 
   /** Swaps the TLS certificate for new connections. */

@@ -2,6 +2,7 @@ import http from "node:http";
 import type { AddressInfo } from "node:net";
 import type { Registry } from "prom-client";
 import type { HostPort } from "../../shared/settings.js";
+import { listenOn } from "../listen.js";
 
 export interface HealthServerOptions {
   readonly listen: HostPort;
@@ -45,15 +46,7 @@ export class HealthServer {
   }
 
   async listen(): Promise<AddressInfo> {
-    const { host, port } = this.#options.listen;
-    await new Promise<void>((resolve, reject) => {
-      this.#server.once("error", reject);
-      this.#server.listen(port, host, () => {
-        this.#server.off("error", reject);
-        resolve();
-      });
-    });
-    return this.#server.address() as AddressInfo;
+    return listenOn(this.#server, this.#options.listen);
   }
 
   close(): Promise<void> {

@@ -12,6 +12,7 @@ import type { SshAccess, SshAccessDecision } from "./ssh-access.js";
 import { SSH_ALGORITHMS } from "./ssh-algorithms.js";
 import { ConnectionRelay } from "./ssh-connection-relay.js";
 import { parsePublicKey, type PublicKey } from "./ssh-public-key.js";
+import { listenOn } from "../listen.js";
 
 /** What a client may try; "none" and keyboard-interactive are answered with this list. */
 const METHODS = ["publickey", "password"] as const;
@@ -70,14 +71,9 @@ export class SshFrontDoor {
 
   /** Resolves with the bound address; rejects when the address cannot be bound. */
   listen(): Promise<AddressInfo> {
-    return new Promise((resolve, reject) => {
-      this.#listener.once("error", reject);
-      this.#listener.listen(this.#options.listen.port, this.#options.listen.host, () => {
-        this.#listener.off("error", reject);
-        resolve(this.#listener.address() as AddressInfo);
-      });
-    });
+    return listenOn(this.#listener, this.#options.listen);
   }
+
 
   get connectionCount(): number {
     return this.#sockets.size;

@@ -24,6 +24,7 @@ import { respondOk, respondWithError } from "./grpc-responses.js";
 import type { AgentRegistrar } from "./tunnel-registry.js";
 import { acceptWithNoDelay } from "../../shared/http2-sockets.js";
 import { TUNNEL_WINDOWS } from "../../shared/tunnel-windows.js";
+import { listenOn } from "../listen.js";
 
 const CONTROL_PATH = "/warren.v1.AgentService/Control";
 const TUNNEL_PATH = "/warren.v1.AgentService/Tunnel";
@@ -137,17 +138,10 @@ export class AgentEndpoint {
   }
 
   async listen(): Promise<AddressInfo> {
-    const { host, port } = this.#options.listen;
-    await new Promise<void>((resolve, reject) => {
-      this.#server.once("error", reject);
-      this.#server.listen({ port, host, backlog: LISTEN_BACKLOG }, () => {
-        this.#server.off("error", reject);
-        resolve();
-      });
-    });
+    const address = await listenOn(this.#server, this.#options.listen, LISTEN_BACKLOG);
     this.#pingTimer = setInterval(() => this.#pingGroup(this.#pingTick++ % PING_GROUPS), PING_INTERVAL_MS / PING_GROUPS);
     this.#pingTimer.unref();
-    return this.#server.address() as AddressInfo;
+    return address;
   }
 
   /** Swaps the TLS certificate for new connections. */
