@@ -97,6 +97,16 @@ export const SERVER_SETTINGS = {
     defaultText: "127.0.0.1:8151",
     parse: parseHostPort,
   }),
+  observabilityTls: setting({
+    key: "observabilityTls",
+    flag: "observability-tls",
+    env: "WARREN_OBSERVABILITY_TLS",
+    description:
+      "serve /metrics, /healthz and /readyz over TLS with WARREN_TLS_CERT (off: Prometheus and kubelet probes usually scrape plain HTTP inside the pod network; with it on, probes need scheme HTTPS)",
+    default: false,
+    boolean: true,
+    parse: parseBoolean,
+  }),
   publicUrl: setting<string | undefined>({
     key: "publicUrl",
     flag: "public-url",
@@ -384,6 +394,9 @@ export function validateServerConfig(config: ServerConfig): void {
   }
   if (config.privateTls && config.tlsCert === undefined) {
     throw new WarrenError(ErrorCode.InvalidArgument, "WARREN_PRIVATE_TLS needs WARREN_TLS_CERT and WARREN_TLS_KEY: the private listener serves that certificate");
+  }
+  if (config.observabilityTls && config.tlsCert === undefined) {
+    throw new WarrenError(ErrorCode.InvalidArgument, "WARREN_OBSERVABILITY_TLS needs WARREN_TLS_CERT and WARREN_TLS_KEY: the observability listener serves that certificate");
   }
   if (config.redisUrl && !config.clusterSecret) {
     throw new WarrenError(

@@ -386,12 +386,14 @@ export class WarrenServer {
     }
     this.#health = new HealthServer({
       listen: config.observabilityAddr,
+      ...(config.observabilityTls && this.#tls ? { tls: this.#tls.options } : {}),
       registry: this.metrics.registry,
       // A Redis outage after start does not make the server unready: a load balancer would
       // drain every server at once, and requests to agents held here work without Redis.
       notReadyReason: () =>
         this.#draining ? "shutting down" : this.#addresses ? undefined : this.#waitingForRedis ? "waiting for Redis" : "starting",
     });
+    if (config.observabilityTls && this.#tls) this.#tls.attach(this.#health);
   }
 
   get addresses(): ServerAddresses {

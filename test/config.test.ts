@@ -87,6 +87,7 @@ const BAD: Record<keyof typeof SERVER_SETTINGS, BadCase> = {
   clusterSecret: { env: { WARREN_REDIS_URL: "redis://127.0.0.1:6379", WARREN_CLUSTER_SECRET: "short" }, reason: /at least 16 characters/ },
   privateAddr: { env: { WARREN_PRIVATE_ADDR: "nowhere" }, reason: /is not host:port/ },
   privateTls: { env: { WARREN_PRIVATE_TLS: "maybe" }, reason: /is not a boolean/ },
+  observabilityTls: { env: { WARREN_OBSERVABILITY_TLS: "sometimes" }, reason: /is not a boolean/ },
   privateCaFile: { env: { WARREN_PRIVATE_CA_FILE: "/nonexistent/ca.pem" }, reason: /cannot read/ },
   privateAdvertiseAddr: { env: { WARREN_PRIVATE_ADVERTISE_ADDR: "0.0.0.0:8155" }, reason: /not a wildcard/ },
 };
@@ -118,6 +119,7 @@ describe("every setting of warren-server", () => {
       [{ WARREN_TLS_CERT: "package.json", WARREN_TLS_KEY: "package.json" }, /^warren-server: WARREN_TLS_CERT, WARREN_TLS_KEY: the certificate and key do not form a usable pair/],
       [{ WARREN_TLS_CERT: "package.json" }, /^warren-server: WARREN_TLS_CERT and WARREN_TLS_KEY must be set together/],
       [{ WARREN_PRIVATE_TLS: "true" }, /^warren-server: WARREN_PRIVATE_TLS needs WARREN_TLS_CERT and WARREN_TLS_KEY/],
+      [{ WARREN_OBSERVABILITY_TLS: "true" }, /^warren-server: WARREN_OBSERVABILITY_TLS needs WARREN_TLS_CERT and WARREN_TLS_KEY/],
       [{ WARREN_SSH_HOST_KEY: "package.json" }, /^warren-server: WARREN_SSH_HOST_KEY: .*package.json is not a usable SSH host key/],
       [{ WARREN_DATA_DIR: join(REPO_ROOT, "package.json", "state") }, /^warren-server: WARREN_DATA_DIR: cannot write the SSH host key/],
       [{ WARREN_HTTP_ADDR: `127.0.0.1:${busyPort}` }, new RegExp(`^warren-server: WARREN_HTTP_ADDR: cannot listen on 127.0.0.1:${busyPort}: EADDRINUSE`)],

@@ -13,9 +13,9 @@ import { callApi, createWorkspace, eventually, httpRequest, startAgent, startSer
 
 const NAMES = ["warren.localhost", "*.warren.localhost", "127.0.0.1"];
 
-function httpsGet(port: number, host: string, ca: Buffer, headers: Record<string, string>): Promise<{ status: number; body: string }> {
+function httpsGet(port: number, host: string, ca: Buffer, headers: Record<string, string>, path = "/"): Promise<{ status: number; body: string }> {
   return new Promise((resolve, reject) => {
-    const req = https.get({ host: "127.0.0.1", port, servername: host.split(":")[0], path: "/", headers: { host, ...headers }, ca, agent: false }, (res) => {
+    const req = https.get({ host: "127.0.0.1", port, servername: host.split(":")[0], path, headers: { host, ...headers }, ca, agent: false }, (res) => {
       let body = "";
       res.setEncoding("utf8").on("data", (c: string) => (body += c));
       res.on("end", () => resolve({ status: res.statusCode ?? 0, body }));
@@ -51,7 +51,7 @@ describe("TLS on every listener", () => {
     copyFileSync(first.certFile, certFile);
     copyFileSync(first.keyFile, keyFile);
     app = await startApp((req, res) => res.end(`proto=${req.headers["x-forwarded-proto"]}`), { webSocketEcho: true });
-    server = await startServer({ WARREN_TLS_CERT: certFile, WARREN_TLS_KEY: keyFile }, [], ca.ca);
+    server = await startServer({ WARREN_TLS_CERT: certFile, WARREN_TLS_KEY: keyFile, WARREN_OBSERVABILITY_TLS: "true" }, [], ca.ca);
     await createWorkspace(server, "secure", [app.port]);
   });
 
@@ -77,6 +77,17 @@ describe("TLS on every listener", () => {
       await sshAgent?.stop();
       await sshd?.stop();
     }
+  });
+
+  it("serves /healthz, /readyz and /metrics over TLS with WARREN_OBSERVABILITY_TLS, and nothing in plain text", async () => {
+    expect(await httpsGet(server.observabilityPort, "warren.localhost", ca.ca, {}, "/healthz")).toEqual({ status: 200, body: "ok\n" });
+    expect(await httpsGet(server.observabilityPort, "warren.localhost", ca.ca, {}, "/readyz")).toEqual({ status: 200, body: "ready\n" });
+    expect((await httpsGet(server.observabilityPort, "warren.localhost", ca.ca, {}, "/metrics")).body).toMatch(/^warren_agents_connected /m);
+    const plain = await fetch(`http://127.0.0.1:${server.observabilityPort}/healthz`).then(
+      (r) => `status ${r.status}`,
+      (e: Error) => `error ${e.message}`,
+    );
+    expect(plain).not.toBe("status 200");
   });
 
   it("serves the API over HTTPS with https workspace URLs", async () => {
@@ -122,6 +133,7 @@ describe("TLS on every listener", () => {
     copyFileSync(next.certFile, certFile);
     await eventually(async () => (await peerSerial(server.httpPort, ca.ca)) !== before, 10_000, "the new certificate to be served");
     await eventually(async () => (await peerSerial(server.agentPort, ca.ca)) !== before, 10_000, "the agent listener to serve it too");
+    await eventually(async () => (await peerSerial(server.observabilityPort, ca.ca)) !== before, 10_000, "the observability listener to serve it too");
     // The agent keeps working across the change.
     const res = await httpsGet(server.httpPort, workspaceHost("tlsagent", app.port), ca.ca, { "x-warren-token": server.adminToken });
     expect(res.status).toBe(200);

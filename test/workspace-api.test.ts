@@ -134,8 +134,8 @@ describe("workspace API (Connect, JSON over HTTP)", () => {
       req.on("error", reject);
       req.write("x".repeat(1024));
     });
-    expect(res.status).toBe(429);
-    expect(JSON.parse(res.body)).toMatchObject({ code: "resource_exhausted" });
+    expect(res.status).toBe(400);
+    expect(JSON.parse(res.body)).toMatchObject({ code: "invalid_argument", message: expect.stringMatching(/^request body: 5242880 bytes is over/) });
   });
 
   it("needs the admin token: unauthenticated without or with a wrong one", async () => {

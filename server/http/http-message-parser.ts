@@ -79,7 +79,10 @@ export class HttpMessageParser {
       });
       return skipBody ? 1 : 0;
     };
-    parser[HTTPParser.kOnBody] = (chunk: Buffer) => events.onBody?.(chunk);
+    // Only when wanted: for every body piece node copies the bytes into a new Buffer and
+    // calls back into JS, which a parser that just follows the framing does not need.
+    const onBody = events.onBody;
+    if (onBody) parser[HTTPParser.kOnBody] = (chunk: Buffer) => onBody(chunk);
     parser[HTTPParser.kOnMessageComplete] = () => events.onComplete();
     parser[HTTPParser.kOnExecute] = () => {};
     parser[HTTPParser.kOnTimeout] = () => {};

@@ -1,4 +1,6 @@
 import http from "node:http";
+import https from "node:https";
+import type { SecureContextOptions } from "node:tls";
 import type { AddressInfo } from "node:net";
 import type { Registry } from "prom-client";
 import type { HostPort } from "../../shared/settings.js";
@@ -9,16 +11,24 @@ export interface HealthServerOptions {
   readonly registry: Registry;
   /** Undefined when ready, else the reason it is not. */
   readonly notReadyReason: () => string | undefined;
+  /** Certificate and key: serve over TLS (WARREN_OBSERVABILITY_TLS). */
+  readonly tls?: SecureContextOptions;
 }
 
 /** /healthz (the process serves), /readyz (it should get traffic) and /metrics. */
 export class HealthServer {
   readonly #options: HealthServerOptions;
-  readonly #server: http.Server;
+  readonly #server: http.Server | https.Server;
 
   constructor(options: HealthServerOptions) {
     this.#options = options;
-    this.#server = http.createServer((req, res) => void this.#handle(req, res));
+    const handler = (req: http.IncomingMessage, res: http.ServerResponse) => void this.#handle(req, res);
+    this.#server = options.tls ? https.createServer(options.tls, handler) : http.createServer(handler);
+  }
+
+  /** Swaps the TLS certificate for new connections. */
+  setSecureContext(options: SecureContextOptions): void {
+    if (this.#server instanceof https.Server) this.#server.setSecureContext(options);
   }
 
   async #handle(req: http.IncomingMessage, res: http.ServerResponse): Promise<void> {
