@@ -156,6 +156,18 @@ describe("users and access control", () => {
     }
   });
 
+  it("an access token stops working when it expires, by API and by HTTP", async () => {
+    const created = await callApi<{ token: string }>(server, "UserService/CreateAccessToken", { user: "bob", ttlSeconds: 1 });
+    const token = created.body.token;
+    expect((await callApi(server, "WorkspaceService/ListWorkspaces", {}, token)).status).toBe(200);
+    await new Promise((r) => setTimeout(r, 1300));
+    const api = await callApi<{ code: string }>(server, "WorkspaceService/ListWorkspaces", {}, token);
+    expect(api.status).toBe(401);
+    expect(api.body.code).toBe("unauthenticated");
+    const http = await httpRequest({ port: server.httpPort, host: workspaceHost("bob-ws", app.port), headers: { "x-warren-token": token } });
+    expect(http.status).toBe(401);
+  });
+
   it("revoking an access token locks its user out at once", async () => {
     const created = await callApi<{ token: string; id: string }>(server, "UserService/CreateAccessToken", { user: "bob", ttlSeconds: 600 });
     const token = created.body.token;

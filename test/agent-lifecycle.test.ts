@@ -1,4 +1,8 @@
+import { writeFileSync } from "node:fs";
+import http from "node:http";
 import net from "node:net";
+import { tmpdir } from "node:os";
+import { join } from "node:path";
 import { afterAll, beforeAll, describe, expect, it } from "vitest";
 import { listen, startApp, type App } from "./harness/apps.js";
 import {
@@ -119,6 +123,54 @@ describe("agent lifecycle", () => {
     held.shift()!();
     expect((await holding).body.toString()).toBe("released");
     await agent.stop();
+  });
+
+  it("grows its pool past the idle minimum under a burst: 40 connections held open at once all reach the app", async () => {
+    const ws = await createWorkspace(server, "burst", [app.port]);
+    const agent = await startAgent(server, ws.agentToken, { env: { WARREN_POOL_MIN_IDLE: "1", WARREN_POOL_BURST: "8" } });
+    const idleStreams = async () => {
+      const m = (await httpRequest({ port: server.observabilityPort, host: "127.0.0.1", path: "/metrics" })).body.toString();
+      return Number(/^warren_tunnel_streams\{state="idle"\} (\d+)/m.exec(m)?.[1] ?? NaN);
+    };
+    await eventually(async () => (await idleStreams()) === 1, 5000, "the agent's one idle stream (the minimum) to be parked");
+    const before = held.length;
+    // One connection each (no keep-alive agent): each needs a tunnel stream of its own.
+    const requests = Array.from({ length: 40 }, () =>
+      httpRequest({ port: server.httpPort, host: workspaceHost("burst", app.port), path: "/hold", headers: { "x-warren-token": server.adminToken }, agent: new http.Agent() }),
+    );
+    await eventually(() => held.length - before === 40, 10_000, "all 40 requests to be at the app at once");
+    for (const release of held.splice(before)) release();
+    const results = await Promise.all(requests);
+    expect(results.map((r) => r.status)).toEqual(Array(40).fill(200));
+    // The streams the server asked for stay parked (until WARREN_POOL_IDLE_TIMEOUT) for the next burst.
+    await eventually(async () => (await idleStreams()) > 1, 5000, "the grown pool to be parked");
+    await agent.stop();
+  });
+
+  it("refuses an agent token past its expiry, and the agent exits saying so", async () => {
+    const ws = await callApi<{ agentToken: string }>(server, "WorkspaceService/CreateWorkspace", { name: "shortlived", ports: [{ port: app.port }], agentTokenTtlSeconds: 1 });
+    expect(ws.status).toBe(200);
+    await new Promise((r) => setTimeout(r, 1300));
+    const agent = await startAgent(server, ws.body.agentToken, { waitReady: false });
+    expect((await agent.proc.exited).code).toBe(1);
+    expect(agent.proc.output()).toMatch(/agent token is invalid, expired or revoked/);
+    // A fresh token (rotated) works again.
+    const rotated = await callApi<{ agentToken: string }>(server, "WorkspaceService/RotateAgentToken", { name: "shortlived" });
+    const again = await startAgent(server, rotated.body.agentToken);
+    expect((await get("shortlived")).status).toBe(200);
+    await again.stop();
+  });
+
+  it("reads its token from WARREN_TOKEN_FILE, so it stays out of the process list and environment", async () => {
+    const ws = await createWorkspace(server, "tokenfile", [app.port]);
+    const file = join(tmpdir(), `warren-token-${process.pid}`);
+    writeFileSync(file, `${ws.agentToken}\n`, { mode: 0o600 });
+    const agent = await startAgent(server, "", { env: { WARREN_TOKEN: undefined, WARREN_TOKEN_FILE: file } });
+    expect((await get("tokenfile")).body.toString()).toBe("ok");
+    await agent.stop();
+    const missing = await startAgent(server, "", { waitReady: false, env: { WARREN_TOKEN: undefined, WARREN_TOKEN_FILE: `${file}.missing` } });
+    expect((await missing.proc.exited).code).toBe(2);
+    expect(missing.proc.stderr.join("")).toMatch(/WARREN_TOKEN_FILE/);
   });
 
   it("deleting a workspace disconnects its agent, which exits, and its token is refused", async () => {
