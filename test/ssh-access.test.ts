@@ -163,7 +163,7 @@ describe.skipIf(!IS_ROOT)("SSH front door access and trust", () => {
     expect(dup.status).toBe(409);
     const bad = await callApi<{ code: string; message: string }>(server, "UserService/AddSshKey", { user: "carol", publicKey: "ssh-ed25519 nope" });
     expect(bad.status).toBe(400);
-    expect(bad.body.message).toMatch(/^public_key: /);
+    expect(bad.body.message).toMatch(/^publicKey: /);
     const privateKey = await callApi<{ message: string }>(server, "UserService/AddSshKey", { user: "carol", publicKey: readFileSync(k.file, "utf8") });
     expect(privateKey.status).toBe(400);
     const nobody = await callApi<{ code: string }>(server, "UserService/AddSshKey", { user: "nobody", publicKey: clientKey("nobody").publicKey });

@@ -32,6 +32,8 @@ describe("workspace API (Connect, JSON over HTTP)", () => {
     expect(got.status).toBe(200);
     expect(JSON.stringify(got.body)).not.toContain(res.body.agentToken);
     expect(got.body.workspace["connected"]).toBeUndefined(); // false is omitted in proto3 JSON
+    // SSH through the front door: the workspace's sshd on port 22 as user "warren" unless told otherwise.
+    expect(got.body.workspace).toMatchObject({ sshPort: 22, sshUser: "warren", sshPublicKey: expect.stringMatching(/^ssh-ed25519 /) });
   });
 
   it("lists and deletes workspaces", async () => {
@@ -77,6 +79,8 @@ describe("workspace API (Connect, JSON over HTTP)", () => {
       ["CreateWorkspace", { name: "v", ports: [], ttlSeconds: 400 * 86_400 }, /^ttlSeconds: 34560000 is out of range/],
       ["CreateWorkspace", { name: "v", ports: [], agentTokenTtlSeconds: 400 * 86_400 }, /^agentTokenTtlSeconds: /],
       ["CreateWorkspace", { name: "v", ports: [], owner: "nobody" }, /^owner: no user "nobody"/],
+      ["CreateWorkspace", { name: "v", ports: [], sshPort: 70000 }, /^sshPort: 70000 is not a port number/],
+      ["CreateWorkspace", { name: "v", ports: [], sshUser: "Root; rm" }, /^sshUser: "Root; rm" is not a valid user name/],
       // A huge field inside a body the server accepts: refused naming the field, shortened.
       ["CreateWorkspace", { name: "x".repeat(500_000), ports: [] }, /^name: "x{80}" is not a valid workspace name/],
       ["StopWorkspace", { name: "Bad_Name" }, /^name: "Bad_Name" is not a valid workspace name/],

@@ -412,13 +412,13 @@ function validateSsh(input: CreateWorkspaceInput): { sshPort?: number; sshUser?:
   const out: { sshPort?: number; sshUser?: string } = {};
   if (input.sshPort) {
     if (!Number.isInteger(input.sshPort) || input.sshPort < 1 || input.sshPort > 65535) {
-      throw new WarrenError(ErrorCode.InvalidArgument, `ssh_port: ${input.sshPort} is not a port number 1-65535`);
+      throw new WarrenError(ErrorCode.InvalidArgument, `sshPort: ${input.sshPort} is not a port number 1-65535`);
     }
     out.sshPort = input.sshPort;
   }
   if (input.sshUser) {
     if (!SSH_USER.test(input.sshUser)) {
-      throw new WarrenError(ErrorCode.InvalidArgument, `ssh_user: "${input.sshUser.slice(0, 40)}" is not a valid user name (lowercase letters, digits, _ and -, up to 32)`);
+      throw new WarrenError(ErrorCode.InvalidArgument, `sshUser: "${input.sshUser.slice(0, 40)}" is not a valid user name (lowercase letters, digits, _ and -, up to 32)`);
     }
     out.sshUser = input.sshUser;
   }

@@ -23,9 +23,9 @@ describe("parsePublicKey", () => {
 
   it("refuses private keys, garbage, several lines and small RSA keys with a message naming the field", () => {
     const pair = generateEd25519KeyPair("");
-    expect(() => parsePublicKey(pair.privateKey)).toThrow(/^public_key: this is a private key/);
-    expect(() => parsePublicKey("ssh-ed25519 AAAA")).toThrow(/^public_key: not an OpenSSH public key/);
-    expect(() => parsePublicKey(`${pair.publicKey}\n${pair.publicKey}`)).toThrow(/^public_key: expected one/);
+    expect(() => parsePublicKey(pair.privateKey)).toThrow(/^publicKey: this is a private key/);
+    expect(() => parsePublicKey("ssh-ed25519 AAAA")).toThrow(/^publicKey: not an OpenSSH public key/);
+    expect(() => parsePublicKey(`${pair.publicKey}\n${pair.publicKey}`)).toThrow(/^publicKey: expected one/);
     const small = utils.generateKeyPairSync("rsa", { bits: 1024 });
     expect(() => parsePublicKey(small.public)).toThrow(/at least 2048 bits/);
     expect(parsePublicKey(utils.generateKeyPairSync("rsa", { bits: 2048 }).public).type).toBe("ssh-rsa");

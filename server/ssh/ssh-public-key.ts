@@ -29,23 +29,23 @@ export function fingerprintOf(blob: Buffer): string {
 export function parsePublicKey(input: string | Buffer): PublicKey {
   const text = typeof input === "string" ? input.trim() : input;
   if (typeof text === "string" && text.includes("PRIVATE KEY")) {
-    throw new WarrenError(ErrorCode.InvalidArgument, "public_key: this is a private key; send the .pub file");
+    throw new WarrenError(ErrorCode.InvalidArgument, "publicKey: this is a private key; send the .pub file");
   }
   if (typeof text === "string" && (text === "" || text.includes("\n"))) {
-    throw new WarrenError(ErrorCode.InvalidArgument, "public_key: expected one OpenSSH public key line like `ssh-ed25519 AAAA... comment`");
+    throw new WarrenError(ErrorCode.InvalidArgument, "publicKey: expected one OpenSSH public key line like `ssh-ed25519 AAAA... comment`");
   }
   const parsed = utils.parseKey(text);
   const key = Array.isArray(parsed) ? (parsed[0] as ParsedKey | undefined) : parsed;
   if (!key || key instanceof Error) {
-    throw new WarrenError(ErrorCode.InvalidArgument, `public_key: not an OpenSSH public key (${key instanceof Error ? key.message : "empty"})`);
+    throw new WarrenError(ErrorCode.InvalidArgument, `publicKey: not an OpenSSH public key (${key instanceof Error ? key.message : "empty"})`);
   }
-  if (key.isPrivateKey()) throw new WarrenError(ErrorCode.InvalidArgument, "public_key: this is a private key; send the .pub file");
+  if (key.isPrivateKey()) throw new WarrenError(ErrorCode.InvalidArgument, "publicKey: this is a private key; send the .pub file");
   if (!ACCEPTED_TYPES.has(key.type)) {
-    throw new WarrenError(ErrorCode.InvalidArgument, `public_key: key type ${key.type} is not accepted (use ssh-ed25519, ecdsa-sha2-* or ssh-rsa)`);
+    throw new WarrenError(ErrorCode.InvalidArgument, `publicKey: key type ${key.type} is not accepted (use ssh-ed25519, ecdsa-sha2-* or ssh-rsa)`);
   }
   const blob = key.getPublicSSH();
   if (key.type === "ssh-rsa" && rsaBits(blob) < MIN_RSA_BITS) {
-    throw new WarrenError(ErrorCode.InvalidArgument, `public_key: RSA keys need at least ${MIN_RSA_BITS} bits`);
+    throw new WarrenError(ErrorCode.InvalidArgument, `publicKey: RSA keys need at least ${MIN_RSA_BITS} bits`);
   }
   return {
     type: key.type,
