@@ -151,6 +151,17 @@ describe("Kubernetes manifests (deploy/)", () => {
     expect(listed).toEqual(top.sort());
   });
 
+  it("has Services for public HTTP, agents, SSH and the private API, on the server's listeners", () => {
+    const targets = (name: string) => (named("Service", name)?.["spec"]["ports"] ?? []).map((p: Json) => String(p.targetPort ?? p.port));
+    expect(targets("warren-http"), "warren-http").toContain("http");
+    expect(targets("warren-agents"), "warren-agents").toContain("agents");
+    expect(targets("warren-ssh"), "warren-ssh").toContain("ssh");
+    expect(targets("warren-private"), "warren-private").toEqual(expect.arrayContaining(["private", "metrics"]));
+    // The public ones are reachable from outside the cluster; the private one only from pods.
+    for (const name of ["warren-http", "warren-agents", "warren-ssh"]) expect(named("Service", name)!["spec"]["type"], name).toBe("LoadBalancer");
+    expect(named("Service", "warren-private")!["spec"]["clusterIP"]).toBe("None");
+  });
+
   it("every Service, PodDisruptionBudget and NetworkPolicy selects pods that exist, on ports they have", () => {
     const pods = workloads();
     for (const service of ofKind("Service")) {
