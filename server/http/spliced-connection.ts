@@ -108,7 +108,8 @@ export class SplicedConnection {
     this.#socket = socket;
     this.#requests = new HttpMessageParser("request", {
       onHead: (head) => void this.#events.push({ kind: "head", head }),
-      onBody: (chunk) => this.#events.push({ kind: "body", chunk: Buffer.from(chunk) }),
+      // Node hands each body piece over as a fresh copy already (Buffer::Copy): no second one.
+      onBody: (chunk) => void this.#events.push({ kind: "body", chunk }),
       onComplete: () => void this.#events.push({ kind: "complete" }),
     });
     this.#firstHeadTimer = setTimeout(() => this.#destroy(), options.firstHeadTimeoutMs);
