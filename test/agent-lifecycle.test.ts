@@ -199,4 +199,22 @@ describe("agent lifecycle", () => {
     // New connections are no longer taken.
     expect((await get("graceful")).status).toBe(503);
   });
+
+  it("on SIGTERM cuts a connection that outlasts WARREN_SHUTDOWN_TIMEOUT, then exits 0", async () => {
+    const ws = await createWorkspace(server, "cutoff", [app.port]);
+    const agent = await startAgent(server, ws.agentToken, { env: { WARREN_SHUTDOWN_TIMEOUT: "1s" } });
+    const before = held.length;
+    const stuck = get("cutoff", "/hold").then(
+      (r) => `status ${r.status}`,
+      (e: Error) => `error ${e.message}`,
+    );
+    await eventually(() => held.length > before, 5000, "the held request to reach the app");
+    const signalled = Date.now();
+    agent.proc.kill("SIGTERM");
+    expect((await agent.proc.exited).code).toBe(0);
+    expect(Date.now() - signalled).toBeLessThan(10_000);
+    // The client is not left hanging: its request ends with an error status or a cut connection.
+    expect(await stuck).not.toBe("status 200");
+    held.splice(before).forEach((release) => release());
+  });
 });
