@@ -37,6 +37,8 @@ import { FrontDoor } from "./http/front-door.js";
 import { installAddresses } from "./http/install-script.js";
 import { AccessTokenLogin } from "./http/login-provider.js";
 import { ReverseProxy } from "./http/reverse-proxy.js";
+import type { Http2Session } from "node:http2";
+import { UpstreamPool } from "./http/upstream-pool.js";
 import { TunnelHttpAgent } from "./http/tunnel-http-agent.js";
 import { WebSocketProxy } from "./http/websocket-proxy.js";
 import { WorkspaceAccess } from "./http/workspace-access.js";
@@ -108,6 +110,7 @@ export class WarrenServer {
   readonly #frontDoor: FrontDoor;
   readonly #health: HealthServer;
   readonly #httpAgent: TunnelHttpAgent;
+  readonly #upstreams: UpstreamPool;
   readonly #webSockets: WebSocketProxy;
   readonly #byteMeter = new TunnelByteMeter();
   readonly #tls: TlsCredentials | undefined;
@@ -190,7 +193,10 @@ export class WarrenServer {
         // The holder waits for a stream and for the agent's dial; then it answers.
         answerTimeoutMs: config.streamWaitTimeout + config.dialTimeout + 2000,
         // A peer shutting down: requests on its kept-alive sockets finish, new ones go elsewhere.
-        onSessionClosing: (session) => this.#httpAgent.closeIdleSocketsOf(session),
+        onSessionClosing: (session) => {
+          this.#httpAgent.closeIdleSocketsOf(session);
+          this.#upstreams.closeIdleOf(session);
+        },
       });
       dialer = new ClusterDialer({
         local: localDialer,
@@ -288,7 +294,10 @@ export class WarrenServer {
       onConnection: (connection, _hello, workspace) => {
         this.metrics.agentConnects.inc();
         this.#workspaceCache?.prime(workspace);
-        connection.onDraining(() => this.#httpAgent.closeIdleSocketsOf(connection.session));
+        connection.onDraining(() => {
+          this.#httpAgent.closeIdleSocketsOf(connection.session);
+          this.#upstreams.closeIdleOf(connection.session);
+        });
         agentControl.attach(connection);
       },
       onControlMessage: (connection, message) => {
@@ -296,12 +305,10 @@ export class WarrenServer {
       },
     });
 
-    this.#httpAgent = new TunnelHttpAgent(dialer, {
-      freeSocketTimeoutMs: 4000,
-      maxFreeSockets: 256,
-      // Forwarded sockets ride on pooled sessions to peer servers: those stay reusable too.
-      acceptsNewWork: (session) => registry.acceptsNewWork(session) || (this.#cluster?.peers.owns(session) ?? false),
-    });
+    // Forwarded sockets ride on pooled sessions to peer servers: those stay reusable too.
+    const acceptsNewWork = (session: Http2Session) => registry.acceptsNewWork(session) || (this.#cluster?.peers.owns(session) ?? false);
+    this.#httpAgent = new TunnelHttpAgent(dialer, { freeSocketTimeoutMs: 4000, maxFreeSockets: 256, acceptsNewWork });
+    this.#upstreams = new UpstreamPool({ maxIdlePerTarget: 64, idleTimeoutMs: 4000, acceptsNewWork });
     const api = createApiHandler({
       routes: (router) => {
         router.service(
@@ -369,6 +376,7 @@ export class WarrenServer {
         ? {
             fastPath: {
               dial: (target, earlyData) => dialer.dial(target.workspace, target.port, { earlyData }),
+              upstreams: this.#upstreams,
               upstreamTimeoutMs: config.upstreamTimeout,
               filterCookie: withoutSessionCookies,
               onResponse: (status, startedAt) => this.metrics.httpResponse("workspace", status, startedAt),
@@ -541,6 +549,7 @@ export class WarrenServer {
     this.#frontDoor.closeAllConnections();
     this.#sshFrontDoor?.closeAll();
     this.#httpAgent.destroy();
+    this.#upstreams.close();
     this.#agentEndpoint.destroyAll();
     if (cluster) {
       // Our records go at once, so other servers stop forwarding here before they expire.

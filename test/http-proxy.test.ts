@@ -1,7 +1,7 @@
 import http from "node:http";
 import net from "node:net";
 import { afterAll, beforeAll, describe, expect, it } from "vitest";
-import { freePort, startApp, type App } from "./harness/apps.js";
+import { freePort, listen, startApp, type App } from "./harness/apps.js";
 import {
   createWorkspace,
   httpRequest,
@@ -221,6 +221,26 @@ describe.each([
     expect(app.connections - before).toBeLessThanOrEqual(3);
   });
 
+  it("serves clients that open a connection per request over kept-alive app connections, each answer saying Connection: close", async () => {
+    const before = app.connections;
+    const host = workspaceHost("demo", app.port);
+    for (let i = 0; i < 20; i++) {
+      // A raw client: the server must close the connection itself after the answer.
+      const socket = net.connect(server.httpPort, "127.0.0.1");
+      socket.write(`GET /once/${i} HTTP/1.1\r\nHost: ${host}\r\nX-Warren-Token: ${server.adminToken}\r\nConnection: close\r\n\r\n`);
+      let text = "";
+      socket.setEncoding("latin1").on("data", (c: string) => (text += c));
+      await new Promise<void>((resolve) => socket.on("close", () => resolve()));
+      const head = text.slice(0, text.indexOf("\r\n\r\n"));
+      expect(head).toMatch(/^HTTP\/1.1 200 OK\r\n/);
+      expect(head.match(/^connection:.*$/gim)).toEqual(["Connection: close"]);
+      expect(head).not.toMatch(/^keep-alive:/im);
+      expect(JSON.parse(text.slice(text.indexOf("\r\n\r\n") + 4)).url).toBe(`/once/${i}`);
+    }
+    // One app connection (tunnel stream) serves them one after another.
+    expect(app.connections - before).toBeLessThanOrEqual(2);
+  });
+
   it("keeps pipelined requests and their answers in order on one connection", async () => {
     const socket = net.connect(server.httpPort, "127.0.0.1");
     const host = workspaceHost("demo", app.port);
@@ -242,3 +262,99 @@ describe.each([
     expect(unknownPath.status).toBe(404);
   });
 });
+
+// A pooled app connection may have been closed by the app just as a client's request goes out
+// on it: a request without a body goes again on a fresh connection; one with a body is not
+// sent twice.
+describe("kept-alive app connections shared between client connections (fast path)", () => {
+  let server: ServerHandle;
+  let agent: AgentHandle;
+  let rude: net.Server;
+  let rudePort: number;
+  let rudeConnections = 0;
+  let polite: net.Server;
+  let politePort: number;
+  let politeConnections = 0;
+
+  beforeAll(async () => {
+    // Answers the first request of each connection, keeps it open without a word, and drops
+    // it when a second request comes: the worst timing a kept-alive connection can have.
+    rude = net.createServer((socket) => {
+      const id = ++rudeConnections;
+      let answered = false;
+      socket.on("data", () => {
+        if (answered) {
+          socket.destroy();
+          return;
+        }
+        answered = true;
+        const body = `connection ${id}`;
+        socket.write(`HTTP/1.1 200 OK\r\nContent-Length: ${body.length}\r\n\r\n${body}`);
+      });
+      socket.on("error", () => {});
+    });
+    rudePort = await listen(rude);
+    // Closes each connection 100 ms after its answer, as an app's keep-alive timeout does.
+    polite = net.createServer((socket) => {
+      politeConnections++;
+      socket.once("data", () => {
+        socket.write("HTTP/1.1 200 OK\r\nContent-Length: 6\r\n\r\npolite");
+        setTimeout(() => socket.end(), 100);
+      });
+      socket.on("error", () => {});
+    });
+    politePort = await listen(polite);
+
+    server = await startServer({ WARREN_UPSTREAM_TIMEOUT: "3s" });
+    const ws = await createWorkspace(server, "pool", [rudePort, politePort]);
+    agent = await startAgent(server, ws.agentToken);
+  });
+
+  afterAll(async () => {
+    await agent?.stop();
+    await server?.stop();
+    await new Promise<void>((resolve) => rude.close(() => resolve()));
+    await new Promise<void>((resolve) => polite.close(() => resolve()));
+  });
+
+  const once = (port: number, init: { method?: string; body?: string } = {}) =>
+    httpRequest({
+      port: server.httpPort,
+      host: workspaceHost("pool", port),
+      method: init.method ?? "GET",
+      path: "/",
+      headers: { "x-warren-token": server.adminToken, connection: "close" },
+      ...(init.body === undefined ? {} : { body: init.body }),
+      agent: new http.Agent({ keepAlive: false }),
+    });
+
+  it("sends a bodiless request again on a fresh app connection when the pooled one was dropped", async () => {
+    const seen = new Set<string>();
+    for (let i = 0; i < 5; i++) {
+      const res = await once(rudePort);
+      expect(res.status).toBe(200);
+      seen.add(res.body.toString());
+    }
+    // Every request ended on a connection of its own: the dropped ones were retried.
+    expect(seen.size).toBe(5);
+  });
+
+  it("never sends a request body twice: a POST on a dropped pooled connection gets 502", async () => {
+    expect((await once(rudePort)).status).toBe(200);
+    const before = rudeConnections;
+    const res = await once(rudePort, { method: "POST", body: "pay once" });
+    expect(res.status).toBe(502);
+    expect(res.body.toString()).toMatch(/connection to port \d+ of workspace "pool" failed/);
+    expect(rudeConnections).toBe(before);
+    // And the next request is served.
+    expect((await once(rudePort)).status).toBe(200);
+  });
+
+  it("lets go of pooled connections the app closed while idle", async () => {
+    expect((await once(politePort)).body.toString()).toBe("polite");
+    await new Promise((r) => setTimeout(r, 400)); // past the app's keep-alive timeout
+    expect((await once(politePort)).body.toString()).toBe("polite");
+    expect(politeConnections).toBe(2);
+  });
+});
+

@@ -13,6 +13,7 @@ import type { ReverseProxy } from "./reverse-proxy.js";
 import type { WebSocketProxy } from "./websocket-proxy.js";
 import type { WorkspaceAccess } from "./workspace-access.js";
 import { SplicedConnection, type SpliceDecision, type SplicedRequest } from "./spliced-connection.js";
+import type { UpstreamPool } from "./upstream-pool.js";
 import { parseHost, type HostTarget } from "./workspace-host.js";
 import type { ProxyTarget } from "./reverse-proxy.js";
 import { listenOn } from "../listen.js";
@@ -23,6 +24,8 @@ export interface FastPathOptions {
   readonly upstreamTimeoutMs: number;
   readonly filterCookie?: (cookie: string) => string | undefined;
   readonly onResponse?: (status: number, startedAt: bigint) => void;
+  /** Kept-alive app connections shared by spliced connections (see upstream-pool.ts). */
+  readonly upstreams?: UpstreamPool;
 }
 
 /** Paths on workspace hosts that Warren answers itself (login callback, logout). */
@@ -103,6 +106,8 @@ export class FrontDoor {
    * Resolves when every connection is gone, spliced ones included.
    */
   async stopAccepting(): Promise<void> {
+    // No new client will come to use a kept-alive app connection.
+    this.#options.fastPath?.upstreams?.close();
     for (const connection of this.#spliced) connection.closeWhenIdle();
     await new Promise<void>((resolve) => {
       this.#server.close(() => resolve());
@@ -138,6 +143,7 @@ export class FrontDoor {
         proto: this.#proto,
         decide: (req, first) => this.#decide(req, first),
         dial: fastPath.dial,
+        ...(fastPath.upstreams ? { upstreams: fastPath.upstreams } : {}),
         handOff: (s, consumed) => {
           this.#spliced.delete(connection);
           if (consumed.length > 0) s.unshift(consumed);
@@ -165,9 +171,11 @@ export class FrontDoor {
       req.headers.expect !== undefined ||
       req.method === "CONNECT" ||
       req.url.startsWith(WARREN_PATH_PREFIX) ||
-      // A one-request connection gains nothing from a tunnel stream of its own: node's HTTP
-      // client answers it over an app connection kept alive from earlier requests.
-      (first && !req.keepAlive)
+      // Forwarded as HTTP/1.1, an HTTP/1.0 client could get a chunked answer it cannot read.
+      req.httpVersion !== "1.1" ||
+      // Without kept-alive app connections to share, a one-request connection gains nothing
+      // from a tunnel stream of its own: node's HTTP client answers it over a kept-alive one.
+      (first && !req.keepAlive && !this.#options.fastPath?.upstreams)
     ) {
       return { kind: "slow" };
     }

@@ -8,6 +8,7 @@ import { sendUpgradeError } from "./error-response.js";
 import { requestHeadersForUpstream, type ForwardedInfo } from "./headers.js";
 import { HttpMessageParser, type MessageHead } from "./http-message-parser.js";
 import type { ProxyTarget } from "./reverse-proxy.js";
+import type { UpstreamPool } from "./upstream-pool.js";
 
 /** A request head as the spliced front door sees it: enough of an IncomingMessage for access checks and header rewriting. */
 export interface SplicedRequest {
@@ -40,6 +41,11 @@ export interface SplicedConnectionOptions {
    * head) as part of the dial; rejects with a WarrenError.
    */
   readonly dial: (target: ProxyTarget, earlyData: readonly Buffer[]) => Promise<Duplex>;
+  /**
+   * Kept-alive app connections: the first request takes one when there is one, and the
+   * connection's upstream goes back there when the client leaves at a response boundary.
+   */
+  readonly upstreams?: UpstreamPool;
   /** Gives the connection, with every byte read so far, to node's HTTP server. */
   readonly handOff: (socket: Socket, consumed: Buffer) => void;
   readonly filterCookie?: (cookie: string) => string | undefined;
@@ -89,6 +95,10 @@ export class SplicedConnection {
   readonly #pending: PendingResponse[] = [];
   #upstream: Duplex | undefined;
   #target: ProxyTarget | undefined;
+  /** The head of a bodiless first request sent on a pooled upstream: sent again on a fresh dial if that one turns out closed. */
+  #retryHead: Buffer | undefined;
+  /** Every response so far left the app connection open (keep-alive): it may serve another client. */
+  #reusable = true;
   #first = true;
   #processing = false;
   #chunkedBody = false;
@@ -205,7 +215,12 @@ export class SplicedConnection {
     }
     if (decision.kind === "forward" && (!this.#target || sameTarget(this.#target, decision.target))) {
       const requestHead = this.#begin(req, head);
-      if (!this.#upstream) {
+      const pooled = this.#upstream ? undefined : this.#options.upstreams?.take(decision.target);
+      if (pooled) {
+        this.#attach(decision.target, pooled);
+        this.#retryHead = hasBody(req) ? undefined : requestHead;
+        await this.#write([requestHead]);
+      } else if (!this.#upstream) {
         try {
           // The first head travels with the dial: no round trip to the agent in between.
           await this.#connect(decision.target, requestHead);
@@ -235,21 +250,43 @@ export class SplicedConnection {
       upstream.destroy();
       return;
     }
+    this.#attach(target, upstream);
+  }
+
+  #attach(target: ProxyTarget, upstream: Duplex): void {
     this.#target = target;
     this.#upstream = upstream;
+    this.#responses?.close();
     this.#responses = new HttpMessageParser("response", {
       onHead: (response) => this.#onResponseHead(response),
       onComplete: () => this.#onResponseComplete(),
     });
     upstream.on("data", this.#onUpstreamData);
     upstream.on("end", this.#onUpstreamEnd);
-    upstream.on("error", (err) => this.#onUpstreamGone(err));
-    upstream.on("close", () => this.#onUpstreamGone());
-    upstream.on("drain", () => {
-      if (this.#upgraded) this.#socket.resume();
-    });
-    this.#socket.on("drain", () => upstream.resume());
+    upstream.on("error", this.#onUpstreamError);
+    upstream.on("close", this.#onUpstreamClose);
+    upstream.on("drain", this.#onUpstreamDrain);
+    this.#socket.on("drain", this.#onClientDrain);
   }
+
+  /** Takes this connection's listeners off its upstream (before it goes back to the pool). */
+  #detachUpstream(upstream: Duplex): void {
+    upstream.off("data", this.#onUpstreamData);
+    upstream.off("end", this.#onUpstreamEnd);
+    upstream.off("error", this.#onUpstreamError);
+    upstream.off("close", this.#onUpstreamClose);
+    upstream.off("drain", this.#onUpstreamDrain);
+    this.#socket.off("drain", this.#onClientDrain);
+  }
+
+  readonly #onUpstreamError = (err: Error): void => this.#onUpstreamGone(err);
+  readonly #onUpstreamClose = (): void => this.#onUpstreamGone();
+  readonly #onUpstreamDrain = (): void => {
+    if (this.#upgraded) this.#socket.resume();
+  };
+  readonly #onClientDrain = (): void => {
+    this.#upstream?.resume();
+  };
 
   /** The rewritten head of a request about to be forwarded; its response is now awaited. */
   #begin(req: SplicedRequest, head: MessageHead): Buffer {
@@ -257,9 +294,10 @@ export class SplicedConnection {
     const headers = requestHeadersForUpstream(req as unknown as IncomingMessage, forwarded, { filterCookie: this.#options.filterCookie });
     this.#chunkedBody = /\bchunked\b/i.test(String(req.headers["transfer-encoding"] ?? ""));
     if (this.#chunkedBody) headers.push("Transfer-Encoding", "chunked");
-    // The client connection and the tunnel are one: a client that closes after this request
-    // closes the app's connection too, and the app's answer then says so to the client.
-    if (!head.shouldKeepAlive) headers.push("Connection", "close");
+    // Without a pool the client connection and the tunnel are one: a client that closes after
+    // this request closes the app's connection too, and the app's answer then says so. With
+    // one, the app connection stays open for the next client.
+    if (!head.shouldKeepAlive && !this.#options.upstreams) headers.push("Connection", "close");
     let text = `${req.method} ${req.url} HTTP/1.1\r\n`;
     for (let i = 0; i < headers.length; i += 2) text += `${headers[i]}: ${headers[i + 1]}\r\n`;
     text += "\r\n";
@@ -300,9 +338,10 @@ export class SplicedConnection {
       this.#destroy();
       return;
     }
-    current.started = true;
     // Passed on first: parsing may complete the response and close the connection.
-    if (!this.#socket.write(chunk)) this.#upstream?.pause();
+    const out = !current.started && current.close && this.#options.upstreams ? withConnectionClose(chunk) : chunk;
+    current.started = true;
+    if (!this.#socket.write(out)) this.#upstream?.pause();
     try {
       this.#responses!.execute(chunk);
     } catch (err) {
@@ -321,6 +360,7 @@ export class SplicedConnection {
     }
     if (response.statusCode >= 100 && response.statusCode < 200) return false;
     this.#lastStatusCode = response.statusCode;
+    if (!response.shouldKeepAlive) this.#reusable = false;
     if (current && (!response.shouldKeepAlive || current.close)) this.#closing ??= "close";
     return current?.method === "HEAD";
   }
@@ -352,6 +392,12 @@ export class SplicedConnection {
       return;
     }
     const current = this.#pending[0];
+    if (current && !current.started && this.#retryHead && this.#pending.length === 1 && this.#events.length === 0 && !this.#processing) {
+      // A pooled app connection that the app closed as we sent the request: nothing of it was
+      // processed, so it goes again, once, on a fresh one.
+      void this.#retryOnFreshUpstream(this.#retryHead);
+      return;
+    }
     if (current && !current.started) {
       const target = this.#target!;
       this.#fail(
@@ -366,6 +412,23 @@ export class SplicedConnection {
     }
     // Idle keep-alive connection closed by the app: close ours too; the client reconnects.
     this.#finish();
+  }
+
+  async #retryOnFreshUpstream(requestHead: Buffer): Promise<void> {
+    const target = this.#target!;
+    const stale = this.#upstream!;
+    this.#detachUpstream(stale);
+    stale.destroy();
+    this.#upstream = undefined;
+    this.#retryHead = undefined;
+    this.#socket.pause();
+    try {
+      await this.#connect(target, requestHead);
+    } catch (err) {
+      this.#fail(WarrenError.from(err), "dial failed");
+      return;
+    }
+    if (!this.#done && this.#closing === undefined) this.#socket.resume();
   }
 
   #armResponseTimer(): void {
@@ -444,9 +507,15 @@ export class SplicedConnection {
     this.#responses?.close();
     const upstream = this.#upstream;
     if (upstream && !upstream.destroyed) {
-      // A clean end when no response is due, so the app sees a FIN rather than a reset.
-      if (this.#pending.length === 0) upstream.end();
-      else upstream.destroy();
+      const pool = this.#options.upstreams;
+      if (pool && this.#pending.length === 0 && this.#reusable && !this.#upgraded && !this.#forwardingBody) {
+        // At a response boundary with the app connection open: the next client may use it.
+        this.#detachUpstream(upstream);
+        pool.give(this.#target!, upstream);
+      } else if (this.#pending.length === 0) {
+        // A clean end when no response is due, so the app sees a FIN rather than a reset.
+        upstream.end();
+      } else upstream.destroy();
     }
     this.#options.onClose?.();
   }
@@ -476,6 +545,28 @@ export function headersOf(raw: readonly string[]): IncomingHttpHeaders {
     else out[name] = `${prior}${name === "cookie" ? "; " : ", "}${value}`;
   }
   return out as IncomingHttpHeaders;
+}
+
+/**
+ * The first bytes of a response to a client that asked to close, with the head saying
+ * `Connection: close` (as the app would have said had it been asked): its keep-alive headers
+ * are for the app connection, which stays open for the next client. Bytes whose head is not
+ * whole, or an informational (1xx) answer, pass unchanged.
+ */
+export function withConnectionClose(chunk: Buffer): Buffer {
+  const end = chunk.indexOf("\r\n\r\n");
+  if (end < 0 || /^HTTP\/1\.[01] 1/.test(chunk.toString("latin1", 0, 13))) return chunk;
+  const lines = chunk.toString("latin1", 0, end).split("\r\n");
+  const kept = lines.filter((line, i) => i === 0 || !/^(connection|keep-alive)[ \t]*:/i.test(line));
+  kept.push("Connection: close", "", "");
+  return Buffer.concat([Buffer.from(kept.join("\r\n"), "latin1"), chunk.subarray(end + 4)]);
+}
+
+/** Whether a request carries a body (framed by Content-Length or chunked). */
+function hasBody(req: SplicedRequest): boolean {
+  if (req.headers["transfer-encoding"] !== undefined) return true;
+  const length = req.headers["content-length"];
+  return length !== undefined && length !== "0";
 }
 
 function chunked(chunk: Buffer): Buffer[] {
