@@ -289,6 +289,27 @@ describe("cluster: three servers, one Redis", () => {
     redis.cli("HDEL", "warren:servers", "ghost");
   });
 
+  it("keeps variables sealed in Redis: no value readable there, names shown by every server", async () => {
+    const marker = "plaintext-marker-7f3a9c";
+    const created = await callApi(servers[0]!, "WorkspaceService/CreateWorkspace", {
+      name: "sealed",
+      ports: [],
+      variables: [{ name: "API_KEY", value: marker }, { name: "CONFIG", value: `key=${marker}`, file: true }],
+    });
+    expect(created.status, JSON.stringify(created.body)).toBe(200);
+    const everything: string[] = [];
+    for (const key of redis.cli("--scan", "--pattern", "*").split("\n").filter(Boolean)) {
+      const type = redis.cli("TYPE", key).trim();
+      const read: Record<string, string[]> = { string: ["GET", key], hash: ["HGETALL", key], set: ["SMEMBERS", key], zset: ["ZRANGE", key, "0", "-1"], list: ["LRANGE", key, "0", "-1"] };
+      everything.push(key, read[type] ? redis.cli(...read[type]!) : "");
+    }
+    expect(everything.join("\n")).toContain("sealed");
+    expect(everything.join("\n")).not.toContain(marker);
+    const got = await callApi<{ workspace: { variableNames: string[] } }>(servers[2]!, "WorkspaceService/GetWorkspace", { name: "sealed" });
+    expect(got.body.workspace.variableNames).toEqual(["API_KEY", "CONFIG"]);
+    expect(JSON.stringify(got.body)).not.toContain(marker);
+  });
+
   it("deleting a workspace on one server disconnects its agent on another within a second", async () => {
     const app = await namedApp("ws-del");
     apps.set("ws-del", app);
