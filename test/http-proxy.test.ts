@@ -171,6 +171,19 @@ describe.each([
     }
   });
 
+  it("answers 400 to a request with two Host headers, whichever comes first", async () => {
+    for (const hosts of [[workspaceHost("demo", app.port), "warren.localhost"], ["warren.localhost", workspaceHost("demo", app.port)]]) {
+      const socket = net.connect(server.httpPort, "127.0.0.1");
+      socket.write(`GET /two-hosts HTTP/1.1\r\nHost: ${hosts[0]}\r\nHost: ${hosts[1]}\r\nX-Warren-Token: ${server.adminToken}\r\n\r\n`);
+      let text = "";
+      socket.setEncoding("latin1").on("data", (c: string) => (text += c));
+      await new Promise<void>((resolve) => socket.on("close", () => resolve()));
+      expect(text).toMatch(/^HTTP\/1.1 400 /);
+      expect(text).toContain("more than one Host header");
+    }
+    expect(requests.some((r) => r.url === "/two-hosts")).toBe(false);
+  });
+
   it("answers 403 for a port the workspace does not expose", async () => {
     const res = await httpRequest({ port: server.httpPort, host: workspaceHost("demo", 9), headers: token() });
     expect(res.status).toBe(403);

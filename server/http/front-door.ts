@@ -28,6 +28,14 @@ export interface FastPathOptions {
   readonly upstreams?: UpstreamPool;
 }
 
+const TWO_HOSTS = new WarrenError(ErrorCode.InvalidArgument, "more than one Host header");
+
+function hostHeaderCount(rawHeaders: readonly string[]): number {
+  let n = 0;
+  for (let i = 0; i < rawHeaders.length; i += 2) if (rawHeaders[i]!.length === 4 && rawHeaders[i]!.toLowerCase() === "host") n++;
+  return n;
+}
+
 /** Paths on workspace hosts that Warren answers itself (login callback, logout). */
 const WARREN_PATH_PREFIX = "/.warren/";
 
@@ -164,6 +172,7 @@ export class FrontDoor {
 
   /** Whether a request can take the fast path, and where to. Never rejects. */
   async #decide(req: SplicedRequest, first: boolean): Promise<SpliceDecision> {
+    if (hostHeaderCount(req.rawHeaders) > 1) return { kind: "error", error: TWO_HOSTS };
     const target: HostTarget = parseHost(req.headers.host, this.#options.rootDomain);
     if (
       target.kind !== "workspace" ||
@@ -198,6 +207,13 @@ export class FrontDoor {
   }
 
   #onRequest(req: IncomingMessage, res: ServerResponse): void {
+    if (hostHeaderCount(req.rawHeaders) > 1) {
+      // Node keeps the first; a proxy in front might have used another (RFC 9112: 400).
+      this.#observe(res, "root");
+      res.shouldKeepAlive = false;
+      sendError(res, TWO_HOSTS);
+      return;
+    }
     const target = parseHost(req.headers.host, this.#options.rootDomain);
     this.#observe(res, target.kind === "root" ? "root" : "workspace");
     if (target.kind === "root") {
@@ -235,6 +251,11 @@ export class FrontDoor {
   }
 
   #onUpgrade(req: IncomingMessage, socket: Duplex, head: Buffer): void {
+    if (hostHeaderCount(req.rawHeaders) > 1) {
+      this.#options.onUpgradeDenied?.();
+      sendUpgradeError(socket, TWO_HOSTS);
+      return;
+    }
     const target = parseHost(req.headers.host, this.#options.rootDomain);
     if (target.kind !== "workspace") {
       this.#options.onUpgradeDenied?.();
