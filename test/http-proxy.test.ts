@@ -285,27 +285,34 @@ describe("kept-alive app connections shared between client connections (fast pat
   let rude: net.Server;
   let rudePort: number;
   let rudeConnections = 0;
+  let rudeTwice: net.Server;
+  let rudeTwicePort: number;
   let polite: net.Server;
   let politePort: number;
   let politeConnections = 0;
 
   beforeAll(async () => {
-    // Answers the first request of each connection, keeps it open without a word, and drops
-    // it when a second request comes: the worst timing a kept-alive connection can have.
-    rude = net.createServer((socket) => {
-      const id = ++rudeConnections;
-      let answered = false;
-      socket.on("data", () => {
-        if (answered) {
-          socket.destroy();
-          return;
-        }
-        answered = true;
-        const body = `connection ${id}`;
-        socket.write(`HTTP/1.1 200 OK\r\nContent-Length: ${body.length}\r\n\r\n${body}`);
+    // Answers the first requests of each connection (each answer names its connection and
+    // path), keeps it open without a word, and drops it when one more request comes: the worst
+    // timing a kept-alive connection can have.
+    const rudeApp = (answers: number) =>
+      net.createServer((socket) => {
+        const id = ++rudeConnections;
+        let answered = 0;
+        socket.on("data", (data: Buffer) => {
+          if (answered++ >= answers) {
+            socket.destroy();
+            return;
+          }
+          const path = /^\w+ (\S+)/.exec(data.toString("latin1"))?.[1] ?? "?";
+          const body = `connection ${id} ${path}`;
+          socket.write(`HTTP/1.1 200 OK\r\nContent-Length: ${body.length}\r\n\r\n${body}`);
+        });
+        socket.on("error", () => {});
       });
-      socket.on("error", () => {});
-    });
+    rude = rudeApp(1);
+    rudeTwice = rudeApp(2);
+    rudeTwicePort = await listen(rudeTwice);
     rudePort = await listen(rude);
     // Closes each connection 100 ms after its answer, as an app's keep-alive timeout does.
     polite = net.createServer((socket) => {
@@ -319,15 +326,14 @@ describe("kept-alive app connections shared between client connections (fast pat
     politePort = await listen(polite);
 
     server = await startServer({ WARREN_UPSTREAM_TIMEOUT: "3s" });
-    const ws = await createWorkspace(server, "pool", [rudePort, politePort]);
+    const ws = await createWorkspace(server, "pool", [rudePort, politePort, rudeTwicePort]);
     agent = await startAgent(server, ws.agentToken);
   });
 
   afterAll(async () => {
     await agent?.stop();
     await server?.stop();
-    await new Promise<void>((resolve) => rude.close(() => resolve()));
-    await new Promise<void>((resolve) => polite.close(() => resolve()));
+    for (const app of [rude, rudeTwice, polite]) await new Promise<void>((resolve) => app.close(() => resolve()));
   });
 
   const once = (port: number, init: { method?: string; body?: string } = {}) =>
@@ -361,6 +367,23 @@ describe("kept-alive app connections shared between client connections (fast pat
     expect(rudeConnections).toBe(before);
     // And the next request is served.
     expect((await once(rudePort)).status).toBe(200);
+  });
+
+  it("sends only a connection's first request again: a later one on a dropped app connection gets 502, never another request's answer", async () => {
+    // This app answers two requests per connection, then drops it.
+    expect((await once(rudeTwicePort)).status).toBe(200); // leaves a pooled app connection
+    const keepAlive = new http.Agent({ keepAlive: true, maxSockets: 1 });
+    const get = (path: string) =>
+      httpRequest({ port: server.httpPort, host: workspaceHost("pool", rudeTwicePort), path, headers: { "x-warren-token": server.adminToken }, agent: keepAlive });
+    // The first request of this client rides the pooled connection, which answers it.
+    const a = await get("/a");
+    expect(a.status).toBe(200);
+    expect(a.body.toString()).toMatch(/ \/a$/);
+    // The second is dropped by the app: it must not be answered with a replay of /a.
+    const b = await get("/b");
+    expect(b.status).toBe(502);
+    expect(b.body.toString()).not.toMatch(/\/a/);
+    keepAlive.destroy();
   });
 
   it("lets go of pooled connections the app closed while idle", async () => {

@@ -229,6 +229,8 @@ export class SplicedConnection {
           return false;
         }
       } else {
+        // Only the first request on a pooled connection may go again: not this one.
+        this.#retryHead = undefined;
         await this.#write([requestHead]);
       }
       this.#consumed = [];
@@ -327,6 +329,8 @@ export class SplicedConnection {
   }
 
   readonly #onUpstreamData = (chunk: Buffer): void => {
+    // The app answered on this connection: it was alive, nothing to send again.
+    this.#retryHead = undefined;
     if (this.#upgraded) {
       if (!this.#socket.write(chunk)) this.#upstream?.pause();
       return;
