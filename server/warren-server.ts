@@ -308,7 +308,9 @@ export class WarrenServer {
     // Forwarded sockets ride on pooled sessions to peer servers: those stay reusable too.
     const acceptsNewWork = (session: Http2Session) => registry.acceptsNewWork(session) || (this.#cluster?.peers.owns(session) ?? false);
     this.#httpAgent = new TunnelHttpAgent(dialer, { freeSocketTimeoutMs: 4000, maxFreeSockets: 256, acceptsNewWork });
-    this.#upstreams = new UpstreamPool({ maxIdlePerTarget: 64, idleTimeoutMs: 4000, acceptsNewWork });
+    // Each kept app connection holds one of the agent's streams (at most 500 per connection):
+    // a few dozen per port serve a burst of one-request clients without crowding out the rest.
+    this.#upstreams = new UpstreamPool({ maxIdlePerTarget: 32, idleTimeoutMs: 4000, acceptsNewWork });
     const api = createApiHandler({
       routes: (router) => {
         router.service(
