@@ -119,7 +119,8 @@ export class AgentRunner {
       }
       index++;
       const delay = end.kind === "server-draining" ? Math.floor(random() * 500) : this.#backoff.next();
-      log.warn({ server: server.origin, reason: end.message, retryInMs: delay }, "disconnected; reconnecting");
+      // A handoff the server asked for is routine (drain, connection age); a lost connection is not.
+      log[end.kind === "server-draining" ? "info" : "warn"]({ server: server.origin, reason: end.message, retryInMs: delay }, "disconnected; reconnecting");
       await this.#sleep(delay);
     }
     // Stopping: handed-off sessions get the same time as the current one for their streams.

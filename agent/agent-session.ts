@@ -150,8 +150,8 @@ export class AgentSession {
     if (this.#end || this.#handedOff) return;
     this.#handedOff = true;
     this.#options.log.info(
-      { server: this.#options.server.origin, busyStreams: this.busyCount },
-      "the server is shutting down: connecting again, while this connection finishes its open streams",
+      { server: this.#options.server.origin, busyStreams: this.busyCount, reason: message },
+      "the server asked this agent to move: connecting again, while this connection finishes its open streams",
     );
     this.#resolveEnd?.({ kind: "server-draining", message });
   }

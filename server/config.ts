@@ -180,6 +180,20 @@ export const SERVER_SETTINGS = {
     default: "info",
     parse: parseOneOf(LOG_LEVELS),
   }),
+  agentMaxConnectionAge: setting({
+    key: "agentMaxConnectionAge",
+    flag: "agent-max-connection-age",
+    env: "WARREN_AGENT_MAX_CONNECTION_AGE",
+    description:
+      "ask each agent to reconnect (opening its new connection before closing this one) once its connection is this old, ±10 %, so that a load balancer spreads agents again over the servers after scaling or a rolling restart; 0: never",
+    default: 0,
+    defaultText: "0 (never)",
+    parse: (raw) => {
+      const ms = parseDuration(raw);
+      if (ms !== 0 && (ms < 1000 || ms > 7 * 86_400_000)) throw new Error(`${raw} is out of range: 0, or 1s-7d`);
+      return ms;
+    },
+  }),
   streamWaitTimeout: setting({
     key: "streamWaitTimeout",
     flag: "stream-wait-timeout",

@@ -39,6 +39,7 @@ import { AccessTokenLogin } from "./http/login-provider.js";
 import { ReverseProxy } from "./http/reverse-proxy.js";
 import type { Http2Session } from "node:http2";
 import { UpstreamPool } from "./http/upstream-pool.js";
+import { limitConnectionAge } from "./tunnel/max-connection-age.js";
 import { TunnelHttpAgent } from "./http/tunnel-http-agent.js";
 import { WebSocketProxy } from "./http/websocket-proxy.js";
 import { WorkspaceAccess } from "./http/workspace-access.js";
@@ -299,6 +300,7 @@ export class WarrenServer {
           this.#upstreams.closeIdleOf(connection.session);
         });
         agentControl.attach(connection);
+        limitConnectionAge(connection, config.agentMaxConnectionAge);
       },
       onControlMessage: (connection, message) => {
         if (message.msg.case === "workload") agentControl.onReport(connection, message.msg.value);

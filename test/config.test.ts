@@ -87,6 +87,7 @@ const BAD: Record<keyof typeof SERVER_SETTINGS, BadCase> = {
   clusterSecret: { env: { WARREN_REDIS_URL: "redis://127.0.0.1:6379", WARREN_CLUSTER_SECRET: "short" }, reason: /at least 16 characters/ },
   privateAddr: { env: { WARREN_PRIVATE_ADDR: "nowhere" }, reason: /is not host:port/ },
   privateTls: { env: { WARREN_PRIVATE_TLS: "maybe" }, reason: /is not a boolean/ },
+  agentMaxConnectionAge: { env: { WARREN_AGENT_MAX_CONNECTION_AGE: "500ms" }, reason: /out of range: 0, or 1s-7d/ },
   observabilityTls: { env: { WARREN_OBSERVABILITY_TLS: "sometimes" }, reason: /is not a boolean/ },
   privateCaFile: { env: { WARREN_PRIVATE_CA_FILE: "/nonexistent/ca.pem" }, reason: /cannot read/ },
   privateAdvertiseAddr: { env: { WARREN_PRIVATE_ADVERTISE_ADDR: "0.0.0.0:8155" }, reason: /not a wildcard/ },

@@ -79,7 +79,9 @@ describe("graceful drain of one server", () => {
     expect(step("stopped")).toBeGreaterThan(step("shutting down: no new connections"));
     // The server asked its agent to reconnect elsewhere; the agent kept the slow request going
     // on its old connection, and lives on (reconnecting) without its server.
-    expect(agent.proc.lines.some((l) => String(l.msg).startsWith("the server is shutting down: connecting again"))).toBe(true);
+    expect(
+      agent.proc.lines.some((l) => String(l.msg).startsWith("the server asked this agent to move: connecting again") && /shutting down/.test(String(l["reason"]))),
+    ).toBe(true);
     expect(agent.proc.child.exitCode).toBeNull();
   });
 });
@@ -235,6 +237,46 @@ describe("rolling restart of a two-server cluster", () => {
     expect(new Set(results.map((r) => r.server)).size).toBe(2);
     // Both servers were restarted, so the agent moved at least once; it never exited.
     expect(agent.proc.lines.filter((l) => l["event"] === "ready").length).toBeGreaterThanOrEqual(2);
+    expect(agent.proc.child.exitCode).toBeNull();
+  });
+});
+
+describe("agent connections older than WARREN_AGENT_MAX_CONNECTION_AGE", () => {
+  let app: App;
+  let server: ServerHandle;
+  let agent: AgentHandle;
+
+  beforeAll(async () => {
+    app = await slowApp();
+    server = await startServer({ WARREN_AGENT_MAX_CONNECTION_AGE: "2s" });
+    const ws = await createWorkspace(server, "aging", [app.port]);
+    agent = await startAgent(server, ws.agentToken);
+  });
+
+  afterAll(async () => {
+    await agent?.stop();
+    await server?.stop();
+    await app?.close();
+  });
+
+  it("are moved by the agent's handoff: a new connection first, requests in flight finish, none fails", async () => {
+    const connected = () => server.proc.lines.filter((l) => l.msg === "agent connected").length;
+    expect(connected()).toBe(1);
+    // Requests all along, one of them in flight across the handoff (at 1.8-2.2 s).
+    const slow = get(server, "aging", app.port, "/slow");
+    const statuses: number[] = [];
+    const until = Date.now() + 3000;
+    while (Date.now() < until) {
+      statuses.push((await get(server, "aging", app.port)).status);
+      await sleep(50);
+    }
+    expect((await slow).body.toString()).toBe("slow done");
+    expect(statuses.every((s) => s === 200), statuses.join(",")).toBe(true);
+    expect(connected()).toBeGreaterThanOrEqual(2);
+    const moved = agent.proc.lines.find((l) => String(l.msg).startsWith("the server asked this agent to move"));
+    expect(String(moved?.["reason"])).toMatch(/WARREN_AGENT_MAX_CONNECTION_AGE/);
+    // Routine, not a warning.
+    expect(agent.proc.lines.filter((l) => l.level === "warn" || l.level === "error").map((l) => l.msg)).toEqual([]);
     expect(agent.proc.child.exitCode).toBeNull();
   });
 });
