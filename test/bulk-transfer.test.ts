@@ -27,6 +27,7 @@ describe("bulk transfers through the tunnel", () => {
   let agent: AgentHandle;
   let app: App;
   let digest: string;
+  let onAppPause: (() => void) | undefined;
 
   beforeAll(async () => {
     digest = expectedDigest();
@@ -41,6 +42,24 @@ describe("bulk transfers through the tunnel", () => {
           res.end();
         };
         pump();
+        return;
+      }
+      if (req.url === "/upload-slow") {
+        // Reads half, stops for two seconds, then reads the rest.
+        const h = createHash("sha256");
+        let n = 0;
+        let paused = false;
+        req.on("data", (c: Buffer) => {
+          h.update(c);
+          n += c.length;
+          if (!paused && n > SIZE / 2) {
+            paused = true;
+            req.pause();
+            onAppPause?.();
+            setTimeout(() => req.resume(), 2000);
+          }
+        });
+        req.on("end", () => res.end(JSON.stringify({ bytes: n, sha256: h.digest("hex") })));
         return;
       }
       if (req.url === "/upload") {
@@ -155,5 +174,52 @@ describe("bulk transfers through the tunnel", () => {
     );
     expect(JSON.parse(answer)).toEqual({ bytes: SIZE, sha256: digest });
     expect(growth).toBeLessThan(MEMORY_BUDGET);
+  });
+
+  it("uploads 100 MiB to an app that stops reading: server and agent memory stay bounded", async () => {
+    let answer = "";
+    let pauseGrowth = { server: Infinity, agent: Infinity };
+    onAppPause = () => {
+      const at = { server: server.proc.rssBytes(), agent: agent.proc.rssBytes() };
+      setTimeout(() => (pauseGrowth = { server: server.proc.rssBytes() - at.server, agent: agent.proc.rssBytes() - at.agent }), 1900);
+    };
+    const agentBase = agent.proc.rssBytes();
+    let agentPeak = agentBase;
+    const sampler = setInterval(() => (agentPeak = Math.max(agentPeak, agent.proc.rssBytes())), 100);
+    try {
+      await new Promise<void>((resolve, reject) => {
+        const req = http.request(
+          {
+            host: "127.0.0.1",
+            port: server.httpPort,
+            method: "POST",
+            path: "/upload-slow",
+            headers: { host: workspaceHost("bulk", app.port), "x-warren-token": server.adminToken, "content-length": SIZE },
+          },
+          (res) => {
+            res.setEncoding("utf8").on("data", (c: string) => (answer += c));
+            res.on("end", () => resolve());
+          },
+        );
+        req.on("error", reject);
+        let i = 0;
+        const pump = () => {
+          while (i < SIZE / MiB) {
+            if (!req.write(chunkAt(i++))) return void req.once("drain", pump);
+          }
+          req.end();
+        };
+        pump();
+      });
+    } finally {
+      clearInterval(sampler);
+      onAppPause = undefined;
+    }
+    expect(JSON.parse(answer)).toEqual({ bytes: SIZE, sha256: digest });
+    // While the app was not reading, the client kept sending: flow control held it back in
+    // both processes on the way.
+    expect(pauseGrowth.server).toBeLessThan(16 * MiB);
+    expect(pauseGrowth.agent).toBeLessThan(16 * MiB);
+    expect(agentPeak - agentBase).toBeLessThan(MEMORY_BUDGET);
   });
 });
