@@ -4,6 +4,7 @@ import http from "node:http";
 import net, { type AddressInfo } from "node:net";
 import { tmpdir } from "node:os";
 import { join } from "node:path";
+import { benchNodeFlags } from "./processes.js";
 import type { BenchContext, BenchRow, BenchSection } from "./report.js";
 
 /**
@@ -56,13 +57,13 @@ export async function benchCluster(ctx: BenchContext): Promise<BenchSection> {
     });
     const [holding, other] = await Promise.all(
       ["holding", "other"].map(async (id) => {
-        const child = spawn(process.execPath, [`${ctx.root}dist/warren-server.cjs`], { env: serverEnv(id), stdio: ["ignore", "pipe", "inherit"] });
+        const child = spawn(process.execPath, [...benchNodeFlags("server"), `${ctx.root}dist/warren-server.cjs`], { env: serverEnv(id), stdio: ["ignore", "pipe", "inherit"] });
         children.push(child);
         return readyPorts(child);
       }),
     );
     const created = await createWorkspace(holding!.http, "bench", appPort);
-    const agent = spawn(process.execPath, [`${ctx.root}dist/warren-agent.cjs`], {
+    const agent = spawn(process.execPath, [...benchNodeFlags("agent"), `${ctx.root}dist/warren-agent.cjs`], {
       env: { ...process.env, WARREN_SERVER: `http://127.0.0.1:${holding!.agent}`, WARREN_TOKEN: created.agentToken, WARREN_LOG_LEVEL: "info" },
       stdio: ["ignore", "pipe", "inherit"],
     });

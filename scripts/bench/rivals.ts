@@ -1,7 +1,7 @@
 import { chmodSync, mkdirSync, mkdtempSync, writeFileSync } from "node:fs";
 import { tmpdir } from "node:os";
 import { join } from "node:path";
-import { BackgroundProcess, freePort, run, waitForPort } from "./processes.js";
+import { BackgroundProcess, benchNodeFlags, freePort, run, waitForPort } from "./processes.js";
 
 export interface Rival {
   readonly name: string;
@@ -37,7 +37,7 @@ export async function startWarren(
   workspace: Record<string, unknown> = {},
 ): Promise<WarrenRival> {
   const [httpPort, agentPort, obsPort, sshPort] = [await freePort(), await freePort(), await freePort(), await freePort()];
-  const server = new BackgroundProcess(process.execPath, [`${root}dist/warren-server.cjs`], {
+  const server = new BackgroundProcess(process.execPath, [...benchNodeFlags("server"), `${root}dist/warren-server.cjs`], {
     ...process.env,
     WARREN_HTTP_ADDR: `127.0.0.1:${httpPort}`,
     WARREN_AGENT_ADDR: `127.0.0.1:${agentPort}`,
@@ -59,7 +59,7 @@ export async function startWarren(
   });
   if (!res.ok) throw new Error(`CreateWorkspace: ${res.status} ${await res.text()}`);
   const { agentToken } = (await res.json()) as { agentToken: string };
-  const agent = new BackgroundProcess(process.execPath, [`${root}dist/warren-agent.cjs`], {
+  const agent = new BackgroundProcess(process.execPath, [...benchNodeFlags("agent"), `${root}dist/warren-agent.cjs`], {
     ...process.env,
     WARREN_SERVER: `http://127.0.0.1:${agentPort}`,
     WARREN_TOKEN: agentToken,

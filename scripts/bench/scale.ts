@@ -8,7 +8,7 @@ import { performance } from "node:perf_hooks";
 import { createInterface } from "node:readline";
 import WebSocket from "ws";
 import type { SimulatorStatus } from "./agent-simulator.js";
-import { freePort, waitForPort } from "./processes.js";
+import { benchNodeFlags, freePort, waitForPort } from "./processes.js";
 import type { BenchContext, BenchRow, BenchSection } from "./report.js";
 
 /**
@@ -238,8 +238,7 @@ async function websockets(ctx: BenchContext, appPort: number, rows: BenchRow[], 
     const names = workspaceNames("ws", workspaces);
     const tokens = await createWorkspaces(server.httpPort, names, appPort);
     for (const token of tokens) {
-      const flags = (process.env["WARREN_BENCH_AGENT_FLAGS"] ?? "").split(" ").filter(Boolean);
-      const agent = new Child("agent", process.execPath, [...flags, `${ctx.root}dist/warren-agent.cjs`], {
+      const agent = new Child("agent", process.execPath, [...benchNodeFlags("agent"), `${ctx.root}dist/warren-agent.cjs`], {
         WARREN_SERVER: `http://127.0.0.1:${server.agentPort}`,
         WARREN_TOKEN: token,
         WARREN_LOG_LEVEL: "warn",
@@ -507,8 +506,7 @@ class WarrenProcess extends InspectedProcess {
   }
 
   static async start(ctx: BenchContext, env: Record<string, string>): Promise<WarrenProcess> {
-    // Extra node flags for profiling runs, e.g. WARREN_BENCH_SERVER_FLAGS="--cpu-prof --cpu-prof-dir=/tmp/prof".
-    const flags = (process.env["WARREN_BENCH_SERVER_FLAGS"] ?? "").split(" ").filter(Boolean);
+    const flags = benchNodeFlags("server");
     // Another build of the server to compare with (e.g. a checkout of an older commit).
     const bundle = process.env["WARREN_BENCH_SERVER_BUNDLE"] ?? `${ctx.root}dist/warren-server.cjs`;
     const proc = new Child("warren-server", process.execPath, [...flags, "--inspect=127.0.0.1:0", bundle], {
