@@ -329,6 +329,7 @@ export class WarrenServer {
         router.service(UserService, userApi({ manager: users, sshKeys, authenticator }));
       },
       fallback: rootFallback,
+      log: log.child({ component: "api" }),
     });
     this.#agentBinary = config.agentBinary ?? join(programDir(), AGENT_BINARY_NAME);
     const agentDownload = new AgentDownload({

@@ -142,6 +142,33 @@ describe("workspace API (Connect, JSON over HTTP)", () => {
     expect(JSON.parse(res.body)).toMatchObject({ code: "invalid_argument", message: expect.stringMatching(/^request body: 5242880 bytes is over/) });
   });
 
+  it("refuses a huge chunked body once it passes the limit, naming the body", async () => {
+    const res = await new Promise<{ status: number; body: string }>((resolve, reject) => {
+      const req = http.request(
+        {
+          host: "127.0.0.1",
+          port: server.httpPort,
+          method: "POST",
+          path: "/warren.v1.WorkspaceService/CreateWorkspace",
+          // No Content-Length: the size shows only while reading.
+          headers: { host: ROOT_DOMAIN, "content-type": "application/json", "transfer-encoding": "chunked", authorization: `Bearer ${server.adminToken}` },
+        },
+        (r) => {
+          let body = "";
+          r.setEncoding("utf8").on("data", (c: string) => (body += c));
+          r.on("end", () => resolve({ status: r.statusCode ?? 0, body }));
+        },
+      );
+      req.on("error", reject);
+      req.write(`{"name":"${"x".repeat(2 * 1024 * 1024)}`);
+      req.end('"}');
+    });
+    expect(res.status).toBe(400);
+    expect(JSON.parse(res.body)).toMatchObject({ code: "invalid_argument", message: expect.stringMatching(/^request body: more than 1048576 bytes is over/) });
+    // The server goes on answering.
+    expect((await callApi(server, "WorkspaceService/ListWorkspaces", {})).status).toBe(200);
+  });
+
   it("needs the admin token: unauthenticated without or with a wrong one", async () => {
     for (const token of ["", "wrong-token-wrong-token"]) {
       const res = await callApi<{ code: string }>(server, "WorkspaceService/ListWorkspaces", {}, token);
