@@ -354,6 +354,21 @@ export const SERVER_SETTINGS = {
       return raw;
     },
   }),
+  clusterSecretAccepted: setting<string[]>({
+    key: "clusterSecretAccepted",
+    flag: "cluster-secret-accepted",
+    env: "WARREN_CLUSTER_SECRET_ACCEPTED",
+    description:
+      "more cluster secrets accepted from other servers (comma-separated), for rotating WARREN_CLUSTER_SECRET without a window: roll out the new one here, then as WARREN_CLUSTER_SECRET with the old one here, then drop it",
+    default: [],
+    defaultText: "none",
+    parse: (raw) => {
+      const secrets = raw.split(",").map((s) => s.trim()).filter(Boolean);
+      const short = secrets.findIndex((s) => s.length < 16);
+      if (short >= 0) throw new Error(`secret ${short + 1} must be at least 16 characters`);
+      return secrets;
+    },
+  }),
   privateAddr: setting({
     key: "privateAddr",
     flag: "private-addr",

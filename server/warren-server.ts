@@ -211,6 +211,7 @@ export class WarrenServer {
         listen: config.privateAddr,
         ...(config.privateTls && this.#tls ? { tls: this.#tls.options } : {}),
         clusterSecret: config.clusterSecret,
+        acceptedSecrets: config.clusterSecretAccepted,
         serverId: this.serverId,
         local: localDialer,
         agents: registry,

@@ -9,7 +9,7 @@ import { encodeGrpcMessage } from "../shared/grpc-message.js";
 import { afterAll, beforeAll, describe, expect, it } from "vitest";
 import WebSocket from "ws";
 import { freePort, listen, startApp, type App } from "./harness/apps.js";
-import { CLUSTER_SECRET, startCluster, startRedis, type ClusterServerHandle, type RedisHandle } from "./harness/cluster.js";
+import { CLUSTER_SECRET, startCluster, startClusterServer, startRedis, type ClusterServerHandle, type RedisHandle } from "./harness/cluster.js";
 import { callApi, createWorkspace, eventually, httpRequest, startAgent, workspaceHost, type AgentHandle } from "./harness/warren.js";
 
 /** An app that says which workspace it belongs to, so a misrouted request shows. */
@@ -374,3 +374,47 @@ function commandCalls(redis: RedisHandle, command: string): number {
   const m = new RegExp(`cmdstat_${command}:calls=(\\d+)`).exec(redis.cli("INFO", "commandstats"));
   return m ? Number(m[1]) : 0;
 }
+
+describe("rotating the cluster secret (WARREN_CLUSTER_SECRET_ACCEPTED)", () => {
+  const OLD = "old-cluster-secret-0123456789";
+  const NEW = "new-cluster-secret-9876543210";
+  let redis: RedisHandle;
+  let servers: ClusterServerHandle[] = [];
+  const agents: AgentHandle[] = [];
+  const apps: App[] = [];
+
+  afterAll(async () => {
+    await Promise.all(agents.map((a) => a.stop()));
+    await Promise.all(servers.map((s) => s.stop()));
+    for (const app of apps) await app.close();
+    await redis?.stop();
+  });
+
+  it("forwards both ways between servers on either side of the switch, and refuses a secret nobody accepts", async () => {
+    redis = await startRedis();
+    // Mid-rollout of the switch: s1 still sends the old secret and accepts the new one; s2
+    // sends the new one and accepts the old. s3 has a secret of its own.
+    servers = [
+      await startClusterServer(redis, "rot-1", { WARREN_CLUSTER_SECRET: OLD, WARREN_CLUSTER_SECRET_ACCEPTED: NEW }),
+      await startClusterServer(redis, "rot-2", { WARREN_CLUSTER_SECRET: NEW, WARREN_CLUSTER_SECRET_ACCEPTED: OLD }),
+      await startClusterServer(redis, "rot-3", { WARREN_CLUSTER_SECRET: "a-third-secret-nobody-accepts" }),
+    ];
+    const [s1, s2, s3] = servers as [ClusterServerHandle, ClusterServerHandle, ClusterServerHandle];
+    for (const [name, holder] of [["rot-a", s1], ["rot-b", s2]] as const) {
+      const app = await namedApp(name);
+      apps.push(app);
+      const ws = await createWorkspace(s1, name, [app.port]);
+      agents.push(await startAgent(holder, ws.agentToken));
+    }
+    const [appA, appB] = apps as [App, App];
+    // s2 -> s1 (new secret, accepted by s1) and s1 -> s2 (old secret, accepted by s2).
+    await eventually(async () => (await get(s2, "rot-a", appA.port)).status === 200, 5000, "s2 to reach rot-a on s1");
+    await eventually(async () => (await get(s1, "rot-b", appB.port)).status === 200, 5000, "s1 to reach rot-b on s2");
+    expect(JSON.parse((await get(s2, "rot-a", appA.port)).body.toString())).toMatchObject({ workspace: "rot-a" });
+    expect(JSON.parse((await get(s1, "rot-b", appB.port)).body.toString())).toMatchObject({ workspace: "rot-b" });
+    // s3's secret is accepted nowhere: its forwards fail fast with 503, and nothing else breaks.
+    const refused = await get(s3, "rot-a", appA.port);
+    expect(refused.status).toBe(503);
+    expect((await get(s2, "rot-a", appA.port)).status).toBe(200);
+  });
+});

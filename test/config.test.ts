@@ -86,6 +86,7 @@ const BAD: Record<keyof typeof SERVER_SETTINGS, BadCase> = {
   redisPrefix: { env: { WARREN_REDIS_PREFIX: "a b" }, reason: /use 1-64 letters/ },
   clusterSecret: { env: { WARREN_REDIS_URL: "redis://127.0.0.1:6379", WARREN_CLUSTER_SECRET: "short" }, reason: /at least 16 characters/ },
   privateAddr: { env: { WARREN_PRIVATE_ADDR: "nowhere" }, reason: /is not host:port/ },
+  clusterSecretAccepted: { env: { WARREN_CLUSTER_SECRET_ACCEPTED: "a-long-enough-secret-1,short" }, reason: /secret 2 must be at least 16 characters/ },
   privateTls: { env: { WARREN_PRIVATE_TLS: "maybe" }, reason: /is not a boolean/ },
   agentMaxConnectionAge: { env: { WARREN_AGENT_MAX_CONNECTION_AGE: "500ms" }, reason: /out of range: 0, or 1s-7d/ },
   observabilityTls: { env: { WARREN_OBSERVABILITY_TLS: "sometimes" }, reason: /is not a boolean/ },

@@ -40,6 +40,8 @@ export interface PrivateEndpointOptions {
   /** Serve TLS with this certificate (WARREN_PRIVATE_TLS); h2c otherwise. */
   readonly tls?: SecureServerOptions;
   readonly clusterSecret: string;
+  /** More secrets accepted from callers, while the cluster rotates to a new one. */
+  readonly acceptedSecrets?: readonly string[];
   readonly serverId: string;
   /**
    * Dials this server's own agents only. Never the cluster dialer: that is what makes loops
@@ -135,7 +137,7 @@ export class PrivateEndpoint {
       return;
     }
     const secret = bearerToken(headers.authorization);
-    if (!secret || !constantTimeEquals(secret, this.#options.clusterSecret)) {
+    if (!secret || !this.#secretAccepted(secret)) {
       this.#options.onOutcome?.("unauthenticated");
       this.#logRefusal(stream);
       respondWithError(stream, new WarrenError(ErrorCode.Unauthenticated, "wrong or missing cluster secret (WARREN_CLUSTER_SECRET)"));
@@ -216,6 +218,13 @@ export class PrivateEndpoint {
     socket.completeHandshake();
     log.debug({ workspace, port, connectionId, origin: dial.originServerId }, "forwarded dial connected");
     spliceTunnels(socket, upstream);
+  }
+
+  /** Constant time, and every accepted secret compared, so timing tells nothing of which matched. */
+  #secretAccepted(secret: string): boolean {
+    let ok = constantTimeEquals(secret, this.#options.clusterSecret);
+    for (const other of this.#options.acceptedSecrets ?? []) ok = constantTimeEquals(secret, other) || ok;
+    return ok;
   }
 
   #logRefusal(stream: ServerHttp2Stream): void {
