@@ -154,6 +154,21 @@ export const SERVER_SETTINGS = {
       return raw;
     },
   }),
+  secretKeyAccepted: setting<string[]>({
+    key: "secretKeyAccepted",
+    flag: "secret-key-accepted",
+    env: "WARREN_SECRET_KEY_ACCEPTED",
+    description:
+      "earlier server secrets (comma-separated) still accepted for reading: variables sealed and session cookies signed with them stay valid, so WARREN_SECRET_KEY rotates without logging people out or losing variables (new ones use WARREN_SECRET_KEY)",
+    default: [],
+    defaultText: "none",
+    parse: (raw) => {
+      const secrets = raw.split(",").map((s) => s.trim()).filter(Boolean);
+      const short = secrets.findIndex((s) => s.length < 32);
+      if (short >= 0) throw new Error(`secret ${short + 1} must be at least 32 characters`);
+      return secrets;
+    },
+  }),
   sessionTtl: setting({
     key: "sessionTtl",
     flag: "session-ttl",

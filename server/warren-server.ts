@@ -138,6 +138,7 @@ export class WarrenServer {
         : undefined;
     this.#secretKeyGenerated = config.secretKey === undefined;
     const keys = new SecretKeys(config.secretKey ?? generateSecretKey());
+    const acceptedKeys = config.secretKeyAccepted.map((secret) => new SecretKeys(secret));
     // The registry tells presence about first and last connections; presence is built below.
     const registry = new TunnelRegistry({ onWorkspaceChange: (workspace, connected) => this.presence.workspaceChanged(workspace, connected) });
     this.registry = registry;
@@ -241,7 +242,10 @@ export class WarrenServer {
       tokens: store,
       users: store,
       events: this.events,
-      secretBox: new SecretBox(keys.derive(KeyPurpose.Variables)),
+      secretBox: new SecretBox(
+        keys.derive(KeyPurpose.Variables),
+        acceptedKeys.map((k) => k.derive(KeyPurpose.Variables)),
+      ),
       agentTokenTtlMs: config.agentTokenTtl,
       isConnected,
       log: log.child({ component: "control" }),
@@ -352,7 +356,10 @@ export class WarrenServer {
       providers: [new AccessTokenLogin(authenticator)],
       authenticator,
       loginCodes: store,
-      signer: new SessionCookieSigner({ key: keys.derive(KeyPurpose.SessionCookie) }),
+      signer: new SessionCookieSigner({
+        key: keys.derive(KeyPurpose.SessionCookie),
+        acceptedKeys: acceptedKeys.map((k) => k.derive(KeyPurpose.SessionCookie)),
+      }),
       sessionTtlMs: config.sessionTtl,
       loginCodeTtlMs: config.loginCodeTtl,
       log: log.child({ component: "login" }),

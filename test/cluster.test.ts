@@ -1,3 +1,6 @@
+import { existsSync, mkdtempSync, readFileSync, rmSync } from "node:fs";
+import { tmpdir } from "node:os";
+import { join } from "node:path";
 import { createHash } from "node:crypto";
 import http from "node:http";
 import http2 from "node:http2";
@@ -416,5 +419,48 @@ describe("rotating the cluster secret (WARREN_CLUSTER_SECRET_ACCEPTED)", () => {
     const refused = await get(s3, "rot-a", appA.port);
     expect(refused.status).toBe(503);
     expect((await get(s2, "rot-a", appA.port)).status).toBe(200);
+  });
+});
+
+describe("rotating the server secret (WARREN_SECRET_KEY_ACCEPTED)", () => {
+  const OLD = "the-old-server-secret-of-32-characters-or-more";
+  const NEW = "the-new-server-secret-of-32-characters-or-more";
+  let redis: RedisHandle;
+  const servers: ClusterServerHandle[] = [];
+  const agents: AgentHandle[] = [];
+  const dir = mkdtempSync(join(tmpdir(), "warren-rotate-"));
+
+  afterAll(async () => {
+    await Promise.all(agents.map((a) => a.stop()));
+    await Promise.all(servers.map((s) => s.stop()));
+    await redis?.stop();
+    rmSync(dir, { recursive: true, force: true });
+  });
+
+  it("variables sealed with the old secret reach the workload through a server on the new one that accepts it", async () => {
+    redis = await startRedis();
+    servers.push(
+      await startClusterServer(redis, "key-old", { WARREN_SECRET_KEY: OLD }),
+      await startClusterServer(redis, "key-new", { WARREN_SECRET_KEY: NEW, WARREN_SECRET_KEY_ACCEPTED: OLD }),
+      await startClusterServer(redis, "key-only-new", { WARREN_SECRET_KEY: NEW }),
+    );
+    const [old, rotated, onlyNew] = servers as [ClusterServerHandle, ClusterServerHandle, ClusterServerHandle];
+    const run = async (holder: ClusterServerHandle, name: string) => {
+      const created = await callApi<{ agentToken: string }>(old, "WorkspaceService/CreateWorkspace", {
+        name,
+        ports: [],
+        variables: [{ name: "API_KEY", value: `sealed-before-${name}` }],
+      });
+      expect(created.status).toBe(200);
+      const out = join(dir, name);
+      agents.push(await startAgent(holder, created.body.agentToken, { args: ["run", "--", "sh", "-c", `printf '%s' "$API_KEY" > ${out}.tmp && mv ${out}.tmp ${out}; exec sleep 60`] }));
+      await eventually(() => existsSync(out), 10_000, `${name}'s workload to start`);
+      return readFileSync(out, "utf8");
+    };
+    expect(await run(rotated, "rotated")).toBe("sealed-before-rotated");
+    // Without the old secret the values stay sealed: the workload starts without them, and the
+    // server says why.
+    expect(await run(onlyNew, "unreadable")).toBe("");
+    expect(onlyNew.proc.output()).toMatch(/cannot decrypt/);
   });
 });

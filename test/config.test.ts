@@ -64,6 +64,7 @@ const BAD: Record<keyof typeof SERVER_SETTINGS, BadCase> = {
   agentBinary: { args: ["--agent-binary", " "], reason: /must not be empty/ },
   adminToken: { env: { WARREN_ADMIN_TOKEN: "short" }, reason: /at least 16 characters/ },
   secretKey: { env: { WARREN_SECRET_KEY: "only-twenty-chars-xx" }, reason: /at least 32 characters/ },
+  secretKeyAccepted: { env: { WARREN_SECRET_KEY_ACCEPTED: "only-twenty-chars-xx" }, reason: /secret 1 must be at least 32 characters/ },
   sessionTtl: { env: { WARREN_SESSION_TTL: "12 hours" }, reason: /is not a duration/ },
   loginCodeTtl: { env: { WARREN_LOGIN_CODE_TTL: "5m" }, reason: /5m is out of range 1s-1m/ },
   logLevel: { env: { WARREN_LOG_LEVEL: "loud" }, reason: /is not one of fatal, error/ },

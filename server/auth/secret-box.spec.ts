@@ -26,6 +26,19 @@ describe("secret box (AES-256-GCM)", () => {
     expect(() => box.open("garbage", "workspace:a")).toThrow(/cannot decrypt/);
   });
 
+  it("opens what an earlier secret sealed when that secret is accepted, and seals with the current one", () => {
+    const earlier = new SecretBox(new SecretKeys("the earlier server secret, thirty-two chars+").derive(KeyPurpose.Variables));
+    const sealedBefore = earlier.seal("kept across the rotation", "workspace:a");
+    const rotated = new SecretBox(keys.derive(KeyPurpose.Variables), [new SecretKeys("the earlier server secret, thirty-two chars+").derive(KeyPurpose.Variables)]);
+    expect(rotated.open(sealedBefore, "workspace:a").toString()).toBe("kept across the rotation");
+    // New values: sealed with the current key only.
+    const sealedAfter = rotated.seal("new", "workspace:a");
+    expect(box.open(sealedAfter, "workspace:a").toString()).toBe("new");
+    expect(() => earlier.open(sealedAfter, "workspace:a")).toThrow(/cannot decrypt/);
+    // Without the earlier secret, its values stay closed.
+    expect(() => box.open(sealedBefore, "workspace:a")).toThrow(/WARREN_SECRET_KEY_ACCEPTED/);
+  });
+
   it("derives a different key per purpose", () => {
     expect(keys.derive(KeyPurpose.Variables).equals(keys.derive(KeyPurpose.SessionCookie))).toBe(false);
     expect(keys.derive(KeyPurpose.Variables)).toHaveLength(32);

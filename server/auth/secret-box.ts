@@ -13,10 +13,13 @@ const TAG_BYTES = 16;
  */
 export class SecretBox {
   readonly #key: Buffer;
+  /** Keys of earlier secrets: they still open what they sealed; nothing new is sealed with them. */
+  readonly #acceptedKeys: readonly Buffer[];
 
-  constructor(key: Buffer) {
-    if (key.length !== 32) throw new Error("SecretBox needs a 256-bit key");
+  constructor(key: Buffer, acceptedKeys: readonly Buffer[] = []) {
+    if ([key, ...acceptedKeys].some((k) => k.length !== 32)) throw new Error("SecretBox needs 256-bit keys");
     this.#key = key;
+    this.#acceptedKeys = acceptedKeys;
   }
 
   seal(plaintext: string | Buffer, associatedData: string): string {
@@ -32,20 +35,23 @@ export class SecretBox {
     const dot = sealed.indexOf(".");
     const raw = dot > 0 && sealed.slice(0, dot) === VERSION ? Buffer.from(sealed.slice(dot + 1), "base64url") : undefined;
     if (!raw || raw.length < IV_BYTES + TAG_BYTES) throw cannotOpen();
-    try {
-      const decipher = createDecipheriv("aes-256-gcm", this.#key, raw.subarray(0, IV_BYTES));
-      decipher.setAAD(Buffer.from(associatedData, "utf8"));
-      decipher.setAuthTag(raw.subarray(IV_BYTES, IV_BYTES + TAG_BYTES));
-      return Buffer.concat([decipher.update(raw.subarray(IV_BYTES + TAG_BYTES)), decipher.final()]);
-    } catch {
-      throw cannotOpen();
+    for (const key of [this.#key, ...this.#acceptedKeys]) {
+      try {
+        const decipher = createDecipheriv("aes-256-gcm", key, raw.subarray(0, IV_BYTES));
+        decipher.setAAD(Buffer.from(associatedData, "utf8"));
+        decipher.setAuthTag(raw.subarray(IV_BYTES, IV_BYTES + TAG_BYTES));
+        return Buffer.concat([decipher.update(raw.subarray(IV_BYTES + TAG_BYTES)), decipher.final()]);
+      } catch {
+        // Not this key: the next one, if any.
+      }
     }
+    throw cannotOpen();
   }
 }
 
 function cannotOpen(): WarrenError {
   return new WarrenError(
     ErrorCode.Internal,
-    "cannot decrypt stored secrets: were they written with another WARREN_SECRET_KEY? (every server of a cluster needs the same one)",
+    "cannot decrypt stored secrets: were they written with another WARREN_SECRET_KEY? (every server of a cluster needs the same one; an earlier one goes in WARREN_SECRET_KEY_ACCEPTED)",
   );
 }

@@ -28,6 +28,18 @@ describe("session cookies", () => {
     for (const junk of ["", ".", "abc", "x.y", `${payload}.`, "a".repeat(5000)]) expect(signer.verify(junk, hostA)).toBeUndefined();
   });
 
+  it("verifies cookies signed with an accepted earlier key, and signs new ones with the current key", () => {
+    const earlierKey = randomBytes(32);
+    const earlier = new SessionCookieSigner({ key: earlierKey, now: () => now });
+    const rotated = new SessionCookieSigner({ key, acceptedKeys: [earlierKey], now: () => now });
+    const old = earlier.sign({ host: hostA, user: "alice", tokenId: "0123456789abcdef", expiresAt: now + 60_000 });
+    expect(rotated.verify(old, hostA)?.user).toBe("alice");
+    expect(signer.verify(old, hostA)).toBeUndefined();
+    const fresh = rotated.sign({ host: hostA, user: "alice", tokenId: "0123456789abcdef", expiresAt: now + 60_000 });
+    expect(signer.verify(fresh, hostA)?.user).toBe("alice");
+    expect(earlier.verify(fresh, hostA)).toBeUndefined();
+  });
+
   it("writes host-only, HttpOnly, SameSite=Lax cookies, Secure under TLS", () => {
     const plain = setCookieHeader({ name: "warren_session", value: "v", maxAgeSeconds: 3600, secure: false });
     expect(plain).toBe("warren_session=v; Path=/; Max-Age=3600; HttpOnly; SameSite=Lax");

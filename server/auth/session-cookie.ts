@@ -29,10 +29,13 @@ const MAX_COOKIE_CHARS = 2048;
  */
 export class SessionCookieSigner {
   readonly #key: Buffer;
+  /** Keys of earlier secrets: cookies they signed still verify; new cookies use #key. */
+  readonly #acceptedKeys: readonly Buffer[];
   readonly #now: () => number;
 
-  constructor(options: { key: Buffer; now?: () => number }) {
+  constructor(options: { key: Buffer; acceptedKeys?: readonly Buffer[]; now?: () => number }) {
     this.#key = options.key;
+    this.#acceptedKeys = options.acceptedKeys ?? [];
     this.#now = options.now ?? Date.now;
   }
 
@@ -48,8 +51,13 @@ export class SessionCookieSigner {
     if (dot <= 0) return undefined;
     const payload = value.slice(0, dot);
     const mac = Buffer.from(value.slice(dot + 1), "base64url");
-    const expected = this.#mac(payload);
-    if (mac.length !== expected.length || !timingSafeEqual(mac, expected)) return undefined;
+    // Every key compared, so the time taken tells nothing of which one matched.
+    let authentic = false;
+    for (const key of [this.#key, ...this.#acceptedKeys]) {
+      const expected = this.#mac(payload, key);
+      authentic = (mac.length === expected.length && timingSafeEqual(mac, expected)) || authentic;
+    }
+    if (!authentic) return undefined;
     let raw: { h?: unknown; u?: unknown; t?: unknown; e?: unknown };
     try {
       raw = JSON.parse(Buffer.from(payload, "base64url").toString("utf8")) as typeof raw;
@@ -62,8 +70,8 @@ export class SessionCookieSigner {
     return { host: raw.h, user: raw.u as string | undefined, tokenId: raw.t, expiresAt: raw.e };
   }
 
-  #mac(payload: string): Buffer {
-    return createHmac("sha256", this.#key).update(`warren-session.${payload}`).digest();
+  #mac(payload: string, key: Buffer = this.#key): Buffer {
+    return createHmac("sha256", key).update(`warren-session.${payload}`).digest();
   }
 }
 
