@@ -128,22 +128,22 @@ describe("agent lifecycle", () => {
   it("grows its pool past the idle minimum under a burst: 40 connections held open at once all reach the app", async () => {
     const ws = await createWorkspace(server, "burst", [app.port]);
     const agent = await startAgent(server, ws.agentToken, { env: { WARREN_POOL_MIN_IDLE: "1", WARREN_POOL_BURST: "8" } });
-    const idleStreams = async () => {
+    const streams = async (state: "idle" | "busy") => {
       const m = (await httpRequest({ port: server.observabilityPort, host: "127.0.0.1", path: "/metrics" })).body.toString();
-      return Number(/^warren_tunnel_streams\{state="idle"\} (\d+)/m.exec(m)?.[1] ?? NaN);
+      return Number(new RegExp(`^warren_tunnel_streams\\{state="${state}"\\} (\\d+)`, "m").exec(m)?.[1] ?? NaN);
     };
-    await eventually(async () => (await idleStreams()) === 1, 5000, "the agent's one idle stream (the minimum) to be parked");
+    await eventually(async () => (await streams("idle")) === 1, 5000, "the agent's one idle stream (the minimum) to be parked");
     const before = held.length;
     // One connection each (no keep-alive agent): each needs a tunnel stream of its own.
     const requests = Array.from({ length: 40 }, () =>
       httpRequest({ port: server.httpPort, host: workspaceHost("burst", app.port), path: "/hold", headers: { "x-warren-token": server.adminToken }, agent: new http.Agent() }),
     );
     await eventually(() => held.length - before === 40, 10_000, "all 40 requests to be at the app at once");
+    // Forty streams busy at once, from a pool that kept one idle: the agent opened the rest on request.
+    expect(await streams("busy")).toBeGreaterThanOrEqual(40);
     for (const release of held.splice(before)) release();
     const results = await Promise.all(requests);
     expect(results.map((r) => r.status)).toEqual(Array(40).fill(200));
-    // The streams the server asked for stay parked (until WARREN_POOL_IDLE_TIMEOUT) for the next burst.
-    await eventually(async () => (await idleStreams()) > 1, 5000, "the grown pool to be parked");
     await agent.stop();
   });
 

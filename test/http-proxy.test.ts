@@ -184,6 +184,19 @@ describe.each([
     expect(requests.some((r) => r.url === "/two-hosts")).toBe(false);
   });
 
+  it("answers a request head over 32 KiB with 431 and goes on serving", async () => {
+    const socket = net.connect(server.httpPort, "127.0.0.1");
+    socket.write(`GET /huge HTTP/1.1\r\nHost: ${workspaceHost("demo", app.port)}\r\nX-Warren-Token: ${server.adminToken}\r\nX-Big: ${"b".repeat(40 * 1024)}\r\n\r\n`);
+    let text = "";
+    socket.setEncoding("latin1").on("data", (c: string) => (text += c));
+    socket.on("error", () => {});
+    await new Promise<void>((resolve) => socket.on("close", () => resolve()));
+    expect(text).toMatch(/^HTTP\/1.1 431 /);
+    expect(text).toContain("request head over 32768 bytes");
+    expect(requests.some((r) => r.url === "/huge")).toBe(false);
+    expect((await httpRequest({ port: server.httpPort, host: workspaceHost("demo", app.port), headers: token() })).status).toBe(200);
+  });
+
   it("answers 403 for a port the workspace does not expose", async () => {
     const res = await httpRequest({ port: server.httpPort, host: workspaceHost("demo", 9), headers: token() });
     expect(res.status).toBe(403);

@@ -25,7 +25,8 @@ export function sendError(res: ServerResponse, err: unknown): void {
 /** The same answer written raw on a socket whose upgrade we refuse. */
 export function sendUpgradeError(socket: Duplex, err: unknown): void {
   const e = WarrenError.from(err);
-  const status = httpStatusOf(e.code);
+  // An error may name a more precise status than its code's (431 for an oversized head).
+  const status = (e as { httpStatus?: number }).httpStatus ?? httpStatusOf(e.code);
   const body = `${e.message}\n`;
   if (socket.destroyed) return;
   socket.end(

@@ -12,6 +12,7 @@ import type { BrowserLogin } from "./browser-login.js";
 import type { ReverseProxy } from "./reverse-proxy.js";
 import type { WebSocketProxy } from "./websocket-proxy.js";
 import type { WorkspaceAccess } from "./workspace-access.js";
+import { parseError } from "./http-message-parser.js";
 import { SplicedConnection, type SpliceDecision, type SplicedRequest } from "./spliced-connection.js";
 import type { UpstreamPool } from "./upstream-pool.js";
 import { parseHost, type HostTarget } from "./workspace-host.js";
@@ -80,12 +81,10 @@ export class FrontDoor {
     this.#server.on("request", (req: IncomingMessage, res: ServerResponse) => this.#onRequest(req, res));
     this.#server.on("upgrade", (req: IncomingMessage, socket: Duplex, head: Buffer) => this.#onUpgrade(req, socket, head));
     if (options.fastPath) this.#interceptConnections(options.fastPath);
-    this.#server.on("clientError", (err: NodeJS.ErrnoException, socket: Duplex) => {
-      if (socket.writable && err.code !== "ECONNRESET") {
-        socket.end("HTTP/1.1 400 Bad Request\r\nContent-Type: text/plain\r\nConnection: close\r\n\r\nmalformed HTTP request\n");
-      } else {
-        socket.destroy();
-      }
+    this.#server.on("clientError", (err: NodeJS.ErrnoException & { reason?: string }, socket: Duplex) => {
+      // The same answers as the spliced path gives for what the parser refused.
+      if (socket.writable && err.code !== "ECONNRESET") sendUpgradeError(socket, parseError(err));
+      else socket.destroy();
     });
   }
 

@@ -97,7 +97,7 @@ export class HttpMessageParser {
   execute(data: Buffer): number {
     const ret = this.#parser.execute(data);
     if (typeof ret === "number") return ret;
-    throw new WarrenError(ErrorCode.InvalidArgument, `malformed HTTP message: ${ret.reason ?? ret.code ?? ret.message}`);
+    throw parseError(ret);
   }
 
   /** The peer closed: completes a message whose body ends with the connection. */
@@ -113,4 +113,22 @@ export class HttpMessageParser {
     // Let any stack that is inside the parser unwind before its C++ object goes.
     setImmediate(() => parser.close());
   }
+}
+
+/**
+ * A request head over the limit: answered 431 (Request Header Fields Too Large) rather than
+ * the 400 of other malformed input, as node's own HTTP server does.
+ */
+export class HeadTooLargeError extends WarrenError {
+  readonly httpStatus = 431;
+
+  constructor() {
+    super(ErrorCode.InvalidArgument, `request head over ${MAX_HEAD_BYTES} bytes (request line and headers together)`);
+  }
+}
+
+/** The error for what llhttp (node's parser, here or in node's HTTP server) refused. */
+export function parseError(err: { code?: string; reason?: string; message?: string }): WarrenError {
+  if (err.code === "HPE_HEADER_OVERFLOW") return new HeadTooLargeError();
+  return new WarrenError(ErrorCode.InvalidArgument, `malformed HTTP message: ${err.reason ?? err.code ?? err.message}`);
 }
