@@ -48,6 +48,16 @@ function duration(min: number, max: number) {
 
 const optional = (raw: string): string | undefined => parseNonEmpty(raw);
 
+/** Comma-separated secrets, each at least `minChars` long (earlier secrets still accepted). */
+function secretList(minChars: number) {
+  return (raw: string): string[] => {
+    const secrets = raw.split(",").map((s) => s.trim()).filter(Boolean);
+    const short = secrets.findIndex((s) => s.length < minChars);
+    if (short >= 0) throw new Error(`secret ${short + 1} must be at least ${minChars} characters`);
+    return secrets;
+  };
+}
+
 /** host:port, or "off" to run without that listener. */
 function parseListenerOrOff(raw: string): HostPort | undefined {
   return raw.trim().toLowerCase() === "off" ? undefined : parseHostPort(raw);
@@ -162,12 +172,7 @@ export const SERVER_SETTINGS = {
       "earlier server secrets (comma-separated) still accepted for reading: variables sealed and session cookies signed with them stay valid, so WARREN_SECRET_KEY rotates without logging people out or losing variables (new ones use WARREN_SECRET_KEY)",
     default: [],
     defaultText: "none",
-    parse: (raw) => {
-      const secrets = raw.split(",").map((s) => s.trim()).filter(Boolean);
-      const short = secrets.findIndex((s) => s.length < 32);
-      if (short >= 0) throw new Error(`secret ${short + 1} must be at least 32 characters`);
-      return secrets;
-    },
+    parse: secretList(32),
   }),
   sessionTtl: setting({
     key: "sessionTtl",
@@ -377,12 +382,7 @@ export const SERVER_SETTINGS = {
       "more cluster secrets accepted from other servers (comma-separated), for rotating WARREN_CLUSTER_SECRET without a window: roll out the new one here, then as WARREN_CLUSTER_SECRET with the old one here, then drop it",
     default: [],
     defaultText: "none",
-    parse: (raw) => {
-      const secrets = raw.split(",").map((s) => s.trim()).filter(Boolean);
-      const short = secrets.findIndex((s) => s.length < 16);
-      if (short >= 0) throw new Error(`secret ${short + 1} must be at least 16 characters`);
-      return secrets;
-    },
+    parse: secretList(16),
   }),
   privateAddr: setting({
     key: "privateAddr",

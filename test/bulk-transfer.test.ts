@@ -98,6 +98,35 @@ describe("bulk transfers through the tunnel", () => {
     return Math.max(peak, server.proc.rssBytes()) - base;
   }
 
+  /** POSTs the 100 MiB stream to `path`, respecting backpressure; resolves with the app's answer. */
+  function upload(path: string): Promise<string> {
+    return new Promise<string>((resolve, reject) => {
+      let answer = "";
+      const req = http.request(
+        {
+          host: "127.0.0.1",
+          port: server.httpPort,
+          method: "POST",
+          path,
+          headers: { host: workspaceHost("bulk", app.port), "x-warren-token": server.adminToken, "content-length": SIZE },
+        },
+        (res) => {
+          res.setEncoding("utf8").on("data", (c: string) => (answer += c));
+          res.on("end", () => resolve(answer));
+        },
+      );
+      req.on("error", reject);
+      let i = 0;
+      const pump = () => {
+        while (i < SIZE / MiB) {
+          if (!req.write(chunkAt(i++))) return void req.once("drain", pump);
+        }
+        req.end();
+      };
+      pump();
+    });
+  }
+
   it("downloads 100 MiB intact with bounded server memory, even with a slow reader", async () => {
     let result = { bytes: 0, sha256: "" };
     let pauseGrowth = Infinity;
@@ -145,33 +174,9 @@ describe("bulk transfers through the tunnel", () => {
 
   it("uploads 100 MiB intact with bounded server memory", async () => {
     let answer = "";
-    const growth = await peakGrowth(
-      () =>
-        new Promise<void>((resolve, reject) => {
-          const req = http.request(
-            {
-              host: "127.0.0.1",
-              port: server.httpPort,
-              method: "POST",
-              path: "/upload",
-              headers: { host: workspaceHost("bulk", app.port), "x-warren-token": server.adminToken, "content-length": SIZE },
-            },
-            (res) => {
-              res.setEncoding("utf8").on("data", (c: string) => (answer += c));
-              res.on("end", () => resolve());
-            },
-          );
-          req.on("error", reject);
-          let i = 0;
-          const pump = () => {
-            while (i < SIZE / MiB) {
-              if (!req.write(chunkAt(i++))) return void req.once("drain", pump);
-            }
-            req.end();
-          };
-          pump();
-        }),
-    );
+    const growth = await peakGrowth(async () => {
+      answer = await upload("/upload");
+    });
     expect(JSON.parse(answer)).toEqual({ bytes: SIZE, sha256: digest });
     expect(growth).toBeLessThan(MEMORY_BUDGET);
   });
@@ -187,30 +192,7 @@ describe("bulk transfers through the tunnel", () => {
     let agentPeak = agentBase;
     const sampler = setInterval(() => (agentPeak = Math.max(agentPeak, agent.proc.rssBytes())), 100);
     try {
-      await new Promise<void>((resolve, reject) => {
-        const req = http.request(
-          {
-            host: "127.0.0.1",
-            port: server.httpPort,
-            method: "POST",
-            path: "/upload-slow",
-            headers: { host: workspaceHost("bulk", app.port), "x-warren-token": server.adminToken, "content-length": SIZE },
-          },
-          (res) => {
-            res.setEncoding("utf8").on("data", (c: string) => (answer += c));
-            res.on("end", () => resolve());
-          },
-        );
-        req.on("error", reject);
-        let i = 0;
-        const pump = () => {
-          while (i < SIZE / MiB) {
-            if (!req.write(chunkAt(i++))) return void req.once("drain", pump);
-          }
-          req.end();
-        };
-        pump();
-      });
+      answer = await upload("/upload-slow");
     } finally {
       clearInterval(sampler);
       onAppPause = undefined;
