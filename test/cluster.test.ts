@@ -13,7 +13,7 @@ import { afterAll, beforeAll, describe, expect, it } from "vitest";
 import WebSocket from "ws";
 import { freePort, listen, startApp, type App } from "./harness/apps.js";
 import { CLUSTER_SECRET, startCluster, startClusterServer, startRedis, type ClusterServerHandle, type RedisHandle } from "./harness/cluster.js";
-import { callApi, createWorkspace, eventually, httpRequest, startAgent, workspaceHost, type AgentHandle } from "./harness/warren.js";
+import { callApi, createWorkspace, eventually, httpRequest, startAgent, upgradeAndCount, workspaceHost, type AgentHandle } from "./harness/warren.js";
 
 /** An app that says which workspace it belongs to, so a misrouted request shows. */
 async function namedApp(name: string): Promise<App> {
@@ -169,17 +169,7 @@ describe("cluster: three servers, one Redis", () => {
         const down = await get(server, "ws-bulk", port);
         expect(down.body.length).toBe(16 * 1024 * 1024);
         expect(createHash("sha256").update(down.body).digest("hex")).toBe(downloadHash);
-        const socket = net.connect(server.httpPort, "127.0.0.1");
-        socket.write(`GET /count HTTP/1.1\r\nHost: ${workspaceHost("ws-bulk", port)}\r\nX-Warren-Token: ${server.adminToken}\r\nConnection: Upgrade\r\nUpgrade: count\r\n\r\n`);
-        let text = "";
-        socket.setEncoding("utf8").on("data", (c: string) => {
-          text += c;
-          if (text.includes("\r\n\r\n") && !socket.writableEnded) {
-            socket.write(Buffer.alloc(300_000, 1));
-            socket.end();
-          }
-        });
-        await new Promise<void>((resolve) => socket.on("close", () => resolve()));
+        const text = await upgradeAndCount(server, workspaceHost("ws-bulk", port), 300_000);
         expect(text).toMatch(/^HTTP\/1.1 101/);
         expect(text.endsWith("received 300000 bytes")).toBe(true);
       }

@@ -3,7 +3,7 @@ import http from "node:http";
 import { afterAll, beforeAll, describe, expect, it } from "vitest";
 import WebSocket from "ws";
 import { listen, startApp, type App } from "./harness/apps.js";
-import { createWorkspace, startAgent, startServer, workspaceHost, type AgentHandle, type ServerHandle } from "./harness/warren.js";
+import { createWorkspace, startAgent, startServer, upgradeAndCount, workspaceHost, type AgentHandle, type ServerHandle } from "./harness/warren.js";
 
 describe("WebSocket and upgrades through the tunnel", () => {
   let server: ServerHandle;
@@ -74,19 +74,7 @@ describe("WebSocket and upgrades through the tunnel", () => {
   });
 
   it("passes a client half-close through and still delivers the answer", async () => {
-    const socket = net.connect(server.httpPort, "127.0.0.1");
-    socket.write(
-      `GET /count HTTP/1.1\r\nHost: ${workspaceHost("sockets", rawAppPort)}\r\nX-Warren-Token: ${server.adminToken}\r\nConnection: Upgrade\r\nUpgrade: count\r\n\r\n`,
-    );
-    let text = "";
-    socket.setEncoding("utf8").on("data", (c: string) => {
-      text += c;
-      if (text.includes("\r\n\r\n") && !socket.writableEnded) {
-        socket.write(Buffer.alloc(300_000, 1));
-        socket.end();
-      }
-    });
-    await new Promise<void>((resolve) => socket.on("close", () => resolve()));
+    const text = await upgradeAndCount(server, workspaceHost("sockets", rawAppPort), 300_000);
     expect(text).toMatch(/^HTTP\/1.1 101/);
     expect(text.endsWith("received 300000 bytes")).toBe(true);
   });

@@ -1,3 +1,4 @@
+import net from "node:net";
 import { mkdtempSync, rmSync } from "node:fs";
 import http from "node:http";
 import https from "node:https";
@@ -222,4 +223,23 @@ export async function eventually(fn: () => Promise<boolean> | boolean, timeoutMs
     await new Promise((r) => setTimeout(r, 100));
   }
   throw new Error(`timed out waiting for ${what}${lastError ? `: ${(lastError as Error).message}` : ""}`);
+}
+
+/**
+ * Upgrades a raw connection to the "count" protocol of a test app on a workspace port, sends
+ * `bytes` bytes and half-closes; resolves with everything read until the connection closed.
+ */
+export async function upgradeAndCount(server: { httpPort: number; adminToken: string }, host: string, bytes: number): Promise<string> {
+  const socket = net.connect(server.httpPort, "127.0.0.1");
+  socket.write(`GET /count HTTP/1.1\r\nHost: ${host}\r\nX-Warren-Token: ${server.adminToken}\r\nConnection: Upgrade\r\nUpgrade: count\r\n\r\n`);
+  let text = "";
+  socket.setEncoding("utf8").on("data", (c: string) => {
+    text += c;
+    if (text.includes("\r\n\r\n") && !socket.writableEnded) {
+      socket.write(Buffer.alloc(bytes, 1));
+      socket.end();
+    }
+  });
+  await new Promise<void>((resolve) => socket.on("close", () => resolve()));
+  return text;
 }
