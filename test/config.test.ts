@@ -82,6 +82,7 @@ const BAD: Record<keyof typeof SERVER_SETTINGS, BadCase> = {
   sshHostKey: { env: { WARREN_SSH_HOST_KEY: "/nonexistent/ssh_host_key" }, reason: /cannot read/ },
   sshLoginGraceTime: { env: { WARREN_SSH_LOGIN_GRACE_TIME: "0s" }, reason: /out of range 1s-10m/ },
   dataDir: { args: ["--data-dir", " "], reason: /must not be empty/ },
+  store: { env: { WARREN_STORE: "disk" }, reason: /"disk" is not one of embedded, redis, memory/ },
   serverId: { args: ["--server-id", " "], reason: /must not be empty/ },
   redisUrl: { env: { WARREN_REDIS_URL: "http://127.0.0.1:6379", WARREN_CLUSTER_SECRET: CLUSTER_SECRET }, reason: /unknown scheme/ },
   redisPrefix: { env: { WARREN_REDIS_PREFIX: "a b" }, reason: /use 1-64 letters/ },
