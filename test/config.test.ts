@@ -125,7 +125,8 @@ describe("every setting of warren-server", () => {
       [{ WARREN_PRIVATE_TLS: "true" }, /^warren-server: WARREN_PRIVATE_TLS needs WARREN_TLS_CERT and WARREN_TLS_KEY/],
       [{ WARREN_OBSERVABILITY_TLS: "true" }, /^warren-server: WARREN_OBSERVABILITY_TLS needs WARREN_TLS_CERT and WARREN_TLS_KEY/],
       [{ WARREN_SSH_HOST_KEY: "package.json" }, /^warren-server: WARREN_SSH_HOST_KEY: .*package.json is not a usable SSH host key/],
-      [{ WARREN_DATA_DIR: join(REPO_ROOT, "package.json", "state") }, /^warren-server: WARREN_DATA_DIR: cannot write the SSH host key/],
+      [{ WARREN_DATA_DIR: join(REPO_ROOT, "package.json", "state") }, /^warren-server: WARREN_DATA_DIR: cannot create the data directory .*package.json\/state: ENOTDIR/],
+      [{ WARREN_DATA_DIR: join(REPO_ROOT, "package.json", "state"), WARREN_STORE: "memory" }, /^warren-server: WARREN_DATA_DIR: cannot write .*package.json\/state\/admin-token/],
       [{ WARREN_HTTP_ADDR: `127.0.0.1:${busyPort}` }, new RegExp(`^warren-server: WARREN_HTTP_ADDR: cannot listen on 127.0.0.1:${busyPort}: EADDRINUSE`)],
     ];
     try {

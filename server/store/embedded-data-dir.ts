@@ -1,4 +1,4 @@
-import { closeSync, existsSync, mkdirSync, openSync, readSync, statSync } from "node:fs";
+import { closeSync, existsSync, mkdirSync, openSync, readSync, statSync, writeFileSync } from "node:fs";
 import { join } from "node:path";
 import type { Logger } from "pino";
 import { ErrorCode, WarrenError } from "../../shared/errors.js";
@@ -10,6 +10,9 @@ import { CURRENT_SCHEMA_VERSION, migrationsFrom, type Migration } from "./schema
 
 export const STORE_DIR = "store";
 export const STORE_FILE = "data.mdb";
+const LOCK_FILE_NAME = "lock.mdb";
+/** More than LMDB's reader table for 126 readers (8272 bytes). */
+const LOCK_FILE_BYTES = 16 * 1024;
 /** LMDB's magic number, at the start of both meta pages. */
 const LMDB_MAGIC = Buffer.from([0xde, 0xc0, 0xef, 0xbe]);
 
@@ -100,6 +103,7 @@ function openChecked(dataDir: string, readOnly: boolean): EmbeddedStore {
   let store: EmbeddedStore;
   try {
     mkdirSync(dir, { recursive: true, mode: 0o700 });
+    if (!readOnly) preallocateLockFile(join(dir, LOCK_FILE_NAME));
     store = EmbeddedStore.open({ path: dir, dataDir, readOnly });
   } catch (err) {
     throw corrupt(file, (err as Error).message);
@@ -111,6 +115,17 @@ function openChecked(dataDir: string, readOnly: boolean): EmbeddedStore {
     throw corrupt(file, (err as Error).message);
   }
   return store;
+}
+
+/**
+ * LMDB maps its lock file (the reader table) and writes it through the map. Created by LMDB
+ * it is a sparse file: on a full disk the first touch of a page kills the process (SIGBUS).
+ * Written here with real zeros first (LMDB keeps a lock file larger than it needs and
+ * initializes it), its pages are allocated before the disk can fill.
+ */
+function preallocateLockFile(path: string): void {
+  if (existsSync(path)) return;
+  writeFileSync(path, Buffer.alloc(LOCK_FILE_BYTES), { mode: 0o600, flag: "wx" });
 }
 
 function checkHeader(file: string): void {

@@ -61,6 +61,7 @@ export class EmbeddedStore implements ControlStore, SnapshotSource {
 
   /** Opens (creating it when absent) the store; the caller has checked the file (see data-dir.ts). */
   static open(options: EmbeddedStoreOptions): EmbeddedStore {
+    ignoreReportedCommitFailures();
     const db = open<string, string>({
       path: options.path,
       encoding: "string",
@@ -328,6 +329,21 @@ export class EmbeddedStore implements ControlStore, SnapshotSource {
   }
 }
 
+let guarded = false;
+/**
+ * lmdb-js rejects internal promises of a failed commit (disk full) that nobody can handle,
+ * after it rejected the writes concerned, which #write() turns into unavailable for their
+ * callers. Those are not crashes to die of; every other unhandled rejection still is.
+ */
+function ignoreReportedCommitFailures(): void {
+  if (guarded) return;
+  guarded = true;
+  process.on("unhandledRejection", (reason) => {
+    if (reason instanceof Error && "commitError" in reason) return;
+    throw reason;
+  });
+}
+
 function key(prefix: Prefix, id: string): string {
   return `${prefix}:${id}`;
 }
@@ -348,7 +364,8 @@ async function commitErrorOf(err: unknown): Promise<string> {
     try {
       await commitError;
     } catch (cause) {
-      return (cause as Error).message ?? String(cause);
+      // "No space left on device: Attempting to write page at position ...": the first part is for people.
+      return String((cause as Error).message ?? cause).split(": Attempting")[0]!;
     }
   }
   return (err as Error).message ?? String(err);
