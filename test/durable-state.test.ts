@@ -171,7 +171,7 @@ describe("the data directory: lock, schema versions, corruption", () => {
 
   it("refuses a data directory written by a newer server, naming both schema versions", async () => {
     const dataDir = testDataDir();
-    const store = EmbeddedStore.open({ path: join(dataDir, "store"), dataDir });
+    const store = await EmbeddedStore.open({ path: join(dataDir, "store"), dataDir });
     await store.setSchemaVersion(2);
     await store.close();
     const res = await runServer([], { WARREN_DATA_DIR: dataDir, WARREN_SSH_ADDR: "off" });

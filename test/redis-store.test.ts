@@ -47,9 +47,9 @@ afterAll(async () => {
 
 /** The same contract for both implementations: the Redis store must be a faithful one. */
 const embeddedStores: EmbeddedStore[] = [];
-function embedded(): EmbeddedStore {
+async function embedded(): Promise<EmbeddedStore> {
   const dataDir = mkdtempSync(join(tmpdir(), "warren-store-"));
-  const store = EmbeddedStore.open({ path: join(dataDir, "store"), dataDir });
+  const store = await EmbeddedStore.open({ path: join(dataDir, "store"), dataDir });
   embeddedStores.push(store);
   return store;
 }
@@ -59,13 +59,13 @@ afterAll(async () => {
 
 const stores: Array<[string, () => Promise<ControlStore>]> = [
   ["memory", async () => new MemoryStore()],
-  ["embedded", async () => embedded()],
+  ["embedded", () => embedded()],
   ["redis", async () => new RedisStore({ redis: await connection(`contract-${Math.random().toString(36).slice(2)}`) })],
 ];
 
 /** The stores that back up and restore. */
 const snapshotStores: Array<[string, () => Promise<ControlStore & SnapshotSource>]> = [
-  ["embedded", async () => embedded()],
+  ["embedded", () => embedded()],
   ["redis", async () => new RedisStore({ redis: await connection(`backup-${Math.random().toString(36).slice(2)}`) })],
 ];
 

@@ -45,7 +45,7 @@ export async function openEmbeddedStore(options: { dataDir: string; log: Logger;
   let store: EmbeddedStore | undefined;
   try {
     const hadLayoutBefore = existsSync(join(dataDir, GENERATED_HOST_KEY_FILE));
-    store = openChecked(dataDir, false);
+    store = await openChecked(dataDir, false);
     const version = store.schemaVersion();
     let migratedFrom: number | undefined;
     if (version === undefined) {
@@ -85,18 +85,18 @@ export async function openEmbeddedStore(options: { dataDir: string; log: Logger;
 }
 
 /** Opens the store of a data directory read-only, beside a running server (backup). */
-export function openEmbeddedStoreForReading(dataDir: string): EmbeddedStore {
+export async function openEmbeddedStoreForReading(dataDir: string): Promise<EmbeddedStore> {
   if (!existsSync(join(dataDir, STORE_DIR, STORE_FILE))) {
     throw new WarrenError(ErrorCode.NotFound, `no store in the data directory ${dataDir} (WARREN_DATA_DIR): nothing to back up`);
   }
-  return openChecked(dataDir, true);
+  return await openChecked(dataDir, true);
 }
 
 /**
  * Checks the store file before LMDB maps it (LMDB trusts its file: garbage can crash the
  * process instead of failing), opens it, and reads every record once.
  */
-function openChecked(dataDir: string, readOnly: boolean): EmbeddedStore {
+async function openChecked(dataDir: string, readOnly: boolean): Promise<EmbeddedStore> {
   const dir = join(dataDir, STORE_DIR);
   const file = join(dir, STORE_FILE);
   if (existsSync(file)) checkHeader(file);
@@ -104,7 +104,7 @@ function openChecked(dataDir: string, readOnly: boolean): EmbeddedStore {
   try {
     mkdirSync(dir, { recursive: true, mode: 0o700 });
     if (!readOnly) preallocateLockFile(join(dir, LOCK_FILE_NAME));
-    store = EmbeddedStore.open({ path: dir, dataDir, readOnly });
+    store = await EmbeddedStore.open({ path: dir, dataDir, readOnly });
   } catch (err) {
     throw corrupt(file, (err as Error).message);
   }

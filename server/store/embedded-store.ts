@@ -1,4 +1,4 @@
-import { open, type RootDatabase } from "lmdb";
+import type { RootDatabase } from "lmdb";
 import { ErrorCode, WarrenError } from "../../shared/errors.js";
 import type { LoginCodeRecord, PinnedHostKey, SshKeyRecord, TokenRecord, UserRecord, WorkspaceRecord, WorkspaceSshIdentity } from "./records.js";
 import { SnapshotKind, type SnapshotEntry, type SnapshotSource } from "./snapshot.js";
@@ -60,8 +60,10 @@ export class EmbeddedStore implements ControlStore, SnapshotSource {
   }
 
   /** Opens (creating it when absent) the store; the caller has checked the file (see data-dir.ts). */
-  static open(options: EmbeddedStoreOptions): EmbeddedStore {
+  static async open(options: EmbeddedStoreOptions): Promise<EmbeddedStore> {
     ignoreReportedCommitFailures();
+    // Loaded on first use: a server with Redis or started for --help never loads the addon.
+    const { open } = await import("lmdb");
     const db = open<string, string>({
       path: options.path,
       encoding: "string",

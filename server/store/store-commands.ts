@@ -41,7 +41,7 @@ async function withSource<T>(config: ServerConfig, mode: "read" | "write", use: 
   if (kind === "embedded") {
     const dataDir = dataDirOf(config);
     if (mode === "read") {
-      const store = openEmbeddedStoreForReading(dataDir);
+      const store = await openEmbeddedStoreForReading(dataDir);
       try {
         return await use(store, `the embedded store in ${dataDir}`);
       } finally {
