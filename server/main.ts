@@ -131,12 +131,12 @@ async function main(): Promise<void> {
       .shutdown(signal === "SIGINT" ? { drainDelayMs: 0 } : {})
       .then(() => local.close())
       .then(
-      () => process.exit(0),
-      (err) => {
-        log.error({ err }, "shutdown failed");
-        process.exit(1);
-      },
-    );
+        () => process.exit(0),
+        (err) => {
+          log.error({ err }, "shutdown failed");
+          process.exit(1);
+        },
+      );
   };
   process.on("SIGTERM", () => stop("SIGTERM"));
   process.on("SIGINT", () => stop("SIGINT"));
