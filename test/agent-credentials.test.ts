@@ -63,7 +63,7 @@ describe("agent credentials", () => {
     const welcome = await agent.welcome();
     expect(welcome).toBeUndefined();
     expect(await agent.controlEnd()).toEqual({ status: "16", message: "agent token is invalid, expired or revoked" });
-    expect((await getWorkspace("rotated", server.adminToken)).connected).toBe(false);
+    expect((await getWorkspace("rotated", server.adminToken)).connected ?? false).toBe(false);
     const res = await httpRequest({ port: server.httpPort, host: workspaceHost("rotated", app.port), headers: { "x-warren-token": server.adminToken } });
     expect(res.status).toBe(503);
   });
@@ -93,7 +93,7 @@ describe("agent credentials", () => {
       expect(res.status).toBe(503);
       expect(res.body.toString()).toMatch(/workspace "dev" is not connected/);
       const alices = await getWorkspace("dev", tokens["alice"]!);
-      expect(alices.connected).toBe(false);
+      expect(alices.connected ?? false).toBe(false);
       expect(alices.actualState).toBe("WORKSPACE_ACTUAL_STATE_CREATION_REQUESTED");
       expect((await stale.controlEnd()).status).toBe("16");
     },

@@ -1,7 +1,7 @@
 import { WorkloadState, WorkspaceDesiredState, type WorkloadReport } from "../../shared/gen/warren/v1/agent_pb.js";
 import type { Logger } from "../../shared/logger.js";
 import type { ClusterEvent, EventBus } from "../events/event-bus.js";
-import type { WorkspaceRecord } from "../store/records.js";
+import { workspaceIdOf, type WorkspaceRecord } from "../store/records.js";
 import type { WorkspaceLookup } from "../http/workspace-access.js";
 import { statesOf, type WorkspaceManager } from "./workspace-manager.js";
 import { DesiredState, type WorkloadStatus } from "./workspace-state.js";
@@ -10,6 +10,8 @@ import { DesiredState, type WorkloadStatus } from "./workspace-state.js";
 export interface ControlledConnection {
   readonly id: string;
   readonly workspace: string;
+  /** The workspace incarnation the connection was welcomed into: its reports apply to it only. */
+  readonly workspaceId: string;
   readonly closed: boolean;
   /** Sends the desired state on the control stream; never blocks, false when it is gone. */
   sendDesiredState(state: WorkspaceDesiredState): void;
@@ -67,7 +69,7 @@ export class AgentControl {
     connection.onClose(() => {
       // After its last report, so that the departure is the final word.
       void (this.#reports.get(connection) ?? Promise.resolve())
-        .then(() => this.#options.manager.agentGone(connection.workspace, connection.id))
+        .then(() => this.#options.manager.agentGone(connection.workspace, connection.workspaceId, connection.id))
         .catch((err: Error) => {
           this.#options.log.warn({ workspace: connection.workspace, err: err.message }, "could not record the agent's departure");
         });
@@ -90,7 +92,7 @@ export class AgentControl {
     const previous = this.#reports.get(connection) ?? Promise.resolve();
     const next = previous.then(() =>
       this.#options.manager
-        .report(connection.workspace, connection.id, status, { exitCode: report.exitCode, message: report.message })
+        .report(connection.workspace, connection.workspaceId, connection.id, status, { exitCode: report.exitCode, message: report.message })
         .catch((err: Error) => this.#options.log.warn({ workspace: connection.workspace, err: err.message }, "could not record a workload report")),
     );
     this.#reports.set(connection, next);
@@ -111,10 +113,12 @@ export class AgentControl {
       return;
     }
     if (!record) return;
+    const workspaceId = workspaceIdOf(record);
     const desired = statesOf(record).desired;
     const revision = record.revision ?? 0;
     for (const connection of connections) {
-      if (connection.closed) continue;
+      // A connection of an earlier workspace of the name is on its way out: not this one's state.
+      if (connection.closed || connection.workspaceId !== workspaceId) continue;
       const last = this.#sent.get(connection);
       // Reads may finish out of order: never replace a newer state with an older one.
       if (last && (last.revision > revision || last.desired === desired)) continue;

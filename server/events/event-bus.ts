@@ -3,8 +3,21 @@
  * cluster mode.
  */
 export type ClusterEvent =
-  /** The workspace was deleted or terminated, or its agent token revoked: drop its agents. */
-  | { readonly type: "workspace-revoked"; readonly workspace: string; readonly reason: string }
+  /**
+   * The workspace was deleted or terminated, or its agent token revoked: drop its agents.
+   * `workspaceId` (deleted, terminated) closes everything of that incarnation; `tokenId`
+   * (rotated) only what the old token opened. Events without either (from servers older than
+   * incarnations) drop every agent of the name.
+   */
+  | {
+      readonly type: "workspace-revoked";
+      readonly workspace: string;
+      readonly reason: string;
+      readonly workspaceId?: string;
+      readonly tokenId?: string;
+    }
+  /** A workspace was created: agents of an earlier workspace of the same name must go. */
+  | { readonly type: "workspace-created"; readonly workspace: string; readonly workspaceId: string }
   /** The workspace record changed (ports, state): refresh caches. */
   | { readonly type: "workspace-changed"; readonly workspace: string }
   /** An access token was revoked: drop it from every server's token cache. */
