@@ -41,6 +41,12 @@ const HELLO_TIMEOUT_MS = 10_000;
 const INVALID_AGENT_TOKEN = "agent token is invalid, expired or revoked";
 /** Control messages an agent may send while its hello is being checked; more is hostile. */
 const MAX_MESSAGES_BEFORE_WELCOME = 16;
+/**
+ * A token that expires with its workspace's time to live leaves the agent to the termination
+ * (which lets it stop its workload, then revokes it); its lease ends this long after, in case
+ * the termination could not run.
+ */
+const TTL_TERMINATION_MARGIN_MS = 15_000;
 /** A revoked agent's streams in flight get this long before its session is destroyed. */
 const REVOKED_GRACE_MS = 500;
 /** Control messages are small; anything bigger is hostile. */
@@ -396,7 +402,10 @@ export class AgentEndpoint {
       {
         tokenId,
         workspaceId,
-        expiresAt: first.tokenExpiresAt,
+        expiresAt:
+          first.workspace.expiresAt !== undefined && first.tokenExpiresAt >= first.workspace.expiresAt
+            ? first.tokenExpiresAt + TTL_TERMINATION_MARGIN_MS
+            : first.tokenExpiresAt,
         stillValid: () => authenticator.agentStillValid(name, workspaceId, tokenId),
       },
       (reason) => connection.disconnect(DisconnectReason.REVOKED, reason, REVOKED_GRACE_MS),
