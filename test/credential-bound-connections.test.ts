@@ -67,7 +67,7 @@ describe("connections bound to their credential", () => {
         resolve({
           ws,
           closed,
-          echo: async (text) => {
+          echo: async (text: string) => {
             ws.send(text);
             return next();
           },
