@@ -82,15 +82,15 @@ export class Authenticator {
   /**
    * Whether an agent connection welcomed with `tokenId` into the workspace incarnation
    * `workspaceId` may stay: the incarnation still exists under its name and the token is still
-   * its current one, not expired (a terminating workspace's token is already deleted: its agent
-   * stays until the termination completes). Reads the store; rejects when it cannot.
+   * its current one (a terminating workspace's token is already deleted: its agent stays until
+   * the termination completes). Reads the store; rejects when it cannot.
    */
   async agentStillValid(name: string, workspaceId: string, tokenId: string): Promise<boolean> {
     const workspace = await this.#options.workspaces.getWorkspace(name);
     if (!workspace || workspaceIdOf(workspace) !== workspaceId || workspace.agentTokenId !== tokenId) return false;
     if (workspace.desiredState === "Terminated") return workspace.actualState !== "Terminated";
-    const record = await this.#options.tokens.getToken(tokenId);
-    return record !== undefined && record.expiresAt > this.#now();
+    // Expiry is the lease's own clock (which leaves a token expiring with its workspace to the termination).
+    return (await this.#options.tokens.getToken(tokenId)) !== undefined;
   }
 
   /** A person or script calling the API or a workspace host. */

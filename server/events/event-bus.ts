@@ -18,8 +18,19 @@ export type ClusterEvent =
     }
   /** A workspace was created: agents of an earlier workspace of the same name must go. */
   | { readonly type: "workspace-created"; readonly workspace: string; readonly workspaceId: string }
-  /** The workspace record changed (ports, state): refresh caches. */
-  | { readonly type: "workspace-changed"; readonly workspace: string }
+  /**
+   * The workspace record changed (ports, state): refresh caches. `allowedPorts` (with the
+   * record's `revision`) is what its agents may dial now, so that the server holding an agent
+   * tells it at once, without reading the store first.
+   */
+  | {
+      readonly type: "workspace-changed";
+      readonly workspace: string;
+      /** The incarnation whose record changed (absent from servers older than incarnations). */
+      readonly workspaceId?: string;
+      readonly revision?: number;
+      readonly allowedPorts?: readonly number[];
+    }
   /** An access token was revoked: drop it from every server's token cache. */
   | { readonly type: "token-revoked"; readonly tokenId: string };
 
