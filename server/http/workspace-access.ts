@@ -79,7 +79,20 @@ export class WorkspaceAccess {
     if (!bound) this.#bound.set(socket, (bound = new Set()));
     bound.add(key);
     const expiresAt = principal?.kind === "user" ? principal.expiresAt : undefined;
-    const lease = leases.register({ tokenId, workspaceId, expiresAt }, () => socket.destroy());
+    const name = workspace.name;
+    const stillValid = async (): Promise<boolean> => {
+      const current = await this.#options.workspaces.getWorkspace(name);
+      if (!current || workspaceIdOf(current) !== workspaceId) return false;
+      if (principal?.kind !== "user") return true;
+      try {
+        await this.#options.authenticator.principalOfSession({ user: principal.user, tokenId: principal.tokenId });
+        return true;
+      } catch (err) {
+        if (WarrenError.from(err).code === ErrorCode.Unauthenticated) return false;
+        throw err;
+      }
+    };
+    const lease = leases.register({ tokenId, workspaceId, expiresAt, stillValid }, () => socket.destroy());
     socket.once("close", () => lease.release());
   }
 
