@@ -167,6 +167,8 @@ describe("configuration", () => {
       [[], { WARREN_HTTP_ADDR: "nonsense" }, /^warren-server: invalid WARREN_HTTP_ADDR \(WARREN_HTTP_ADDR\): "nonsense" is not host:port\n$/],
       [["--no-such-flag"], {}, /^warren-server: unknown flag --no-such-flag/],
       [["--config", "/nonexistent/warren.yaml"], {}, /^warren-server: config file \/nonexistent\/warren.yaml: not found/],
+      [[], { WARREN_STORE: "redis" }, /^warren-server: WARREN_STORE=redis needs WARREN_REDIS_URL/],
+      [[], { WARREN_STORE: "memory", WARREN_REDIS_URL: "redis://127.0.0.1:1", WARREN_CLUSTER_SECRET: CLUSTER_SECRET }, /^warren-server: WARREN_STORE=memory cannot be used with WARREN_REDIS_URL/],
     ];
     for (const [args, env, message] of cases) {
       const r = run(SERVER_BUNDLE, args, env);

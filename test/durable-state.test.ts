@@ -190,6 +190,15 @@ describe("the data directory: lock, schema versions, corruption", () => {
     expect(lines[0]).toMatch(new RegExp(`^warren-server: the store ${join(dataDir, "store", "data.mdb")} is corrupt or unreadable \\(not an LMDB store`));
   });
 
+  it("stops at start with one line naming an unreadable store file", async () => {
+    const dataDir = testDataDir();
+    // A directory where the file should be: no permission trick works for root.
+    mkdirSync(join(dataDir, "store", "data.mdb"), { recursive: true });
+    const res = await runServer([], { WARREN_DATA_DIR: dataDir, WARREN_SSH_ADDR: "off" });
+    expect(res.code).toBe(2);
+    expect(res.stderr).toBe(`warren-server: cannot read the store ${join(dataDir, "store", "data.mdb")}: EISDIR\n`);
+  });
+
   it("keeps WARREN_STORE=memory for tests only, saying so", async () => {
     const dataDir = testDataDir();
     const s = await server({ WARREN_DATA_DIR: dataDir, WARREN_STORE: "memory" });
