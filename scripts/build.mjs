@@ -11,6 +11,11 @@ import { buildAgentBinary, binaryPlatform } from "./build/agent-binary.mjs";
 import { nativeStubs } from "./build/native-stubs.mjs";
 
 const agentOnly = process.argv.includes("--agent");
+// The dashboard's browser script (web/): minified into a string the server bundle inlines.
+const dashboardJs = agentOnly
+  ? ""
+  : (await build({ entryPoints: ["web/dashboard.ts"], bundle: true, minify: true, format: "iife", target: "es2022", platform: "browser", write: false, logLevel: "warning" }))
+      .outputFiles[0].text;
 const pkg = JSON.parse(readFileSync(new URL("../package.json", import.meta.url), "utf8"));
 const common = {
   bundle: true,
@@ -33,7 +38,12 @@ const entries = agentOnly
       cli,
       // ssh2's optional native helpers stay out of the bundle: it requires them inside try/catch
       // and falls back to JavaScript and Node's own crypto, so the bundle runs without node_modules.
-      { entryPoints: ["server/main.ts"], outfile: "dist/warren-server.cjs", external: ["cpu-features", "*.node"] },
+      {
+        entryPoints: ["server/main.ts"],
+        outfile: "dist/warren-server.cjs",
+        external: ["cpu-features", "*.node"],
+        define: { ...common.define, __WARREN_DASHBOARD_JS__: JSON.stringify(dashboardJs) },
+      },
       { entryPoints: ["scripts/bench.ts"], outfile: "dist/bench.cjs" },
     ];
 

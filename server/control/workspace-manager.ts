@@ -1,6 +1,6 @@
 import { ErrorCode, WarrenError } from "../../shared/errors.js";
 import type { Logger } from "../../shared/logger.js";
-import type { Principal } from "../auth/authenticator.js";
+import { isAdmin, type Principal } from "../auth/authenticator.js";
 import type { SecretBox } from "../auth/secret-box.js";
 import { mintToken, TokenKind } from "../auth/tokens.js";
 import type { EventBus } from "../events/event-bus.js";
@@ -82,7 +82,7 @@ export function trafficRefusal(workspace: WorkspaceRecord): WarrenError | undefi
 
 /** Whether the principal may see and use the workspace: its owner, or an admin. */
 export function mayReach(principal: Principal, workspace: WorkspaceRecord): boolean {
-  return principal.kind === "admin" || (workspace.owner !== undefined && workspace.owner === principal.user);
+  return isAdmin(principal) || (principal.kind === "user" && workspace.owner !== undefined && workspace.owner === principal.user);
 }
 
 /**

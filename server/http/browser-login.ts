@@ -152,8 +152,17 @@ export class BrowserLogin implements SessionReader {
     await this.#sendBack(res, principal, returnTo);
   }
 
+  /** Finishes a login a provider completed outside the login page (the OIDC callback). */
+  async completeLogin(res: ServerResponse, principal: Principal, returnTo: string): Promise<void> {
+    const url = this.#validReturnTo(returnTo);
+    await this.#setCookie(res, principal, this.#options.rootDomain);
+    await this.#sendBack(res, principal, url);
+  }
+
   /** Mints a one-time code for the target workspace host and redirects there with it. */
   async #sendBack(res: ServerResponse, principal: Principal, returnTo: URL): Promise<void> {
+    // The dashboard on the root domain already has the session cookie.
+    if (parseHost(returnTo.host, this.#options.rootDomain).kind === "root") return redirect(res, 303, `${returnTo.origin}/`);
     const code = mintToken(TokenKind.LoginCode);
     await this.#options.loginCodes.putLoginCode({
       id: code.id,
@@ -217,7 +226,9 @@ export class BrowserLogin implements SessionReader {
     }
     const base = new URL(this.#options.publicBase());
     if (url.protocol !== base.protocol || url.port !== base.port || url.username || url.password) throw bad;
-    if (parseHost(url.host, this.#options.rootDomain).kind !== "workspace") throw bad;
+    const target = parseHost(url.host, this.#options.rootDomain).kind;
+    // A workspace, or the dashboard (the root domain's own origin).
+    if (target !== "workspace" && !(target === "root" && url.origin === base.origin)) throw bad;
     return url;
   }
 

@@ -4,7 +4,7 @@ import type { Duplex } from "node:stream";
 import { ErrorCode, WarrenError } from "../../shared/errors.js";
 import type { Logger } from "../../shared/logger.js";
 import { httpStatusOf } from "../../shared/http-status.js";
-import { sendUpgradeError } from "./error-response.js";
+import { sendUpgradeError, type ErrorRequest } from "./error-response.js";
 import { requestHeadersForUpstream, type ForwardedInfo } from "./headers.js";
 import { HttpMessageParser, type MessageHead } from "./http-message-parser.js";
 import type { ProxyTarget } from "./reverse-proxy.js";
@@ -93,6 +93,8 @@ export class SplicedConnection {
   #consumed: Buffer[] = [];
   readonly #events: ParsedEvent[] = [];
   readonly #pending: PendingResponse[] = [];
+  /** The latest request's Accept, Host and method: an error answer is a page for browsers. */
+  #errorRequest: ErrorRequest | undefined;
   #upstream: Duplex | undefined;
   #target: ProxyTarget | undefined;
   /** The head of a bodiless first request sent on a pooled upstream: sent again on a fresh dial if that one turns out closed. */
@@ -203,6 +205,7 @@ export class SplicedConnection {
   async #onHead(head: MessageHead): Promise<boolean> {
     const first = this.#first;
     const req = requestOf(head, this.#socket);
+    this.#errorRequest = { accept: req.headers.accept, host: req.headers.host, method: req.method };
     const decision = this.#closing === undefined ? await this.#options.decide(req, first) : ({ kind: "slow" } as const);
     if (this.#done) return false;
     if (first) {
@@ -469,7 +472,7 @@ export class SplicedConnection {
     if (canAnswer) {
       this.#done = true;
       this.#cleanUp();
-      sendUpgradeError(this.#socket, error);
+      sendUpgradeError(this.#socket, error, this.#errorRequest);
       return;
     }
     this.#destroy();

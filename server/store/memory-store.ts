@@ -61,6 +61,10 @@ export class MemoryStore implements ControlStore {
     return this.#tokens.get(id);
   }
 
+  async listTokens(subject: string): Promise<TokenRecord[]> {
+    return [...this.#tokens.values()].filter((t) => t.subject === subject);
+  }
+
   async deleteToken(id: string): Promise<void> {
     this.#tokens.delete(id);
   }
