@@ -121,7 +121,8 @@ describe("every setting of warren-server", () => {
       expect(stderr, what).toMatch(new RegExp(`^warren-server: invalid (${spec.env}|--${spec.flag}) \\(${spec.env}\\): `));
       expect(stderr, what).toMatch(bad.reason);
     }
-  });
+    // One server process per setting (four at a time): slow on a busy 2-core machine.
+  }, 180_000);
 
   it("values that only start-up can check stop it the same way, naming the setting", async () => {
     requireBuilt();

@@ -227,15 +227,20 @@ function explain(err: unknown, issuer: string): WarrenError {
     }
     return new SignInFailure(ErrorCode.Unauthenticated, `the identity provider refused the sign-in: ${e.error}${e.error_description ? ` (${e.error_description})` : ""}`);
   }
-  const causeCode = (e.cause as { code?: string } | undefined)?.code;
-  if (e.name === "TypeError" || e.name === "TimeoutError" || e.name === "AbortError" || causeCode === "ECONNREFUSED" || e.code === "OAUTH_RESPONSE_IS_NOT_CONFORM") {
-    return new SignInFailure(ErrorCode.Unavailable, `cannot reach the identity provider at ${issuer} (${causeCode ?? e.message}); try again in a moment`);
+  // openid-client wraps what went wrong ("invalid response encountered"): read the whole chain.
+  const chain: { name?: string; code?: string; message?: string }[] = [];
+  for (let c: unknown = e; c && typeof c === "object" && chain.length < 6; c = (c as { cause?: unknown }).cause) chain.push(c as (typeof chain)[number]);
+  const codes = chain.map((c) => c.code ?? "");
+  const text = chain.map((c) => c.message ?? "").join(": ");
+  const network = codes.find((c) => /^(ECONNREFUSED|ECONNRESET|ENOTFOUND|EAI_AGAIN|ETIMEDOUT|EHOSTUNREACH|UND_ERR_\w+)$/.test(c));
+  if (network || chain.some((c) => c.name === "TimeoutError" || c.name === "AbortError" || c.message === "fetch failed")) {
+    return new SignInFailure(ErrorCode.Unavailable, `cannot reach the identity provider at ${issuer} (${network ?? "no answer"}); try again in a moment`);
   }
-  const message = e.message ?? String(err);
-  if (/signature/i.test(message) || e.code === "OAUTH_KEY_SELECTION_FAILED") {
+  const message = text || String(err);
+  if (/signature/i.test(message) || codes.includes("OAUTH_KEY_SELECTION_FAILED")) {
     return new SignInFailure(ErrorCode.Unauthenticated, "the ID token's signature does not verify with the identity provider's published keys (JWKS); sign-in refused");
   }
-  if (e.code === "OAUTH_JWT_TIMESTAMP_CHECK_FAILED") {
+  if (codes.includes("OAUTH_JWT_TIMESTAMP_CHECK_FAILED")) {
     return new SignInFailure(ErrorCode.Unauthenticated, `the ID token has expired or is not valid yet (${message}); check the clocks of Warren and the identity provider`);
   }
   if (/nonce/i.test(message)) return new SignInFailure(ErrorCode.Unauthenticated, "the ID token was not issued for this sign-in (nonce mismatch); sign in again");
