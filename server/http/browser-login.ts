@@ -10,6 +10,7 @@ import { WARREN_TOKEN_HEADER } from "./headers.js";
 import type { LoginProvider } from "./login-provider.js";
 import type { SessionReader } from "./workspace-access.js";
 import { parseHost } from "./workspace-host.js";
+import { sendPage } from "../web/page.js";
 
 /** Paths Warren answers itself on a workspace host; everything else goes to the app. */
 export const CALLBACK_PATH = "/.warren/callback";
@@ -270,25 +271,9 @@ function appendSetCookie(res: ServerResponse, cookie: string): void {
 }
 
 function sendHtml(res: ServerResponse, status: number, title: string, body: string): void {
-  const html = `<!doctype html>
-<html lang="en"><head><meta charset="utf-8"><meta name="viewport" content="width=device-width">
-<title>${escapeHtml(title)}</title>
-<style>body{font-family:system-ui,sans-serif;max-width:32rem;margin:4rem auto;padding:0 1rem}.error{color:#b00}input{width:100%;margin:.5rem 0}</style>
-</head><body><h1>${escapeHtml(title)}</h1>
-${body}
-</body></html>
-`;
-  res.writeHead(status, {
-    "content-type": "text/html; charset=utf-8",
-    "content-length": Buffer.byteLength(html),
-    "cache-control": "no-store",
-    // The login page is never framed (clickjacking) and runs no script. No form-action: the
-    // login's redirect goes on to a workspace host, which browsers would hold to it.
-    "x-frame-options": "DENY",
-    "content-security-policy": "default-src 'none'; style-src 'unsafe-inline'; frame-ancestors 'none'",
-    "referrer-policy": "no-referrer",
-  });
-  res.end(html);
+  // The dashboard's look and strict CSP (never framed). No form-action: the login's redirect
+  // goes on to a workspace host, which browsers would hold to it.
+  sendPage(res, status, { title, narrow: true, formAction: false, main: `<h1>${escapeHtml(title)}</h1>\n${body}` });
 }
 
 export function escapeHtml(text: string): string {

@@ -57,6 +57,8 @@ export interface PageOptions {
   /** A script run by the page (allowed by its hash only). */
   readonly script?: string;
   readonly narrow?: boolean;
+  /** False: no form-action in the CSP (the login form's answer redirects to a workspace host). */
+  readonly formAction?: false;
   /** JSON handed to the script in a data element (not executed). */
   readonly data?: unknown;
 }
@@ -83,7 +85,7 @@ ${options.main}
       "content-type": "text/html; charset=utf-8",
       "content-length": String(Buffer.byteLength(html)),
       "cache-control": "no-store",
-      "content-security-policy": `default-src 'none'; style-src ${CSS_HASH}; script-src ${scriptSrc}; connect-src 'self'; img-src 'self' data:; form-action 'self'; frame-ancestors 'none'; base-uri 'none'`,
+      "content-security-policy": `default-src 'none'; style-src ${CSS_HASH}; script-src ${scriptSrc}; connect-src 'self'; img-src 'self' data:;${options.formAction === false ? "" : " form-action 'self';"} frame-ancestors 'none'; base-uri 'none'`,
       "x-frame-options": "DENY",
       "x-content-type-options": "nosniff",
       "referrer-policy": "no-referrer",
