@@ -132,10 +132,15 @@ try {
     ["error-504", `http://${hang.address().port}-api.${ROOT}:${port}/`],
     ["sign-in-failed", `${root}/-/oidc/callback?code=x&state=y`],
   ];
+  const timing = async (p) =>
+    p.evaluate("(() => { const n = performance.getEntriesByType('navigation')[0]; return { ms: Math.round(n.loadEventEnd - n.startTime), bytes: n.transferSize } })()");
+  await page.goto(`${root}/`);
+  await page.locator('[data-workspace="api"] [data-actual]').waitFor();
+  console.log(`dashboard: ${JSON.stringify(await timing(page))}`);
   for (const [name, url] of pages) {
     await page.goto(url);
     await page.screenshot({ path: `${OUT}/${name}.png` });
-    console.log(`${OUT}/${name}.png`);
+    console.log(`${OUT}/${name}.png ${JSON.stringify(await timing(page))}`);
   }
 } finally {
   await browser.close();

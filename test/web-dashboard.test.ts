@@ -2,6 +2,7 @@ import { afterAll, beforeAll, describe, expect, it } from "vitest";
 import type { BrowserContext, Page } from "playwright-core";
 import { freePort, type App } from "./harness/apps.js";
 import { launchChromium, seriousAccessibilityViolations } from "./harness/chromium.js";
+import { clientKey, keygenFingerprint } from "./harness/sshd.js";
 import { OIDC_CLIENT_ID, OIDC_CLIENT_SECRET, TestOidcProvider } from "./harness/oidc-provider.js";
 import { callApi, ROOT_DOMAIN, startAgent, startServer, workspaceHost, type AgentHandle, type ServerHandle } from "./harness/warren.js";
 
@@ -93,7 +94,9 @@ describe("dashboard with single sign-on", () => {
     const tab = await alice.newPage();
     await tab.goto(wsUrl("beta", appPort));
     expect(new URL(tab.url()).host).toBe(`${workspaceHost("beta", appPort)}:${server.httpPort}`);
-    await expect(tab.locator("body").textContent()).resolves.toBe("hello from the app");
+    // The workload reports Running as it starts; its app may listen a moment later (the 502
+    // page then retries by itself).
+    await tab.getByText("hello from the app").waitFor();
     await tab.close();
   });
 
@@ -149,6 +152,40 @@ describe("dashboard with single sign-on", () => {
     await p.getByRole("heading", { name: "Users" }).waitFor();
     await p.locator("#users").getByText("alice").waitFor();
     await admin.close();
+  });
+
+  it("creates and revokes access tokens and adds and removes SSH keys from the page", async () => {
+    await page.getByLabel("Name", { exact: true }).nth(1).fill("laptop");
+    await page.getByRole("button", { name: "Create token" }).click();
+    const token = (await page.locator("#new-token").textContent())!;
+    expect(token).toMatch(/^wut_/);
+    expect((await callApi(server, "WorkspaceService/ListWorkspaces", {}, token)).status).toBe(200);
+    page.once("dialog", (d) => void d.accept());
+    await page.locator("#tokens tr", { hasText: "laptop" }).getByRole("button", { name: "Revoke token laptop" }).click();
+    await page.locator("#tokens tr", { hasText: "laptop" }).waitFor({ state: "detached" });
+    expect((await callApi(server, "WorkspaceService/ListWorkspaces", {}, token)).status).toBe(401);
+
+    const key = clientKey();
+    await page.getByLabel("Public key").fill(key.publicKey);
+    await page.getByLabel("Title").fill("work laptop");
+    await page.getByRole("button", { name: "Add key" }).click();
+    await page.locator("#keys").getByText(keygenFingerprint(`${key.file}.pub`)).waitFor();
+    page.once("dialog", (d) => void d.accept());
+    await page.getByRole("button", { name: "Remove key work laptop" }).click();
+    await page.locator("#keys tr").first().waitFor({ state: "detached" });
+  });
+
+  it("starts a stopped workspace from its page through the dashboard", async () => {
+    await callApi(server, "WorkspaceService/CreateWorkspace", { name: "paused", ports: [{ port: 8000 }], owner: "alice" });
+    await callApi(server, "WorkspaceService/StopWorkspace", { name: "paused" });
+    const tab = await alice.newPage();
+    const res = await tab.goto(wsUrl("paused", 8000));
+    expect(res?.status()).toBe(503);
+    await tab.getByRole("heading", { name: "Workspace paused is stopped" }).waitFor();
+    await tab.getByRole("link", { name: "Start paused" }).click();
+    await tab.locator("#start-confirm").click();
+    await card(tab, "paused").locator('[data-desired="Running"]').waitFor();
+    await tab.close();
   });
 
   it("refuses API calls with the session cookie but without the CSRF header", async () => {
