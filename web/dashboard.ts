@@ -200,7 +200,8 @@ function workspaceCard(w: Workspace): HTMLElement {
       data.admin && w.owner ? h("div", {}, h("span", { class: "muted" }, "Owner: "), w.owner) : null,
     ),
     links.length > 0 ? h("ul", { "aria-label": `ports of ${w.name}` }, ...links) : null,
-    h("div", { class: "row" }, h("code", {}, ssh), copyButton(ssh, `Copy the ssh command for ${w.name}`)),
+    // SSH may be off on this server (WARREN_SSH_ADDR=off).
+    data.sshPort > 0 ? h("div", { class: "row" }, h("code", {}, ssh), copyButton(ssh, `Copy the ssh command for ${w.name}`)) : null,
     h(
       "div",
       { class: "actions" },
