@@ -50,7 +50,7 @@ const DRAIN_GRACE_MS = 5_000;
  * short grace.
  */
 export function endAndDrain(socket: Duplex, data?: string | Buffer): void {
-  if (socket.destroyed) return;
+  if (socket.destroyed || socket.writableEnded) return;
   if (data === undefined) socket.end();
   else socket.end(data);
   socket.resume();

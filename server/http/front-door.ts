@@ -120,9 +120,23 @@ export class FrontDoor {
     this.#server.on("upgrade", (req: IncomingMessage, socket: Duplex, head: Buffer) => this.#onUpgrade(req, socket, head));
     if (options.fastPath) this.#interceptConnections(options.fastPath);
     this.#server.on("clientError", (err: NodeJS.ErrnoException & { reason?: string }, socket: Duplex) => {
-      // The same answers as the spliced path gives for what the parser refused.
-      if (socket.writable && err.code !== "ECONNRESET") sendUpgradeError(socket, parseError(err));
-      else socket.destroy();
+      if (!socket.writable || err.code === "ECONNRESET") {
+        socket.destroy();
+        return;
+      }
+      // The same answers as the spliced path gives for what the parser refused, after the
+      // answer to a request parsed before it (pipelined in the same write) has gone out.
+      const inFlight = (socket as Duplex & { _httpMessage?: ServerResponse | null })._httpMessage;
+      if (inFlight && !inFlight.writableFinished) {
+        let answered = false;
+        const answer = () => {
+          if (answered) return;
+          answered = true;
+          sendUpgradeError(socket, parseError(err));
+        };
+        inFlight.once("finish", answer);
+        inFlight.once("close", answer);
+      } else sendUpgradeError(socket, parseError(err));
     });
   }
 

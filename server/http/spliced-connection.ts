@@ -77,8 +77,6 @@ interface PendingResponse {
   readonly close: boolean;
   /** Bytes of this response already passed to the client. */
   started: boolean;
-  /** An informational (1xx) answer is being read: its end is not the end of the request. */
-  interim: boolean;
 }
 
 /** Where the bytes coming from the app are, in the response to the request in flight. */
@@ -90,7 +88,10 @@ enum ResponseStage {
 }
 
 /** What the response parser saw in one chunk from the app, acted on once the chunk is passed on. */
-type ResponseEvent = { readonly kind: "head"; readonly head: MessageHead } | { readonly kind: "complete" };
+type ResponseEvent =
+  | { readonly kind: "head"; readonly head: MessageHead }
+  /** The end of a message: of an informational answer (the request goes on) or of the final one. */
+  | { readonly kind: "complete"; readonly interim: boolean };
 
 /**
  * One client connection to a workspace host, spliced onto one tunnel stream: requests are
@@ -122,6 +123,8 @@ export class SplicedConnection {
   /** Events of the response parser for the chunk being passed on. */
   readonly #responseEvents: ResponseEvent[] = [];
   #responseStage = ResponseStage.Head;
+  /** The response message being parsed is an informational (1xx) one. */
+  #interim = false;
   /** Bytes of a response head not yet whole, held back from the client. */
   #heldHead: Buffer[] = [];
   /** Resolves when the app has answered every forwarded request (or the connection ends). */
@@ -346,9 +349,13 @@ export class SplicedConnection {
     this.#responses?.close();
     this.#responseStage = ResponseStage.Head;
     this.#heldHead = [];
+    this.#interim = false;
     this.#responses = new HttpMessageParser("response", {
       onHead: (response) => this.#onResponseHead(response),
-      onComplete: () => void this.#responseEvents.push({ kind: "complete" }),
+      onComplete: () => {
+        this.#responseEvents.push({ kind: "complete", interim: this.#interim });
+        this.#interim = false;
+      },
     });
     upstream.on("data", this.#onUpstreamData);
     upstream.on("end", this.#onUpstreamEnd);
@@ -392,7 +399,7 @@ export class SplicedConnection {
     text += "\r\n";
     this.#forwardingBody = true;
     const close = !head.shouldKeepAlive;
-    this.#pending.push({ method: req.method, startedAt: process.hrtime.bigint(), close, started: false, interim: false });
+    this.#pending.push({ method: req.method, startedAt: process.hrtime.bigint(), close, started: false });
     this.#responseStage = ResponseStage.Head;
     if (close) this.#closing = "close";
     return Buffer.from(text, "latin1");
@@ -505,10 +512,9 @@ export class SplicedConnection {
       return false;
     }
     if (response.statusCode >= 100 && response.statusCode < 200) {
-      if (current) current.interim = true;
+      this.#interim = true;
       return false;
     }
-    if (current) current.interim = false;
     this.#lastStatusCode = response.statusCode;
     if (!response.shouldKeepAlive) this.#reusable = false;
     if (current && (!response.shouldKeepAlive || current.close)) this.#closing ??= "close";
@@ -523,10 +529,7 @@ export class SplicedConnection {
       const current = this.#pending[0];
       if (!current) continue;
       // An informational answer is a message of its own: only a final status ends the request.
-      if (current.interim) {
-        current.interim = false;
-        continue;
-      }
+      if (event.interim) continue;
       this.#pending.shift();
       this.#responseStage = ResponseStage.Head;
       this.#options.onResponse?.(this.#lastStatusCode, current.startedAt);
