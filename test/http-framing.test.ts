@@ -132,14 +132,15 @@ describe.each([
   });
 
   it("answers 431 to a head of many small headers over 32 KiB on the root domain and on workspace hosts (about 49 KB used to pass)", async () => {
-    const many = Array.from({ length: 7000 }, (_, i) => `h${i}: v\r\n`).join("");
+    // 42 KB on the wire, but only 14 KB of names and values: what llhttp's own limit counts.
+    const many = "x: y\r\n".repeat(7000);
     expect(many.length).toBeGreaterThan(40_000);
     for (const target of [ROOT_DOMAIN, host()]) {
       const text = await exchange(server.httpPort, `GET /healthz HTTP/1.1\r\nHost: ${target}\r\nX-Warren-Token: ${token()}\r\n${many}\r\n`);
       expect(statuses(text), target).toEqual([431]);
     }
     // Just under the limit still passes.
-    const under = Array.from({ length: 3000 }, (_, i) => `h${i}: v\r\n`).join("");
+    const under = "x: y\r\n".repeat(3000);
     const ok = await exchange(server.httpPort, `GET /healthz HTTP/1.1\r\nHost: ${ROOT_DOMAIN}\r\nConnection: close\r\n${under}\r\n`);
     expect(statuses(ok)).toEqual([200]);
   });

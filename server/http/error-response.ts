@@ -7,7 +7,8 @@ import { httpStatusOf } from "../../shared/http-status.js";
 /** Answers with the error's status and a short text body that says what happened. */
 export function sendError(res: ServerResponse, err: unknown): void {
   const e = WarrenError.from(err);
-  const status = httpStatusOf(e.code);
+  // An error may name a more precise status than its code's (431 for an oversized head).
+  const status = (e as { httpStatus?: number }).httpStatus ?? httpStatusOf(e.code);
   const body = `${e.message}\n`;
   if (res.headersSent) {
     res.destroy();

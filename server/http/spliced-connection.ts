@@ -283,9 +283,12 @@ export class SplicedConnection {
     else if (this.#closing !== undefined && this.#pending.length === 0) this.#finish();
   }
 
-  /** Takes no more requests: answers `error` (or just closes) after the responses in flight. */
+  /**
+   * Takes no more requests: answers `error` (or just closes) after the responses in flight;
+   * nothing is answered after a response that closes the connection.
+   */
   #refuse(error: WarrenError | "close"): void {
-    this.#closing = error;
+    this.#closing ??= error;
     this.#forwardingBody = false;
     this.#events.length = 0;
     if (this.#pending.length === 0) this.#finish();
@@ -516,9 +519,13 @@ export class SplicedConnection {
       return false;
     }
     this.#lastStatusCode = response.statusCode;
-    if (!response.shouldKeepAlive) this.#reusable = false;
-    if (current && (!response.shouldKeepAlive || current.close)) this.#closing ??= "close";
-    return current?.method === "HEAD";
+    const skipBody = current?.method === "HEAD";
+    // llhttp decides keep-alive before it learns the body is skipped: an answer to HEAD
+    // without a length would read as "until the connection closes". It is not.
+    const keepAlive = response.shouldKeepAlive || (skipBody && keepsAliveWithoutBody(response));
+    if (!keepAlive) this.#reusable = false;
+    if (current && (!keepAlive || current.close)) this.#closing ??= "close";
+    return skipBody;
   }
 
   /** Acts on the ends of responses the parser saw, once their bytes are out. */
@@ -740,6 +747,18 @@ export function headersOf(raw: readonly string[]): IncomingHttpHeaders {
     else out[name] = `${prior}${name === "cookie" ? "; " : ", "}${value}`;
   }
   return out as IncomingHttpHeaders;
+}
+
+/** Keep-alive as an answer with no body at all says it (its Connection header and version). */
+function keepsAliveWithoutBody(response: MessageHead): boolean {
+  let close = response.versionMajor === 1 && response.versionMinor === 0;
+  for (let i = 0; i < response.rawHeaders.length; i += 2) {
+    if (response.rawHeaders[i]!.toLowerCase() !== "connection") continue;
+    const tokens = response.rawHeaders[i + 1]!.toLowerCase().split(",").map((t) => t.trim());
+    if (tokens.includes("close")) return false;
+    if (tokens.includes("keep-alive")) close = false;
+  }
+  return !close;
 }
 
 /** Whether a request carries a body (framed by Content-Length or chunked). */
