@@ -1,3 +1,4 @@
+import { randomBytes } from "node:crypto";
 import { ErrorCode, WarrenError } from "../../shared/errors.js";
 import type { Logger } from "../../shared/logger.js";
 import type { Principal } from "../auth/authenticator.js";
@@ -5,7 +6,7 @@ import type { SecretBox } from "../auth/secret-box.js";
 import { mintToken, TokenKind } from "../auth/tokens.js";
 import type { EventBus } from "../events/event-bus.js";
 import { isValidNewWorkspaceName, isValidWorkspaceName, MAX_NEW_WORKSPACE_NAME_CHARS } from "../http/workspace-host.js";
-import type { PortRecord, VariableRecord, WorkspaceRecord } from "../store/records.js";
+import { dialablePorts, workspaceIdOf, type DetectedPortRecord, type PortRecord, type VariableRecord, type WorkspaceRecord } from "../store/records.js";
 import type { TokenStore, UserStore, WorkspaceStore } from "../store/store.js";
 import {
   acceptsTraffic,
@@ -123,6 +124,7 @@ export class WorkspaceManager {
     const tokenExpiresAt = Math.min(now + tokenTtl, expiresAt ?? Infinity);
     const token = mintToken(TokenKind.Agent);
     const workspace: WorkspaceRecord = {
+      id: newWorkspaceId(),
       name: input.name,
       ports,
       createdAt: now,
@@ -152,6 +154,8 @@ export class WorkspaceManager {
       { workspace: workspace.name, owner, ttlMs: ttl, variables: workspace.variableNames, desired: workspace.desiredState, actual: workspace.actualState },
       "workspace created",
     );
+    // Agents of an earlier workspace of this name (a missed revocation, a store that lost its data) must go.
+    await this.#options.events.publish({ type: "workspace-created", workspace: workspace.name, workspaceId: workspaceIdOf(workspace) });
     return { workspace, agentToken: token.token };
   }
 
@@ -175,7 +179,12 @@ export class WorkspaceManager {
     await this.#options.tokens.deleteToken(workspace.agentTokenId);
     await this.#options.workspaces.deleteWorkspace(name);
     this.#log.info({ workspace: name }, "workspace deleted");
-    await this.#options.events.publish({ type: "workspace-revoked", workspace: name, reason: `workspace "${name}" was deleted` });
+    await this.#options.events.publish({
+      type: "workspace-revoked",
+      workspace: name,
+      workspaceId: workspaceIdOf(workspace),
+      reason: `workspace "${name}" was deleted`,
+    });
   }
 
   /** Applies stop, start, restart or terminate; resolves with the workspace as it is then. */
@@ -210,15 +219,82 @@ export class WorkspaceManager {
     }
     if (oldTokenId) await this.#options.tokens.deleteToken(oldTokenId);
     this.#log.info({ workspace: name }, "agent token rotated");
-    await this.#options.events.publish({ type: "workspace-revoked", workspace: name, reason: `the agent token of workspace "${name}" was rotated` });
+    await this.#options.events.publish({
+      type: "workspace-revoked",
+      workspace: name,
+      ...(oldTokenId ? { tokenId: oldTokenId } : { workspaceId: workspaceIdOf(current) }),
+      reason: `the agent token of workspace "${name}" was rotated`,
+    });
     return { workspace: result.after, agentToken: token.token };
   }
 
-  /** An agent connection reported its workload's state. */
-  async report(name: string, connectionId: string, status: WorkloadStatus, detail: { exitCode?: number; message?: string } = {}): Promise<void> {
+  /**
+   * Exposes a port (or changes whether it is public) while the workspace runs: the agents of
+   * the workspace may dial it at once, on every server. Owner or admin; resolves with the
+   * workspace as it is then.
+   */
+  async exposePort(principal: Principal, name: string, port: number, isPublic: boolean): Promise<WorkspaceRecord> {
+    await this.get(principal, name);
+    validatePort("port", port);
+    const result = await this.#mutate(name, `port ${port} exposed`, (r) => {
+      refuseIfTerminated(r);
+      const current = r.ports.find((p) => p.port === port);
+      if (current && current.public === isPublic) return r;
+      if (!current && r.ports.length >= MAX_PORTS) throw new WarrenError(ErrorCode.ResourceExhausted, `workspace "${name}" already exposes ${MAX_PORTS} ports, the most it may`);
+      const ports = current ? r.ports.map((p) => (p.port === port ? { port, public: isPublic } : p)) : [...r.ports, { port, public: isPublic }];
+      return { ...r, ports };
+    });
+    if (!result) throw notFound(name);
+    if (result.before !== result.after) this.#log.info({ workspace: name, port, public: isPublic }, "port exposed");
+    return result.after;
+  }
+
+  /**
+   * Stops exposing a port: new connections to it are refused, and the agents close every open
+   * one. Rejects with not_found when the port is not exposed.
+   */
+  async unexposePort(principal: Principal, name: string, port: number): Promise<WorkspaceRecord> {
+    await this.get(principal, name);
+    validatePort("port", port);
+    const result = await this.#mutate(name, `port ${port} unexposed`, (r) => {
+      refuseIfTerminated(r);
+      if (!r.ports.some((p) => p.port === port)) {
+        throw new WarrenError(ErrorCode.NotFound, `port ${port} is not exposed by workspace "${name}" (see \`warren workspace get ${name}\`)`);
+      }
+      return { ...r, ports: r.ports.filter((p) => p.port !== port) };
+    });
+    if (!result) throw notFound(name);
+    this.#log.info({ workspace: name, port }, "port unexposed");
+    return result.after;
+  }
+
+  /** The agent reported the ports listening inside the workspace (stored only when they changed). */
+  async reportListeningPorts(name: string, workspaceId: string, ports: readonly DetectedPortRecord[]): Promise<void> {
+    const detected = normalizeDetected(ports);
+    await this.#mutate(name, "listening ports reported", (r) => {
+      if (workspaceIdOf(r) !== workspaceId) return r;
+      if (statesOf(r).actual === ActualState.Terminated) return r;
+      if (JSON.stringify(r.detectedPorts ?? []) === JSON.stringify(detected)) return r;
+      return { ...r, detectedPorts: detected };
+    }, { fromAgent: true });
+  }
+
+  /**
+   * An agent connection reported its workload's state. It applies to the workspace incarnation
+   * the connection was welcomed into only: a report about an earlier workspace of the same
+   * name changes nothing.
+   */
+  async report(
+    name: string,
+    workspaceId: string,
+    connectionId: string,
+    status: WorkloadStatus,
+    detail: { exitCode?: number; message?: string } = {},
+  ): Promise<void> {
     const now = this.#now();
     const cause = `agent reported ${status}${detail.exitCode ? ` (exit code ${detail.exitCode})` : ""}${detail.message ? `: ${detail.message}` : ""}`;
     const result = await this.#mutate(name, cause, (r) => {
+      if (workspaceIdOf(r) !== workspaceId) return r;
       if (statesOf(r).actual === ActualState.Terminated) return r;
       const next = applyReport(statesOf(r), status);
       const same = sameStates(statesOf(r), next);
@@ -226,20 +302,20 @@ export class WorkspaceManager {
       return { ...withStates(r, next, now), reportedBy: connectionId };
     }, { fromAgent: true });
     if (result && result.after.actualState === ActualState.Terminated && result.before.actualState !== ActualState.Terminated) {
-      await this.#revoke(name, `workspace "${name}" was terminated`);
+      await this.#revoke(result.after, `workspace "${name}" was terminated`);
     }
   }
 
   /** The agent connection that reported last went away: the actual state is no longer known. */
-  async agentGone(name: string, connectionId: string): Promise<void> {
+  async agentGone(name: string, workspaceId: string, connectionId: string): Promise<void> {
     const now = this.#now();
     const result = await this.#mutate(name, "the reporting agent disconnected", (r) => {
-      if (r.reportedBy !== connectionId) return r;
+      if (workspaceIdOf(r) !== workspaceId || r.reportedBy !== connectionId) return r;
       const { reportedBy: _gone, ...rest } = withStates(r, applyAgentGone(statesOf(r)), now);
       return rest;
     });
     if (result && result.after.actualState === ActualState.Terminated && result.before.actualState !== ActualState.Terminated) {
-      await this.#revoke(name, `workspace "${name}" was terminated`);
+      await this.#revoke(result.after, `workspace "${name}" was terminated`);
     }
   }
 
@@ -301,15 +377,14 @@ export class WorkspaceManager {
       statesOf(r).actual === ActualState.Terminating ? withStates(r, { desired: DesiredState.Terminated, actual: ActualState.Terminated }, now) : r,
     );
     if (!result) throw notFound(name);
-    if (result.before !== result.after) await this.#revoke(name, `workspace "${name}" was terminated`);
+    if (result.before !== result.after) await this.#revoke(result.after, `workspace "${name}" was terminated`);
     return result.after;
   }
 
-  /** Revokes the token and disconnects the workspace's agents on every server. */
-  async #revoke(name: string, reason: string): Promise<void> {
-    const workspace = await this.#options.workspaces.getWorkspace(name);
-    if (workspace) await this.#options.tokens.deleteToken(workspace.agentTokenId);
-    await this.#options.events.publish({ type: "workspace-revoked", workspace: name, reason });
+  /** Revokes the token and disconnects the workspace incarnation's agents on every server. */
+  async #revoke(workspace: WorkspaceRecord, reason: string): Promise<void> {
+    await this.#options.tokens.deleteToken(workspace.agentTokenId);
+    await this.#options.events.publish({ type: "workspace-revoked", workspace: workspace.name, workspaceId: workspaceIdOf(workspace), reason });
   }
 
   /**
@@ -332,7 +407,13 @@ export class WorkspaceManager {
       const after: WorkspaceRecord = { ...next, revision: revision + 1 };
       if (!(await store.updateWorkspaceIf(after, revision))) continue;
       this.#logTransition(before, after, cause, options.fromAgent ?? false);
-      await this.#options.events.publish({ type: "workspace-changed", workspace: name });
+      await this.#options.events.publish({
+        type: "workspace-changed",
+        workspace: name,
+        workspaceId: workspaceIdOf(after),
+        revision: after.revision,
+        allowedPorts: dialablePorts(after),
+      });
       return { before, after };
     }
     throw new WarrenError(ErrorCode.Aborted, `workspace "${name}" is changing too often to update; try again`);
@@ -386,6 +467,11 @@ function sameStates(a: WorkspaceStates, b: WorkspaceStates): boolean {
   return a.desired === b.desired && a.actual === b.actual;
 }
 
+/** 128 random bits: an incarnation id is never reused, not even by a workspace of the same name. */
+function newWorkspaceId(): string {
+  return `ws_${randomBytes(16).toString("hex")}`;
+}
+
 /** Associated data of a workspace's sealed variables: they open only on their own record. */
 function sealContext(name: string): string {
   return `workspace:${name}`;
@@ -434,6 +520,30 @@ function validateSsh(input: CreateWorkspaceInput): { sshPort?: number; sshUser?:
     out.sshUser = input.sshUser;
   }
   return out;
+}
+
+function validatePort(field: string, port: number): void {
+  if (!Number.isInteger(port) || port < 1 || port > 65535) throw new WarrenError(ErrorCode.InvalidArgument, `${field}: ${port} is not a port number 1-65535`);
+}
+
+function refuseIfTerminated(record: WorkspaceRecord): void {
+  if (statesOf(record).desired === DesiredState.Terminated) {
+    throw new WarrenError(ErrorCode.FailedPrecondition, `workspace "${record.name}" is terminated; its ports cannot change`);
+  }
+}
+
+const MAX_DETECTED_PORTS = 1000;
+
+/** Sorted by port, deduplicated, bounded: what the agent says is untrusted input. */
+function normalizeDetected(ports: readonly DetectedPortRecord[]): DetectedPortRecord[] {
+  const byKey = new Map<string, DetectedPortRecord>();
+  for (const p of ports) {
+    if (!Number.isInteger(p.port) || p.port < 1 || p.port > 65535) continue;
+    const address = String(p.address ?? "").slice(0, 64);
+    const process = p.process ? String(p.process).slice(0, 64) : undefined;
+    byKey.set(`${p.port}/${address}`, { port: p.port, address, ...(process ? { process } : {}) });
+  }
+  return [...byKey.values()].sort((a, b) => a.port - b.port || a.address.localeCompare(b.address)).slice(0, MAX_DETECTED_PORTS);
 }
 
 function validatePorts(ports: readonly PortRecord[]): PortRecord[] {
