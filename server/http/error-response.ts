@@ -45,5 +45,26 @@ export function sendUpgradeError(socket: Duplex, err: unknown, request?: ErrorRe
   const answer = errorAnswer(err, request);
   let head = `HTTP/1.1 ${answer.status} ${STATUS_CODES[answer.status] ?? ""}\r\n`;
   for (const [name, value] of Object.entries(answer.headers)) head += `${name}: ${value}\r\n`;
-  socket.end(`${head}Connection: close\r\n\r\n${request?.method === "HEAD" ? "" : answer.body}`);
+  endAndDrain(socket, `${head}Connection: close\r\n\r\n${request?.method === "HEAD" ? "" : answer.body}`);
+}
+
+/** How long a client may go on sending after its connection was ended before it is cut. */
+const DRAIN_GRACE_MS = 5_000;
+
+/**
+ * Ends a socket after `data`, reading and dropping whatever the client still sends (the rest
+ * of an upload nobody will read) so that it sees the answer, finishes and closes its side; a
+ * socket left paused here would stay open for good. One that never closes is cut after a
+ * short grace.
+ */
+export function endAndDrain(socket: Duplex, data?: string | Buffer): void {
+  if (socket.destroyed || socket.writableEnded) return;
+  if (data === undefined) socket.end();
+  else socket.end(data);
+  socket.resume();
+  const timer = setTimeout(() => socket.destroy(), DRAIN_GRACE_MS);
+  timer.unref();
+  // Both sides ended, the socket closes itself (autoDestroy).
+  socket.once("close", () => clearTimeout(timer));
+  socket.on("error", () => socket.destroy());
 }
