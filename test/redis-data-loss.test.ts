@@ -1,7 +1,7 @@
 import { afterAll, beforeAll, describe, expect, it } from "vitest";
 import { startApp, type App } from "./harness/apps.js";
 import { startClusterServer, startRedis, type ClusterServerHandle, type RedisHandle } from "./harness/cluster.js";
-import { callApi, createWorkspace, httpRequest, startAgent, workspaceHost, type AgentHandle } from "./harness/warren.js";
+import { callApi, createWorkspace, eventually, httpRequest, startAgent, workspaceHost, type AgentHandle } from "./harness/warren.js";
 
 /**
  * Redis restarted without persistence comes back empty: every token and workspace is gone.
@@ -42,7 +42,11 @@ describe("after Redis loses its data", () => {
     await server.proc.waitFor((l) => l.msg === "Redis is reachable", 30_000, "the server to reach Redis again");
 
     // The token is gone from the store: refused, not served from the cache.
-    await eventually(async () => (await httpRequest({ port: server.httpPort, host, headers: { "x-warren-token": token } })).status === 401, "the access token to be refused");
+    await eventually(
+      async () => (await httpRequest({ port: server.httpPort, host, headers: { "x-warren-token": token } })).status === 401,
+      30_000,
+      "the access token to be refused",
+    );
     // The agent's token and workspace are gone: the agent is disconnected, and refused when it comes back.
     const exit = await agent.proc.exited;
     expect(exit.code).toBe(1);
@@ -60,11 +64,3 @@ describe("after Redis loses its data", () => {
   });
 });
 
-/** Polls `check` until it holds (a state reached by the server on its own schedule). */
-async function eventually(check: () => Promise<boolean>, what: string, timeoutMs = 30_000): Promise<void> {
-  const deadline = Date.now() + timeoutMs;
-  while (!(await check())) {
-    if (Date.now() > deadline) throw new Error(`timed out waiting for ${what}`);
-    await new Promise((r) => setTimeout(r, 100));
-  }
-}
