@@ -31,6 +31,22 @@ function refuse(options: LocalDialOptions, status: DialStatus, message: string):
 }
 
 /**
+ * The local connection failed after it was up (the app reset it, or died): the tunnel ends
+ * its side (CloseWrite) and discards what still arrives, rather than resetting the stream.
+ * The agent never sends RST_STREAM for something an app or a client did: the server's HTTP/2
+ * stack counts the resets it receives (node's defence against "rapid reset" floods) and, past
+ * about 1,000 then 33 a second, tears down the agent's whole session, every port with it
+ * (issue 14). A truncated answer is still seen as one by the server's HTTP parser.
+ */
+function endAfterLocalAbort(socket: TunnelSocket, local: net.Socket): void {
+  local.unpipe(socket);
+  socket.unpipe(local);
+  if (socket.destroyed) return;
+  socket.resume();
+  if (!socket.writableEnded) socket.end();
+}
+
+/**
  * Answers a Dial on a claimed tunnel stream: connects to 127.0.0.1:port when the workspace
  * exposes the port, reports the outcome, then splices the local connection and the tunnel with
  * half-close and backpressure. Resolves when the connection is over.
@@ -74,7 +90,7 @@ export function handleDial(options: LocalDialOptions): Promise<void> {
         resolve();
         return;
       }
-      socket.destroy();
+      endAfterLocalAbort(socket, local);
     });
     socket.on("error", () => local.destroy());
     socket.on("close", () => {
@@ -83,7 +99,8 @@ export function handleDial(options: LocalDialOptions): Promise<void> {
       if (connected) resolve();
     });
     local.on("close", (hadError) => {
-      if (hadError) socket.destroy();
+      // A refused connect was answered above; resetting its stream too cost one RST_STREAM.
+      if (hadError && connected) endAfterLocalAbort(socket, local);
     });
   });
 }

@@ -1,5 +1,4 @@
 import type { ClientHttp2Session, ClientHttp2Stream } from "node:http2";
-import { constants as h2constants } from "node:http2";
 import { TunnelResponseSchema, type TunnelResponse } from "../shared/gen/warren/v1/agent_pb.js";
 import { ErrorCode, WarrenError } from "../shared/errors.js";
 import { decodeGrpcMessage as decodeStatusText } from "../shared/grpc-status.js";
@@ -186,9 +185,13 @@ export class TunnelPool {
     }
   }
 
+  /**
+   * Retires an idle stream by ending our side (the server answers with its status and the
+   * stream closes cleanly), not with RST_STREAM: the server counts the resets it receives.
+   */
   #closeEntry(entry: PoolEntry): void {
     if (entry.state !== "idle") return;
-    if (!entry.stream.closed && !entry.stream.destroyed) entry.stream.close(h2constants.NGHTTP2_CANCEL);
+    if (!entry.stream.closed && !entry.stream.destroyed && !entry.stream.writableEnded) entry.stream.end();
   }
 
   #retireIdle(): void {

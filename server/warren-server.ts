@@ -157,6 +157,9 @@ export class WarrenServer {
       streamWaitMs: config.streamWaitTimeout,
       dialTimeoutMs: config.dialTimeout,
       maxMessageBytes: TUNNEL_WINDOWS.maxMessageBytes,
+      // One port may hold at most half of a connection's streams in dials: a flood to a port
+      // that never answers leaves the other ports streams to work with.
+      maxDialsPerPort: Math.max(1, Math.floor(config.agentMaxStreams / 2)),
       log,
       onOutcome: (outcome) => this.metrics.dialOutcome(outcome),
     });

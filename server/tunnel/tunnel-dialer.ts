@@ -14,6 +14,7 @@ import { TunnelSocket } from "../../shared/tunnel-socket.js";
 import type { Logger } from "../../shared/logger.js";
 import type { AcquiredStream, StreamFinder } from "./tunnel-registry.js";
 import { endWithStatus } from "./grpc-responses.js";
+import { PortDialGate } from "./port-dial-gate.js";
 
 export interface DialOptions {
   readonly signal?: AbortSignal;
@@ -46,6 +47,11 @@ export interface TunnelDialerOptions {
   readonly dialTimeoutMs: number;
   readonly maxMessageBytes: number;
   readonly log: Logger;
+  /**
+   * Most dials in progress to one port of one workspace (waiting for a stream or for the
+   * agent's answer); more wait for a slot. Unbounded when absent.
+   */
+  readonly maxDialsPerPort?: number;
   /** Observes each dial's outcome (metrics). */
   readonly onOutcome?: (outcome: DialOutcome) => void;
 }
@@ -58,14 +64,33 @@ class StreamLost extends Error {}
 /** Claims an idle stream of the local registry and runs the dial exchange on it. */
 export class TunnelDialer implements Dialer {
   readonly #options: TunnelDialerOptions;
+  readonly #gate: PortDialGate | undefined;
 
   constructor(options: TunnelDialerOptions) {
     this.#options = options;
+    this.#gate = options.maxDialsPerPort ? new PortDialGate(options.maxDialsPerPort) : undefined;
   }
 
   async dial(workspace: string, port: number, options: DialOptions = {}): Promise<TunnelSocket> {
-    const connectionId = options.connectionId ?? randomBytes(6).toString("hex");
     const deadline = Date.now() + this.#options.streamWaitMs;
+    if (!this.#gate) return this.#dial(workspace, port, options, deadline);
+    let release: () => void;
+    try {
+      release = await this.#gate.enter(workspace, port, this.#options.streamWaitMs, options.signal);
+    } catch (err) {
+      const e = WarrenError.from(err);
+      this.#options.onOutcome?.(e.code === ErrorCode.Canceled ? "canceled" : "unavailable");
+      throw e;
+    }
+    try {
+      return await this.#dial(workspace, port, options, deadline);
+    } finally {
+      release();
+    }
+  }
+
+  async #dial(workspace: string, port: number, options: DialOptions, deadline: number): Promise<TunnelSocket> {
+    const connectionId = options.connectionId ?? randomBytes(6).toString("hex");
     for (let attempt = 1; ; attempt++) {
       let acquired: AcquiredStream;
       try {
@@ -95,14 +120,15 @@ export class TunnelDialer implements Dialer {
     const { stream, connection } = acquired;
     return new Promise<TunnelSocket>((resolve, reject) => {
       let settled = false;
-      const settle = (err: Error | undefined) => {
+      const settle = (err: Error | undefined, answered = false) => {
         if (settled) return;
         settled = true;
         clearTimeout(timer);
         signal?.removeEventListener("abort", onAbort);
         socket.off("close", onClose);
         if (err) {
-          if (!socket.destroyed) socket.destroy();
+          if (answered) endAnswered(socket, err);
+          else if (!socket.destroyed) socket.destroy();
           reject(err);
         } else {
           resolve(socket);
@@ -124,7 +150,8 @@ export class TunnelDialer implements Dialer {
             settle(undefined);
             return;
           }
-          settle(dialError(connection.workspace, port, result.status, result.message));
+          // The agent answered and ended its side: end ours with the status, no reset.
+          settle(dialError(connection.workspace, port, result.status, result.message), true);
         },
       });
       // Protocol violations on a claimed stream drop the agent's whole connection.
@@ -149,6 +176,18 @@ export class TunnelDialer implements Dialer {
       }
     });
   }
+}
+
+/**
+ * Closes a stream whose dial the agent answered with a refusal: the agent has ended its side,
+ * so ours ends with the status in trailers and the stream closes cleanly. A reset (RST_STREAM)
+ * per refused dial made node's HTTP/2 rapid-reset defence tear down the agent's whole session
+ * after about 1,000 refusals (issue 14): every port of the workspace went down with the one.
+ */
+function endAnswered(socket: TunnelSocket, err: Error): void {
+  const { stream } = socket.detach();
+  stream.resume();
+  endWithStatus(stream as ServerHttp2Stream, err instanceof WarrenError ? err : new WarrenError(ErrorCode.Unavailable, "dial refused"));
 }
 
 function dialError(workspace: string, port: number, status: DialStatus, message: string): Error {
