@@ -87,12 +87,19 @@ export class TunnelPool {
     while (this.#active.size > 0) await Promise.allSettled([...this.#active]);
   }
 
-  close(): void {
+  /**
+   * Ends every stream: each is reset, or with `resetStreams: false` (a session that is going
+   * away) only let go of, for the session's own teardown to end.
+   */
+  close(options: { resetStreams?: boolean } = {}): void {
     this.#closed = true;
     this.#draining = true;
     clearInterval(this.#retireTimer);
     clearTimeout(this.#cooldownTimer);
-    for (const entry of this.#entries) entry.socket.destroy();
+    for (const entry of this.#entries) {
+      if (options.resetStreams === false) entry.socket.detach();
+      else entry.socket.destroy();
+    }
   }
 
   #open(count: number): void {

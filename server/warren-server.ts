@@ -297,6 +297,7 @@ export class WarrenServer {
       serverId: this.serverId,
       maxStreams: config.agentMaxStreams,
       maxMessageBytes: TUNNEL_WINDOWS.maxMessageBytes,
+      liveness: { intervalMs: config.agentPingInterval, timeoutMs: config.agentPingTimeout },
       urlsOf,
       variablesOf: (w) => manager.variablesOf(w),
       log: log.child({ component: "agent-endpoint" }),
