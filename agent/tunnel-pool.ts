@@ -6,6 +6,7 @@ import type { Logger } from "../shared/logger.js";
 import { TunnelSocket } from "../shared/tunnel-socket.js";
 import { TUNNEL_WINDOWS } from "../shared/tunnel-windows.js";
 import { handleDial } from "./local-dial.js";
+import type { AllowedPorts } from "./allowed-ports.js";
 
 export interface PoolSettings {
   readonly minIdle: number;
@@ -18,7 +19,7 @@ export interface TunnelPoolOptions {
   readonly session: ClientHttp2Session;
   readonly headers: Record<string, string>;
   readonly settings: PoolSettings;
-  readonly allowedPorts: ReadonlySet<number>;
+  readonly allowedPorts: ReadonlySet<number> | AllowedPorts;
   readonly dialTimeoutMs: number;
   readonly log: Logger;
 }
