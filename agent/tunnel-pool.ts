@@ -50,6 +50,8 @@ export class TunnelPool {
   #closed = false;
   #cooldownUntil = 0;
   #cooldownTimer: NodeJS.Timeout | undefined;
+  /** Streams asked for during a cooldown: opened when it ends, not forgotten. */
+  #owed = 0;
   readonly #retireTimer: NodeJS.Timeout;
   readonly #active = new Set<Promise<void>>();
 
@@ -110,9 +112,14 @@ export class TunnelPool {
     if (n <= 0 || this.#draining || this.#closed || this.#options.session.closed || this.#options.session.destroyed) return;
     const wait = this.#cooldownUntil - Date.now();
     if (wait > 0) {
+      // The server asked for these: a burst of waiting connections must not lose them to a
+      // cooldown (they waited out the server's stream wait and got 503).
+      this.#owed = Math.max(this.#owed, n);
       this.#cooldownTimer ??= setTimeout(() => {
         this.#cooldownTimer = undefined;
-        this.fill();
+        const owed = this.#owed;
+        this.#owed = 0;
+        this.#open(Math.max(owed, this.#options.settings.minIdle - this.#idle));
       }, wait);
       return;
     }

@@ -552,7 +552,19 @@ export class WarrenServer {
       }
       cluster.endpoint.stopAccepting();
     }
-    const inFlight = Promise.all([listenersDone, cluster?.endpoint.whenIdle(), until(() => this.#webSockets.openCount === 0, timeLeft())]);
+    // Upgraded connections (WebSockets) never end by themselves: once the HTTP requests in
+    // flight are answered they are closed and their clients reconnect (to another server),
+    // rather than holding the shutdown for the whole timeout while new connections are
+    // refused (a single server with one open WebSocket refused them for 25 s).
+    const requestsDone = until(() => this.#frontDoor.inFlight === 0, timeLeft()).then((done) => {
+      if (done && this.#webSockets.openCount > 0) {
+        this.log.info({ webSockets: this.#webSockets.openCount }, "shutting down: requests answered; closing open WebSockets");
+      }
+      if (!done) return;
+      this.#webSockets.closeAll();
+      this.#frontDoor.closeAllConnections();
+    });
+    const inFlight = Promise.all([requestsDone, listenersDone, cluster?.endpoint.whenIdle()]);
     const finished = await within(inFlight, timeLeft());
     clearInterval(sweeper);
     if (!finished) {
