@@ -219,6 +219,7 @@ export class AgentSession {
     let bytesSeen = session.socket?.bytesRead ?? 0;
     let lastHeard = Date.now();
     let lastPing = 0;
+    let lastTick = Date.now();
     const timer = setInterval(() => {
       // Destroyed, but node emits 'close' on a later turn of the loop: ping() would throw (and
       // take the agent down) when this timer fires in between, as it does for a handed-off
@@ -228,6 +229,10 @@ export class AgentSession {
         return;
       }
       const now = Date.now();
+      // The agent's own event loop stalled (CPU starved): it read nothing meanwhile, so the
+      // silence is its own. Forgive it.
+      if (now - lastTick > tickMs * 2) lastHeard = now;
+      lastTick = now;
       const bytes = session.socket?.bytesRead ?? 0;
       if (bytes !== bytesSeen) {
         bytesSeen = bytes;

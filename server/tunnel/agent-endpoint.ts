@@ -176,7 +176,15 @@ export class AgentEndpoint {
     const address = await listenOn(this.#server, this.#options.listen, LISTEN_BACKLOG);
     const { intervalMs, timeoutMs } = this.#liveness;
     const tickMs = Math.max(25, Math.min(intervalMs, timeoutMs) / 4 / PING_GROUPS);
-    this.#pingTimer = setInterval(() => this.#checkGroup(this.#pingTick++ % PING_GROUPS), tickMs);
+    let lastTick = Date.now();
+    this.#pingTimer = setInterval(() => {
+      const now = Date.now();
+      // This server's own event loop stalled (CPU starved, a long GC): it read nothing
+      // meanwhile, so the silence is its own, not the agents'. Forgive it.
+      if (now - lastTick > tickMs * PING_GROUPS * 2) for (const state of this.#sessions.values()) state.lastHeard = now;
+      lastTick = now;
+      this.#checkGroup(this.#pingTick++ % PING_GROUPS);
+    }, tickMs);
     this.#pingTimer.unref();
     return address;
   }
