@@ -33,22 +33,6 @@ function refuse(options: LocalDialOptions, status: DialStatus, message: string):
 }
 
 /**
- * The local connection failed after it was up (the app reset it, or died): the tunnel ends
- * its side (CloseWrite) and discards what still arrives, rather than resetting the stream.
- * The agent never sends RST_STREAM for something an app or a client did: the server's HTTP/2
- * stack counts the resets it receives (node's defence against "rapid reset" floods) and, past
- * about 1,000 then 33 a second, tears down the agent's whole session, every port with it
- * (issue 14). A truncated answer is still seen as one by the server's HTTP parser.
- */
-function endAfterLocalAbort(socket: TunnelSocket, local: net.Socket): void {
-  local.unpipe(socket);
-  socket.unpipe(local);
-  if (socket.destroyed) return;
-  socket.resume();
-  if (!socket.writableEnded) socket.end();
-}
-
-/**
  * Answers a Dial on a claimed tunnel stream: connects to 127.0.0.1:port when the workspace
  * exposes the port, reports the outcome, then splices the local connection and the tunnel with
  * half-close and backpressure. Resolves when the connection is over.
@@ -93,7 +77,7 @@ export function handleDial(options: LocalDialOptions): Promise<void> {
         resolve();
         return;
       }
-      endAfterLocalAbort(socket, local);
+      socket.destroy();
     });
     socket.on("error", () => local.destroy());
     socket.on("close", () => {
@@ -102,8 +86,10 @@ export function handleDial(options: LocalDialOptions): Promise<void> {
       if (connected) resolve();
     });
     local.on("close", (hadError) => {
-      // A refused connect was answered above; resetting its stream too cost one RST_STREAM.
-      if (hadError && connected) endAfterLocalAbort(socket, local);
+      // A refused connect was answered above (DialResult): resetting its stream as well sent
+      // one RST_STREAM per refusal, and past about 1,000 of them (then 33 a second) node's
+      // HTTP/2 rapid-reset defence on the server tore down the agent's whole session (issue 14).
+      if (hadError && connected) socket.destroy();
     });
   });
 }
