@@ -120,15 +120,16 @@ export class TunnelDialer implements Dialer {
     const { stream, connection } = acquired;
     return new Promise<TunnelSocket>((resolve, reject) => {
       let settled = false;
-      const settle = (err: Error | undefined, answered = false) => {
+      const settle = (err: Error | undefined) => {
         if (settled) return;
         settled = true;
         clearTimeout(timer);
         signal?.removeEventListener("abort", onAbort);
         socket.off("close", onClose);
         if (err) {
-          if (answered) endAnswered(socket, err);
-          else if (!socket.destroyed) socket.destroy();
+          // A reset sent by the server costs the agent's session nothing (node counts only the
+          // resets a server receives) and closes the agent's answered stream at once.
+          if (!socket.destroyed) socket.destroy();
           reject(err);
         } else {
           resolve(socket);
@@ -150,8 +151,7 @@ export class TunnelDialer implements Dialer {
             settle(undefined);
             return;
           }
-          // The agent answered and ended its side: end ours with the status, no reset.
-          settle(dialError(connection.workspace, port, result.status, result.message), true);
+          settle(dialError(connection.workspace, port, result.status, result.message));
         },
       });
       // Protocol violations on a claimed stream drop the agent's whole connection.
@@ -176,18 +176,6 @@ export class TunnelDialer implements Dialer {
       }
     });
   }
-}
-
-/**
- * Closes a stream whose dial the agent answered with a refusal: the agent has ended its side,
- * so ours ends with the status in trailers and the stream closes cleanly. A reset (RST_STREAM)
- * per refused dial made node's HTTP/2 rapid-reset defence tear down the agent's whole session
- * after about 1,000 refusals (issue 14): every port of the workspace went down with the one.
- */
-function endAnswered(socket: TunnelSocket, err: Error): void {
-  const { stream } = socket.detach();
-  stream.resume();
-  endWithStatus(stream as ServerHttp2Stream, err instanceof WarrenError ? err : new WarrenError(ErrorCode.Unavailable, "dial refused"));
 }
 
 function dialError(workspace: string, port: number, status: DialStatus, message: string): Error {
