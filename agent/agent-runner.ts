@@ -3,6 +3,7 @@ import { create } from "@bufbuild/protobuf";
 import { Backoff, DEFAULT_BACKOFF, type BackoffOptions } from "../shared/backoff.js";
 import { ControlRequestSchema, type Welcome, type WorkspaceDesiredState } from "../shared/gen/warren/v1/agent_pb.js";
 import type { Logger } from "../shared/logger.js";
+import type { LivenessSettings } from "../shared/liveness.js";
 import { AgentSession, type AgentSessionOptions, type SessionEnd } from "./agent-session.js";
 import type { PoolSettings } from "./tunnel-pool.js";
 import type { WorkloadReportMessage } from "./desired-state-reconciler.js";
@@ -14,6 +15,8 @@ export interface AgentRunnerOptions {
   readonly ca?: Buffer;
   readonly pool: PoolSettings;
   readonly dialTimeoutMs: number;
+  /** Pings to the server and how long it may stay silent (default: DEFAULT_LIVENESS). */
+  readonly liveness?: LivenessSettings;
   readonly log: Logger;
   readonly onReady?: (welcome: Welcome, server: URL) => void;
   readonly onDesiredState?: (state: WorkspaceDesiredState) => void;
@@ -92,6 +95,7 @@ export class AgentRunner {
         instanceId: this.instanceId,
         pool: this.#options.pool,
         dialTimeoutMs: this.#options.dialTimeoutMs,
+        ...(this.#options.liveness ? { liveness: this.#options.liveness } : {}),
         log,
         onReady: (welcome) => {
           this.#backoff.reset();

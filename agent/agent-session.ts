@@ -16,13 +16,15 @@ import type { Logger } from "../shared/logger.js";
 import { noDelayConnector } from "../shared/http2-sockets.js";
 import { TUNNEL_WINDOWS } from "../shared/tunnel-windows.js";
 import { VERSION } from "../shared/version.js";
+import { DEFAULT_LIVENESS, type LivenessSettings } from "../shared/liveness.js";
 import { TunnelPool, type PoolSettings } from "./tunnel-pool.js";
 import { AllowedPorts } from "./allowed-ports.js";
 
 const CONTROL_PATH = "/warren.v1.AgentService/Control";
 const WELCOME_TIMEOUT_MS = 15_000;
-const PING_INTERVAL_MS = 20_000;
 const MAX_CONTROL_MESSAGE_BYTES = 4 * 1024 * 1024;
+
+function ignorePingAnswer(): void {}
 
 /** How a session ended, which decides what the agent does next. */
 export type SessionEnd =
@@ -46,6 +48,8 @@ export interface AgentSessionOptions {
   readonly instanceId: string;
   readonly pool: PoolSettings;
   readonly dialTimeoutMs: number;
+  /** How often to ping the server and how long it may stay silent (default: DEFAULT_LIVENESS). */
+  readonly liveness?: LivenessSettings;
   readonly log: Logger;
   /** The server welcomed us: the tunnel is ready. */
   readonly onReady?: (welcome: Welcome) => void;
@@ -136,8 +140,11 @@ export class AgentSession {
   #finish(end: SessionEnd): void {
     if (this.#end) return;
     this.#end = end;
-    this.#pool?.close();
     const session = this.#session;
+    // A session the server closed (GOAWAY) is left to node to tear down: resetting its tunnel
+    // streams one by one after the server dropped a stalled agent made node 20 spin forever
+    // in SubmitRstStream.
+    this.#pool?.close({ resetStreams: !session?.closed });
     if (session && !session.destroyed) {
       session.close();
       setTimeout(() => session.destroy(), 1000).unref();
@@ -180,7 +187,15 @@ export class AgentSession {
       this.#finish({ kind: "lost", message: err.code === "ECONNREFUSED" ? `connection refused by ${server.host}` : err.message });
     });
     session.on("close", () => this.#finish({ kind: "lost", message: "connection closed" }));
-    session.on("goaway", (code) => log.debug({ code }, "server sent GOAWAY"));
+    session.on("goaway", (code) => {
+      log.debug({ code }, "server sent GOAWAY");
+      // No new streams on this connection: connect again now; its streams in flight finish
+      // here. On the next turn of the loop, so that a Disconnect that came in the same read
+      // (revoked: exit) decides first; before the welcome, the refusal's status does.
+      setImmediate(() => {
+        if (this.#welcome) this.#handOff(`server closed the connection (GOAWAY, code ${code})`);
+      });
+    });
     session.once("connect", () => {
       try {
         session.setLocalWindowSize(TUNNEL_WINDOWS.sessionWindowBytes);
@@ -192,7 +207,19 @@ export class AgentSession {
     });
   }
 
+  /**
+   * Pings the server every interval; a connection on which nothing at all arrived for interval
+   * + timeout is gone (a stalled server, a network cut without FIN, a socket closed under a
+   * session node still holds open): the session ends as lost and the runner connects again.
+   * Any byte received counts, so an answer queued behind a large transfer is not silence.
+   */
   #startPing(session: ClientHttp2Session): void {
+    const { intervalMs, timeoutMs } = this.#options.liveness ?? DEFAULT_LIVENESS;
+    const tickMs = Math.max(25, Math.min(intervalMs, timeoutMs) / 4);
+    let bytesSeen = session.socket?.bytesRead ?? 0;
+    let lastHeard = Date.now();
+    let lastPing = 0;
+    let lastTick = Date.now();
     const timer = setInterval(() => {
       // Destroyed, but node emits 'close' on a later turn of the loop: ping() would throw (and
       // take the agent down) when this timer fires in between, as it does for a handed-off
@@ -201,19 +228,34 @@ export class AgentSession {
         clearInterval(timer);
         return;
       }
-      let answered = false;
-      const ok = session.ping((err) => {
-        answered = true;
-        if (err && !session.destroyed) this.#finish({ kind: "lost", message: `ping failed: ${err.message}` });
-      });
-      if (!ok) return;
-      setTimeout(() => {
-        if (!answered && !session.destroyed) {
-          this.#finish({ kind: "lost", message: "server stopped answering pings" });
-          session.destroy();
+      const now = Date.now();
+      // The agent's own event loop stalled (CPU starved): it read nothing meanwhile, so the
+      // silence is its own. Forgive it.
+      if (now - lastTick > tickMs * 2) lastHeard = now;
+      lastTick = now;
+      const bytes = session.socket?.bytesRead ?? 0;
+      if (bytes !== bytesSeen) {
+        bytesSeen = bytes;
+        lastHeard = now;
+      }
+      const silentMs = now - lastHeard;
+      if (silentMs >= intervalMs + timeoutMs) {
+        clearInterval(timer);
+        this.#options.log.warn({ server: this.#options.server.origin, silentMs }, "server stopped answering pings; connecting again");
+        this.#finish({ kind: "lost", message: `server stopped answering pings (nothing received for ${silentMs} ms)` });
+        session.destroy();
+        return;
+      }
+      if (now - lastPing >= intervalMs) {
+        lastPing = now;
+        try {
+          // The answer is not awaited: the bytes it brings are what counts.
+          session.ping(ignorePingAnswer);
+        } catch {
+          // Closing, or too many pings unanswered: silence decides.
         }
-      }, PING_INTERVAL_MS).unref();
-    }, PING_INTERVAL_MS);
+      }
+    }, tickMs);
     timer.unref();
     session.once("close", () => clearInterval(timer));
   }

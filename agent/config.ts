@@ -1,5 +1,6 @@
 import type { LevelWithSilent } from "pino";
 import { LOG_LEVELS } from "../shared/logger.js";
+import { DEFAULT_LIVENESS } from "../shared/liveness.js";
 import { formatDuration, parseDuration, parseIntegerIn, parseNonEmpty, parseOneOf, parseReadableFile, setting, type SettingsOf } from "../shared/settings.js";
 
 /** A server address: http(s)://host:port, or host:port (https unless the host is loopback). */
@@ -106,6 +107,24 @@ export const AGENT_SETTINGS = {
     default: 5000,
     defaultText: "5s",
     parse: duration(100, 300_000),
+  }),
+  pingInterval: setting({
+    key: "pingInterval",
+    flag: "ping-interval",
+    env: "WARREN_AGENT_PING_INTERVAL",
+    description: "how often the agent pings the server over its connection",
+    default: DEFAULT_LIVENESS.intervalMs,
+    defaultText: "2s",
+    parse: duration(100, 600_000),
+  }),
+  pingTimeout: setting({
+    key: "pingTimeout",
+    flag: "ping-timeout",
+    env: "WARREN_AGENT_PING_TIMEOUT",
+    description: "a server silent this long after a ping is gone: the agent connects again",
+    default: DEFAULT_LIVENESS.timeoutMs,
+    defaultText: "2s",
+    parse: duration(100, 600_000),
   }),
   shutdownTimeout: setting({
     key: "shutdownTimeout",

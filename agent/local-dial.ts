@@ -86,7 +86,10 @@ export function handleDial(options: LocalDialOptions): Promise<void> {
       if (connected) resolve();
     });
     local.on("close", (hadError) => {
-      if (hadError) socket.destroy();
+      // A refused connect was answered above (DialResult): resetting its stream as well sent
+      // one RST_STREAM per refusal, and past about 1,000 of them (then 33 a second) node's
+      // HTTP/2 rapid-reset defence on the server tore down the agent's whole session (issue 14).
+      if (hadError && connected) socket.destroy();
     });
   });
 }

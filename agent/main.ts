@@ -120,6 +120,7 @@ async function main(): Promise<void> {
       idleTimeoutMs: config.poolIdleTimeout,
     },
     dialTimeoutMs: config.dialTimeout,
+    liveness: { intervalMs: config.pingInterval, timeoutMs: config.pingTimeout },
     log,
     onReady: (welcome, server) => {
       log.info(

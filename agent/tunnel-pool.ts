@@ -1,5 +1,4 @@
 import type { ClientHttp2Session, ClientHttp2Stream } from "node:http2";
-import { constants as h2constants } from "node:http2";
 import { TunnelResponseSchema, type TunnelResponse } from "../shared/gen/warren/v1/agent_pb.js";
 import { ErrorCode, WarrenError } from "../shared/errors.js";
 import { decodeGrpcMessage as decodeStatusText } from "../shared/grpc-status.js";
@@ -51,6 +50,8 @@ export class TunnelPool {
   #closed = false;
   #cooldownUntil = 0;
   #cooldownTimer: NodeJS.Timeout | undefined;
+  /** Streams asked for during a cooldown: opened when it ends, not forgotten. */
+  #owed = 0;
   readonly #retireTimer: NodeJS.Timeout;
   readonly #active = new Set<Promise<void>>();
 
@@ -89,12 +90,19 @@ export class TunnelPool {
     while (this.#active.size > 0) await Promise.allSettled([...this.#active]);
   }
 
-  close(): void {
+  /**
+   * Ends every stream: each is reset, or with `resetStreams: false` (a session that is going
+   * away) only let go of, for the session's own teardown to end.
+   */
+  close(options: { resetStreams?: boolean } = {}): void {
     this.#closed = true;
     this.#draining = true;
     clearInterval(this.#retireTimer);
     clearTimeout(this.#cooldownTimer);
-    for (const entry of this.#entries) entry.socket.destroy();
+    for (const entry of this.#entries) {
+      if (options.resetStreams === false) entry.socket.detach();
+      else entry.socket.destroy();
+    }
   }
 
   #open(count: number): void {
@@ -104,9 +112,14 @@ export class TunnelPool {
     if (n <= 0 || this.#draining || this.#closed || this.#options.session.closed || this.#options.session.destroyed) return;
     const wait = this.#cooldownUntil - Date.now();
     if (wait > 0) {
+      // The server asked for these: a burst of waiting connections must not lose them to a
+      // cooldown (they waited out the server's stream wait and got 503).
+      this.#owed = Math.max(this.#owed, n);
       this.#cooldownTimer ??= setTimeout(() => {
         this.#cooldownTimer = undefined;
-        this.fill();
+        const owed = this.#owed;
+        this.#owed = 0;
+        this.#open(Math.max(owed, this.#options.settings.minIdle - this.#idle));
       }, wait);
       return;
     }
@@ -187,9 +200,13 @@ export class TunnelPool {
     }
   }
 
+  /**
+   * Retires an idle stream by ending our side (the server answers with its status and the
+   * stream closes cleanly), not with RST_STREAM: the server counts the resets it receives.
+   */
   #closeEntry(entry: PoolEntry): void {
     if (entry.state !== "idle") return;
-    if (!entry.stream.closed && !entry.stream.destroyed) entry.stream.close(h2constants.NGHTTP2_CANCEL);
+    if (!entry.stream.closed && !entry.stream.destroyed && !entry.stream.writableEnded) entry.stream.end();
   }
 
   #retireIdle(): void {

@@ -1,3 +1,4 @@
+import { DEFAULT_LIVENESS } from "../shared/liveness.js";
 import { ErrorCode, WarrenError } from "../shared/errors.js";
 import {
   formatDuration,
@@ -269,6 +270,24 @@ export const SERVER_SETTINGS = {
     description: "most tunnel streams one agent connection may hold",
     default: 500,
     parse: parseIntegerIn(1, 100_000),
+  }),
+  agentPingInterval: setting({
+    key: "agentPingInterval",
+    flag: "agent-ping-interval",
+    env: "WARREN_AGENT_PING_INTERVAL",
+    description: "an agent connection silent this long is pinged (agents ping the server this often themselves)",
+    default: DEFAULT_LIVENESS.intervalMs,
+    defaultText: "2s",
+    parse: duration(100, 600_000),
+  }),
+  agentPingTimeout: setting({
+    key: "agentPingTimeout",
+    flag: "agent-ping-timeout",
+    env: "WARREN_AGENT_PING_TIMEOUT",
+    description: "an agent connection silent for the ping interval plus this long is dropped: its requests get 503 at once",
+    default: DEFAULT_LIVENESS.timeoutMs,
+    defaultText: "2s",
+    parse: duration(100, 600_000),
   }),
   agentTokenTtl: setting({
     key: "agentTokenTtl",

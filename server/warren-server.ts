@@ -181,6 +181,9 @@ export class WarrenServer {
       streamWaitMs: config.streamWaitTimeout,
       dialTimeoutMs: config.dialTimeout,
       maxMessageBytes: TUNNEL_WINDOWS.maxMessageBytes,
+      // One port may hold at most half of a connection's streams in dials: a flood to a port
+      // that never answers leaves the other ports streams to work with.
+      maxDialsPerPort: Math.max(1, Math.floor(config.agentMaxStreams / 2)),
       log,
       onOutcome: (outcome) => this.metrics.dialOutcome(outcome),
     });
@@ -339,6 +342,7 @@ export class WarrenServer {
       serverId: this.serverId,
       maxStreams: config.agentMaxStreams,
       maxMessageBytes: TUNNEL_WINDOWS.maxMessageBytes,
+      liveness: { intervalMs: config.agentPingInterval, timeoutMs: config.agentPingTimeout },
       urlsOf,
       variablesOf: (w) => manager.variablesOf(w),
       log: log.child({ component: "agent-endpoint" }),
@@ -637,7 +641,19 @@ export class WarrenServer {
       }
       cluster.endpoint.stopAccepting();
     }
-    const inFlight = Promise.all([listenersDone, cluster?.endpoint.whenIdle(), until(() => this.#webSockets.openCount === 0, timeLeft())]);
+    // Upgraded connections (WebSockets) never end by themselves: once the HTTP requests in
+    // flight are answered they are closed and their clients reconnect (to another server),
+    // rather than holding the shutdown for the whole timeout while new connections are
+    // refused (a single server with one open WebSocket refused them for 25 s).
+    const requestsDone = until(() => this.#frontDoor.inFlight === 0, timeLeft()).then((done) => {
+      if (done && this.#webSockets.openCount > 0) {
+        this.log.info({ webSockets: this.#webSockets.openCount }, "shutting down: requests answered; closing open WebSockets");
+      }
+      if (!done) return;
+      this.#webSockets.closeAll();
+      this.#frontDoor.closeAllConnections();
+    });
+    const inFlight = Promise.all([requestsDone, listenersDone, cluster?.endpoint.whenIdle()]);
     const finished = await within(inFlight, timeLeft());
     clearInterval(sweeper);
     if (!finished) {

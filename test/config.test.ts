@@ -73,6 +73,8 @@ const BAD: Record<keyof typeof SERVER_SETTINGS, BadCase> = {
   upstreamTimeout: { env: { WARREN_UPSTREAM_TIMEOUT: "-1s" }, reason: /is not a duration/ },
   httpFastPath: { env: { WARREN_HTTP_FAST_PATH: "sometimes" }, reason: /is not a boolean/ },
   agentMaxStreams: { env: { WARREN_AGENT_MAX_STREAMS: "0" }, reason: /0 is out of range 1-100000/ },
+  agentPingInterval: { env: { WARREN_AGENT_PING_INTERVAL: "10ms" }, reason: /out of range/ },
+  agentPingTimeout: { args: ["--agent-ping-timeout", "soon"], reason: /soon/ },
   agentTokenTtl: { env: { WARREN_AGENT_TOKEN_TTL: "1s" }, reason: /out of range 1m-/ },
   drainDelay: { env: { WARREN_DRAIN_DELAY: "1h" }, reason: /1h is out of range 0ms-5m/ },
   shutdownTimeout: { env: { WARREN_SHUTDOWN_TIMEOUT: "soon" }, reason: /is not a duration/ },

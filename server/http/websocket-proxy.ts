@@ -26,6 +26,8 @@ export interface WebSocketProxyOptions {
 export class WebSocketProxy {
   readonly #options: WebSocketProxyOptions;
   #open = 0;
+  /** Client sockets of the upgraded connections, for closeAll() at shutdown. */
+  readonly #clients = new Set<Duplex>();
 
   constructor(options: WebSocketProxyOptions) {
     this.#options = options;
@@ -34,6 +36,11 @@ export class WebSocketProxy {
   /** Upgraded connections open now. */
   get openCount(): number {
     return this.#open;
+  }
+
+  /** Closes every upgraded connection (shutdown: their clients reconnect elsewhere). Never blocks. */
+  closeAll(): void {
+    for (const client of this.#clients) client.destroy();
   }
 
   /**
@@ -66,7 +73,11 @@ export class WebSocketProxy {
       return;
     }
     this.#open++;
-    upstream.once("close", () => this.#open--);
+    this.#clients.add(client);
+    upstream.once("close", () => {
+      this.#open--;
+      this.#clients.delete(client);
+    });
     const headers = requestHeadersForUpstream(req, forwarded, { upgrade: true, filterCookie: this.#options.filterCookie });
     let text = `${req.method ?? "GET"} ${req.url ?? "/"} HTTP/1.1\r\n`;
     for (let i = 0; i < headers.length; i += 2) text += `${headers[i]}: ${headers[i + 1]}\r\n`;

@@ -32,6 +32,7 @@ import type { AgentRegistrar } from "./tunnel-registry.js";
 import { acceptWithNoDelay } from "../../shared/http2-sockets.js";
 import { TUNNEL_WINDOWS } from "../../shared/tunnel-windows.js";
 import { listenOn } from "../listen.js";
+import { DEFAULT_LIVENESS, type LivenessSettings } from "../../shared/liveness.js";
 
 const CONTROL_PATH = "/warren.v1.AgentService/Control";
 const TUNNEL_PATH = "/warren.v1.AgentService/Tunnel";
@@ -51,13 +52,13 @@ const TTL_TERMINATION_MARGIN_MS = 15_000;
 const REVOKED_GRACE_MS = 500;
 /** Control messages are small; anything bigger is hostile. */
 const MAX_CONTROL_MESSAGE_BYTES = 64 * 1024;
-/** Every agent session is pinged this often; one that has not answered the previous ping is dead. */
-const PING_INTERVAL_MS = 15_000;
 /**
- * Sessions are pinged in this many groups, one group per tick: pinging 5,000 agents at once
- * held the event loop for about 200 ms every interval, a pause every request then waited out.
+ * Sessions are checked in this many groups, one group per tick, so that a tick never walks
+ * 5,000 sessions at once (pinging 5,000 agents in one go once held the event loop for about
+ * 200 ms, a pause every request then waited out). A silent session is seen at the latest one
+ * round of ticks (a quarter of the shorter of interval and timeout) late.
  */
-const PING_GROUPS = 15;
+const PING_GROUPS = 4;
 /**
  * Accept queue of the agent listener. After a restart every agent reconnects within a second or
  * two; with node's default (511) the kernel dropped the surplus handshakes and those agents
@@ -79,6 +80,8 @@ export interface AgentEndpointOptions {
   readonly serverId: string;
   readonly maxStreams: number;
   readonly maxMessageBytes: number;
+  /** Silence after which an agent is pinged, and after which (plus the timeout) it is dropped. */
+  readonly liveness?: LivenessSettings;
   readonly urlsOf: (workspace: WorkspaceRecord) => string[];
   /** The workspace's variables for its agent's Welcome (plaintext: never log them). */
   readonly variablesOf?: (workspace: WorkspaceRecord) => ReadonlyArray<{ name: string; value: string; file: boolean }>;
@@ -91,8 +94,12 @@ export interface AgentEndpointOptions {
 
 interface SessionState {
   connection?: AgentConnection | undefined;
-  /** Which tick of the ping interval pings this session. */
+  /** Which tick of the round checks this session. */
   readonly pingGroup: number;
+  /** Bytes the session had received at the last check, and when that count last moved. */
+  bytesSeen: number;
+  lastHeard: number;
+  /** A ping of ours is out since the session went silent. */
   pingOutstanding: boolean;
   controlPending: boolean;
   authorization?: string;
@@ -104,6 +111,9 @@ interface SessionState {
 function ignoreError(): void {
   // Resets are normal (agent retiring a stream, disconnects); owners log what matters.
 }
+
+/** The answer itself is not needed: the bytes it brings are what #checkGroup counts. */
+function ignorePingAnswer(): void {}
 
 function destroySession(this: ServerHttp2Session): void {
   this.destroy();
@@ -164,9 +174,23 @@ export class AgentEndpoint {
 
   async listen(): Promise<AddressInfo> {
     const address = await listenOn(this.#server, this.#options.listen, LISTEN_BACKLOG);
-    this.#pingTimer = setInterval(() => this.#pingGroup(this.#pingTick++ % PING_GROUPS), PING_INTERVAL_MS / PING_GROUPS);
+    const { intervalMs, timeoutMs } = this.#liveness;
+    const tickMs = Math.max(25, Math.min(intervalMs, timeoutMs) / 4 / PING_GROUPS);
+    let lastTick = Date.now();
+    this.#pingTimer = setInterval(() => {
+      const now = Date.now();
+      // This server's own event loop stalled (CPU starved, a long GC): it read nothing
+      // meanwhile, so the silence is its own, not the agents'. Forgive it.
+      if (now - lastTick > tickMs * PING_GROUPS * 2) for (const state of this.#sessions.values()) state.lastHeard = now;
+      lastTick = now;
+      this.#checkGroup(this.#pingTick++ % PING_GROUPS);
+    }, tickMs);
     this.#pingTimer.unref();
     return address;
+  }
+
+  get #liveness(): LivenessSettings {
+    return this.#options.liveness ?? DEFAULT_LIVENESS;
   }
 
   /** Swaps the TLS certificate for new connections. */
@@ -186,21 +210,37 @@ export class AgentEndpoint {
     for (const session of this.#sessions.keys()) session.destroy();
   }
 
-  /** Detects agents lost to a network cut (no FIN ever arrives): no answer to a ping, no session. */
-  #pingGroup(group: number): void {
+  /**
+   * Finds agents that went silent: stalled (SIGSTOP, a frozen VM) or lost to a network cut (no
+   * FIN ever arrives). Any byte received is a sign of life; agents ping every interval, so the
+   * server pings only a session silent for longer than that (an older agent pings less often),
+   * and drops one silent for interval + timeout: its dials fail over at once (503) rather than
+   * waiting out the dial and upstream timeouts.
+   */
+  #checkGroup(group: number): void {
+    const { intervalMs, timeoutMs } = this.#liveness;
+    const now = Date.now();
     for (const [session, state] of this.#sessions) {
       if (state.pingGroup !== group || !state.connection || session.destroyed) continue;
-      if (state.pingOutstanding) {
-        state.connection.drop("agent stopped answering pings");
+      const bytes = session.socket?.bytesRead ?? 0;
+      if (bytes !== state.bytesSeen) {
+        state.bytesSeen = bytes;
+        state.lastHeard = now;
+        state.pingOutstanding = false;
         continue;
       }
-      state.pingOutstanding = true;
-      try {
-        session.ping(() => {
-          state.pingOutstanding = false;
-        });
-      } catch {
-        // Session closing.
+      const silentMs = now - state.lastHeard;
+      if (silentMs >= intervalMs + timeoutMs) {
+        state.connection.drop(`agent stopped answering pings (silent for ${silentMs} ms)`);
+        continue;
+      }
+      if (silentMs >= intervalMs && !state.pingOutstanding) {
+        state.pingOutstanding = true;
+        try {
+          session.ping(ignorePingAnswer);
+        } catch {
+          // Session closing.
+        }
       }
     }
   }
@@ -210,7 +250,13 @@ export class AgentEndpoint {
   }
 
   #onSession(session: ServerHttp2Session): void {
-    const state: SessionState = { controlPending: false, pingOutstanding: false, pingGroup: this.#sessionsSeen++ % PING_GROUPS };
+    const state: SessionState = {
+      controlPending: false,
+      pingOutstanding: false,
+      bytesSeen: 0,
+      lastHeard: Date.now(),
+      pingGroup: this.#sessionsSeen++ % PING_GROUPS,
+    };
     this.#sessions.set(session, state);
     session.on("error", destroySession);
     session.on("close", this.#onSessionClose);

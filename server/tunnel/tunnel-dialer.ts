@@ -14,6 +14,7 @@ import { TunnelSocket } from "../../shared/tunnel-socket.js";
 import type { Logger } from "../../shared/logger.js";
 import type { AcquiredStream, StreamFinder } from "./tunnel-registry.js";
 import { endWithStatus } from "./grpc-responses.js";
+import { PortDialGate } from "./port-dial-gate.js";
 
 export interface DialOptions {
   readonly signal?: AbortSignal;
@@ -46,6 +47,11 @@ export interface TunnelDialerOptions {
   readonly dialTimeoutMs: number;
   readonly maxMessageBytes: number;
   readonly log: Logger;
+  /**
+   * Most dials in progress to one port of one workspace (waiting for a stream or for the
+   * agent's answer); more wait for a slot. Unbounded when absent.
+   */
+  readonly maxDialsPerPort?: number;
   /** Observes each dial's outcome (metrics). */
   readonly onOutcome?: (outcome: DialOutcome) => void;
 }
@@ -58,14 +64,33 @@ class StreamLost extends Error {}
 /** Claims an idle stream of the local registry and runs the dial exchange on it. */
 export class TunnelDialer implements Dialer {
   readonly #options: TunnelDialerOptions;
+  readonly #gate: PortDialGate | undefined;
 
   constructor(options: TunnelDialerOptions) {
     this.#options = options;
+    this.#gate = options.maxDialsPerPort ? new PortDialGate(options.maxDialsPerPort) : undefined;
   }
 
   async dial(workspace: string, port: number, options: DialOptions = {}): Promise<TunnelSocket> {
-    const connectionId = options.connectionId ?? randomBytes(6).toString("hex");
     const deadline = Date.now() + this.#options.streamWaitMs;
+    if (!this.#gate) return this.#dial(workspace, port, options, deadline);
+    let release: () => void;
+    try {
+      release = await this.#gate.enter(workspace, port, this.#options.streamWaitMs, options.signal);
+    } catch (err) {
+      const e = WarrenError.from(err);
+      this.#options.onOutcome?.(e.code === ErrorCode.Canceled ? "canceled" : "unavailable");
+      throw e;
+    }
+    try {
+      return await this.#dial(workspace, port, options, deadline);
+    } finally {
+      release();
+    }
+  }
+
+  async #dial(workspace: string, port: number, options: DialOptions, deadline: number): Promise<TunnelSocket> {
+    const connectionId = options.connectionId ?? randomBytes(6).toString("hex");
     for (let attempt = 1; ; attempt++) {
       let acquired: AcquiredStream;
       try {
@@ -102,6 +127,8 @@ export class TunnelDialer implements Dialer {
         signal?.removeEventListener("abort", onAbort);
         socket.off("close", onClose);
         if (err) {
+          // A reset sent by the server costs the agent's session nothing (node counts only the
+          // resets a server receives) and closes the agent's answered stream at once.
           if (!socket.destroyed) socket.destroy();
           reject(err);
         } else {

@@ -21,7 +21,16 @@ interface WorkspaceTunnels {
   next: number;
   /** Streams asked of the agents and not parked yet: a burst is asked for once, not per waiter. */
   requested: number;
+  /** While connections wait, asks again now and then (an ask may be lost or fall short). */
+  reaskTimer: NodeJS.Timeout | undefined;
 }
+
+/**
+ * While connections wait for a stream, the agents are asked again this often for as many as
+ * wait: an agent may have opened fewer than asked (its limit, a refusal cooldown), and the
+ * parked streams that counted against the ask may have gone to other waiters.
+ */
+const REASK_INTERVAL_MS = 250;
 
 /** What the agent endpoint needs: registering connections. */
 export interface AgentRegistrar {
@@ -71,7 +80,7 @@ export class TunnelRegistry implements AgentRegistrar, StreamFinder {
     let tunnels = this.#workspaces.get(connection.workspace);
     const first = !tunnels;
     if (!tunnels) {
-      tunnels = { connections: [], waiters: [], next: 0, requested: 0 };
+      tunnels = { connections: [], waiters: [], next: 0, requested: 0, reaskTimer: undefined };
       this.#workspaces.set(connection.workspace, tunnels);
     }
     // The agent process connected again: its older connections may be dead without a FIN
@@ -138,7 +147,11 @@ export class TunnelRegistry implements AgentRegistrar, StreamFinder {
         const i = tunnels.waiters.indexOf(waiter);
         if (i >= 0) tunnels.waiters.splice(i, 1);
         // Nobody waits any more: the next burst asks afresh (an agent at its limit may never send what was asked).
-        if (tunnels.waiters.length === 0) tunnels.requested = 0;
+        if (tunnels.waiters.length === 0) {
+          tunnels.requested = 0;
+          clearInterval(tunnels.reaskTimer);
+          tunnels.reaskTimer = undefined;
+        }
       };
       const waiter: Waiter = {
         resolve: (acquired) => {
@@ -155,6 +168,10 @@ export class TunnelRegistry implements AgentRegistrar, StreamFinder {
       signal?.addEventListener("abort", onAbort, { once: true });
       tunnels.waiters.push(waiter);
       this.#askForStreams(tunnels);
+      tunnels.reaskTimer ??= setInterval(() => {
+        tunnels.requested = 0;
+        this.#askForStreams(tunnels);
+      }, REASK_INTERVAL_MS);
     });
   }
 
@@ -222,6 +239,7 @@ export class TunnelRegistry implements AgentRegistrar, StreamFinder {
     if (i >= 0) tunnels.connections.splice(i, 1);
     if (tunnels.connections.length === 0) {
       this.#workspaces.delete(connection.workspace);
+      clearInterval(tunnels.reaskTimer);
       for (const waiter of [...tunnels.waiters]) waiter.reject(notConnected(connection.workspace));
       this.#onWorkspaceChange?.(connection.workspace, false);
     }
