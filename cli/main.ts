@@ -6,6 +6,7 @@ import { VERSION } from "../shared/version.js";
 import { ApiClient } from "./api-client.js";
 import { configPath, readConfig, writeConfig } from "./cli-config.js";
 import { formatTable } from "./table.js";
+import { parseTcpForward, startPortForward } from "./commands/port-forward.js";
 
 const USAGE = `Usage: warren <command> [flags]
 
@@ -24,6 +25,9 @@ Commands:
   workspace expose NAME PORT [--public]  expose a port now (reachable at once; --public: without credentials)
   workspace unexpose NAME PORT           stop exposing a port; its open connections are closed
   workspace ports NAME                   ports listening in the workspace, and which are exposed
+  port-forward NAME --tcp [LOCAL_ADDR:]LOCAL_PORT:REMOTE_PORT
+                                         forward local TCP ports to exposed ports of the workspace, through
+                                         the server's HTTP(S) listener; --tcp is repeatable; Ctrl-C stops
   workspace rotate-token NAME            issue a new agent token; agents using the old one are disconnected
   workspace delete NAME
 
@@ -65,6 +69,7 @@ const OPTIONS = {
   file: { type: "string", multiple: true },
   owner: { type: "string" },
   public: { type: "boolean" },
+  tcp: { type: "string", multiple: true },
   help: { type: "boolean", short: "h" },
   version: { type: "boolean" },
 } as const;
@@ -94,6 +99,8 @@ async function main(argv: string[]): Promise<void> {
     case "workspace":
     case "ws":
       return workspace(values, rest);
+    case "port-forward":
+      return portForwardCommand(values, rest);
     case undefined:
       throw new UsageError("no command (see warren --help)");
     default:
@@ -233,12 +240,58 @@ async function workspace(values: Values, rest: string[]): Promise<void> {
   }
 }
 
-function clientFrom(values: Values): ApiClient {
+function credentialsFrom(values: Values): { server: string; token: string } {
   const saved = readConfig(configPath());
   const server = normalizeServer(values.server ?? process.env["WARREN_URL"] ?? saved?.server);
   const token = values.token ?? process.env["WARREN_ACCESS_TOKEN"] ?? saved?.token;
   if (!server || !token) throw new UsageError("not logged in: run `warren login --server URL` first (or pass --server and --token)");
-  return new ApiClient({ server, token });
+  return { server, token };
+}
+
+function clientFrom(values: Values): ApiClient {
+  return new ApiClient(credentialsFrom(values));
+}
+
+async function portForwardCommand(values: Values, rest: string[]): Promise<void> {
+  const [name, ...extra] = rest;
+  if (!name) throw new UsageError("port-forward needs a workspace name: warren port-forward NAME --tcp [LOCAL_ADDR:]LOCAL_PORT:REMOTE_PORT");
+  if (extra.length > 0) throw new UsageError(`unexpected argument "${extra[0]}"`);
+  if (!values.tcp?.length) throw new UsageError(`port-forward needs at least one --tcp [LOCAL_ADDR:]LOCAL_PORT:REMOTE_PORT (e.g. warren port-forward ${name} --tcp 5432:5432)`);
+  const forwards = values.tcp.map((raw) => {
+    try {
+      return parseTcpForward(raw);
+    } catch (err) {
+      throw new UsageError((err as Error).message);
+    }
+  });
+  const credentials = credentialsFrom(values);
+  // Told once, up front: a missing workspace or a port that is not exposed.
+  const { workspace } = await new ApiClient(credentials).call<{ workspace: WorkspaceJson }>("WorkspaceService/GetWorkspace", { name });
+  for (const f of forwards) {
+    if (!(workspace.ports ?? []).some((p) => p.port === f.remotePort)) {
+      throw new Error(`port ${f.remotePort} is not exposed by workspace "${name}" (expose it with \`warren workspace expose ${name} ${f.remotePort}\`)`);
+    }
+  }
+  const run = startPortForward(credentials, name, forwards, (line) => process.stderr.write(`${line}\n`));
+  let bound;
+  try {
+    bound = await run.listening;
+  } catch (err) {
+    run.close();
+    throw err;
+  }
+  if (values.json) print({ workspace: name, forwards: bound.map((b) => ({ localAddress: b.address, localPort: b.port, remotePort: b.remotePort })) });
+  else for (const b of bound) process.stdout.write(`Forwarding ${b.address.includes(":") ? `[${b.address}]` : b.address}:${b.port} -> ${name}:${b.remotePort}\n`);
+  await new Promise<void>((resolve) => {
+    const stop = () => {
+      run.close();
+      resolve();
+    };
+    process.once("SIGINT", stop);
+    process.once("SIGTERM", stop);
+  });
+  // Open connections end with the process.
+  process.exit(0);
 }
 
 function createBody(name: string, values: Values): Record<string, unknown> {

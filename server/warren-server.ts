@@ -48,6 +48,7 @@ import { HealthServer } from "./observability/health-server.js";
 import { ServerMetrics } from "./observability/metrics.js";
 import { TunnelByteMeter } from "./observability/tunnel-byte-meter.js";
 import { rootFallback, rootHandler } from "./root-handler.js";
+import { PortForwardEndpoint } from "./http/port-forward.js";
 import { MemoryStore } from "./store/memory-store.js";
 import { TlsCredentials } from "./tls/tls-credentials.js";
 import type { WorkspaceRecord } from "./store/records.js";
@@ -372,6 +373,12 @@ export class WarrenServer {
       filterCookie: withoutSessionCookies,
       onOutcome: (outcome) => this.metrics.webSocketUpgrades.inc({ outcome }),
     });
+    const portForward = new PortForwardEndpoint({
+      workspaces: workspaceLookup,
+      authenticateCaller: (token) => authenticator.authenticateCaller(token),
+      dialer,
+      log: log.child({ component: "port-forward" }),
+    });
     this.#frontDoor = new FrontDoor({
       listen: config.httpAddr,
       tls: this.#tls?.options,
@@ -400,6 +407,7 @@ export class WarrenServer {
       log,
       onResponse: (target, status, startedAt) => this.metrics.httpResponse(target, status, startedAt),
       onUpgradeDenied: () => this.metrics.webSocketUpgrades.inc({ outcome: "denied" }),
+      rootUpgrades: (req, socket, head, path) => portForward.handleUpgrade(req, socket, head, path),
     });
     if (this.#tls) {
       this.#tls.attach(this.#agentEndpoint);
