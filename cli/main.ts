@@ -1,5 +1,4 @@
 import { readFileSync } from "node:fs";
-import { createInterface } from "node:readline";
 import { parseArgs } from "node:util";
 import { parseDuration } from "../shared/settings.js";
 import { VERSION } from "../shared/version.js";
@@ -7,11 +6,22 @@ import { ApiClient } from "./api-client.js";
 import { configPath, readConfig, writeConfig } from "./cli-config.js";
 import { formatTable } from "./table.js";
 import { parseTcpForward, startPortForward } from "./commands/port-forward.js";
+import { openBrowser } from "./commands/open-browser.js";
+import { readSecret } from "./commands/read-secret.js";
+import { relativeTime } from "./relative-time.js";
+import { closest } from "./suggest.js";
+import { rmSync } from "node:fs";
 
 const USAGE = `Usage: warren <command> [flags]
 
 Commands:
-  login --server URL [--token TOKEN]     save the server and an access token (asked on stdin when not given)
+  login --server URL [--token TOKEN]     log in: opens a browser to sign in (or takes --token, or a token on stdin),
+                                         then saves the server and an access token
+  logout                                 forget the saved token
+  whoami                                 the user (or admin) the saved token belongs to
+  token create [--name LABEL] [--ttl DURATION]   a new access token of your own (shown once)
+  token list                             your access tokens (never the tokens themselves)
+  token revoke ID                        revoke one of your access tokens
   workspace create NAME [flags]          create a workspace; prints its agent token once
       --port N            expose port N (private: owner and admins only); repeatable
       --public-port N     expose port N to everyone; repeatable
@@ -25,11 +35,13 @@ Commands:
   workspace expose NAME PORT [--public]  expose a port now (reachable at once; --public: without credentials)
   workspace unexpose NAME PORT           stop exposing a port; its open connections are closed
   workspace ports NAME                   ports listening in the workspace, and which are exposed
-  port-forward NAME --tcp [LOCAL_ADDR:]LOCAL_PORT:REMOTE_PORT
-                                         forward local TCP ports to exposed ports of the workspace, through
-                                         the server's HTTP(S) listener; --tcp is repeatable; Ctrl-C stops
   workspace rotate-token NAME            issue a new agent token; agents using the old one are disconnected
   workspace delete NAME
+  open NAME [PORT]                       open the workspace's URL (first exposed port, or PORT) in a browser
+  port-forward NAME --tcp [LOCAL_ADDR:]LOCAL_PORT:REMOTE_PORT
+                                         forward local TCP ports to exposed ports of the workspace through the
+                                         server's HTTP(S) listener; --tcp is repeatable; Ctrl-C stops
+  help [COMMAND]                         this text
 
 Flags for every command:
   --json              print JSON for scripts instead of tables
@@ -70,6 +82,7 @@ const OPTIONS = {
   owner: { type: "string" },
   public: { type: "boolean" },
   tcp: { type: "string", multiple: true },
+  name: { type: "string" },
   help: { type: "boolean", short: "h" },
   version: { type: "boolean" },
 } as const;
@@ -81,10 +94,10 @@ async function main(argv: string[]): Promise<void> {
   try {
     parsed = parseArgs({ args: argv, options: OPTIONS, allowPositionals: true, strict: true });
   } catch (err) {
-    throw new UsageError(`${(err as Error).message} (see warren --help)`);
+    throw new UsageError(flagProblem(err as Error));
   }
   const { values, positionals } = parsed;
-  if (values.help) {
+  if (values.help || positionals[0] === "help") {
     process.stdout.write(USAGE);
     return;
   }
@@ -101,10 +114,20 @@ async function main(argv: string[]): Promise<void> {
       return workspace(values, rest);
     case "port-forward":
       return portForwardCommand(values, rest);
+    case "logout":
+      return logout(values, rest);
+    case "whoami":
+      return whoami(values, rest);
+    case "open":
+      return openCommand(values, rest);
+    case "token":
+      return tokenCommand(values, rest);
     case undefined:
-      throw new UsageError("no command (see warren --help)");
-    default:
-      throw new UsageError(`unknown command "${command}" (see warren --help)`);
+      throw new UsageError("no command (see warren help)");
+    default: {
+      const guess = closest(command, COMMANDS);
+      throw new UsageError(`"${command}" is not a warren command${guess ? `; did you mean "${guess}"?` : ""} (see warren help)`);
+    }
   }
 }
 
@@ -112,7 +135,7 @@ async function login(values: Values, rest: string[]): Promise<void> {
   if (rest.length > 0) throw new UsageError(`unexpected argument "${rest[0]}"`);
   const server = normalizeServer(values.server ?? process.env["WARREN_URL"]);
   if (!server) throw new UsageError("login needs --server URL (the server's root, e.g. https://ws.example.com)");
-  const token = values.token ?? process.env["WARREN_ACCESS_TOKEN"] ?? (await readTokenFromStdin());
+  const token = values.token ?? process.env["WARREN_ACCESS_TOKEN"] ?? (await readSecret("Access token (not shown as you type): "));
   if (!token) throw new UsageError("no token given (--token, WARREN_ACCESS_TOKEN or stdin)");
   // Checked before it is saved: a typo fails here, not at the next command.
   await new ApiClient({ server, token }).call("WorkspaceService/ListWorkspaces", {});
@@ -156,7 +179,7 @@ async function workspace(values: Values, rest: string[]): Promise<void> {
         stateName(w.actualState),
         w.connected ? "yes" : "no",
         w.owner || "-",
-        w.expireTime ? w.expireTime : "-",
+        w.expireTime ? relativeTime(w.expireTime) : "-",
         w.urls?.[0] ?? "-",
       ]);
       process.stdout.write(`${formatTable(["NAME", "DESIRED", "ACTUAL", "CONNECTED", "OWNER", "EXPIRES", "URL"], rows)}\n`);
@@ -235,8 +258,10 @@ async function workspace(values: Values, rest: string[]): Promise<void> {
     }
     case undefined:
       throw new UsageError("workspace needs a sub-command: create, list, get, stop, start, restart, terminate, expose, unexpose, ports, rotate-token, delete");
-    default:
-      throw new UsageError(`unknown workspace sub-command "${sub}" (see warren --help)`);
+    default: {
+      const guess = closest(sub, ["create", "list", "get", "stop", "start", "restart", "terminate", "expose", "unexpose", "ports", "rotate-token", "delete"]);
+      throw new UsageError(`"${sub}" is not a workspace sub-command${guess ? `; did you mean "${guess}"?` : ""} (see warren help)`);
+    }
   }
 }
 
@@ -364,11 +389,11 @@ function describe(w: WorkspaceJson): string {
   const rows: Array<[string, string]> = [
     ["Name", w.name],
     ["Desired state", stateName(w.desiredState)],
-    ["Actual state", `${stateName(w.actualState)}${w.actualStateTime ? ` (since ${w.actualStateTime})` : ""}`],
+    ["Actual state", `${stateName(w.actualState)}${w.actualStateTime ? ` (since ${relativeTime(w.actualStateTime)})` : ""}`],
     ["Connected", w.connected ? "yes" : "no"],
     ["Owner", w.owner || "-"],
-    ["Created", w.createTime ?? "-"],
-    ["Expires", w.expireTime ?? "never"],
+    ["Created", w.createTime ? `${relativeTime(w.createTime)} (${w.createTime})` : "-"],
+    ["Expires", w.expireTime ? `${relativeTime(w.expireTime)} (${w.expireTime})` : "never"],
     ["Ports", (w.ports ?? []).map((p) => `${p.port}${p.public ? " (public)" : ""}`).join(", ") || "-"],
     ["URLs", (w.urls ?? []).join(" ") || "-"],
     ["Variables", (w.variableNames ?? []).join(", ") || "-"],
@@ -380,14 +405,117 @@ function print(value: unknown): void {
   process.stdout.write(`${JSON.stringify(value, null, 2)}\n`);
 }
 
-async function readTokenFromStdin(): Promise<string | undefined> {
-  if (process.stdin.isTTY) process.stderr.write("Access token: ");
-  const rl = createInterface({ input: process.stdin, terminal: false });
-  for await (const line of rl) {
-    rl.close();
-    return line.trim() || undefined;
+const COMMANDS = ["login", "logout", "whoami", "token", "workspace", "open", "port-forward", "help"];
+
+/** parseArgs' complaint, in our words, with the flag it probably meant. */
+function flagProblem(err: Error): string {
+  const unknown = /Unknown option '(-{1,2}[^']+)'/.exec(err.message)?.[1];
+  if (unknown) {
+    const guess = closest(unknown.replace(/^-+/, ""), Object.keys(OPTIONS));
+    return `unknown flag ${unknown}${guess ? `; did you mean --${guess}?` : ""} (see warren help)`;
   }
-  return undefined;
+  const missing = /Option '(?:-\w, )?(--[^ ]+) <value>' argument missing/.exec(err.message)?.[1];
+  if (missing) return `${missing} needs a value (see warren help)`;
+  const notBoolean = /Option '(?:-\w, )?(--[^']+)' does not take an argument/.exec(err.message)?.[1];
+  if (notBoolean) return `${notBoolean} takes no value (see warren help)`;
+  return `${err.message} (see warren help)`;
+}
+
+async function logout(values: Values, rest: string[]): Promise<void> {
+  if (rest.length > 0) throw new UsageError(`unexpected argument "${rest[0]}"`);
+  const path = configPath();
+  const saved = readConfig(path);
+  rmSync(path, { force: true });
+  if (values.json) return print({ loggedOut: saved !== undefined, config: path });
+  process.stdout.write(saved ? `Logged out of ${saved.server}; removed ${path}\n` : "Not logged in.\n");
+}
+
+async function whoami(values: Values, rest: string[]): Promise<void> {
+  if (rest.length > 0) throw new UsageError(`unexpected argument "${rest[0]}"`);
+  const credentials = credentialsFrom(values);
+  const me = await new ApiClient(credentials).call<{ user?: string; admin?: boolean; tokenId?: string; tokenExpireTime?: string }>("UserService/WhoAmI", {});
+  if (values.json) return print({ server: credentials.server, ...me });
+  const who = me.admin ? "the admin" : `user ${me.user}`;
+  process.stdout.write(`${who} on ${credentials.server}${me.tokenExpireTime ? ` (token expires ${relativeTime(me.tokenExpireTime)})` : ""}\n`);
+}
+
+async function openCommand(values: Values, rest: string[]): Promise<void> {
+  const [name, portText, ...extra] = rest;
+  if (!name) throw new UsageError("open needs a workspace name: warren open NAME [PORT]");
+  if (extra.length > 0) throw new UsageError(`unexpected argument "${extra[0]}"`);
+  const { workspace } = await clientFrom(values).call<{ workspace: WorkspaceJson }>("WorkspaceService/GetWorkspace", { name });
+  const urls = workspace.urls ?? [];
+  let url: string | undefined;
+  if (portText) {
+    const port = portNumber(portText, "PORT");
+    url = urls.find((u) => new URL(u).hostname.startsWith(`${port}-`));
+    if (!url) throw new Error(`port ${port} is not exposed by workspace "${name}" (expose it with \`warren workspace expose ${name} ${port}\`)`);
+  } else {
+    url = urls[0];
+    if (!url) throw new Error(`workspace "${name}" exposes no port (expose one with \`warren workspace expose ${name} PORT\`)`);
+  }
+  const opened = await openBrowser(url);
+  if (values.json) return print({ url, opened });
+  process.stdout.write(opened ? `Opening ${url}\n` : `Open ${url} in your browser\n`);
+}
+
+interface AccessTokenJson {
+  id: string;
+  name?: string;
+  createTime?: string;
+  expireTime?: string;
+  current?: boolean;
+}
+
+async function tokenCommand(values: Values, rest: string[]): Promise<void> {
+  const [sub, arg, ...extra] = rest;
+  if (extra.length > 0) throw new UsageError(`unexpected argument "${extra[0]}"`);
+  const client = clientFrom(values);
+  switch (sub) {
+    case "create": {
+      if (arg) throw new UsageError(`unexpected argument "${arg}" (a label goes in --name)`);
+      const body: Record<string, unknown> = {};
+      if (values.name) body["name"] = values.name;
+      if (values.ttl) {
+        try {
+          body["ttlSeconds"] = Math.max(1, Math.round(parseDuration(values.ttl) / 1000));
+        } catch (err) {
+          throw new UsageError(`--ttl: ${(err as Error).message}`);
+        }
+      }
+      const res = await client.call<{ token: string; id: string; expireTime?: string }>("UserService/CreateAccessToken", body);
+      if (values.json) return print(res);
+      process.stdout.write(`New access token ${res.id} (shown once; expires ${relativeTime(res.expireTime)}):\n  ${res.token}\n`);
+      return;
+    }
+    case "list":
+    case "ls": {
+      if (arg) throw new UsageError(`unexpected argument "${arg}"`);
+      const res = await client.call<{ tokens?: AccessTokenJson[] }>("UserService/ListAccessTokens", {});
+      const tokens = res.tokens ?? [];
+      if (values.json) return print(tokens);
+      if (tokens.length === 0) {
+        process.stdout.write("No access tokens.\n");
+        return;
+      }
+      const rows = tokens.map((t) => [t.id, t.name || "-", relativeTime(t.createTime), relativeTime(t.expireTime), t.current ? "yes" : ""]);
+      process.stdout.write(`${formatTable(["ID", "NAME", "CREATED", "EXPIRES", "CURRENT"], rows)}\n`);
+      return;
+    }
+    case "revoke": {
+      if (!arg) throw new UsageError("token revoke needs a token id (see warren token list)");
+      await client.call("UserService/RevokeAccessToken", { id: arg });
+      if (values.json) return print({});
+      process.stdout.write(`access token ${arg} revoked\n`);
+      return;
+    }
+    case undefined:
+      throw new UsageError("token needs a sub-command: create, list, revoke");
+    default: {
+      const guess = closest(sub, ["create", "list", "revoke"]);
+      throw new UsageError(`"${sub}" is not a token sub-command${guess ? `; did you mean "${guess}"?` : ""} (see warren help)`);
+    }
+  }
 }
 
 // Exit codes are set, not forced, so that stdout is flushed before the process ends.
