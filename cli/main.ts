@@ -147,6 +147,11 @@ async function login(values: Values, rest: string[]): Promise<void> {
 
 async function workspace(values: Values, rest: string[]): Promise<void> {
   const [sub, name, ...extra] = rest;
+  const SUBS = ["create", "list", "ls", "get", "stop", "start", "restart", "terminate", "expose", "unexpose", "ports", "rotate-token", "delete", "rm"];
+  if (sub !== undefined && !SUBS.includes(sub)) {
+    const guess = closest(sub, SUBS);
+    throw new UsageError(`"${sub}" is not a workspace sub-command${guess ? `; did you mean "${guess}"?` : ""} (see warren help)`);
+  }
   const takesPort = sub === "expose" || sub === "unexpose";
   if (extra.length > (takesPort ? 1 : 0)) throw new UsageError(`unexpected argument "${extra[takesPort ? 1 : 0]}"`);
   const client = clientFrom(values);

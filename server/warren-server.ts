@@ -411,6 +411,12 @@ export class WarrenServer {
       authenticateCaller: (token) => authenticator.authenticateCaller(token),
       dialer,
       log: log.child({ component: "port-forward" }),
+      // Each forwarded connection closes when its access token is revoked or expires, or its workspace goes.
+      bind: (principal, workspace, close) =>
+        this.leases.register(
+          { tokenId: principal.tokenId, workspaceId: workspaceIdOf(workspace), expiresAt: principal.kind === "user" ? principal.expiresAt : undefined },
+          close,
+        ),
     });
     this.#frontDoor = new FrontDoor({
       listen: config.httpAddr,

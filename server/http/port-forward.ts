@@ -14,6 +14,7 @@ import type { WorkspaceLookup } from "./workspace-access.js";
 
 /** `warren port-forward`: one WebSocket per forwarded TCP connection, on the root domain. */
 export const PORT_FORWARD_PATH = "/-/port-forward";
+const BUSY_DIAL_ATTEMPTS = 5;
 
 /** What a long-lived connection is bound to: closed when its access token is revoked. */
 export type ConnectionBinder = (
@@ -59,6 +60,22 @@ export class PortForwardEndpoint {
     return true;
   }
 
+  /**
+   * A burst of forwarded connections may outrun the agent's idle streams (it opens more on
+   * request): the client is waiting anyway, so a dial that found no free stream is tried again
+   * a few times before the refusal goes back.
+   */
+  async #dial(name: string, port: number, signal: AbortSignal) {
+    for (let attempt = 1; ; attempt++) {
+      try {
+        return await this.#options.dialer.dial(name, port, { signal });
+      } catch (err) {
+        const e = WarrenError.from(err);
+        if (attempt >= BUSY_DIAL_ATTEMPTS || e.code !== ErrorCode.Unavailable || !/no free tunnel stream/.test(e.message) || signal.aborted) throw e;
+      }
+    }
+  }
+
   async #open(req: IncomingMessage, socket: Duplex, head: Buffer): Promise<void> {
     const url = new URL(req.url ?? "/", "http://x");
     const principal = await this.#options.authenticateCaller(bearerToken(req.headers.authorization));
@@ -76,7 +93,7 @@ export class PortForwardEndpoint {
     if (refusal) throw refusal;
     const abort = new AbortController();
     socket.once("close", () => abort.abort());
-    const tunnel = await this.#options.dialer.dial(name, port, { signal: abort.signal });
+    const tunnel = await this.#dial(name, port, abort.signal);
     if (socket.destroyed) {
       tunnel.destroy();
       return;
