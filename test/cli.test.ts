@@ -98,7 +98,7 @@ describe("warren CLI", () => {
     expect(table.code).toBe(0);
     const [header, row] = table.stdout.trimEnd().split("\n");
     expect(header).toMatch(/^NAME\s+DESIRED\s+ACTUAL\s+CONNECTED\s+OWNER\s+EXPIRES\s+URL$/);
-    expect(row).toMatch(/^cli-demo\s+Running\s+CreationRequested\s+no\s+carol\s+in \d+h\s+http:\/\/8000-cli-demo\.warren\.localhost:\d+\/$/);
+    expect(row).toMatch(/^cli-demo\s+Running\s+CreationRequested\s+no\s+carol\s+in (59m|1h)\s+http:\/\/8000-cli-demo\.warren\.localhost:\d+\/$/);
 
     const get = await warren(["workspace", "get", "cli-demo"]);
     expect(get.stdout).toMatch(/^Name:\s+cli-demo$/m);
