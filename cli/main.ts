@@ -7,6 +7,7 @@ import { configPath, readConfig, writeConfig } from "./cli-config.js";
 import { formatTable } from "./table.js";
 import { parseTcpForward, startPortForward } from "./commands/port-forward.js";
 import { openBrowser } from "./commands/open-browser.js";
+import { sshConfigBlock, sshInteractive, sshStdio, writeSshConfig } from "./commands/ssh.js";
 import { readSecret } from "./commands/read-secret.js";
 import { relativeTime } from "./relative-time.js";
 import { closest } from "./suggest.js";
@@ -38,6 +39,10 @@ Commands:
   workspace rotate-token NAME            issue a new agent token; agents using the old one are disconnected
   workspace delete NAME
   open NAME [PORT]                       open the workspace's URL (first exposed port, or PORT) in a browser
+  ssh NAME [-- COMMAND...]               a shell (or COMMAND) in the workspace, through the server's HTTP(S) listener
+  ssh --stdio NAME                       carry an SSH connection on stdin/stdout (an ssh ProxyCommand)
+  config-ssh [--remove]                  write (or remove) Host warren.NAME entries in ~/.ssh/config, so that
+                                         ssh warren.NAME, scp, rsync, git and VS Code work
   port-forward NAME --tcp [LOCAL_ADDR:]LOCAL_PORT:REMOTE_PORT
                                          forward local TCP ports to exposed ports of the workspace through the
                                          server's HTTP(S) listener; --tcp is repeatable; Ctrl-C stops
@@ -83,6 +88,8 @@ const OPTIONS = {
   public: { type: "boolean" },
   tcp: { type: "string", multiple: true },
   name: { type: "string" },
+  stdio: { type: "boolean" },
+  remove: { type: "boolean" },
   help: { type: "boolean", short: "h" },
   version: { type: "boolean" },
 } as const;
@@ -122,6 +129,10 @@ async function main(argv: string[]): Promise<void> {
       return openCommand(values, rest);
     case "token":
       return tokenCommand(values, rest);
+    case "ssh":
+      return sshCommand(values, rest);
+    case "config-ssh":
+      return configSsh(values, rest);
     case undefined:
       throw new UsageError("no command (see warren help)");
     default: {
@@ -410,7 +421,35 @@ function print(value: unknown): void {
   process.stdout.write(`${JSON.stringify(value, null, 2)}\n`);
 }
 
-const COMMANDS = ["login", "logout", "whoami", "token", "workspace", "open", "port-forward", "help"];
+const COMMANDS = ["login", "logout", "whoami", "token", "workspace", "open", "port-forward", "ssh", "config-ssh", "help"];
+
+async function sshCommand(values: Values, rest: string[]): Promise<void> {
+  const [name, ...command] = rest;
+  if (!name) throw new UsageError("ssh needs a workspace name: warren ssh NAME [-- COMMAND...]");
+  const credentials = credentialsFrom(values);
+  if (values.stdio) {
+    if (command.length > 0) throw new UsageError("ssh --stdio takes no command: it carries the SSH connection of the ssh that started it");
+    await sshStdio(credentials, name);
+    return;
+  }
+  process.exitCode = await sshInteractive(credentials, name, command);
+}
+
+async function configSsh(values: Values, rest: string[]): Promise<void> {
+  if (rest.length > 0) throw new UsageError(`unexpected argument "${rest[0]}"`);
+  if (values.remove) {
+    const path = writeSshConfig(undefined);
+    if (values.json) return print({ config: path, hosts: [] });
+    process.stdout.write(`Removed the warren hosts from ${path}\n`);
+    return;
+  }
+  const res = await clientFrom(values).call<{ workspaces?: WorkspaceJson[] }>("WorkspaceService/ListWorkspaces", {});
+  const names = (res.workspaces ?? []).filter((w) => !/TERMINATED/.test(w.desiredState ?? "")).map((w) => w.name);
+  const path = writeSshConfig(sshConfigBlock(names));
+  const hosts = names.map((n) => `warren.${n}`);
+  if (values.json) return print({ config: path, hosts });
+  process.stdout.write(`Wrote ${hosts.length} host${hosts.length === 1 ? "" : "s"} to ${path}${hosts.length > 0 ? `: ssh ${hosts[0]}` : ""}\n`);
+}
 
 /** parseArgs' complaint, in our words, with the flag it probably meant. */
 function flagProblem(err: Error): string {

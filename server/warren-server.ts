@@ -50,6 +50,7 @@ import { ServerMetrics } from "./observability/metrics.js";
 import { TunnelByteMeter } from "./observability/tunnel-byte-meter.js";
 import { rootFallback, rootHandler } from "./root-handler.js";
 import { PortForwardEndpoint } from "./http/port-forward.js";
+import { SshOverWebSocket } from "./http/ssh-over-websocket.js";
 import { MemoryStore } from "./store/memory-store.js";
 import { TlsCredentials } from "./tls/tls-credentials.js";
 import { workspaceIdOf, type WorkspaceRecord } from "./store/records.js";
@@ -418,6 +419,17 @@ export class WarrenServer {
           close,
         ),
     });
+    const sshOverWebSocket = new SshOverWebSocket({
+      access: this.#sshAccess,
+      accept: (stream, remote, decision) => {
+        if (!this.#sshFrontDoor) {
+          stream.destroy();
+          return;
+        }
+        this.#sshFrontDoor.acceptAuthenticated(stream, remote, decision);
+      },
+      log: log.child({ component: "ssh" }),
+    });
     this.#frontDoor = new FrontDoor({
       listen: config.httpAddr,
       tls: this.#tls?.options,
@@ -446,7 +458,7 @@ export class WarrenServer {
       log,
       onResponse: (target, status, startedAt) => this.metrics.httpResponse(target, status, startedAt),
       onUpgradeDenied: () => this.metrics.webSocketUpgrades.inc({ outcome: "denied" }),
-      rootUpgrades: (req, socket, head, path) => portForward.handleUpgrade(req, socket, head, path),
+      rootUpgrades: (req, socket, head, path) => portForward.handleUpgrade(req, socket, head, path) || sshOverWebSocket.handleUpgrade(req, socket, head, path),
     });
     if (this.#tls) {
       this.#tls.attach(this.#agentEndpoint);
@@ -542,7 +554,7 @@ export class WarrenServer {
   /** Loads (or generates) the host key and opens the SSH listener, unless it is off. */
   async #startSsh(): Promise<{ address: AddressInfo; fingerprint: string } | undefined> {
     const config = this.config;
-    if (!config.sshAddr) return undefined;
+
     const hostKey = loadServerHostKey({ file: config.sshHostKey, dataDir: config.dataDir ?? defaultDataDir() });
     if (hostKey.generated) this.log.info({ path: hostKey.path, fingerprint: hostKey.fingerprint }, "generated the SSH host key");
     const store = this.store;
@@ -568,6 +580,8 @@ export class WarrenServer {
           close,
         ),
     });
+    // WARREN_SSH_ADDR=off turns off only the TCP listener: `warren ssh --stdio` still gets in.
+    if (!config.sshAddr) return undefined;
     return { address: await this.#sshFrontDoor.listen(), fingerprint: hostKey.fingerprint };
   }
 

@@ -102,6 +102,7 @@ export function bridgeWebSocket(ws: WebSocket, socket: Duplex): Promise<BridgeEn
       else socket.once("close", finish);
     });
     if (socket.isPaused()) socket.resume();
+    if (ws.isPaused) ws.resume();
   });
 }
 

@@ -202,6 +202,32 @@ describe("warren port-forward", () => {
     }
   });
 
+  it("regression: a server that speaks first (greeting in the same read as the WebSocket's 101) loses no bytes", async () => {
+    const greeter = net.createServer((s) => s.end("220 hello from the workspace\r\n"));
+    const greeterPort = await listen(greeter);
+    try {
+      await callApi(server, "WorkspaceService/ExposePort", { name, port: greeterPort }, alice);
+      const { child, ports } = await portForward(home, server, alice, name, [`0:${greeterPort}`]);
+      try {
+        for (let i = 0; i < 5; i++) {
+          const got = await new Promise<string>((resolve, reject) => {
+            let text = "";
+            const socket = net.connect(ports[0]!, "127.0.0.1");
+            socket.setEncoding("utf8").on("data", (c: string) => (text += c));
+            socket.on("end", () => resolve(text));
+            socket.on("error", reject);
+          });
+          expect(got).toBe("220 hello from the workspace\r\n");
+        }
+      } finally {
+        child.kill("SIGINT");
+      }
+    } finally {
+      await callApi(server, "WorkspaceService/UnexposePort", { name, port: greeterPort }, alice);
+      greeter.close();
+    }
+  });
+
   it("a forwarded connection is closed when the access token that opened it is revoked", async () => {
     const { body } = await callApi<{ token: string; id: string }>(server, "UserService/CreateAccessToken", { user: "alice" });
     const echo = net.createServer((s) => s.pipe(s));

@@ -37,7 +37,8 @@ export interface ForwardTarget {
 }
 
 /**
- * Opens one WebSocket to `path` on the server and resolves once it is open; rejects with the
+ * Opens one WebSocket to `path` on the server and resolves once it is open, paused (the caller
+ * resumes it once it listens); rejects with the
  * server's own message when it refuses (the HTTP status's text body), or when it cannot be
  * reached.
  */
@@ -50,7 +51,12 @@ export function openTunnelSocket(target: ForwardTarget, url: string): Promise<We
       handshakeTimeout: 30_000,
       maxPayload: 16 * 1024 * 1024,
     });
-    ws.once("open", () => resolve(ws));
+    // Paused until the caller attaches its listeners: a server that speaks first (an SSH
+    // banner, a database greeting) may have its first message in the same read as the 101.
+    ws.once("open", () => {
+      ws.pause();
+      resolve(ws);
+    });
     ws.once("unexpected-response", (_req, res) => {
       let body = "";
       res.setEncoding("utf8");
