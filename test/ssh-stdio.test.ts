@@ -111,7 +111,13 @@ describe("warren ssh --stdio and config-ssh (WARREN_SSH_ADDR=off)", () => {
   });
 
   it("warren ssh NAME -- CMD runs the command; another user's workspace is refused like a missing one", async () => {
-    const viaCli = await runCli(home, ["ssh", WS, "--", "echo", "via", "warren", "ssh"]);
+    // OpenSSH reads the real ~/.ssh (from the password database, not $HOME): an `ssh` first on
+    // PATH keeps this test's host keys out of it.
+    const bin = join(home, "bin");
+    execFileSync("mkdir", ["-p", bin]);
+    writeFileSync(join(bin, "ssh"), `#!/bin/sh\nexec /usr/bin/ssh -o UserKnownHostsFile=/dev/null -o GlobalKnownHostsFile=/dev/null "$@"\n`);
+    chmodSync(join(bin, "ssh"), 0o755);
+    const viaCli = await runCli(home, ["ssh", WS, "--", "echo", "via", "warren", "ssh"], { env: { PATH: `${bin}:${process.env["PATH"] ?? ""}` } });
     expect(viaCli.stdout, viaCli.stderr).toBe("via warren ssh\n");
     expect(viaCli.code).toBe(0);
     await callApi(server, "UserService/CreateUser", { name: "frank" });
