@@ -17,7 +17,7 @@ export class ApiError extends Error {
 const MAX_RESPONSE_BYTES = 16 * 1024 * 1024;
 
 /** `localhost` and `*.localhost` are loopback (RFC 6761), whatever the system resolver says. */
-const lookup: LookupFunction = (hostname, options, callback) => {
+export const lookup: LookupFunction = (hostname, options, callback) => {
   if (hostname === "localhost" || hostname.endsWith(".localhost")) {
     if ((options as { all?: boolean }).all) (callback as unknown as (e: null, a: Array<{ address: string; family: number }>) => void)(null, [{ address: "127.0.0.1", family: 4 }]);
     else callback(null, "127.0.0.1", 4);

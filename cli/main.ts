@@ -1,16 +1,28 @@
 import { readFileSync } from "node:fs";
-import { createInterface } from "node:readline";
 import { parseArgs } from "node:util";
 import { parseDuration } from "../shared/settings.js";
 import { VERSION } from "../shared/version.js";
 import { ApiClient } from "./api-client.js";
 import { configPath, readConfig, writeConfig } from "./cli-config.js";
 import { formatTable } from "./table.js";
+import { parseTcpForward, startPortForward } from "./commands/port-forward.js";
+import { openBrowser } from "./commands/open-browser.js";
+import { sshConfigBlock, sshInteractive, sshStdio, writeSshConfig } from "./commands/ssh.js";
+import { readSecret } from "./commands/read-secret.js";
+import { relativeTime } from "./relative-time.js";
+import { closest } from "./suggest.js";
+import { rmSync } from "node:fs";
 
 const USAGE = `Usage: warren <command> [flags]
 
 Commands:
-  login --server URL [--token TOKEN]     save the server and an access token (asked on stdin when not given)
+  login --server URL [--token TOKEN]     log in: opens a browser to sign in (or takes --token, or a token on stdin),
+                                         then saves the server and an access token
+  logout                                 forget the saved token
+  whoami                                 the user (or admin) the saved token belongs to
+  token create [--name LABEL] [--ttl DURATION]   a new access token of your own (shown once)
+  token list                             your access tokens (never the tokens themselves)
+  token revoke ID                        revoke one of your access tokens
   workspace create NAME [flags]          create a workspace; prints its agent token once
       --port N            expose port N (private: owner and admins only); repeatable
       --public-port N     expose port N to everyone; repeatable
@@ -26,6 +38,15 @@ Commands:
   workspace ports NAME                   ports listening in the workspace, and which are exposed
   workspace rotate-token NAME            issue a new agent token; agents using the old one are disconnected
   workspace delete NAME
+  open NAME [PORT]                       open the workspace's URL (first exposed port, or PORT) in a browser
+  ssh NAME [-- COMMAND...]               a shell (or COMMAND) in the workspace, through the server's HTTP(S) listener
+  ssh --stdio NAME                       carry an SSH connection on stdin/stdout (an ssh ProxyCommand)
+  config-ssh [--remove]                  write (or remove) Host warren.NAME entries in ~/.ssh/config, so that
+                                         ssh warren.NAME, scp, rsync, git and VS Code work
+  port-forward NAME --tcp [LOCAL_ADDR:]LOCAL_PORT:REMOTE_PORT
+                                         forward local TCP ports to exposed ports of the workspace through the
+                                         server's HTTP(S) listener; --tcp is repeatable; Ctrl-C stops
+  help [COMMAND]                         this text
 
 Flags for every command:
   --json              print JSON for scripts instead of tables
@@ -65,6 +86,10 @@ const OPTIONS = {
   file: { type: "string", multiple: true },
   owner: { type: "string" },
   public: { type: "boolean" },
+  tcp: { type: "string", multiple: true },
+  name: { type: "string" },
+  stdio: { type: "boolean" },
+  remove: { type: "boolean" },
   help: { type: "boolean", short: "h" },
   version: { type: "boolean" },
 } as const;
@@ -76,10 +101,10 @@ async function main(argv: string[]): Promise<void> {
   try {
     parsed = parseArgs({ args: argv, options: OPTIONS, allowPositionals: true, strict: true });
   } catch (err) {
-    throw new UsageError(`${(err as Error).message} (see warren --help)`);
+    throw new UsageError(flagProblem(err as Error));
   }
   const { values, positionals } = parsed;
-  if (values.help) {
+  if (values.help || positionals[0] === "help") {
     process.stdout.write(USAGE);
     return;
   }
@@ -94,10 +119,26 @@ async function main(argv: string[]): Promise<void> {
     case "workspace":
     case "ws":
       return workspace(values, rest);
+    case "port-forward":
+      return portForwardCommand(values, rest);
+    case "logout":
+      return logout(values, rest);
+    case "whoami":
+      return whoami(values, rest);
+    case "open":
+      return openCommand(values, rest);
+    case "token":
+      return tokenCommand(values, rest);
+    case "ssh":
+      return sshCommand(values, rest);
+    case "config-ssh":
+      return configSsh(values, rest);
     case undefined:
-      throw new UsageError("no command (see warren --help)");
-    default:
-      throw new UsageError(`unknown command "${command}" (see warren --help)`);
+      throw new UsageError("no command (see warren help)");
+    default: {
+      const guess = closest(command, COMMANDS);
+      throw new UsageError(`"${command}" is not a warren command${guess ? `; did you mean "${guess}"?` : ""} (see warren help)`);
+    }
   }
 }
 
@@ -105,7 +146,7 @@ async function login(values: Values, rest: string[]): Promise<void> {
   if (rest.length > 0) throw new UsageError(`unexpected argument "${rest[0]}"`);
   const server = normalizeServer(values.server ?? process.env["WARREN_URL"]);
   if (!server) throw new UsageError("login needs --server URL (the server's root, e.g. https://ws.example.com)");
-  const token = values.token ?? process.env["WARREN_ACCESS_TOKEN"] ?? (await readTokenFromStdin());
+  const token = values.token ?? process.env["WARREN_ACCESS_TOKEN"] ?? (await readSecret("Access token (not shown as you type): "));
   if (!token) throw new UsageError("no token given (--token, WARREN_ACCESS_TOKEN or stdin)");
   // Checked before it is saved: a typo fails here, not at the next command.
   await new ApiClient({ server, token }).call("WorkspaceService/ListWorkspaces", {});
@@ -117,6 +158,11 @@ async function login(values: Values, rest: string[]): Promise<void> {
 
 async function workspace(values: Values, rest: string[]): Promise<void> {
   const [sub, name, ...extra] = rest;
+  const SUBS = ["create", "list", "ls", "get", "stop", "start", "restart", "terminate", "expose", "unexpose", "ports", "rotate-token", "delete", "rm"];
+  if (sub !== undefined && !SUBS.includes(sub)) {
+    const guess = closest(sub, SUBS);
+    throw new UsageError(`"${sub}" is not a workspace sub-command${guess ? `; did you mean "${guess}"?` : ""} (see warren help)`);
+  }
   const takesPort = sub === "expose" || sub === "unexpose";
   if (extra.length > (takesPort ? 1 : 0)) throw new UsageError(`unexpected argument "${extra[takesPort ? 1 : 0]}"`);
   const client = clientFrom(values);
@@ -149,7 +195,7 @@ async function workspace(values: Values, rest: string[]): Promise<void> {
         stateName(w.actualState),
         w.connected ? "yes" : "no",
         w.owner || "-",
-        w.expireTime ? w.expireTime : "-",
+        w.expireTime ? relativeTime(w.expireTime) : "-",
         w.urls?.[0] ?? "-",
       ]);
       process.stdout.write(`${formatTable(["NAME", "DESIRED", "ACTUAL", "CONNECTED", "OWNER", "EXPIRES", "URL"], rows)}\n`);
@@ -228,17 +274,65 @@ async function workspace(values: Values, rest: string[]): Promise<void> {
     }
     case undefined:
       throw new UsageError("workspace needs a sub-command: create, list, get, stop, start, restart, terminate, expose, unexpose, ports, rotate-token, delete");
-    default:
-      throw new UsageError(`unknown workspace sub-command "${sub}" (see warren --help)`);
+    default: {
+      const guess = closest(sub, ["create", "list", "get", "stop", "start", "restart", "terminate", "expose", "unexpose", "ports", "rotate-token", "delete"]);
+      throw new UsageError(`"${sub}" is not a workspace sub-command${guess ? `; did you mean "${guess}"?` : ""} (see warren help)`);
+    }
   }
 }
 
-function clientFrom(values: Values): ApiClient {
+function credentialsFrom(values: Values): { server: string; token: string } {
   const saved = readConfig(configPath());
   const server = normalizeServer(values.server ?? process.env["WARREN_URL"] ?? saved?.server);
   const token = values.token ?? process.env["WARREN_ACCESS_TOKEN"] ?? saved?.token;
   if (!server || !token) throw new UsageError("not logged in: run `warren login --server URL` first (or pass --server and --token)");
-  return new ApiClient({ server, token });
+  return { server, token };
+}
+
+function clientFrom(values: Values): ApiClient {
+  return new ApiClient(credentialsFrom(values));
+}
+
+async function portForwardCommand(values: Values, rest: string[]): Promise<void> {
+  const [name, ...extra] = rest;
+  if (!name) throw new UsageError("port-forward needs a workspace name: warren port-forward NAME --tcp [LOCAL_ADDR:]LOCAL_PORT:REMOTE_PORT");
+  if (extra.length > 0) throw new UsageError(`unexpected argument "${extra[0]}"`);
+  if (!values.tcp?.length) throw new UsageError(`port-forward needs at least one --tcp [LOCAL_ADDR:]LOCAL_PORT:REMOTE_PORT (e.g. warren port-forward ${name} --tcp 5432:5432)`);
+  const forwards = values.tcp.map((raw) => {
+    try {
+      return parseTcpForward(raw);
+    } catch (err) {
+      throw new UsageError((err as Error).message);
+    }
+  });
+  const credentials = credentialsFrom(values);
+  // Told once, up front: a missing workspace or a port that is not exposed.
+  const { workspace } = await new ApiClient(credentials).call<{ workspace: WorkspaceJson }>("WorkspaceService/GetWorkspace", { name });
+  for (const f of forwards) {
+    if (!(workspace.ports ?? []).some((p) => p.port === f.remotePort)) {
+      throw new Error(`port ${f.remotePort} is not exposed by workspace "${name}" (expose it with \`warren workspace expose ${name} ${f.remotePort}\`)`);
+    }
+  }
+  const run = startPortForward(credentials, name, forwards, (line) => process.stderr.write(`${line}\n`));
+  let bound;
+  try {
+    bound = await run.listening;
+  } catch (err) {
+    run.close();
+    throw err;
+  }
+  if (values.json) print({ workspace: name, forwards: bound.map((b) => ({ localAddress: b.address, localPort: b.port, remotePort: b.remotePort })) });
+  else for (const b of bound) process.stdout.write(`Forwarding ${b.address.includes(":") ? `[${b.address}]` : b.address}:${b.port} -> ${name}:${b.remotePort}\n`);
+  await new Promise<void>((resolve) => {
+    const stop = () => {
+      run.close();
+      resolve();
+    };
+    process.once("SIGINT", stop);
+    process.once("SIGTERM", stop);
+  });
+  // Open connections end with the process.
+  process.exit(0);
 }
 
 function createBody(name: string, values: Values): Record<string, unknown> {
@@ -311,11 +405,11 @@ function describe(w: WorkspaceJson): string {
   const rows: Array<[string, string]> = [
     ["Name", w.name],
     ["Desired state", stateName(w.desiredState)],
-    ["Actual state", `${stateName(w.actualState)}${w.actualStateTime ? ` (since ${w.actualStateTime})` : ""}`],
+    ["Actual state", `${stateName(w.actualState)}${w.actualStateTime ? ` (since ${relativeTime(w.actualStateTime)})` : ""}`],
     ["Connected", w.connected ? "yes" : "no"],
     ["Owner", w.owner || "-"],
-    ["Created", w.createTime ?? "-"],
-    ["Expires", w.expireTime ?? "never"],
+    ["Created", w.createTime ? `${relativeTime(w.createTime)} (${w.createTime})` : "-"],
+    ["Expires", w.expireTime ? `${relativeTime(w.expireTime)} (${w.expireTime})` : "never"],
     ["Ports", (w.ports ?? []).map((p) => `${p.port}${p.public ? " (public)" : ""}`).join(", ") || "-"],
     ["URLs", (w.urls ?? []).join(" ") || "-"],
     ["Variables", (w.variableNames ?? []).join(", ") || "-"],
@@ -327,14 +421,145 @@ function print(value: unknown): void {
   process.stdout.write(`${JSON.stringify(value, null, 2)}\n`);
 }
 
-async function readTokenFromStdin(): Promise<string | undefined> {
-  if (process.stdin.isTTY) process.stderr.write("Access token: ");
-  const rl = createInterface({ input: process.stdin, terminal: false });
-  for await (const line of rl) {
-    rl.close();
-    return line.trim() || undefined;
+const COMMANDS = ["login", "logout", "whoami", "token", "workspace", "open", "port-forward", "ssh", "config-ssh", "help"];
+
+async function sshCommand(values: Values, rest: string[]): Promise<void> {
+  const [name, ...command] = rest;
+  if (!name) throw new UsageError("ssh needs a workspace name: warren ssh NAME [-- COMMAND...]");
+  const credentials = credentialsFrom(values);
+  if (values.stdio) {
+    if (command.length > 0) throw new UsageError("ssh --stdio takes no command: it carries the SSH connection of the ssh that started it");
+    await sshStdio(credentials, name);
+    return;
   }
-  return undefined;
+  process.exitCode = await sshInteractive(credentials, name, command);
+}
+
+async function configSsh(values: Values, rest: string[]): Promise<void> {
+  if (rest.length > 0) throw new UsageError(`unexpected argument "${rest[0]}"`);
+  if (values.remove) {
+    const path = writeSshConfig(undefined);
+    if (values.json) return print({ config: path, hosts: [] });
+    process.stdout.write(`Removed the warren hosts from ${path}\n`);
+    return;
+  }
+  const res = await clientFrom(values).call<{ workspaces?: WorkspaceJson[] }>("WorkspaceService/ListWorkspaces", {});
+  const names = (res.workspaces ?? []).filter((w) => !/TERMINATED/.test(w.desiredState ?? "")).map((w) => w.name);
+  const path = writeSshConfig(sshConfigBlock(names));
+  const hosts = names.map((n) => `warren.${n}`);
+  if (values.json) return print({ config: path, hosts });
+  process.stdout.write(`Wrote ${hosts.length} host${hosts.length === 1 ? "" : "s"} to ${path}${hosts.length > 0 ? `: ssh ${hosts[0]}` : ""}\n`);
+}
+
+/** parseArgs' complaint, in our words, with the flag it probably meant. */
+function flagProblem(err: Error): string {
+  const unknown = /Unknown option '(-{1,2}[^']+)'/.exec(err.message)?.[1];
+  if (unknown) {
+    const guess = closest(unknown.replace(/^-+/, ""), Object.keys(OPTIONS));
+    return `unknown flag ${unknown}${guess ? `; did you mean --${guess}?` : ""} (see warren help)`;
+  }
+  const missing = /Option '(?:-\w, )?(--[^ ]+) <value>' argument missing/.exec(err.message)?.[1];
+  if (missing) return `${missing} needs a value (see warren help)`;
+  const notBoolean = /Option '(?:-\w, )?(--[^']+)' does not take an argument/.exec(err.message)?.[1];
+  if (notBoolean) return `${notBoolean} takes no value (see warren help)`;
+  return `${err.message} (see warren help)`;
+}
+
+async function logout(values: Values, rest: string[]): Promise<void> {
+  if (rest.length > 0) throw new UsageError(`unexpected argument "${rest[0]}"`);
+  const path = configPath();
+  const saved = readConfig(path);
+  rmSync(path, { force: true });
+  if (values.json) return print({ loggedOut: saved !== undefined, config: path });
+  process.stdout.write(saved ? `Logged out of ${saved.server}; removed ${path}\n` : "Not logged in.\n");
+}
+
+async function whoami(values: Values, rest: string[]): Promise<void> {
+  if (rest.length > 0) throw new UsageError(`unexpected argument "${rest[0]}"`);
+  const credentials = credentialsFrom(values);
+  const me = await new ApiClient(credentials).call<{ user?: string; admin?: boolean; tokenId?: string; tokenExpireTime?: string }>("UserService/WhoAmI", {});
+  if (values.json) return print({ server: credentials.server, ...me });
+  const who = me.admin ? "the admin" : `user ${me.user}`;
+  process.stdout.write(`${who} on ${credentials.server}${me.tokenExpireTime ? ` (token expires ${relativeTime(me.tokenExpireTime)})` : ""}\n`);
+}
+
+async function openCommand(values: Values, rest: string[]): Promise<void> {
+  const [name, portText, ...extra] = rest;
+  if (!name) throw new UsageError("open needs a workspace name: warren open NAME [PORT]");
+  if (extra.length > 0) throw new UsageError(`unexpected argument "${extra[0]}"`);
+  const { workspace } = await clientFrom(values).call<{ workspace: WorkspaceJson }>("WorkspaceService/GetWorkspace", { name });
+  const urls = workspace.urls ?? [];
+  let url: string | undefined;
+  if (portText) {
+    const port = portNumber(portText, "PORT");
+    url = urls.find((u) => new URL(u).hostname.startsWith(`${port}-`));
+    if (!url) throw new Error(`port ${port} is not exposed by workspace "${name}" (expose it with \`warren workspace expose ${name} ${port}\`)`);
+  } else {
+    url = urls[0];
+    if (!url) throw new Error(`workspace "${name}" exposes no port (expose one with \`warren workspace expose ${name} PORT\`)`);
+  }
+  const opened = await openBrowser(url);
+  if (values.json) return print({ url, opened });
+  process.stdout.write(opened ? `Opening ${url}\n` : `Open ${url} in your browser\n`);
+}
+
+interface AccessTokenJson {
+  id: string;
+  name?: string;
+  createTime?: string;
+  expireTime?: string;
+  current?: boolean;
+}
+
+async function tokenCommand(values: Values, rest: string[]): Promise<void> {
+  const [sub, arg, ...extra] = rest;
+  if (extra.length > 0) throw new UsageError(`unexpected argument "${extra[0]}"`);
+  const client = clientFrom(values);
+  switch (sub) {
+    case "create": {
+      if (arg) throw new UsageError(`unexpected argument "${arg}" (a label goes in --name)`);
+      const body: Record<string, unknown> = {};
+      if (values.name) body["name"] = values.name;
+      if (values.ttl) {
+        try {
+          body["ttlSeconds"] = Math.max(1, Math.round(parseDuration(values.ttl) / 1000));
+        } catch (err) {
+          throw new UsageError(`--ttl: ${(err as Error).message}`);
+        }
+      }
+      const res = await client.call<{ token: string; id: string; expireTime?: string }>("UserService/CreateAccessToken", body);
+      if (values.json) return print(res);
+      process.stdout.write(`New access token ${res.id} (shown once; expires ${relativeTime(res.expireTime)}):\n  ${res.token}\n`);
+      return;
+    }
+    case "list":
+    case "ls": {
+      if (arg) throw new UsageError(`unexpected argument "${arg}"`);
+      const res = await client.call<{ tokens?: AccessTokenJson[] }>("UserService/ListAccessTokens", {});
+      const tokens = res.tokens ?? [];
+      if (values.json) return print(tokens);
+      if (tokens.length === 0) {
+        process.stdout.write("No access tokens.\n");
+        return;
+      }
+      const rows = tokens.map((t) => [t.id, t.name || "-", relativeTime(t.createTime), relativeTime(t.expireTime), t.current ? "yes" : ""]);
+      process.stdout.write(`${formatTable(["ID", "NAME", "CREATED", "EXPIRES", "CURRENT"], rows)}\n`);
+      return;
+    }
+    case "revoke": {
+      if (!arg) throw new UsageError("token revoke needs a token id (see warren token list)");
+      await client.call("UserService/RevokeAccessToken", { id: arg });
+      if (values.json) return print({});
+      process.stdout.write(`access token ${arg} revoked\n`);
+      return;
+    }
+    case undefined:
+      throw new UsageError("token needs a sub-command: create, list, revoke");
+    default: {
+      const guess = closest(sub, ["create", "list", "revoke"]);
+      throw new UsageError(`"${sub}" is not a token sub-command${guess ? `; did you mean "${guess}"?` : ""} (see warren help)`);
+    }
+  }
 }
 
 // Exit codes are set, not forced, so that stdout is flushed before the process ends.

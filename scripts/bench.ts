@@ -1,6 +1,7 @@
-// npm run bench [-- --quick] [-- --only tunnel,cluster,ssh,agent-binary,transports,scale,store]: starts
+// npm run bench [-- --quick] [-- --only tunnel,cluster,ssh,port-forward,agent-binary,transports,scale,store]: starts
 // everything it needs, measures Warren against a direct connection and OpenSSH's reverse tunnel
-// in one run (tunnel), the cross-server path (cluster), the SSH front door (ssh), the agent
+// in one run (tunnel), the cross-server path (cluster), the SSH front door (ssh), `warren
+// port-forward` against `ssh -L` (port-forward), the agent
 // binary (agent-binary) and Warren's gRPC framing against grpc-js and connect-node
 // (transports), thousands of agents on one server (scale), the embedded store against memory
 // while the API writes (store), prints a table with the
@@ -17,6 +18,7 @@ import { benchCluster } from "./bench/cluster.js";
 import { runH2FloorClient, runH2FloorServer, runScaleApp, runTcpRelay } from "./bench/scale-app.js";
 import { benchScale } from "./bench/scale.js";
 import { benchSsh } from "./bench/ssh.js";
+import { benchPortForward } from "./bench/port-forward.js";
 import { benchStore } from "./bench/store.js";
 import { runTransportRole } from "./bench/transport-peers.js";
 import { benchTransports } from "./bench/transports.js";
@@ -26,6 +28,7 @@ const SECTIONS: Record<string, (ctx: BenchContext) => Promise<BenchSection>> = {
   tunnel: benchTunnel,
   cluster: benchCluster,
   ssh: benchSsh,
+  "port-forward": benchPortForward,
   "agent-binary": benchAgentBinary,
   transports: benchTransports,
   scale: benchScale,

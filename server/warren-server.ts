@@ -56,6 +56,8 @@ import { HealthServer } from "./observability/health-server.js";
 import { ServerMetrics } from "./observability/metrics.js";
 import { TunnelByteMeter } from "./observability/tunnel-byte-meter.js";
 import { rootFallback, rootHandler } from "./root-handler.js";
+import { PortForwardEndpoint } from "./http/port-forward.js";
+import { SshOverWebSocket } from "./http/ssh-over-websocket.js";
 import { MemoryStore } from "./store/memory-store.js";
 import { TlsCredentials } from "./tls/tls-credentials.js";
 import { workspaceIdOf, type WorkspaceRecord } from "./store/records.js";
@@ -447,6 +449,29 @@ export class WarrenServer {
       filterCookie: withoutSessionCookies,
       onOutcome: (outcome) => this.metrics.webSocketUpgrades.inc({ outcome }),
     });
+    const portForward = new PortForwardEndpoint({
+      workspaces: workspaceLookup,
+      authenticateCaller: (token) => authenticator.authenticateCaller(token),
+      dialer,
+      log: log.child({ component: "port-forward" }),
+      // Each forwarded connection closes when its access token is revoked or expires, or its workspace goes.
+      bind: (principal, workspace, close) =>
+        this.leases.register(
+          { tokenId: principal.tokenId, workspaceId: workspaceIdOf(workspace), expiresAt: principal.kind === "user" ? principal.expiresAt : undefined },
+          close,
+        ),
+    });
+    const sshOverWebSocket = new SshOverWebSocket({
+      access: this.#sshAccess,
+      accept: (stream, remote, decision) => {
+        if (!this.#sshFrontDoor) {
+          stream.destroy();
+          return;
+        }
+        this.#sshFrontDoor.acceptAuthenticated(stream, remote, decision);
+      },
+      log: log.child({ component: "ssh" }),
+    });
     this.#frontDoor = new FrontDoor({
       listen: config.httpAddr,
       tls: this.#tls?.options,
@@ -478,6 +503,7 @@ export class WarrenServer {
       log,
       onResponse: (target, status, startedAt) => this.metrics.httpResponse(target, status, startedAt),
       onUpgradeDenied: () => this.metrics.webSocketUpgrades.inc({ outcome: "denied" }),
+      rootUpgrades: (req, socket, head, path) => portForward.handleUpgrade(req, socket, head, path) || sshOverWebSocket.handleUpgrade(req, socket, head, path),
     });
     if (this.#tls) {
       this.#tls.attach(this.#agentEndpoint);
@@ -574,7 +600,7 @@ export class WarrenServer {
   /** Loads (or generates) the host key and opens the SSH listener, unless it is off. */
   async #startSsh(): Promise<{ address: AddressInfo; fingerprint: string } | undefined> {
     const config = this.config;
-    if (!config.sshAddr) return undefined;
+
     const hostKey = loadServerHostKey({ file: config.sshHostKey, dataDir: config.dataDir ?? defaultDataDir() });
     if (hostKey.generated) this.log.info({ path: hostKey.path, fingerprint: hostKey.fingerprint }, "generated the SSH host key");
     const store = this.store;
@@ -600,6 +626,8 @@ export class WarrenServer {
           close,
         ),
     });
+    // WARREN_SSH_ADDR=off turns off only the TCP listener: `warren ssh --stdio` still gets in.
+    if (!config.sshAddr) return undefined;
     return { address: await this.#sshFrontDoor.listen(), fingerprint: hostKey.fingerprint };
   }
 

@@ -14,6 +14,16 @@ const keyToProto = (k: SshKeyRecord) => ({ fingerprint: k.fingerprint, user: k.u
 export function userApi(options: { manager: UserManager; sshKeys: SshKeyManager; authenticator: Authenticator }): ServiceImpl<typeof UserService> {
   const { manager, sshKeys, authenticator } = options;
   return {
+    async whoAmI(_req, ctx) {
+      const principal = await callerOf(authenticator, ctx);
+      const expiry = await authenticator.tokenExpiry(principal);
+      return {
+        user: principal.kind === "user" ? principal.user : "",
+        admin: principal.kind === "admin",
+        tokenId: principal.tokenId,
+        ...(expiry !== undefined ? { tokenExpireTime: timestampFromMs(expiry) } : {}),
+      };
+    },
     async addSshKey(req, ctx) {
       return { key: keyToProto(await sshKeys.add(await callerOf(authenticator, ctx), req)) };
     },

@@ -91,6 +91,8 @@ export interface FrontDoorOptions {
   readonly log: Logger;
   /** Observes each answered request (metrics): 499 when the client left before the answer. */
   readonly onResponse?: (target: "workspace" | "root", status: number, startedAt: bigint) => void;
+  /** Upgrades on the root domain (port-forward, `warren ssh --stdio`): true when taken. */
+  readonly rootUpgrades?: (req: IncomingMessage, socket: Duplex, head: Buffer, path: string) => boolean;
   /** Observes each upgrade refused before it reached the WebSocket proxy (metrics). */
   readonly onUpgradeDenied?: () => void;
 }
@@ -328,6 +330,7 @@ export class FrontDoor {
       return;
     }
     const target = parseHost(req.headers.host, this.#options.rootDomain);
+    if (target.kind === "root" && this.#options.rootUpgrades?.(req, socket, head, (req.url ?? "/").split("?")[0] ?? "/")) return;
     if (target.kind !== "workspace") {
       this.#options.onUpgradeDenied?.();
       sendUpgradeError(socket, new WarrenError(ErrorCode.NotFound, target.kind === "invalid" ? target.reason : "no upgrades on the root domain"));

@@ -1,4 +1,5 @@
 import net, { type AddressInfo } from "node:net";
+import type { Duplex } from "node:stream";
 import { randomBytes } from "node:crypto";
 import { Server, type AuthContext, type Client, type ClientInfo, type Connection } from "ssh2";
 import { WarrenError } from "../../shared/errors.js";
@@ -20,7 +21,8 @@ const METHODS = ["publickey", "password"] as const;
 export type SshLoginOutcome = "ok" | "denied" | "rate_limited" | "error";
 
 export interface SshFrontDoorOptions {
-  readonly listen: HostPort;
+  /** The TCP listener's address; undefined when it is off (connections come only through acceptAuthenticated()). */
+  readonly listen: HostPort | undefined;
   /** Private host key (OpenSSH or PEM text). */
   readonly hostKey: string;
   readonly access: SshAccess;
@@ -65,6 +67,7 @@ export class SshFrontDoor {
   readonly #listener: net.Server;
   readonly #sockets = new Set<net.Socket>();
   readonly #pendingLogins = new Map<string, net.Socket>();
+  readonly #preauthorized = new WeakMap<Duplex, Extract<SshAccessDecision, { allowed: true }>>();
   #sessions = 0;
 
   constructor(options: SshFrontDoorOptions) {
@@ -77,6 +80,7 @@ export class SshFrontDoor {
 
   /** Resolves with the bound address; rejects when the address cannot be bound. */
   listen(): Promise<AddressInfo> {
+    if (!this.#options.listen) return Promise.reject(new Error("the SSH listener is off"));
     return listenOn(this.#listener, this.#options.listen);
   }
 
@@ -92,7 +96,7 @@ export class SshFrontDoor {
 
   /** Stops accepting; resolves once every open connection has ended (open sessions keep running). */
   stopAccepting(): Promise<void> {
-    this.#listener.close();
+    if (this.#listener.listening) this.#listener.close();
     if (this.#sockets.size === 0) return Promise.resolve();
     return new Promise((resolve) => {
       const check = () => {
@@ -126,14 +130,36 @@ export class SshFrontDoor {
     this.#server.injectSocket(socket);
   }
 
+  /**
+   * An SSH connection whose person the caller already authenticated (`warren ssh --stdio`
+   * over the public HTTPS listener, with an access token): the same relay and host-key
+   * pinning as the TCP listener, and no password or key is asked for. Works with the TCP
+   * listener off.
+   */
+  acceptAuthenticated(stream: Duplex, remote: { ip: string; port: number }, decision: Extract<SshAccessDecision, { allowed: true }>): void {
+    Object.assign(stream, { remoteAddress: remote.ip, remotePort: remote.port });
+    this.#preauthorized.set(stream, decision);
+    this.#sockets.add(stream as net.Socket);
+    stream.once("close", () => this.#sockets.delete(stream as net.Socket));
+    this.#server.injectSocket(stream as net.Socket);
+  }
+
   #onConnection(client: Connection, info: ClientInfo): void {
     const id = randomBytes(6).toString("hex");
     const remote = `${info.ip}:${info.port}`;
     const log = this.#options.log.child({ sshConnection: id, remote });
     const state: ConnectionState = { id, ip: info.ip, log, end: () => client.end(), failures: 0, keyFailureCounted: false, decision: undefined };
+    const preauthorized = this.#preauthorized.get((client as unknown as { _sock: Duplex })._sock);
     log.debug({ client: info.header.versions.software }, "SSH connection");
     client.on("error", (err: Error & { level?: string }) => log.debug({ err: err.message, level: err.level }, "SSH connection error"));
     client.on("authentication", (ctx) => {
+      if (preauthorized) {
+        // The access token that opened the stream is the credential: any method is accepted.
+        state.decision = preauthorized;
+        this.#options.onLogin?.("ok");
+        ctx.accept();
+        return;
+      }
       this.#authenticate(ctx, state).catch((err: unknown) => {
         log.error({ err: WarrenError.from(err).message }, "SSH authentication failed with an error");
         this.#options.onLogin?.("error");

@@ -1,0 +1,167 @@
+import { chmodSync, mkdirSync, mkdtempSync, rmSync, writeFileSync } from "node:fs";
+import net from "node:net";
+import { tmpdir } from "node:os";
+import { join } from "node:path";
+import { BackgroundProcess, freePort, run, waitForPort } from "./processes.js";
+import type { BenchContext, BenchRow, BenchSection } from "./report.js";
+import { ADMIN_TOKEN, startWarren, type WarrenRival } from "./rivals.js";
+
+const MiB = 1024 * 1024;
+
+/**
+ * A TCP app in "the workspace": a connection that sends "d" gets `bulkBytes` and the end;
+ * one that sends "p" gets "p" back and the end (a short connection).
+ */
+async function startTcpApp(bulkBytes: number): Promise<{ port: number; close(): void }> {
+  const block = Buffer.alloc(MiB, 7);
+  const server = net.createServer({ noDelay: true }, (socket) => {
+    socket.on("error", () => {});
+    socket.once("data", (d: Buffer) => {
+      if (d[0] !== 0x64) {
+        socket.end("p");
+        return;
+      }
+      let left = bulkBytes;
+      const pump = () => {
+        while (left > 0) {
+          left -= block.length;
+          if (!socket.write(block)) return void socket.once("drain", pump);
+        }
+        socket.end();
+      };
+      pump();
+    });
+  });
+  const port = await new Promise<number>((resolve) => server.listen(0, "127.0.0.1", () => resolve((server.address() as net.AddressInfo).port)));
+  return { port, close: () => server.close() };
+}
+
+/** Downloads from a forwarded port: MB/s. */
+function download(port: number, bytes: number): Promise<number> {
+  return new Promise((resolve, reject) => {
+    const started = process.hrtime.bigint();
+    let received = 0;
+    const socket = net.connect({ port, host: "127.0.0.1", noDelay: true }, () => socket.write("d"));
+    socket.on("data", (c: Buffer) => (received += c.length));
+    socket.on("error", reject);
+    socket.on("close", () => {
+      if (received !== bytes) return reject(new Error(`download: ${received} of ${bytes} bytes`));
+      resolve(bytes / (Number(process.hrtime.bigint() - started) / 1e9) / 1e6);
+    });
+  });
+}
+
+/** Opens `count` short connections, `concurrency` at a time: connections/s. */
+async function connections(port: number, count: number, concurrency: number): Promise<number> {
+  const one = () =>
+    new Promise<void>((resolve, reject) => {
+      const socket = net.connect({ port, host: "127.0.0.1", noDelay: true }, () => socket.write("p"));
+      let got = "";
+      socket.setEncoding("utf8").on("data", (c: string) => (got += c));
+      socket.on("error", reject);
+      socket.on("close", () => (got === "p" ? resolve() : reject(new Error(`short connection got "${got}"`))));
+    });
+  let next = 0;
+  const started = process.hrtime.bigint();
+  await Promise.all(
+    Array.from({ length: concurrency }, async () => {
+      while (next < count) {
+        next++;
+        await one();
+      }
+    }),
+  );
+  return count / (Number(process.hrtime.bigint() - started) / 1e9);
+}
+
+/**
+ * `warren port-forward` (local port -> CLI -> WebSocket over the public HTTP listener -> server
+ * -> tunnel -> agent -> app) against `ssh -L` through OpenSSH's sshd and against the app
+ * directly, in the same run.
+ */
+export async function benchPortForward(ctx: BenchContext): Promise<BenchSection> {
+  const bytes = (ctx.quick ? 64 : 256) * MiB;
+  const count = ctx.quick ? 100 : 400;
+  const app = await startTcpApp(bytes);
+  const dir = mkdtempSync(join(tmpdir(), "warren-bench-forward-"));
+  const stops: Array<() => Promise<void> | void> = [() => app.close(), () => rmSync(dir, { recursive: true, force: true })];
+  try {
+    // OpenSSH: sshd on a free port, `ssh -N -L` to the app.
+    run("ssh-keygen", ["-q", "-t", "ed25519", "-N", "", "-f", join(dir, "host_key")]);
+    run("ssh-keygen", ["-q", "-t", "ed25519", "-N", "", "-f", join(dir, "client_key")]);
+    writeFileSync(join(dir, "authorized_keys"), run("cat", [join(dir, "client_key.pub")]));
+    chmodSync(join(dir, "authorized_keys"), 0o600);
+    const [sshdPort, sshLocal] = [await freePort(), await freePort()];
+    writeFileSync(
+      join(dir, "sshd_config"),
+      [
+        `Port ${sshdPort}`,
+        "ListenAddress 127.0.0.1",
+        `HostKey ${join(dir, "host_key")}`,
+        `AuthorizedKeysFile ${join(dir, "authorized_keys")}`,
+        "PasswordAuthentication no",
+        "PermitRootLogin yes",
+        "UsePAM no",
+        "StrictModes no",
+        "AllowTcpForwarding yes",
+        "MaxSessions 1000",
+        `PidFile ${join(dir, "sshd.pid")}`,
+        "LogLevel ERROR",
+      ].join("\n") + "\n",
+    );
+    mkdirSync("/run/sshd", { recursive: true });
+    const sshd = new BackgroundProcess("/usr/sbin/sshd", ["-D", "-e", "-f", join(dir, "sshd_config")]);
+    stops.push(() => sshd.stop());
+    await waitForPort(sshdPort, 10_000, `sshd (${sshd.output.join("")})`);
+    const ssh = new BackgroundProcess("ssh", [
+      "-N",
+      "-o", "StrictHostKeyChecking=no",
+      "-o", "UserKnownHostsFile=/dev/null",
+      "-o", "ExitOnForwardFailure=yes",
+      "-o", "BatchMode=yes",
+      "-o", "Ciphers=aes128-gcm@openssh.com",
+      "-i", join(dir, "client_key"),
+      "-p", String(sshdPort),
+      "-L", `127.0.0.1:${sshLocal}:127.0.0.1:${app.port}`,
+      `${process.env["USER"] ?? "root"}@127.0.0.1`,
+    ]);
+    stops.push(() => ssh.stop());
+    await waitForPort(sshLocal, 10_000, `ssh -L (${ssh.output.join("")})`);
+
+    // Warren: server and agent, then `warren port-forward` to the same app.
+    const warren: WarrenRival = await startWarren(ctx.root, app.port);
+    stops.push(() => warren.stop());
+    const cli = new BackgroundProcess(process.execPath, [
+      `${ctx.root}dist/warren.cjs`, "port-forward", "bench", "--tcp", `0:${app.port}`,
+      "--server", `http://127.0.0.1:${warren.httpPort}`, "--token", ADMIN_TOKEN,
+    ]);
+    stops.push(() => cli.stop());
+    const warrenLocal = Number((await cli.waitFor(/Forwarding 127\.0\.0\.1:(\d+) ->/))[1]);
+
+    const targets = { direct: app.port, warren: warrenLocal, "ssh -L": sshLocal };
+    const throughput: Record<string, number> = {};
+    const rate: Record<string, number> = {};
+    for (const [name, port] of Object.entries(targets)) {
+      ctx.log(`port-forward ${name}: warm-up`);
+      await connections(port, 20, 4);
+      ctx.log(`port-forward ${name}: download ${bytes / MiB} MiB`);
+      throughput[name] = await download(port, bytes);
+      ctx.log(`port-forward ${name}: ${count} short connections`);
+      rate[name] = await connections(port, count, 8);
+    }
+    const ratios: Array<readonly [string, string]> = [["warren", "direct"], ["warren", "ssh -L"]];
+    const rows: BenchRow[] = [
+      { figure: `forwarded TCP download, ${bytes / MiB} MiB on one connection`, unit: "MB/s", values: throughput, ratios, higherIsBetter: true },
+      { figure: `forwarded short connections (connect, 1 byte each way, close), 8 at a time`, unit: "conn/s", values: rate, ratios, higherIsBetter: true },
+    ];
+    return {
+      title: "Port forwarding: `warren port-forward` vs `ssh -L` through OpenSSH vs the app directly (same app, same run)",
+      rows,
+      notes: [
+        "warren: one WebSocket per forwarded connection over the public HTTP listener (plain HTTP here), then the agent's tunnel; ssh -L: one SSH connection (aes128-gcm) multiplexing every forwarded connection.",
+      ],
+    };
+  } finally {
+    for (const stop of stops.reverse()) await stop();
+  }
+}
