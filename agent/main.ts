@@ -50,7 +50,8 @@ function loadCommandLine(argv: string[]): CommandLine {
     process.exit(0);
   }
   if (cli.version) {
-    process.stdout.write(`warren-agent ${VERSION}\n`);
+    // The Node.js inside matters to whoever patches machines: the single file embeds its own.
+    process.stdout.write(`warren-agent ${VERSION} (Node.js ${process.version}, ${process.platform}-${process.arch})\n`);
     process.exit(0);
   }
   const [subcommand, ...extra] = cli.positionals;

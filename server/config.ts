@@ -137,7 +137,7 @@ export const SERVER_SETTINGS = {
     key: "agentBinary",
     flag: "agent-binary",
     env: "WARREN_AGENT_BINARY",
-    description: "the single-file agent served at /-/agent/linux-x64 (built by npm run build:agent)",
+    description: "the single-file agent served at /-/agent/linux-x64 (built by npm run build:agent); the linux-arm64 one, served at /-/agent/linux-arm64, is read beside it (warren-agent-linux-arm64)",
     defaultText: "warren-agent-linux-x64 beside the server program",
     parse: parseNonEmpty,
   }),

@@ -483,7 +483,7 @@ export class WarrenServer {
       "warren server ready",
     );
     if (!existsSync(this.#agentBinary)) {
-      this.log.warn({ agentBinary: this.#agentBinary }, "the agent binary is missing: /-/agent/linux-x64 answers 404 (npm run build:agent, or set WARREN_AGENT_BINARY)");
+      this.log.warn({ agentBinary: this.#agentBinary }, "the agent binary is missing: /-/agent/linux-x64 and install.sh answer 404 (npm run build:agent, or set WARREN_AGENT_BINARY)");
     }
     return this.#addresses;
   }
