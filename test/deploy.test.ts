@@ -85,15 +85,19 @@ describe("Kubernetes manifests (deploy/)", () => {
     expect(listed).toEqual(top.sort());
   });
 
-  it("has Services for public HTTP, agents, SSH and the private API, on the server's listeners", () => {
-    const targets = (name: string) => (named("Service", name)?.["spec"]["ports"] ?? []).map((p: Json) => String(p.targetPort ?? p.port));
-    expect(targets("warren-http"), "warren-http").toContain("http");
-    expect(targets("warren-agents"), "warren-agents").toContain("agents");
-    expect(targets("warren-ssh"), "warren-ssh").toContain("ssh");
-    expect(targets("warren-private"), "warren-private").toEqual(expect.arrayContaining(["private", "metrics"]));
-    // The public ones are reachable from outside the cluster; the private one only from pods.
-    for (const name of ["warren-http", "warren-agents", "warren-ssh"]) expect(named("Service", name)!["spec"]["type"], name).toBe("LoadBalancer");
+  it("has one public Service (one address for the one hostname) for HTTPS, agents and SSH, and a private one", () => {
+    const ports = (name: string) => (named("Service", name)?.["spec"]["ports"] ?? []).map((p: Json) => `${p.port}->${p.targetPort ?? p.port}`);
+    expect(ports("warren")).toEqual(["443->http", "8150->agents", "2222->ssh"]);
+    expect(ports("warren-private"), "warren-private").toEqual(expect.arrayContaining(["8155->private", "8151->metrics"]));
+    // The public one is reachable from outside the cluster, and the only one; the private one only from pods.
+    expect(ofKind("Service").filter((s) => s["spec"]["type"] === "LoadBalancer").map((s) => s["metadata"]["name"])).toEqual(["warren"]);
     expect(named("Service", "warren-private")!["spec"]["clusterIP"]).toBe("None");
+    // The addresses the server hands out are on that Service's host and ports.
+    const publicUrl = new URL(setting(SERVER_SETTINGS.publicUrl)!);
+    const agentUrl = new URL(setting(SERVER_SETTINGS.publicAgentUrl)!);
+    expect(agentUrl.hostname).toBe(publicUrl.hostname);
+    expect(publicUrl.protocol).toBe("https:");
+    expect(ports("warren")).toContain(`${agentUrl.port}->agents`);
   });
 
   it("every Service, PodDisruptionBudget and NetworkPolicy selects pods that exist, on ports they have", () => {
@@ -235,7 +239,7 @@ describe("Kubernetes manifests (deploy/)", () => {
     const agentUrl = env.get("WARREN_SERVER")!.value;
     expect(agentUrl).toBe(setting(SERVER_SETTINGS.publicAgentUrl));
     const [url] = parseServerList(agentUrl);
-    expect(named("Service", "warren-agents")!["spec"]["ports"].map((p: Json) => p.port)).toContain(Number(url!.port));
+    expect(named("Service", "warren")!["spec"]["ports"].find((p: Json) => p.targetPort === "agents").port).toBe(Number(url!.port));
     expect(env.get("WARREN_TOKEN")!.from?.["secretKeyRef"]).toBeDefined();
   });
 });
