@@ -13,7 +13,9 @@ import { GrpcFrameDecoder } from "../shared/grpc-frame-decoder.js";
 import { decodeGrpcMessage, encodeGrpcMessage } from "../shared/grpc-message.js";
 import { decodeGrpcMessage as decodeStatusText, GrpcStatus } from "../shared/grpc-status.js";
 import type { Logger } from "../shared/logger.js";
-import { noDelayConnector } from "../shared/http2-sockets.js";
+import { noDelayConnector, overSocket } from "../shared/http2-sockets.js";
+import { openTunnel, proxyFor } from "../shared/proxy.js";
+import type { Duplex } from "node:stream";
 import { TUNNEL_WINDOWS } from "../shared/tunnel-windows.js";
 import { VERSION } from "../shared/version.js";
 import { TunnelPool, type PoolSettings } from "./tunnel-pool.js";
@@ -159,6 +161,30 @@ export class AgentSession {
   }
 
   #connect(): void {
+    const { server, ca } = this.#options;
+    let proxy: URL | undefined;
+    try {
+      proxy = proxyFor(server);
+    } catch (err) {
+      this.#finish({ kind: "lost", message: (err as Error).message });
+      return;
+    }
+    if (!proxy) {
+      this.#connectVia(noDelayConnector(server, { ca }));
+      return;
+    }
+    // Through HTTPS_PROXY/HTTP_PROXY: the CONNECT tunnel first, so a refusal is reported as the proxy's own answer.
+    const port = Number(server.port || (server.protocol === "https:" ? 443 : 80));
+    openTunnel(proxy, server.hostname.replace(/^\[|\]$/g, ""), port).then(
+      (socket) => {
+        if (this.#end) socket.destroy();
+        else this.#connectVia(overSocket(server, () => socket, { ca }));
+      },
+      (err: Error) => this.#finish({ kind: "lost", message: err.message }),
+    );
+  }
+
+  #connectVia(createConnection: () => Duplex): void {
     const { server, log } = this.#options;
     let session: ClientHttp2Session;
     try {
@@ -169,7 +195,7 @@ export class AgentSession {
           enablePush: false,
         },
         maxSessionMemory: TUNNEL_WINDOWS.maxSessionMemoryMb,
-        createConnection: noDelayConnector(server, { ca: this.#options.ca }),
+        createConnection,
       });
     } catch (err) {
       this.#finish({ kind: "lost", message: (err as Error).message });
