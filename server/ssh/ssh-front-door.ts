@@ -35,6 +35,12 @@ export interface SshFrontDoorOptions {
   readonly maxAuthTries?: number;
   readonly log: Logger;
   readonly onLogin?: (outcome: SshLoginOutcome) => void;
+  /**
+   * Binds a logged-in connection to the credential and workspace it logged in with (see
+   * server/auth/credential-leases.ts): `close` ends it when either is revoked; the returned
+   * handle is released when it ends by itself.
+   */
+  readonly bindSession?: (decision: Extract<SshAccessDecision, { allowed: true }>, close: () => void) => { release(): void };
 }
 
 interface ConnectionState {
@@ -139,6 +145,8 @@ export class SshFrontDoor {
       this.#sessions++;
       client.once("close", () => this.#sessions--);
       const decision = state.decision!;
+      const lease = this.#options.bindSession?.(decision, () => client.end());
+      if (lease) client.once("close", () => lease.release());
       const workspace = decision.workspace;
       const clog = log.child({ workspace: workspace.name });
       clog.info({ principal: decision.principal.kind === "user" ? decision.principal.user : "admin" }, "SSH login");
