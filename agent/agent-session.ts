@@ -66,6 +66,8 @@ export class AgentSession {
   #pool: TunnelPool | undefined;
   #end: SessionEnd | undefined;
   #resolveEnd: ((end: SessionEnd) => void) | undefined;
+  /** The peer sent its HTTP/2 SETTINGS: whatever goes wrong next, it is not the wrong kind of server. */
+  #peerSpokeHttp2 = false;
   #welcome: Welcome | undefined;
   #allowedPorts: AllowedPorts | undefined;
   #handedOff = false;
@@ -202,6 +204,9 @@ export class AgentSession {
       return;
     }
     this.#session = session;
+    session.once("remoteSettings", () => {
+      this.#peerSpokeHttp2 = true;
+    });
     session.on("error", (err: NodeJS.ErrnoException) => {
       this.#finish({ kind: "lost", message: err.code === "ECONNREFUSED" ? `connection refused by ${server.host}` : err.message });
     });
@@ -283,7 +288,11 @@ export class AgentSession {
     control.on("trailers", onStatus);
     control.on("close", () => {
       clearTimeout(welcomeTimer);
-      this.#finish({ kind: "lost", message: "control stream closed" });
+      // Closed before the peer said a word of HTTP/2: an HTTP/1 server (Warren's HTTP port, or not Warren at all).
+      const message = this.#peerSpokeHttp2
+        ? "control stream closed"
+        : `${this.#options.server.origin} does not answer as a Warren agent listener (no HTTP/2): is WARREN_SERVER the server's agent address (port 8150 by default), not its HTTP port or another server?`;
+      this.#finish({ kind: "lost", message });
     });
     const decoder = new GrpcFrameDecoder(MAX_CONTROL_MESSAGE_BYTES);
     control.on("data", (chunk: Buffer) => {
