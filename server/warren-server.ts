@@ -139,6 +139,11 @@ export class WarrenServer {
   #draining = false;
   #addresses: ServerAddresses | undefined;
 
+  /** The public origin (WARREN_PUBLIC_URL, or the root domain on the HTTP port), once started. */
+  get publicUrl(): string {
+    return this.#publicBase;
+  }
+
   constructor(config: ServerConfig, log: Logger) {
     this.config = config;
     this.log = log;
