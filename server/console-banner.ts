@@ -6,10 +6,12 @@ export interface BannerInfo {
   readonly metricsUrl: string;
   /** `ssh -p PORT` target host, when the SSH listener is on. */
   readonly ssh?: { readonly host: string; readonly port: number };
-  /** The admin token when the server generated it for this run (shown once, here and in the log). */
-  readonly generatedAdminToken?: string;
-  /** Whether Redis keeps the state (otherwise it is gone at exit). */
-  readonly persistent: boolean;
+  /** Where the admin token is (or the token itself, on the start that generated it). */
+  readonly adminToken: string;
+  /** The token to show in the login command, when this start generated it. */
+  readonly loginToken?: string;
+  /** Where users, tokens and workspaces are kept. */
+  readonly state: string;
 }
 
 /**
@@ -22,11 +24,11 @@ export function readyBanner(info: BannerInfo): string {
     ["Agents connect to", info.agentUrl],
     ...(info.ssh ? ([["SSH", `ssh -p ${info.ssh.port} <workspace>@${info.ssh.host}`]] as Array<[string, string]>) : []),
     ["Metrics, health", info.metricsUrl],
-    ["Admin token", info.generatedAdminToken ? `${info.generatedAdminToken}  (generated for this run; set WARREN_ADMIN_TOKEN to keep one)` : "the one in WARREN_ADMIN_TOKEN"],
-    ["State", info.persistent ? "in Redis" : "in memory: gone when the server stops (set WARREN_REDIS_URL to keep it)"],
+    ["Admin token", info.adminToken],
+    ["State", info.state],
   ];
   const width = Math.max(...rows.map(([k]) => k.length));
-  const token = info.generatedAdminToken ?? "$WARREN_ADMIN_TOKEN";
+  const token = info.loginToken ?? "<admin token>";
   return [
     "",
     `  Warren ${info.version} is ready`,

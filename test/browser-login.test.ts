@@ -197,6 +197,48 @@ describe("browser login", () => {
     expect(redirected.headers.location).toBe("/");
   });
 
+  /** A fresh login callback URL for alpha (a one-time code), as the login form answers it. */
+  async function freshCallback(): Promise<URL> {
+    const posted = await new Browser(server.httpPort).request(`${root()}/-/login/token`, {
+      method: "POST",
+      body: new URLSearchParams({ token: aliceToken, return_to: wsUrl("alpha") }).toString(),
+    });
+    expect(posted.status).toBe(303);
+    return new URL(String(posted.headers.location));
+  }
+
+  it("never redirects off-site from the callback for a path of /%09/evil.example/ (browsers strip the tab: open redirect)", async () => {
+    for (const path of ["/\t/evil.example/", "/\n/evil.example/", "/\\evil.example/", "/ /evil.example/"]) {
+      const callback = await freshCallback();
+      callback.searchParams.set("path", path);
+      const res = await new Browser(server.httpPort).request(callback.toString());
+      expect(res.status, JSON.stringify(path)).toBe(303);
+      const location = String(res.headers.location);
+      // Resolved against the workspace host as a browser would: it stays there.
+      expect(new URL(location, wsUrl("alpha")).host, JSON.stringify(path)).toBe(`${workspaceHost("alpha", app.port)}:${server.httpPort}`);
+    }
+  });
+
+  it("answers a callback path of /%0a/x with a redirect on this host, not a 500 after the cookie is set", async () => {
+    const callback = await freshCallback();
+    callback.searchParams.set("path", "/\n/x?y=1");
+    const res = await new Browser(server.httpPort).request(callback.toString());
+    expect(res.status).toBe(303);
+    // Browsers drop the line break (//x?y=1 would be another host): back to the root of this one.
+    expect(String(res.headers.location)).toBe("/");
+    expect(String(res.headers["set-cookie"])).toMatch(/^warren_session=/);
+  });
+
+  it("refuses a login form posted with Origin: null (a sandboxed cross-site frame: login CSRF)", async () => {
+    const res = await new Browser(server.httpPort).request(`${root()}/-/login/token`, {
+      method: "POST",
+      body: new URLSearchParams({ token: aliceToken, return_to: wsUrl("alpha") }).toString(),
+      headers: { origin: "null" },
+    });
+    expect(res.status).toBe(403);
+    expect(res.headers["set-cookie"]).toBeUndefined();
+  });
+
   it("ends browser sessions when their access token is revoked", async () => {
     const created = await callApi<{ token: string; id: string }>(server, "UserService/CreateAccessToken", { user: "alice", ttlSeconds: 600 });
     const browser = new Browser(server.httpPort);

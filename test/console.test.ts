@@ -1,4 +1,7 @@
 import { spawn } from "node:child_process";
+import { mkdtempSync, rmSync } from "node:fs";
+import { tmpdir } from "node:os";
+import { join } from "node:path";
 import { describe, expect, it } from "vitest";
 import { prettyLine } from "../shared/log-format.js";
 import { SERVER_BUNDLE } from "./harness/processes.js";
@@ -41,23 +44,26 @@ function runUnderTerminal(env: Record<string, string>, until: (text: string) => 
 
 describe("console for people", () => {
   it("under a terminal: a short banner with the URLs, the admin token and the next commands, and readable log lines", async () => {
-    const text = await runUnderTerminal({}, (t) => t.includes("./bin/warren-agent.js run"));
+    const dataDir = mkdtempSync(join(tmpdir(), "warren-console-"));
+    const text = await runUnderTerminal({ WARREN_DATA_DIR: dataDir }, (t) => t.includes("./bin/warren-agent.js run"));
+    rmSync(dataDir, { recursive: true, force: true });
     const port = /Web, API, login\s+http:\/\/warren\.localhost:(\d+)\n/.exec(text)?.[1];
     expect(port, text).toBeDefined();
     expect(text).toMatch(/^ {2}Warren \d+\.\d+\.\d+\S* is ready$/m);
     expect(text).toMatch(/^ {2}Agents connect to\s+http:\/\/127\.0\.0\.1:\d+$/m);
     expect(text).toMatch(/^ {2}Metrics, health\s+http:\/\/127\.0\.0\.1:\d+\/metrics$/m);
-    const token = /^ {2}Admin token\s+(wadm_\S+) {2}\(generated for this run; set WARREN_ADMIN_TOKEN to keep one\)$/m.exec(text)?.[1];
+    // A fresh data directory: the token is generated now, shown this once, and kept there.
+    const token = /^ {2}Admin token\s+(wadm_\S+) {2}\(generated now, shown this once; kept in \S+admin-token\)$/m.exec(text)?.[1];
     expect(token, text).toBeDefined();
     expect(text).toContain(`./bin/warren.js login --server http://warren.localhost:${port} --token ${token}`);
-    expect(text).toMatch(/in memory: gone when the server stops/);
+    expect(text).toMatch(/^ {2}State\s+in the data directory \(embedded store\): kept across restarts$/m);
     // Log lines are for reading: time, level, message, fields; no JSON objects.
     expect(text).toMatch(/^\d\d:\d\d:\d\d INFO {2}warren server ready version=\S+ /m);
     expect(text.split("\n").some((l) => l.startsWith("{"))).toBe(false);
   });
 
   it("WARREN_LOG_FORMAT=json keeps JSON lines and no banner, even on a terminal", async () => {
-    const text = await runUnderTerminal({ WARREN_LOG_FORMAT: "json", WARREN_ADMIN_TOKEN: "an-admin-token-of-16+" }, (t) => t.includes('"msg":"warren server ready"'));
+    const text = await runUnderTerminal({ WARREN_LOG_FORMAT: "json", WARREN_ADMIN_TOKEN: "an-admin-token-of-16+", WARREN_STORE: "memory" }, (t) => t.includes('"msg":"warren server ready"'));
     expect(text).not.toContain("is ready\n");
     const ready = text.split("\n").find((l) => l.includes('"msg":"warren server ready"'))!;
     expect(JSON.parse(ready)).toMatchObject({ level: "info", msg: "warren server ready" });

@@ -182,10 +182,9 @@ export class BrowserLogin implements SessionReader {
     const principal = await this.#options.authenticator.principalOfSession(record).catch(() => {
       throw refused;
     });
+    const path = pathOnThisHost(url.searchParams.get("path"));
     await this.#setCookie(res, principal, host);
-    const path = url.searchParams.get("path") ?? "/";
-    // Only a path on this host: never an open redirect.
-    redirect(res, 303, path.startsWith("/") && !path.startsWith("//") && !path.startsWith("/\\") ? path : "/");
+    redirect(res, 303, path);
   }
 
   async #setCookie(res: ServerResponse, principal: Principal, host: string): Promise<void> {
@@ -224,7 +223,8 @@ export class BrowserLogin implements SessionReader {
   /** A login form posted from another site is refused (login CSRF). */
   #checkOrigin(req: IncomingMessage): void {
     const origin = req.headers.origin;
-    if (origin !== undefined && origin !== "null" && origin !== new URL(this.#options.publicBase()).origin) {
+    // "null" is what a sandboxed frame or a redirect chain from elsewhere sends: not this site.
+    if (origin !== undefined && origin !== new URL(this.#options.publicBase()).origin) {
       throw new WarrenError(ErrorCode.PermissionDenied, "login form posted from another site");
     }
   }
@@ -235,6 +235,27 @@ export class BrowserLogin implements SessionReader {
 ${error ? `<p class="error" role="alert">${escapeHtml(error)}</p>\n` : ""}${forms}`;
     sendHtml(res, status, "Log in to Warren", body);
   }
+}
+
+/**
+ * Where the login callback sends the browser: the path (and query) of `raw` read as a browser
+ * reads it, relative to this host, or "/" when it would lead anywhere else. Browsers drop tabs
+ * and line breaks from URLs, so `/\t/evil.example/` is `//evil.example/`: the path is resolved
+ * the same way and written back in its serialized (percent-encoded) form, which also never
+ * carries a character that a header cannot.
+ */
+export function pathOnThisHost(raw: string | null): string {
+  if (!raw || !raw.startsWith("/")) return "/";
+  const base = "http://this-host.invalid";
+  let url: URL;
+  try {
+    url = new URL(raw, base);
+  } catch {
+    return "/";
+  }
+  if (url.origin !== base) return "/";
+  const path = `${url.pathname}${url.search}`;
+  return path.startsWith("//") || path.startsWith("/\\") ? "/" : path;
 }
 
 /** `{port}-{workspace}.{root}` of a validated workspace URL: what cookies and codes are bound to. */

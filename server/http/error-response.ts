@@ -7,7 +7,8 @@ import { httpStatusOf } from "../../shared/http-status.js";
 /** Answers with the error's status and a short text body that says what happened. */
 export function sendError(res: ServerResponse, err: unknown): void {
   const e = WarrenError.from(err);
-  const status = httpStatusOf(e.code);
+  // An error may name a more precise status than its code's (431 for an oversized head).
+  const status = (e as { httpStatus?: number }).httpStatus ?? httpStatusOf(e.code);
   const body = `${e.message}\n`;
   if (res.headersSent) {
     res.destroy();
@@ -29,7 +30,8 @@ export function sendUpgradeError(socket: Duplex, err: unknown): void {
   const status = (e as { httpStatus?: number }).httpStatus ?? httpStatusOf(e.code);
   const body = `${e.message}\n`;
   if (socket.destroyed) return;
-  socket.end(
+  endAndDrain(
+    socket,
     `HTTP/1.1 ${status} ${STATUS_CODES[status] ?? ""}\r\n` +
       "Content-Type: text/plain; charset=utf-8\r\n" +
       `Content-Length: ${Buffer.byteLength(body)}\r\n` +
@@ -37,4 +39,25 @@ export function sendUpgradeError(socket: Duplex, err: unknown): void {
       "Connection: close\r\n\r\n" +
       body,
   );
+}
+
+/** How long a client may go on sending after its connection was ended before it is cut. */
+const DRAIN_GRACE_MS = 5_000;
+
+/**
+ * Ends a socket after `data`, reading and dropping whatever the client still sends (the rest
+ * of an upload nobody will read) so that it sees the answer, finishes and closes its side; a
+ * socket left paused here would stay open for good. One that never closes is cut after a
+ * short grace.
+ */
+export function endAndDrain(socket: Duplex, data?: string | Buffer): void {
+  if (socket.destroyed || socket.writableEnded) return;
+  if (data === undefined) socket.end();
+  else socket.end(data);
+  socket.resume();
+  const timer = setTimeout(() => socket.destroy(), DRAIN_GRACE_MS);
+  timer.unref();
+  // Both sides ended, the socket closes itself (autoDestroy).
+  socket.once("close", () => clearTimeout(timer));
+  socket.on("error", () => socket.destroy());
 }

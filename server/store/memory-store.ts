@@ -79,9 +79,14 @@ export class MemoryStore implements ControlStore {
   }
 
   async putLoginCode(code: LoginCodeRecord): Promise<void> {
-    // Expired codes are dropped as new ones arrive, so abandoned logins do not pile up.
+    // Expired codes are dropped as new ones arrive, so abandoned logins do not pile up. Codes
+    // live for one fixed time, so the Map's insertion order is their expiry order: only the
+    // expired ones at its front are visited, never every live code on every insert.
     const now = this.#now();
-    for (const [id, c] of this.#loginCodes) if (c.expiresAt <= now) this.#loginCodes.delete(id);
+    for (const [id, c] of this.#loginCodes) {
+      if (c.expiresAt > now) break;
+      this.#loginCodes.delete(id);
+    }
     this.#loginCodes.set(code.id, frozen(code));
   }
 
