@@ -13,7 +13,9 @@ import { GrpcFrameDecoder } from "../shared/grpc-frame-decoder.js";
 import { decodeGrpcMessage, encodeGrpcMessage } from "../shared/grpc-message.js";
 import { decodeGrpcMessage as decodeStatusText, GrpcStatus } from "../shared/grpc-status.js";
 import type { Logger } from "../shared/logger.js";
-import { noDelayConnector } from "../shared/http2-sockets.js";
+import { noDelayConnector, overSocket } from "../shared/http2-sockets.js";
+import { openTunnel, proxyFor } from "../shared/proxy.js";
+import type { Duplex } from "node:stream";
 import { TUNNEL_WINDOWS } from "../shared/tunnel-windows.js";
 import { VERSION } from "../shared/version.js";
 import { DEFAULT_LIVENESS, type LivenessSettings } from "../shared/liveness.js";
@@ -68,6 +70,8 @@ export class AgentSession {
   #pool: TunnelPool | undefined;
   #end: SessionEnd | undefined;
   #resolveEnd: ((end: SessionEnd) => void) | undefined;
+  /** The peer sent its HTTP/2 SETTINGS: whatever goes wrong next, it is not the wrong kind of server. */
+  #peerSpokeHttp2 = false;
   #welcome: Welcome | undefined;
   #allowedPorts: AllowedPorts | undefined;
   #handedOff = false;
@@ -166,6 +170,30 @@ export class AgentSession {
   }
 
   #connect(): void {
+    const { server, ca } = this.#options;
+    let proxy: URL | undefined;
+    try {
+      proxy = proxyFor(server);
+    } catch (err) {
+      this.#finish({ kind: "lost", message: (err as Error).message });
+      return;
+    }
+    if (!proxy) {
+      this.#connectVia(noDelayConnector(server, { ca }));
+      return;
+    }
+    // Through HTTPS_PROXY/HTTP_PROXY: the CONNECT tunnel first, so a refusal is reported as the proxy's own answer.
+    const port = Number(server.port || (server.protocol === "https:" ? 443 : 80));
+    openTunnel(proxy, server.hostname.replace(/^\[|\]$/g, ""), port).then(
+      (socket) => {
+        if (this.#end) socket.destroy();
+        else this.#connectVia(overSocket(server, () => socket, { ca }));
+      },
+      (err: Error) => this.#finish({ kind: "lost", message: err.message }),
+    );
+  }
+
+  #connectVia(createConnection: () => Duplex): void {
     const { server, log } = this.#options;
     let session: ClientHttp2Session;
     try {
@@ -176,13 +204,16 @@ export class AgentSession {
           enablePush: false,
         },
         maxSessionMemory: TUNNEL_WINDOWS.maxSessionMemoryMb,
-        createConnection: noDelayConnector(server, { ca: this.#options.ca }),
+        createConnection,
       });
     } catch (err) {
       this.#finish({ kind: "lost", message: (err as Error).message });
       return;
     }
     this.#session = session;
+    session.once("remoteSettings", () => {
+      this.#peerSpokeHttp2 = true;
+    });
     session.on("error", (err: NodeJS.ErrnoException) => {
       this.#finish({ kind: "lost", message: err.code === "ECONNREFUSED" ? `connection refused by ${server.host}` : err.message });
     });
@@ -299,7 +330,11 @@ export class AgentSession {
     control.on("trailers", onStatus);
     control.on("close", () => {
       clearTimeout(welcomeTimer);
-      this.#finish({ kind: "lost", message: "control stream closed" });
+      // Closed before the peer said a word of HTTP/2: an HTTP/1 server (Warren's HTTP port, or not Warren at all).
+      const message = this.#peerSpokeHttp2
+        ? "control stream closed"
+        : `${this.#options.server.origin} does not answer as a Warren agent listener (no HTTP/2): is WARREN_SERVER the server's agent address (port 8150 by default), not its HTTP port or another server?`;
+      this.#finish({ kind: "lost", message });
     });
     const decoder = new GrpcFrameDecoder(MAX_CONTROL_MESSAGE_BYTES);
     control.on("data", (chunk: Buffer) => {

@@ -2,6 +2,7 @@ import { readFileSync } from "node:fs";
 import { createLogger, type Logger } from "../shared/logger.js";
 import { parseCommandLine, readConfigFile, resolveSettings, settingsHelp } from "../shared/settings.js";
 import { VERSION } from "../shared/version.js";
+import { describeProxy, proxyFor } from "../shared/proxy.js";
 import { AGENT_SETTINGS, type AgentConfig } from "./config.js";
 import { AgentExit, AgentRunner } from "./agent-runner.js";
 import { DesiredStateReconciler } from "./desired-state-reconciler.js";
@@ -51,7 +52,8 @@ function loadCommandLine(argv: string[]): CommandLine {
     process.exit(0);
   }
   if (cli.version) {
-    process.stdout.write(`warren-agent ${VERSION}\n`);
+    // The Node.js inside matters to whoever patches machines: the single file embeds its own.
+    process.stdout.write(`warren-agent ${VERSION} (Node.js ${process.version}, ${process.platform}-${process.arch})\n`);
     process.exit(0);
   }
   const [subcommand, ...extra] = cli.positionals;
@@ -89,6 +91,16 @@ async function main(): Promise<void> {
   if (!config.server) usageError("no server address: set WARREN_SERVER or --server (e.g. https://ws.example.com:8150)");
   if (!config.token && !config.tokenFile) usageError("no agent token: set WARREN_TOKEN, --token or --token-file");
   const log = createLogger({ name: "warren-agent", level: config.logLevel });
+  // HTTPS_PROXY / HTTP_PROXY / NO_PROXY: checked once here, so a bad proxy address stops the agent at start.
+  for (const server of config.server) {
+    let proxy: URL | undefined;
+    try {
+      proxy = proxyFor(server);
+    } catch (err) {
+      usageError((err as Error).message);
+    }
+    if (proxy) log.info({ server: server.origin, proxy: describeProxy(proxy) }, `connecting to ${server.origin} through the proxy ${describeProxy(proxy)}`);
+  }
   const variables = new WorkloadVariables();
   const agentEnv = { ...process.env };
   const workload: WorkloadControl = commandLine.workload

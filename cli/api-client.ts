@@ -1,6 +1,9 @@
 import http from "node:http";
 import https from "node:https";
-import type { LookupFunction } from "node:net";
+import net, { type LookupFunction } from "node:net";
+import tls from "node:tls";
+import type { Duplex } from "node:stream";
+import { openTunnel, proxyFor } from "../shared/proxy.js";
 import { lookup as dnsLookup, type LookupAddress } from "node:dns";
 
 /** An error the server answered (its message), or a transport failure. */
@@ -36,8 +39,34 @@ export class ApiClient {
     this.#token = options.token;
   }
 
-  call<T>(method: string, body: unknown): Promise<T> {
+  async call<T>(method: string, body: unknown): Promise<T> {
     const url = new URL(`/warren.v1.${method}`, this.#server);
+    const connection = await this.#proxiedConnection(url);
+    return this.#request<T>(url, body, connection);
+  }
+
+  /** Through HTTPS_PROXY/HTTP_PROXY (unless NO_PROXY names the server): a CONNECT tunnel, TLS inside for https. */
+  async #proxiedConnection(url: URL): Promise<Duplex | undefined> {
+    let proxy: URL | undefined;
+    try {
+      proxy = proxyFor(url);
+    } catch (err) {
+      throw new ApiError("invalid_argument", (err as Error).message);
+    }
+    if (!proxy) return undefined;
+    const host = url.hostname.replace(/^\[|\]$/g, "");
+    const port = Number(url.port || (url.protocol === "https:" ? 443 : 80));
+    let socket: net.Socket;
+    try {
+      socket = await openTunnel(proxy, host, port);
+    } catch (err) {
+      throw new ApiError("unavailable", (err as Error).message);
+    }
+    if (url.protocol !== "https:") return socket;
+    return tls.connect({ socket, servername: net.isIP(host) ? undefined : host, ALPNProtocols: ["http/1.1"] });
+  }
+
+  #request<T>(url: URL, body: unknown, connection: Duplex | undefined): Promise<T> {
     const payload = Buffer.from(JSON.stringify(body));
     const request = url.protocol === "https:" ? https.request : http.request;
     return new Promise<T>((resolve, reject) => {
@@ -46,8 +75,9 @@ export class ApiClient {
         {
           method: "POST",
           lookup,
-          // One call per run: no kept-alive socket holds the process open.
-          agent: false,
+          // One call per run: no kept-alive socket holds the process open. Through a proxy,
+          // the request runs on the tunnel (no agent at all).
+          ...(connection ? { createConnection: () => connection } : { agent: false }),
           headers: {
             "content-type": "application/json",
             "content-length": payload.length,

@@ -1,13 +1,14 @@
 // Bundles the programs with esbuild: one self-contained CommonJS file each under dist/, then
-// turns the agent bundle into the single-file agent binary dist/warren-agent-linux-x64.
+// turns the agent bundle into the single-file agent binaries dist/warren-agent-linux-x64 and
+// dist/warren-agent-linux-arm64 (each on the pinned Node.js of scripts/build/agent-node.json).
 // The agent bundle holds agent code only (a check below fails the build if server code leaks in).
 //
-//   node scripts/build.mjs          every bundle, and the agent binary where it can be built
-//                                   (linux-x64); elsewhere it is skipped with a note
-//   node scripts/build.mjs --agent  the agent bundle and binary only (npm run build:agent)
+//   node scripts/build.mjs          every bundle, and the agent binaries where they can be built
+//                                   (on linux-x64 or linux-arm64); elsewhere skipped with a note
+//   node scripts/build.mjs --agent  the agent bundle and binaries only (npm run build:agent)
 import { build } from "esbuild";
 import { readFileSync } from "node:fs";
-import { buildAgentBinary, binaryPlatform } from "./build/agent-binary.mjs";
+import { buildAgentBinaries, binaryPlatform } from "./build/agent-binary.mjs";
 import { nativeStubs } from "./build/native-stubs.mjs";
 import { copyLmdbAddon, lmdbNative } from "./build/lmdb-native.mjs";
 
@@ -64,14 +65,13 @@ for (const [index, name, forbidden] of checks) {
   }
 }
 
-const binary = { bundle: agent.outfile, output: "dist/warren-agent-linux-x64", version: pkg.version };
 if (agentOnly || binaryPlatform()) {
   try {
-    await buildAgentBinary(binary);
+    await buildAgentBinaries({ bundle: agent.outfile, dir: "dist", version: pkg.version });
   } catch (err) {
     console.error(`agent binary: ${err.message}`);
     process.exit(1);
   }
 } else {
-  console.log(`note: skipped ${binary.output}: it is built on linux-x64 only (this is ${process.platform}-${process.arch})`);
+  console.log(`note: skipped the agent binaries: they are built on linux-x64 or linux-arm64 only (this is ${process.platform}-${process.arch})`);
 }

@@ -19,6 +19,11 @@ need curl curl
 need ip iproute2
 need xz xz-utils
 need strip binutils
+need aarch64-linux-gnu-strip binutils-aarch64-linux-gnu
+need qemu-aarch64 qemu-user
+need /usr/aarch64-linux-gnu/lib/ld-linux-aarch64.so.1 libc6-arm64-cross
+need /usr/aarch64-linux-gnu/lib/libstdc++.so.6 libstdc++6-arm64-cross
+need tinyproxy tinyproxy
 need wget wget
 need sha256sum coreutils
 need python3 python3

@@ -15,6 +15,7 @@ import {
 } from "../shared/settings.js";
 import { homedir } from "node:os";
 import { join } from "node:path";
+import { LOG_FORMATS, type LogFormat } from "../shared/log-format.js";
 import { LOG_LEVELS } from "../shared/logger.js";
 import type { LevelWithSilent } from "pino";
 import { parseRedisUrl, type RedisTarget } from "./cluster/redis-url.js";
@@ -151,7 +152,7 @@ export const SERVER_SETTINGS = {
     key: "agentBinary",
     flag: "agent-binary",
     env: "WARREN_AGENT_BINARY",
-    description: "the single-file agent served at /-/agent/linux-x64 (built by npm run build:agent)",
+    description: "the single-file agent served at /-/agent/linux-x64 (built by npm run build:agent); the linux-arm64 one, served at /-/agent/linux-arm64, is read beside it (warren-agent-linux-arm64)",
     defaultText: "warren-agent-linux-x64 beside the server program",
     parse: parseNonEmpty,
   }),
@@ -213,6 +214,14 @@ export const SERVER_SETTINGS = {
     description: "log level",
     default: "info",
     parse: parseOneOf(LOG_LEVELS),
+  }),
+  logFormat: setting<LogFormat | undefined>({
+    key: "logFormat",
+    flag: "log-format",
+    env: "WARREN_LOG_FORMAT",
+    description: "log lines as JSON objects (json) or readable lines (pretty); a terminal also gets a start-up banner with pretty",
+    defaultText: "pretty when stdout is a terminal, json otherwise",
+    parse: parseOneOf(LOG_FORMATS),
   }),
   agentMaxConnectionAge: setting({
     key: "agentMaxConnectionAge",

@@ -1,5 +1,7 @@
 import { WarrenError } from "../shared/errors.js";
 import { createLogger } from "../shared/logger.js";
+import { defaultLogFormat } from "../shared/log-format.js";
+import { readyBanner, type BannerInfo } from "./console-banner.js";
 import { parseCommandLine, readConfigFile, resolveSettings, settingsHelp } from "../shared/settings.js";
 import { VERSION } from "../shared/version.js";
 import { SERVER_SETTINGS, validateServerConfig, type ServerConfig } from "./config.js";
@@ -58,6 +60,30 @@ function listenerSetting(config: ServerConfig, port: number | undefined): string
   return named.length > 0 ? named.join(" or ") : "a listener's *_ADDR setting";
 }
 
+/** Where things are, from the listeners the server actually opened. */
+function bannerInfo(server: WarrenServer, config: ServerConfig, local: LocalState): BannerInfo {
+  const { agent, observability, ssh } = server.addresses;
+  const reachable = (address: string) => (address === "0.0.0.0" || address === "::" ? "127.0.0.1" : address.includes(":") ? `[${address}]` : address);
+  const tls = config.tlsCert !== undefined;
+  return {
+    version: VERSION,
+    publicUrl: server.publicUrl,
+    agentUrl: config.publicAgentUrl ?? `${tls ? "https" : "http"}://${reachable(agent.address)}:${agent.port}`,
+    metricsUrl: `${config.observabilityTls ? "https" : "http"}://${reachable(observability.address)}:${observability.port}/metrics`,
+    ...(ssh ? { ssh: { host: config.rootDomain, port: ssh.port } } : {}),
+    adminToken:
+      config.adminToken !== undefined
+        ? "the one in WARREN_ADMIN_TOKEN"
+        : local.adminToken?.generated
+          ? `${local.adminToken.value}  (generated now, shown this once; kept in ${local.adminToken.path})`
+          : local.adminToken
+            ? `in ${local.adminToken.path} (generated on the first start)`
+            : `${server.adminToken}  (generated for this run; set WARREN_ADMIN_TOKEN to keep one)`,
+    loginToken: config.adminToken === undefined && local.adminToken?.generated ? local.adminToken.value : undefined,
+    state: config.redisUrl ? "in Redis" : local.embeddedStore ? "in the data directory (embedded store): kept across restarts" : "in memory: gone when the server stops",
+  };
+}
+
 /** `backup` / `restore`: one line on stderr, the backup itself on stdout / stdin. */
 async function runStoreCommand(command: StoreCommand, argv: string[]): Promise<void> {
   const force = argv.includes("--force");
@@ -90,7 +116,8 @@ async function main(): Promise<void> {
   } catch (err) {
     fail((err as Error).message);
   }
-  const log = createLogger({ name: "warren-server", level: config.logLevel });
+  const logFormat = config.logFormat ?? defaultLogFormat(process.stdout);
+  const log = createLogger({ name: "warren-server", level: config.logLevel, format: logFormat });
   let local: LocalState;
   try {
     // The data directory: the embedded store (locked, checked, migrated) and generated secrets.
@@ -118,6 +145,8 @@ async function main(): Promise<void> {
     if (err instanceof WarrenError && err.code === "invalid_argument") fail(err.message);
     throw err;
   }
+  // A person at a terminal gets the summary; pipes and containers only the log lines.
+  if (logFormat === "pretty") process.stdout.write(readyBanner(bannerInfo(server, config, local)));
   let stopping = false;
   const stop = (signal: string) => {
     if (stopping) {

@@ -151,6 +151,11 @@ export class WarrenServer {
   #draining = false;
   #addresses: ServerAddresses | undefined;
 
+  /** The public origin (WARREN_PUBLIC_URL, or the root domain on the HTTP port), once started. */
+  get publicUrl(): string {
+    return this.#publicBase;
+  }
+
   /** `local`: what the data directory holds (see store/local-state.ts): the embedded store, generated secrets. */
   constructor(config: ServerConfig, log: Logger, local: Partial<Pick<LocalState, "embeddedStore" | "adminToken" | "secretKey">> = {}) {
     this.config = config;
@@ -592,7 +597,7 @@ export class WarrenServer {
       "warren server ready",
     );
     if (!existsSync(this.#agentBinary)) {
-      this.log.warn({ agentBinary: this.#agentBinary }, "the agent binary is missing: /-/agent/linux-x64 answers 404 (npm run build:agent, or set WARREN_AGENT_BINARY)");
+      this.log.warn({ agentBinary: this.#agentBinary }, "the agent binary is missing: /-/agent/linux-x64 and install.sh answer 404 (npm run build:agent, or set WARREN_AGENT_BINARY)");
     }
     return this.#addresses;
   }

@@ -11,10 +11,19 @@ import type { Duplex } from "node:stream";
 export function noDelayConnector(url: URL, options: { ca?: Buffer; servername?: string } = {}): () => Duplex {
   const port = Number(url.port || (url.protocol === "https:" ? 443 : 80));
   const host = url.hostname.replace(/^\[|\]$/g, "");
+  return overSocket(url, () => net.connect({ host, port, noDelay: true }), options);
+}
+
+/**
+ * HTTP/2 for `url` over a given TCP connection (a proxy's CONNECT tunnel, say): TLS with ALPN h2
+ * for https://, the connection itself for http:// (prior knowledge).
+ */
+export function overSocket(url: URL, transport: () => net.Socket, options: { ca?: Buffer; servername?: string } = {}): () => Duplex {
+  const host = url.hostname.replace(/^\[|\]$/g, "");
   if (url.protocol === "https:") {
     return () =>
       tls.connect({
-        socket: net.connect({ host, port, noDelay: true }),
+        socket: transport(),
         host,
         // The name the certificate is checked for (SNI too): the host, unless told otherwise.
         servername: options.servername ?? (net.isIP(host) ? undefined : host),
@@ -22,7 +31,7 @@ export function noDelayConnector(url: URL, options: { ca?: Buffer; servername?: 
         ...(options.ca ? { ca: options.ca } : {}),
       });
   }
-  return () => net.connect({ host, port, noDelay: true });
+  return transport;
 }
 
 /** Turns Nagle off on every connection a server accepts (before HTTP/2 takes the socket). */

@@ -1,11 +1,12 @@
 import { execFileSync, spawnSync } from "node:child_process";
-import { copyFileSync, mkdtempSync, readdirSync, readFileSync, rmSync } from "node:fs";
+import { closeSync, copyFileSync, existsSync, mkdtempSync, openSync, readdirSync, readFileSync, readSync, rmSync } from "node:fs";
+import { createHash } from "node:crypto";
 import { tmpdir } from "node:os";
 import { join } from "node:path";
 import { build } from "esbuild";
 import { afterAll, beforeAll, describe, expect, it } from "vitest";
 import { startApp, type App } from "./harness/apps.js";
-import { AGENT_BINARY, Proc, REPO_ROOT, requireAgentBinary } from "./harness/processes.js";
+import { AGENT_BINARY, AGENT_BINARY_ARM64, AGENT_NODE_VERSION, Proc, REPO_ROOT, requireAgentBinary } from "./harness/processes.js";
 import { cleanEnv, createWorkspace, httpRequest, startServer, workspaceHost, type ServerHandle } from "./harness/warren.js";
 // @ts-expect-error: a build script in plain JavaScript, without type declarations.
 import { nativeStubs } from "../scripts/build/native-stubs.mjs";
@@ -61,7 +62,9 @@ describe("single-file agent binary", () => {
 
   it("answers --version and --help without a server", () => {
     const version = execFileSync(AGENT_BINARY, ["--version"], { env: {} }).toString();
-    expect(version).toBe(`warren-agent ${PACKAGE_VERSION}\n`);
+    // Its own version, and the pinned Node.js 24 inside (not the machine's node that built it).
+    expect(version).toBe(`warren-agent ${PACKAGE_VERSION} (Node.js v${AGENT_NODE_VERSION}, linux-x64)\n`);
+    expect(AGENT_NODE_VERSION).toMatch(/^24\./);
     const help = execFileSync(AGENT_BINARY, ["--help"], { env: {} }).toString();
     expect(help).toContain("warren-agent run [flags] -- CMD [ARGS...]");
     for (const name of ["WARREN_SERVER", "WARREN_TOKEN", "WARREN_TOKEN_FILE", "WARREN_SHUTDOWN_TIMEOUT", "WARREN_CONFIG"]) expect(help).toContain(name);
@@ -85,7 +88,7 @@ describe("single-file agent binary", () => {
     for (const serverOnly of ["warren server ready", "no such path on the root domain"]) expect(bytes.includes(serverOnly)).toBe(false);
     expect(bytes.includes("warren agent ready")).toBe(true);
     const manifest = JSON.parse(readFileSync(`${AGENT_BINARY}.json`, "utf8")) as Record<string, unknown>;
-    expect(manifest).toMatchObject({ name: "warren-agent", version: PACKAGE_VERSION, platform: "linux-x64", node: process.version });
+    expect(manifest).toMatchObject({ name: "warren-agent", version: PACKAGE_VERSION, platform: "linux-x64", node: `v${AGENT_NODE_VERSION}` });
   });
 
   it("logs a version mismatch on both sides, and still connects", async () => {
@@ -138,4 +141,82 @@ describe("single-file agent binary", () => {
       "supports-color is not available in the single-file warren-agent",
     ]);
   });
+});
+
+/** The ELF header's class, byte order and machine: what `file` would call the binary. */
+function elfHeader(path: string): { magic: string; bits: number; endian: string; machine: number } {
+  const header = Buffer.alloc(20);
+  const fd = openSync(path, "r");
+  try {
+    readSync(fd, header, 0, 20, 0);
+  } finally {
+    closeSync(fd);
+  }
+  return {
+    magic: header.subarray(0, 4).toString("latin1"),
+    bits: header[4] === 2 ? 64 : 32,
+    endian: header[5] === 1 ? "little" : "big",
+    machine: header.readUInt16LE(18),
+  };
+}
+
+/** qemu-user and the arm64 C and C++ runtimes (Debian: qemu-user, libc6-arm64-cross, libstdc++6-arm64-cross). */
+const QEMU = "/usr/bin/qemu-aarch64";
+const ARM64_SYSROOT = "/usr/aarch64-linux-gnu";
+
+describe("single-file agent binary for linux-arm64", () => {
+  let server: ServerHandle;
+  let app: App;
+
+  beforeAll(async () => {
+    if (!existsSync(AGENT_BINARY_ARM64)) throw new Error(`${AGENT_BINARY_ARM64} is missing: run \`npm run build\` before the tests`);
+    for (const needed of [QEMU, `${ARM64_SYSROOT}/lib/ld-linux-aarch64.so.1`, `${ARM64_SYSROOT}/lib/libstdc++.so.6`]) {
+      if (!existsSync(needed)) throw new Error(`${needed} is missing: scripts/test.sh installs qemu-user, libc6-arm64-cross and libstdc++6-arm64-cross`);
+    }
+    app = await startApp((_req, res) => res.end("hello from an arm64 agent"));
+    server = await startServer();
+  });
+
+  afterAll(async () => {
+    await server?.stop();
+    await app?.close();
+  });
+
+  /** Runs the arm64 binary under qemu-user; no binfmt needed, and no node on PATH. */
+  const underQemu = (args: string[], env: Record<string, string>) => new Proc(QEMU, ["-L", ARM64_SYSROOT, AGENT_BINARY_ARM64, ...args], { PATH: "/nonexistent", ...env });
+
+  it("is an aarch64 ELF whose manifest names its platform, the pinned Node.js 24 and its checksum", () => {
+    // EM_AARCH64 is 183: an x86-64 binary (62) renamed would not pass.
+    expect(elfHeader(AGENT_BINARY_ARM64)).toEqual({ magic: "\x7fELF", bits: 64, endian: "little", machine: 183 });
+    expect(elfHeader(AGENT_BINARY).machine).toBe(62);
+    const manifest = JSON.parse(readFileSync(`${AGENT_BINARY_ARM64}.json`, "utf8")) as Record<string, unknown>;
+    const sha256 = createHash("sha256").update(readFileSync(AGENT_BINARY_ARM64)).digest("hex");
+    expect(manifest).toEqual({ name: "warren-agent", version: PACKAGE_VERSION, platform: "linux-arm64", node: `v${AGENT_NODE_VERSION}`, sha256 });
+    expect(readFileSync(AGENT_BINARY_ARM64).includes("warren agent ready")).toBe(true);
+  });
+
+  it("runs under qemu-user: --version names the embedded Node.js 24", async () => {
+    const version = underQemu(["--version"], {});
+    expect((await version.exited).code).toBe(0);
+    expect(version.stdoutText).toEqual([`warren-agent ${PACKAGE_VERSION} (Node.js v${AGENT_NODE_VERSION}, linux-arm64)`]);
+    expect(AGENT_NODE_VERSION).toMatch(/^24\./);
+  });
+
+  it("runs under qemu-user: connects to the server and serves its app", async () => {
+    const ws = await createWorkspace(server, "arm64", [app.port]);
+    const agent = underQemu([], { WARREN_SERVER: server.agentUrl, WARREN_TOKEN: ws.agentToken });
+    try {
+      // Emulated, the agent starts in seconds rather than a fraction of one.
+      await agent.waitFor((l) => l["event"] === "ready", 60_000, "ready line from the emulated agent");
+      const res = await httpRequest({ port: server.httpPort, host: workspaceHost("arm64", app.port), headers: { "x-warren-token": server.adminToken } });
+      expect(res.status).toBe(200);
+      expect(res.body.toString()).toBe("hello from an arm64 agent");
+      const connected = await server.proc.waitFor((l) => l.msg === "agent connected" && l["workspace"] === "arm64");
+      expect(connected["agentVersion"]).toBe(PACKAGE_VERSION);
+    } finally {
+      agent.kill("SIGTERM");
+      await agent.exited;
+    }
+    expect(agent.stderr.join("")).toBe("");
+  }, 90_000);
 });

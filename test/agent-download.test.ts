@@ -5,7 +5,7 @@ import { tmpdir } from "node:os";
 import { join } from "node:path";
 import { gunzipSync } from "node:zlib";
 import { afterAll, beforeAll, describe, expect, it } from "vitest";
-import { AGENT_BINARY, REPO_ROOT, requireAgentBinary } from "./harness/processes.js";
+import { AGENT_BINARY, AGENT_BINARY_ARM64, REPO_ROOT, requireAgentBinary } from "./harness/processes.js";
 import { httpRequest, startServer, type HttpResult, type ServerHandle } from "./harness/warren.js";
 
 const PACKAGE_VERSION = (JSON.parse(readFileSync(`${REPO_ROOT}package.json`, "utf8")) as { version: string }).version;
@@ -18,6 +18,7 @@ describe("agent download", () => {
   let dir: string;
   let binary: Buffer;
   const smallBinary = Buffer.from("#!/bin/sh\necho small stand-in agent\n");
+  const smallArm64Binary = Buffer.from("#!/bin/sh\necho small stand-in arm64 agent\n");
 
   beforeAll(async () => {
     requireAgentBinary();
@@ -28,6 +29,8 @@ describe("agent download", () => {
     mkdirSync(join(dir, "small"));
     writeFileSync(join(dir, "small", "warren-agent-linux-x64"), smallBinary);
     writeFileSync(join(dir, "small", "warren-agent-linux-x64.json"), JSON.stringify({ version: PACKAGE_VERSION }));
+    writeFileSync(join(dir, "small", "warren-agent-linux-arm64"), smallArm64Binary);
+    writeFileSync(join(dir, "small", "warren-agent-linux-arm64.json"), JSON.stringify({ version: PACKAGE_VERSION }));
     small = await startServer({ WARREN_AGENT_BINARY: join(dir, "small", "warren-agent-linux-x64") });
   });
 
@@ -119,11 +122,38 @@ describe("agent download", () => {
     expect(sha256(readFileSync(run.target))).toBe(sha256(binary));
     expect(statSync(run.target).mode & 0o777).toBe(0o755);
     const agentUrl = `http://127.0.0.1:${server.agentPort}`;
-    expect(run.stdout).toContain(`warren-agent ${PACKAGE_VERSION} installed at ${run.target} (sha256 ${sha256(binary)})`);
+    expect(run.stdout).toContain(`warren-agent ${PACKAGE_VERSION} (linux-x64) installed at ${run.target} (sha256 ${sha256(binary)})`);
     expect(run.stdout).toContain(`WARREN_SERVER=${agentUrl} WARREN_TOKEN=<agent token> ${run.target}\n`);
     expect(run.stdout).toContain(`WARREN_SERVER=${agentUrl} WARREN_TOKEN=<agent token> ${run.target} run -- code-server`);
     const version = spawnSync(run.target, ["--version"], { env: {} });
-    expect(version.stdout.toString()).toBe(`warren-agent ${PACKAGE_VERSION}\n`);
+    expect(version.stdout.toString()).toMatch(new RegExp(`^warren-agent ${PACKAGE_VERSION} \\(Node\\.js v24\\.\\d+\\.\\d+, linux-x64\\)\n$`));
+  });
+
+  it("serves the linux-arm64 binary with its checksum, from beside the linux-x64 one", async () => {
+    const arm64 = readFileSync(AGENT_BINARY_ARM64);
+    const head = await get("/-/agent/linux-arm64", {}, "HEAD");
+    expect(head.status).toBe(200);
+    expect(Number(head.headers["content-length"])).toBe(arm64.length);
+    expect(head.headers["content-disposition"]).toBe('attachment; filename="warren-agent-linux-arm64"');
+    const sum = await get("/-/agent/linux-arm64.sha256");
+    expect(sum.body.toString()).toBe(`${sha256(arm64)}  warren-agent-linux-arm64\n`);
+    // The x64 checksum is another one: each platform is hashed on its own.
+    expect((await get("/-/agent/linux-x64.sha256")).body.toString()).toBe(`${sha256(binary)}  warren-agent-linux-x64\n`);
+    const small64 = await get("/-/agent/linux-arm64", {}, "GET", small.httpPort);
+    expect(small64.body).toEqual(smallArm64Binary);
+  });
+
+  it("install.sh on an aarch64 machine installs the linux-arm64 binary", async () => {
+    // uname answers as an arm64 machine would; everything else is the real tool.
+    const bin = join(dir, "aarch64-bin");
+    mkdirSync(bin, { recursive: true });
+    writeFileSync(join(bin, "uname"), '#!/bin/sh\nif [ "$1" = -m ]; then echo aarch64; else exec /bin/uname "$@"; fi\n');
+    chmodSync(join(bin, "uname"), 0o755);
+    const run = await runInstallScript({ PATH: `${bin}:${process.env["PATH"] ?? "/usr/bin:/bin"}` }, small);
+    expect(run.stderr).toBe("");
+    expect(run.status).toBe(0);
+    expect(readFileSync(run.target)).toEqual(smallArm64Binary);
+    expect(run.stdout).toContain(`warren-agent ${PACKAGE_VERSION} (linux-arm64) installed at ${run.target} (sha256 ${sha256(smallArm64Binary)})`);
   });
 
   it("install.sh works with wget where there is no curl", async () => {
@@ -168,7 +198,7 @@ describe("agent download", () => {
     const res = await get("/-/agent/darwin-arm64");
     expect(res.status).toBe(404);
     expect(res.body.toString()).toBe(
-      'no agent download "darwin-arm64": this server offers /-/agent/linux-x64, /-/agent/linux-x64.sha256 and /-/agent/install.sh\n',
+      "no agent download \"darwin-arm64\": this server offers /-/agent/linux-x64, /-/agent/linux-x64.sha256, /-/agent/linux-arm64, /-/agent/linux-arm64.sha256 and /-/agent/install.sh\n",
     );
   });
 

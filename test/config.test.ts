@@ -68,6 +68,7 @@ const BAD: Record<keyof typeof SERVER_SETTINGS, BadCase> = {
   sessionTtl: { env: { WARREN_SESSION_TTL: "12 hours" }, reason: /is not a duration/ },
   loginCodeTtl: { env: { WARREN_LOGIN_CODE_TTL: "5m" }, reason: /5m is out of range 1s-1m/ },
   logLevel: { env: { WARREN_LOG_LEVEL: "loud" }, reason: /is not one of fatal, error/ },
+  logFormat: { env: { WARREN_LOG_FORMAT: "xml" }, reason: /is not one of json, pretty/ },
   streamWaitTimeout: { env: { WARREN_STREAM_WAIT_TIMEOUT: "forever" }, reason: /is not a duration/ },
   dialTimeout: { env: { WARREN_DIAL_TIMEOUT: "10ms" }, reason: /out of range/ },
   upstreamTimeout: { env: { WARREN_UPSTREAM_TIMEOUT: "-1s" }, reason: /is not a duration/ },

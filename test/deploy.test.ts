@@ -5,6 +5,7 @@ import { parseAllDocuments } from "yaml";
 import { parseServerList } from "../agent/config.js";
 import { SERVER_SETTINGS } from "../server/config.js";
 import { parseReadableFile, type SettingSpec } from "../shared/settings.js";
+import { envOf, knownProperties, matches, modelOf, unknownKeys, workloadsOf, type Json } from "./harness/manifests.js";
 import { REPO_ROOT } from "./harness/processes.js";
 
 /**
@@ -15,8 +16,6 @@ import { REPO_ROOT } from "./harness/processes.js";
 
 const DEPLOY = join(REPO_ROOT, "deploy");
 
-// Loose shapes: the schema check has vouched for the structure already.
-type Json = Record<string, any>;
 interface Doc {
   readonly file: string;
   readonly body: Json;
@@ -24,7 +23,8 @@ interface Doc {
 
 function yamlFiles(dir: string): string[] {
   return readdirSync(dir, { withFileTypes: true }).flatMap((e) =>
-    e.isDirectory() ? yamlFiles(join(dir, e.name)) : /\.ya?ml$/.test(e.name) ? [join(dir, e.name)] : [],
+    // The Helm chart's templates are not YAML until helm renders them (helm.test.ts).
+    e.isDirectory() ? (e.name === "helm" ? [] : yamlFiles(join(dir, e.name))) : /\.ya?ml$/.test(e.name) ? [join(dir, e.name)] : [],
   );
 }
 
@@ -44,80 +44,14 @@ const docs = load();
 const resources = docs.filter((d) => d.body["kind"] !== "Kustomization");
 const ofKind = (kind: string) => resources.filter((d) => d.body["kind"] === kind).map((d) => d.body);
 const named = (kind: string, name: string) => ofKind(kind).find((b) => b["metadata"]["name"] === name);
+const workloads = () => workloadsOf(resources);
 
-/** Every property name the Kubernetes schemas know: a key outside it is a typo kubectl would drop. */
-function knownProperties(): Set<string> {
-  // Resource kinds, and the object metadata they share (apimachinery).
-  const dirs = [join(REPO_ROOT, "node_modules", "kubernetes-models", "_schemas"), join(REPO_ROOT, "node_modules", "@kubernetes-models", "apimachinery", "_schemas")];
-  const names = new Set<string>(["apiVersion", "kind", "metadata"]);
-  for (const dir of dirs) {
-    for (const file of readdirSync(dir).filter((f) => f.endsWith(".mjs"))) {
-      for (const [, name] of readFileSync(join(dir, file), "utf8").matchAll(/parentDataProperty:"([^"]+)"/g)) names.add(name!);
-    }
-  }
-  return names;
-}
 
-/** Maps whose keys are free (labels, selectors, secret data...): not checked against the schema. */
-const FREE_MAPS = new Set(["labels", "annotations", "matchLabels", "selector", "data", "stringData", "nodeSelector", "limits", "requests"]);
 
-function unknownKeys(value: unknown, known: Set<string>, path: string): string[] {
-  if (Array.isArray(value)) return value.flatMap((v, i) => unknownKeys(v, known, `${path}[${i}]`));
-  if (!value || typeof value !== "object") return [];
-  return Object.entries(value).flatMap(([k, v]) => {
-    const here = `${path}.${k}`;
-    if (!known.has(k)) return [here];
-    if (FREE_MAPS.has(k) && !(k === "selector" && v && typeof v === "object" && "matchLabels" in v)) return [];
-    return unknownKeys(v, known, here);
-  });
-}
 
-/** The model class of a document: kubernetes-models/<group>/<version>/<Kind>. */
-async function modelOf(body: Json): Promise<new (data: Json) => { validate(): void }> {
-  const apiVersion = String(body["apiVersion"]);
-  const path = apiVersion.includes("/") ? apiVersion : `v1`;
-  const module = (await import(`kubernetes-models/${path}/${body["kind"]}`)) as Record<string, new (data: Json) => { validate(): void }>;
-  return module[String(body["kind"])]!;
-}
 
-interface Workload {
-  readonly name: string;
-  readonly labels: Record<string, string>;
-  readonly pod: Json;
-}
 
-/** Deployments, StatefulSets and bare Pods, with their pod labels and spec. */
-function workloads(): Workload[] {
-  return resources.flatMap((d) => {
-    const b = d.body;
-    if (b["kind"] === "Deployment" || b["kind"] === "StatefulSet") {
-      return [{ name: b["metadata"]["name"], labels: b["spec"]["template"]["metadata"]["labels"], pod: b["spec"]["template"]["spec"] }];
-    }
-    if (b["kind"] === "Pod") return [{ name: b["metadata"]["name"], labels: b["metadata"]["labels"], pod: b["spec"] }];
-    return [];
-  });
-}
 
-const matches = (selector: Record<string, string>, labels: Record<string, string>) =>
-  Object.keys(selector).length > 0 && Object.entries(selector).every(([k, v]) => labels[k] === v);
-
-/** A container's env as literal values, with $(VAR) references expanded; value-from entries get a stand-in. */
-function envOf(container: Json): Map<string, { value: string; from?: Json }> {
-  const env = new Map<string, { value: string; from?: Json }>();
-  for (const e of container["env"] ?? []) {
-    if (e.valueFrom) {
-      const stand = e.valueFrom.fieldRef?.fieldPath === "status.podIP" ? "10.1.2.3" : e.valueFrom.fieldRef ? "pod-name-0" : "0123456789abcdef0123456789abcdef";
-      env.set(e.name, { value: stand, from: e.valueFrom });
-      continue;
-    }
-    const value = String(e.value).replace(/\$\((\w+)\)/g, (_m, name: string) => {
-      expect(env.has(name), `${e.name} refers to ${name}, defined before it`).toBe(true);
-      return env.get(name)!.value;
-    });
-    env.set(e.name, { value });
-  }
-  return env;
-}
 
 const server = named("Deployment", "warren-server")!;
 const serverPod = server["spec"]["template"]["spec"];
@@ -151,15 +85,19 @@ describe("Kubernetes manifests (deploy/)", () => {
     expect(listed).toEqual(top.sort());
   });
 
-  it("has Services for public HTTP, agents, SSH and the private API, on the server's listeners", () => {
-    const targets = (name: string) => (named("Service", name)?.["spec"]["ports"] ?? []).map((p: Json) => String(p.targetPort ?? p.port));
-    expect(targets("warren-http"), "warren-http").toContain("http");
-    expect(targets("warren-agents"), "warren-agents").toContain("agents");
-    expect(targets("warren-ssh"), "warren-ssh").toContain("ssh");
-    expect(targets("warren-private"), "warren-private").toEqual(expect.arrayContaining(["private", "metrics"]));
-    // The public ones are reachable from outside the cluster; the private one only from pods.
-    for (const name of ["warren-http", "warren-agents", "warren-ssh"]) expect(named("Service", name)!["spec"]["type"], name).toBe("LoadBalancer");
+  it("has one public Service (one address for the one hostname) for HTTPS, agents and SSH, and a private one", () => {
+    const ports = (name: string) => (named("Service", name)?.["spec"]["ports"] ?? []).map((p: Json) => `${p.port}->${p.targetPort ?? p.port}`);
+    expect(ports("warren")).toEqual(["443->http", "8150->agents", "2222->ssh"]);
+    expect(ports("warren-private"), "warren-private").toEqual(expect.arrayContaining(["8155->private", "8151->metrics"]));
+    // The public one is reachable from outside the cluster, and the only one; the private one only from pods.
+    expect(ofKind("Service").filter((s) => s["spec"]["type"] === "LoadBalancer").map((s) => s["metadata"]["name"])).toEqual(["warren"]);
     expect(named("Service", "warren-private")!["spec"]["clusterIP"]).toBe("None");
+    // The addresses the server hands out are on that Service's host and ports.
+    const publicUrl = new URL(setting(SERVER_SETTINGS.publicUrl)!);
+    const agentUrl = new URL(setting(SERVER_SETTINGS.publicAgentUrl)!);
+    expect(agentUrl.hostname).toBe(publicUrl.hostname);
+    expect(publicUrl.protocol).toBe("https:");
+    expect(ports("warren")).toContain(`${agentUrl.port}->agents`);
   });
 
   it("every Service, PodDisruptionBudget and NetworkPolicy selects pods that exist, on ports they have", () => {
@@ -316,7 +254,7 @@ describe("Kubernetes manifests (deploy/)", () => {
     const agentUrl = env.get("WARREN_SERVER")!.value;
     expect(agentUrl).toBe(setting(SERVER_SETTINGS.publicAgentUrl));
     const [url] = parseServerList(agentUrl);
-    expect(named("Service", "warren-agents")!["spec"]["ports"].map((p: Json) => p.port)).toContain(Number(url!.port));
+    expect(named("Service", "warren")!["spec"]["ports"].find((p: Json) => p.targetPort === "agents").port).toBe(Number(url!.port));
     expect(env.get("WARREN_TOKEN")!.from?.["secretKeyRef"]).toBeDefined();
   });
 });

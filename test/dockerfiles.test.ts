@@ -1,4 +1,4 @@
-import { execFileSync } from "node:child_process";
+import { execFileSync, spawnSync } from "node:child_process";
 import { existsSync, mkdtempSync, readFileSync, statSync } from "node:fs";
 import { tmpdir } from "node:os";
 import { join } from "node:path";
@@ -6,7 +6,8 @@ import { build } from "esbuild";
 import { describe, expect, it } from "vitest";
 import { SERVER_SETTINGS } from "../server/config.js";
 import type { SettingSpec } from "../shared/settings.js";
-import { REPO_ROOT } from "./harness/processes.js";
+import { AGENT_BINARY, REPO_ROOT } from "./harness/processes.js";
+import { startServer } from "./harness/warren.js";
 
 /**
  * Docker cannot run here, so the Dockerfiles are checked for what can go wrong without it:
@@ -171,6 +172,22 @@ function checkUser(stage: Stage): void {
   expect(Number(m![1])).toBeGreaterThan(0);
 }
 
+/** The HEALTHCHECK's command (exec form), after its options. */
+function healthcheckCommand(stage: Stage): string[] {
+  const args = last(stage, "HEALTHCHECK");
+  expect(args, "the final stage has a HEALTHCHECK").toBeDefined();
+  const m = /^((?:--[a-z-]+=\S+\s+)*)CMD\s+(\[.*\])$/.exec(args!);
+  expect(m, `HEALTHCHECK ${args} is CMD in exec form`).not.toBeNull();
+  return JSON.parse(m![2]!) as string[];
+}
+
+/** The node:<major>-... image tag of a stage. */
+function nodeMajor(from: string): number {
+  const m = /^node:(\d+)-/.exec(from);
+  expect(m, `${from} is a node image`).not.toBeNull();
+  return Number(m![1]);
+}
+
 function entrypointFile(stage: Stage): string {
   const entrypoint = JSON.parse(last(stage, "ENTRYPOINT")!) as string[];
   return entrypoint[0] === "node" ? entrypoint[1]! : entrypoint[0]!;
@@ -186,12 +203,34 @@ describe("Dockerfile.server", () => {
     checkBuildStage(buildStage!, await bundleInputs());
   });
 
-  it("runs the bundle and serves the agent binary that npm run build makes, as a non-root user", () => {
+  it("runs the bundle and serves the agent binaries that npm run build makes, as a non-root user", () => {
     const files = checkBuildOutputs(final);
     expect(files.get(entrypointFile(final))).toBe("dist/warren-server.cjs");
-    // /-/agent/linux-x64 serves the binary beside the server program, with its manifest.
-    expect([...files.values()]).toEqual(expect.arrayContaining(["dist/warren-agent-linux-x64", "dist/warren-agent-linux-x64.json"]));
+    // /-/agent/linux-x64 and /-/agent/linux-arm64 serve the binaries beside the server program, with their manifests.
+    expect([...files.values()]).toEqual(
+      expect.arrayContaining(["dist/warren-agent-linux-x64", "dist/warren-agent-linux-x64.json", "dist/warren-agent-linux-arm64", "dist/warren-agent-linux-arm64.json"]),
+    );
     checkUser(final);
+  });
+
+  it("runs on a supported Node.js (24), built on the same major", () => {
+    // Node 20 reached end of life on 2026-04-30.
+    expect(nodeMajor(final.from)).toBe(24);
+    expect(nodeMajor(stages.find((s) => s.name === "build")!.from)).toBe(24);
+  });
+
+  it("has a HEALTHCHECK that passes against a serving server and fails once it is gone", async () => {
+    const command = healthcheckCommand(final);
+    expect(command[0]).toBe("node");
+    // The image's environment names the observability address; a running server's real port stands in.
+    const server = await startServer();
+    const env = { PATH: process.env["PATH"], WARREN_OBSERVABILITY_ADDR: `0.0.0.0:${server.observabilityPort}` };
+    try {
+      expect(spawnSync(process.execPath, command.slice(1), { env }).status).toBe(0);
+    } finally {
+      await server.stop();
+    }
+    expect(spawnSync(process.execPath, command.slice(1), { env }).status).toBe(1);
   });
 
   it("listens on every interface on the default ports, and exposes them", () => {
@@ -234,13 +273,29 @@ describe("Dockerfile.agent", () => {
   const stages = parseDockerfile(readFileSync(join(REPO_ROOT, "Dockerfile.agent"), "utf8"));
   const final = finalStage(stages);
 
-  it("builds with exactly what CI runs, and holds only the single-file agent, run as a non-root user", async () => {
+  it("builds with exactly what CI runs, and holds only the single-file agent for the target platform, run as a non-root user", async () => {
     const buildStage = stages.find((s) => s.name === "build");
     expect(buildStage).toBeDefined();
+    expect(nodeMajor(buildStage!.from)).toBe(24);
     checkBuildStage(buildStage!, await bundleInputs());
-    const files = checkBuildOutputs(final);
-    expect([...files.entries()]).toEqual([[entrypointFile(final), "dist/warren-agent-linux-x64"]]);
-    expect(final.instructions.filter((i) => i.keyword === "RUN")).toEqual([]);
+    // The final stage is the per-architecture one docker picks by TARGETARCH.
+    expect(final.from).toBe("agent-${TARGETARCH}");
+    const perArch = { amd64: "dist/warren-agent-linux-x64", arm64: "dist/warren-agent-linux-arm64" };
+    for (const [arch, binary] of Object.entries(perArch)) {
+      const stage = stages.find((s) => s.name === `agent-${arch}`);
+      expect(stage, `a stage agent-${arch}`).toBeDefined();
+      expect(stage!.from).toBe("debian:bookworm-slim");
+      expect([...checkBuildOutputs(stage!).entries()]).toEqual([[entrypointFile(final), binary]]);
+      expect(stage!.instructions.filter((i) => i.keyword === "RUN")).toEqual([]);
+    }
+    expect(final.instructions.filter((i) => i.keyword === "RUN" || i.keyword === "COPY")).toEqual([]);
     checkUser(final);
+  });
+
+  it("has a HEALTHCHECK the agent binary passes", () => {
+    const [program, ...args] = healthcheckCommand(final);
+    expect(program).toBe(entrypointFile(final));
+    const run = spawnSync(AGENT_BINARY, args, { env: {} });
+    expect(run.status).toBe(0);
   });
 });

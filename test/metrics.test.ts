@@ -1,3 +1,4 @@
+import { readFileSync } from "node:fs";
 import { afterAll, beforeAll, describe, expect, it } from "vitest";
 import WebSocket from "ws";
 import { startApp, type App } from "./harness/apps.js";
@@ -26,6 +27,7 @@ const SERIES = [
   "warren_redis_errors_total",
   "warren_redis_operation_duration_seconds",
   "warren_draining",
+  "warren_build_info",
   // Default process metrics.
   "process_cpu_user_seconds_total",
   "process_resident_memory_bytes",
@@ -85,9 +87,15 @@ describe("metrics", () => {
       // Never a workspace (or user) name as a label value.
       expect(text).not.toContain(WS);
       for (const line of text.split("\n").filter((l) => l.startsWith("warren_"))) {
-        for (const [, label] of line.matchAll(/([a-z_]+)="/g)) expect(["outcome", "state", "direction", "code_class", "target", "operation", "le"]).toContain(label);
+        for (const [, label] of line.matchAll(/([a-z_]+)="/g)) expect(["outcome", "state", "direction", "code_class", "target", "operation", "le", "version", "node"]).toContain(label);
       }
     }
+  });
+
+  it("names the build in warren_build_info: the server's version and its Node.js", async () => {
+    const { version } = JSON.parse(readFileSync(new URL("../package.json", import.meta.url), "utf8")) as { version: string };
+    const text = await scrape(servers[0]!);
+    expect(text).toContain(`warren_build_info{version="${version}",node="${process.version}"} 1\n`);
   });
 
   it("moves with HTTP, WebSocket and cluster-forwarded traffic", async () => {

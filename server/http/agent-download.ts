@@ -1,6 +1,7 @@
 import { createHash } from "node:crypto";
 import { createReadStream } from "node:fs";
 import { readFile, stat } from "node:fs/promises";
+import { basename, dirname, join } from "node:path";
 import type { IncomingMessage, OutgoingHttpHeaders, ServerResponse } from "node:http";
 import { promisify } from "node:util";
 import { gzip } from "node:zlib";
@@ -10,13 +11,38 @@ import type { RootRoute } from "../root-handler.js";
 import { sendError } from "./error-response.js";
 import { installScript, type InstallAddresses } from "./install-script.js";
 
-export const AGENT_PLATFORM = "linux-x64";
-export const AGENT_BINARY_NAME = `warren-agent-${AGENT_PLATFORM}`;
+/** The platforms the server hands out an agent for; the first is the one WARREN_AGENT_BINARY names. */
+export const AGENT_PLATFORMS = ["linux-x64", "linux-arm64"] as const;
+export type AgentPlatform = (typeof AGENT_PLATFORMS)[number];
+export const AGENT_PLATFORM: AgentPlatform = "linux-x64";
+export const AGENT_BINARY_NAME = agentBinaryName(AGENT_PLATFORM);
+
+export function agentBinaryName(platform: AgentPlatform): string {
+  return `warren-agent-${platform}`;
+}
+
+/**
+ * Where each platform's binary is: the configured (linux-x64) one, and the others beside it,
+ * named as the build names them (`warren-agent-linux-arm64` in the same directory).
+ */
+export function agentBinaryPaths(binaryPath: string): ReadonlyMap<AgentPlatform, string> {
+  const dir = dirname(binaryPath);
+  return new Map(
+    AGENT_PLATFORMS.map((platform) => {
+      if (platform === AGENT_PLATFORM) return [platform, binaryPath];
+      const name = basename(binaryPath).includes(AGENT_PLATFORM) ? basename(binaryPath).replace(AGENT_PLATFORM, platform) : agentBinaryName(platform);
+      return [platform, join(dir, name)];
+    }),
+  );
+}
 const PREFIX = "/-/agent/";
 const gzipAsync = promisify(gzip);
 
 export interface AgentDownloadOptions {
-  /** The single-file agent; `<binaryPath>.json` beside it (written by the build) names its version. */
+  /**
+   * The linux-x64 single-file agent; the linux-arm64 one is beside it (agentBinaryPaths), and
+   * `<binary>.json` beside each (written by the build) names its version.
+   */
   readonly binaryPath: string;
   /** The server's version: only an agent binary of this version is served. */
   readonly version: string;
@@ -33,21 +59,22 @@ interface LoadedBinary {
 }
 
 /**
- * The agent download on the root domain:
- * - `GET /-/agent/linux-x64`: the binary (gzip when the client accepts it), with ETag;
- * - `GET /-/agent/linux-x64.sha256`: `<hex>  warren-agent-linux-x64`, for `sha256sum -c`;
- * - `GET /-/agent/install.sh`: a POSIX sh script that downloads, verifies and installs it.
- * HEAD works on all three. The file is loaded on first request, not at start (most servers
- * start in tests and never serve it), and again whenever it changes on disk; it is kept in
- * memory (about 85 MiB, plus 32 MiB gzipped once someone asks for gzip).
+ * The agent download on the root domain, for each platform (linux-x64, linux-arm64):
+ * - `GET /-/agent/<platform>`: the binary (gzip when the client accepts it), with ETag;
+ * - `GET /-/agent/<platform>.sha256`: `<hex>  warren-agent-<platform>`, for `sha256sum -c`;
+ * - `GET /-/agent/install.sh`: a POSIX sh script that picks the platform by `uname -m`, then
+ *   downloads, verifies and installs it.
+ * HEAD works on all. A file is loaded on first request, not at start (most servers start in
+ * tests and never serve it), and again whenever it changes on disk; it is kept in memory
+ * (about 105 MiB per platform, plus about 40 MiB gzipped once someone asks for gzip).
  */
 export class AgentDownload {
   readonly #options: AgentDownloadOptions;
-  #cache: { readonly identity: string; readonly loaded: Promise<LoadedBinary> } | undefined;
-  #warnedUnversioned = false;
+  readonly #files: ReadonlyMap<AgentPlatform, BinaryFile>;
 
   constructor(options: AgentDownloadOptions) {
     this.#options = options;
+    this.#files = new Map([...agentBinaryPaths(options.binaryPath)].map(([platform, path]) => [platform, new BinaryFile(path, options)]));
   }
 
   readonly route: RootRoute = (req, res, path) => {
@@ -60,28 +87,30 @@ export class AgentDownload {
   };
 
   async #serve(req: IncomingMessage, res: ServerResponse, name: string): Promise<void> {
-    if (name !== AGENT_PLATFORM && name !== `${AGENT_PLATFORM}.sha256` && name !== "install.sh") {
-      throw new WarrenError(
-        ErrorCode.NotFound,
-        `no agent download "${name}": this server offers ${PREFIX}${AGENT_PLATFORM}, ${PREFIX}${AGENT_PLATFORM}.sha256 and ${PREFIX}install.sh`,
-      );
-    }
-    const binary = await this.#load();
     const common: OutgoingHttpHeaders = { "x-warren-version": this.#options.version, "cache-control": "no-cache" };
     if (name === "install.sh") {
-      const script = installScript({ version: this.#options.version, platform: AGENT_PLATFORM, addresses: this.#options.addressesFor(req) });
+      // Only when the linux-x64 binary is there: a server without its agent offers no script.
+      await this.#files.get(AGENT_PLATFORM)!.load();
+      const script = installScript({ version: this.#options.version, addresses: this.#options.addressesFor(req) });
       // Written for this request's Host: no cache may keep it for another.
       send(req, res, Buffer.from(script), { ...common, "content-type": "text/plain; charset=utf-8", "cache-control": "no-store" });
       return;
     }
+    const platform = AGENT_PLATFORMS.find((p) => name === p || name === `${p}.sha256`);
+    if (platform === undefined) {
+      const offered = AGENT_PLATFORMS.flatMap((p) => [`${PREFIX}${p}`, `${PREFIX}${p}.sha256`]).join(", ");
+      throw new WarrenError(ErrorCode.NotFound, `no agent download "${name}": this server offers ${offered} and ${PREFIX}install.sh`);
+    }
+    const binary = await this.#files.get(platform)!.load();
+    const fileName = agentBinaryName(platform);
     if (name.endsWith(".sha256")) {
-      send(req, res, Buffer.from(`${binary.sha256}  ${AGENT_BINARY_NAME}\n`), { ...common, "content-type": "text/plain; charset=utf-8" });
+      send(req, res, Buffer.from(`${binary.sha256}  ${fileName}\n`), { ...common, "content-type": "text/plain; charset=utf-8" });
       return;
     }
     const headers: OutgoingHttpHeaders = {
       ...common,
       "content-type": "application/octet-stream",
-      "content-disposition": `attachment; filename="${AGENT_BINARY_NAME}"`,
+      "content-disposition": `attachment; filename="${fileName}"`,
       vary: "accept-encoding",
     };
     const tag = binary.sha256.slice(0, 32);
@@ -101,9 +130,23 @@ export class AgentDownload {
     }
   }
 
+}
+
+/** One platform's binary file on disk, loaded on demand. */
+class BinaryFile {
+  readonly #path: string;
+  readonly #options: AgentDownloadOptions;
+  #cache: { readonly identity: string; readonly loaded: Promise<LoadedBinary> } | undefined;
+  #warnedUnversioned = false;
+
+  constructor(path: string, options: AgentDownloadOptions) {
+    this.#path = path;
+    this.#options = options;
+  }
+
   /** The current binary; reloads when the file on disk is another one (rebuilt, replaced). */
-  async #load(): Promise<LoadedBinary> {
-    const path = this.#options.binaryPath;
+  async load(): Promise<LoadedBinary> {
+    const path = this.#path;
     let identity: string;
     try {
       const info = await stat(path);

@@ -1,3 +1,4 @@
+import { spawnSync } from "node:child_process";
 import type { IncomingMessage } from "node:http";
 import { describe, expect, it } from "vitest";
 import { installAddresses, installScript } from "./install-script.js";
@@ -32,10 +33,24 @@ describe("installAddresses", () => {
 
 describe("installScript", () => {
   it("writes the addresses in as single-quoted words", () => {
-    const script = installScript({ version: "1.2.3", platform: "linux-x64", addresses: { publicUrl: "http://10.0.0.1:8080", agentUrl: "http://10.0.0.1:8150" } });
+    const script = installScript({ version: "1.2.3", addresses: { publicUrl: "http://10.0.0.1:8080", agentUrl: "http://10.0.0.1:8150" } });
     expect(script.startsWith("#!/bin/sh\n")).toBe(true);
-    expect(script).toContain("url='http://10.0.0.1:8080/-/agent/linux-x64'\n");
+    expect(script).toContain("downloads='http://10.0.0.1:8080/-/agent'\n");
     expect(script).toContain("agent_server='http://10.0.0.1:8150'\n");
-    expect(script).toContain("warren-agent 1.2.3 installed at $target");
+    expect(script).toContain("warren-agent 1.2.3 ($platform) installed at $target");
+  });
+
+  it("picks the binary by uname -m: x86_64 and aarch64 (and their other names), nothing else", () => {
+    const script = installScript({ version: "1.2.3", addresses: { publicUrl: "http://10.0.0.1:8080", agentUrl: "http://10.0.0.1:8150" } });
+    // The script's own case statement, run by sh with uname's answers given.
+    const pick = script.slice(script.indexOf('case "$(uname -s)'), script.indexOf('url="$downloads/$platform"'));
+    const run = (system: string, machine: string) =>
+      spawnSync("/bin/sh", ["-c", `fail() { echo "fail: $*"; exit 1; }\nuname() { [ "$1" = -s ] && echo ${system} || echo ${machine}; }\n${pick}\necho "$platform"`], { encoding: "utf8" }).stdout;
+    expect(run("Linux", "x86_64")).toBe("linux-x64\n");
+    expect(run("Linux", "amd64")).toBe("linux-x64\n");
+    expect(run("Linux", "aarch64")).toBe("linux-arm64\n");
+    expect(run("Linux", "arm64")).toBe("linux-arm64\n");
+    expect(run("Linux", "armv7l")).toBe("fail: this server offers linux-x64 and linux-arm64 binaries; this machine is Linux/armv7l\n");
+    expect(run("Darwin", "arm64")).toBe("fail: this server offers linux-x64 and linux-arm64 binaries; this machine is Darwin/arm64\n");
   });
 });

@@ -48,20 +48,20 @@ function shellQuote(value: string): string {
 }
 
 /**
- * The POSIX sh script served at /-/agent/install.sh: downloads the agent binary with curl or
- * wget, checks it against the published SHA-256, marks it executable and says how to run it.
+ * The POSIX sh script served at /-/agent/install.sh: picks the binary for this machine by
+ * `uname -m` (linux-x64 or linux-arm64), downloads it with curl or wget, checks it against the
+ * published SHA-256, marks it executable and says how to run it.
  * Run as `curl -fsSL <server>/-/agent/install.sh | sh`; WARREN_INSTALL_DIR picks the directory.
  */
-export function installScript(options: { readonly version: string; readonly platform: string; readonly addresses: InstallAddresses }): string {
+export function installScript(options: { readonly version: string; readonly addresses: InstallAddresses }): string {
   const { publicUrl, agentUrl } = options.addresses;
-  const binaryUrl = `${publicUrl}/-/agent/${options.platform}`;
   return `#!/bin/sh
-# Installs warren-agent ${options.version} (${options.platform}) from ${publicUrl}.
+# Installs warren-agent ${options.version} (linux-x64 or linux-arm64, by uname -m) from ${publicUrl}.
 #   curl -fsSL ${publicUrl}/-/agent/install.sh | sh
 # WARREN_INSTALL_DIR: where to put it (default: the current directory).
 set -eu
 
-url=${shellQuote(binaryUrl)}
+downloads=${shellQuote(`${publicUrl}/-/agent`)}
 agent_server=${shellQuote(agentUrl)}
 dir="\${WARREN_INSTALL_DIR:-.}"
 target="$dir/warren-agent"
@@ -69,9 +69,11 @@ target="$dir/warren-agent"
 fail() { echo "warren-agent install: $*" >&2; exit 1; }
 
 case "$(uname -s)/$(uname -m)" in
-  Linux/x86_64 | Linux/amd64) ;;
-  *) fail "this server offers a linux-x64 binary; this machine is $(uname -s)/$(uname -m)" ;;
+  Linux/x86_64 | Linux/amd64) platform=linux-x64 ;;
+  Linux/aarch64 | Linux/arm64) platform=linux-arm64 ;;
+  *) fail "this server offers linux-x64 and linux-arm64 binaries; this machine is $(uname -s)/$(uname -m)" ;;
 esac
+url="$downloads/$platform"
 
 if command -v curl >/dev/null 2>&1; then
   fetch() { curl -fsSL --compressed -o "$2" "$1"; }
@@ -103,7 +105,7 @@ chmod 0755 "$tmp"
 mv -f "$tmp" "$target"
 
 cat <<EOF
-warren-agent ${options.version} installed at $target (sha256 $actual)
+warren-agent ${options.version} ($platform) installed at $target (sha256 $actual)
 Run it with the workspace's agent token:
   WARREN_SERVER=$agent_server WARREN_TOKEN=<agent token> $target
 or let it start and supervise your app, e.g.:

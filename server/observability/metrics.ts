@@ -1,3 +1,4 @@
+import { VERSION } from "../../shared/version.js";
 import { collectDefaultMetrics, Counter, Gauge, Histogram, Registry } from "prom-client";
 import type { DialOutcome } from "../tunnel/tunnel-dialer.js";
 
@@ -60,6 +61,11 @@ export class ServerMetrics {
           this.set(read?.() ?? 0);
         },
       });
+    // Which build runs where: 1, with the version and the Node.js it runs on as labels (the Prometheus convention).
+    new Gauge({ name: "warren_build_info", help: "Always 1: the server's version and Node.js version as labels", labelNames: ["version", "node"], registers }).set(
+      { version: VERSION, node: process.version },
+      1,
+    );
     gauge("warren_agents_connected", "Agent connections held by this server", () => sources.tunnelStats().agents);
     new Gauge({
       name: "warren_tunnel_streams",

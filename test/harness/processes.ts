@@ -7,6 +7,12 @@ export const SERVER_BUNDLE = `${REPO_ROOT}dist/warren-server.cjs`;
 export const AGENT_BUNDLE = `${REPO_ROOT}dist/warren-agent.cjs`;
 /** The single-file agent (Node SEA), built by `npm run build` on linux-x64. */
 export const AGENT_BINARY = `${REPO_ROOT}dist/warren-agent-linux-x64`;
+/** The same agent for linux-arm64, built beside it. */
+export const AGENT_BINARY_ARM64 = `${REPO_ROOT}dist/warren-agent-linux-arm64`;
+/** The Node.js version inside the agent binaries (scripts/build/agent-node.json), e.g. "24.22.3". */
+export const AGENT_NODE_VERSION = (JSON.parse(readFileSync(`${REPO_ROOT}scripts/build/agent-node.json`, "utf8")) as { version: string }).version;
+/** The pinned Node.js the build unpacked for this machine (scripts/build/agent-node.mjs). */
+export const PINNED_NODE = `${REPO_ROOT}node_modules/.cache/warren-agent-node/v${AGENT_NODE_VERSION}-${process.platform}-${process.arch}/node`;
 
 export function requireBuilt(): void {
   for (const file of [SERVER_BUNDLE, AGENT_BUNDLE]) {

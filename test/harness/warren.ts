@@ -56,11 +56,16 @@ export function testDataDir(): string {
   return dir;
 }
 
-/** Starts warren-server on free ports (port 0) and waits until it is ready. */
-export async function startServer(env: Record<string, string | undefined> = {}, args: string[] = [], ca?: Buffer): Promise<ServerHandle> {
+/** Starts warren-server on free ports (port 0) and waits until it is ready; `node` runs the bundle. */
+export async function startServer(
+  env: Record<string, string | undefined> = {},
+  args: string[] = [],
+  ca?: Buffer,
+  node: string = process.execPath,
+): Promise<ServerHandle> {
   requireBuilt();
   const proc = new Proc(
-    process.execPath,
+    node,
     [SERVER_BUNDLE, ...args],
     cleanEnv({
       WARREN_HTTP_ADDR: "127.0.0.1:0",
@@ -103,10 +108,10 @@ export interface AgentHandle {
 export async function startAgent(
   server: { agentUrl: string },
   token: string,
-  options: { env?: Record<string, string | undefined>; args?: string[]; waitReady?: boolean; binary?: boolean } = {},
+  options: { env?: Record<string, string | undefined>; args?: string[]; waitReady?: boolean; binary?: boolean; node?: string } = {},
 ): Promise<AgentHandle> {
   requireBuilt();
-  const [command, ...prefix] = options.binary ? [requireAgentBinary()] : [process.execPath, AGENT_BUNDLE];
+  const [command, ...prefix] = options.binary ? [requireAgentBinary()] : [options.node ?? process.execPath, AGENT_BUNDLE];
   const proc = new Proc(
     command!,
     [...prefix, ...(options.args ?? [])],

@@ -1,0 +1,38 @@
+import { afterAll, beforeAll, describe, expect, it } from "vitest";
+import { startApp, type App } from "./harness/apps.js";
+import { startAgent, startServer, type ServerHandle } from "./harness/warren.js";
+
+/** An agent pointed at the wrong port, or at something that is not Warren, says so in its one log line. */
+describe("agent pointed at the wrong address", () => {
+  let server: ServerHandle;
+  let other: App;
+
+  beforeAll(async () => {
+    server = await startServer();
+    other = await startApp((_req, res) => res.end("some other web server"));
+  });
+
+  afterAll(async () => {
+    await server?.stop();
+    await other?.close();
+  });
+
+  const expected = (origin: string) =>
+    `${origin} does not answer as a Warren agent listener (no HTTP/2): is WARREN_SERVER the server's agent address (port 8150 by default), not its HTTP port or another server?`;
+
+  for (const [what, url] of [
+    ["the server's HTTP port", () => `http://127.0.0.1:${server.httpPort}`],
+    ["the metrics port", () => `http://127.0.0.1:${server.observabilityPort}`],
+    ["an HTTP/1 server that is not Warren", () => `http://127.0.0.1:${other.port}`],
+  ] as const) {
+    it(`names the mistake instead of "control stream closed": ${what}`, async () => {
+      const agent = await startAgent({ agentUrl: url() }, "wat_0123456789abcdef0123456789abcdef", { waitReady: false });
+      try {
+        const line = await agent.proc.waitFor((l) => l.msg === "disconnected; reconnecting", 15_000, "a failed connection");
+        expect(line["reason"]).toBe(expected(url()));
+      } finally {
+        await agent.stop();
+      }
+    });
+  }
+});
