@@ -103,18 +103,21 @@ describe.each(stores)("%s store", (_name, make) => {
     expect(await store.takeLoginCode("c0de")).toBeUndefined();
   });
 
-  it("keeps SSH keys per user, one owner per fingerprint", async () => {
+  it("keeps SSH keys per user: several users may register one key, and each registration is theirs alone", async () => {
     const store = await make();
     const key = (fingerprint: string, user: string, createdAt: number) => ({ fingerprint, user, publicKey: `ssh-ed25519 ${fingerprint}`, title: "t", createdAt });
     await store.addSshKey(key("SHA256:b", "carol", 2));
     await store.addSshKey(key("SHA256:a", "carol", 1));
-    await expect(store.addSshKey(key("SHA256:a", "dave", 3))).rejects.toMatchObject({ code: "already_exists" });
+    await expect(store.addSshKey(key("SHA256:a", "carol", 4))).rejects.toMatchObject({ code: "already_exists" });
+    await store.addSshKey(key("SHA256:a", "dave", 3));
     expect((await store.listSshKeys("carol")).map((k) => k.fingerprint)).toEqual(["SHA256:a", "SHA256:b"]);
-    expect(await store.listSshKeys("dave")).toEqual([]);
-    expect(await store.getSshKey("SHA256:a")).toEqual(key("SHA256:a", "carol", 1));
-    expect(await store.removeSshKey("dave", "SHA256:a")).toBe(false);
+    expect(await store.listSshKeys("dave")).toEqual([key("SHA256:a", "dave", 3)]);
+    expect(await store.findSshKeys("SHA256:a")).toEqual([key("SHA256:a", "carol", 1), key("SHA256:a", "dave", 3)]);
+    expect(await store.removeSshKey("erin", "SHA256:a")).toBe(false);
     expect(await store.removeSshKey("carol", "SHA256:a")).toBe(true);
-    expect(await store.getSshKey("SHA256:a")).toBeUndefined();
+    expect(await store.removeSshKey("carol", "SHA256:a")).toBe(false);
+    expect(await store.findSshKeys("SHA256:a")).toEqual([key("SHA256:a", "dave", 3)]);
+    expect(await store.findSshKeys("SHA256:none")).toEqual([]);
     expect((await store.listSshKeys("carol")).map((k) => k.fingerprint)).toEqual(["SHA256:b"]);
   });
 
@@ -139,6 +142,23 @@ describe.each(stores)("%s store", (_name, make) => {
 });
 
 describe("Redis store and event bus in a cluster", () => {
+  it("reads, lists and removes SSH keys an earlier version stored with one owner per fingerprint", async () => {
+    const c = await connection("legacy-keys");
+    const store = new RedisStore({ redis: c });
+    const old = { fingerprint: "SHA256:old", user: "carol", publicKey: "ssh-ed25519 old", title: "t", createdAt: 1 };
+    await c.client.set("legacy-keys:ssh-key:SHA256:old", JSON.stringify(old));
+    await c.client.sadd("legacy-keys:ssh-keys:carol", "SHA256:old");
+    expect(await store.findSshKeys("SHA256:old")).toEqual([old]);
+    expect(await store.listSshKeys("carol")).toEqual([old]);
+    await expect(store.addSshKey({ ...old, createdAt: 2 })).rejects.toMatchObject({ code: "already_exists" });
+    const dave = { ...old, user: "dave", createdAt: 3 };
+    await store.addSshKey(dave);
+    expect(await store.findSshKeys("SHA256:old")).toEqual([old, dave]);
+    expect(await store.removeSshKey("carol", "SHA256:old")).toBe(true);
+    expect(await store.findSshKeys("SHA256:old")).toEqual([dave]);
+    expect(await store.listSshKeys("carol")).toEqual([]);
+  });
+
   it("keeps every key under the prefix, tokens hashed", async () => {
     const store = new RedisStore({ redis: await connection("keys") });
     await store.createWorkspace(workspace("w"));

@@ -21,16 +21,27 @@ redis.call('SET', KEYS[1], ARGV[1])
 return ARGV[1]`;
 
 /** A key claims its fingerprint for one user: SET NX, then the user's index. */
+/**
+ * Adds one user's registration of a key (KEYS: registrations hash, the user's set, the
+ * single-owner record of earlier versions; ARGV: user, record, fingerprint). 0 when that user
+ * already registered it.
+ */
 const ADD_SSH_KEY = `
-if not redis.call('SET', KEYS[1], ARGV[1], 'NX') then return 0 end
-redis.call('SADD', KEYS[2], ARGV[2])
+local legacy = redis.call('GET', KEYS[3])
+if legacy and cjson.decode(legacy)['user'] == ARGV[1] then return 0 end
+if redis.call('HSETNX', KEYS[1], ARGV[1], ARGV[2]) == 0 then return 0 end
+redis.call('SADD', KEYS[2], ARGV[3])
 return 1`;
 
-/** Removes the key only when it belongs to the user. */
+/** Removes one user's registration of a key (same KEYS; ARGV: user, fingerprint); 0 when there was none. */
 const REMOVE_SSH_KEY = `
-local current = redis.call('GET', KEYS[1])
-if not current or cjson.decode(current)['user'] ~= ARGV[1] then return 0 end
-redis.call('DEL', KEYS[1])
+local removed = redis.call('HDEL', KEYS[1], ARGV[1])
+local legacy = redis.call('GET', KEYS[3])
+if legacy and cjson.decode(legacy)['user'] == ARGV[1] then
+  redis.call('DEL', KEYS[3])
+  removed = 1
+end
+if removed == 0 then return 0 end
 redis.call('SREM', KEYS[2], ARGV[2])
 return 1`;
 
@@ -43,7 +54,9 @@ return 1`;
  *   P:token:<id>          JSON TokenRecord (the secret's hash only, never the token)
  *   P:user:<name>         JSON UserRecord; P:users, the set of names
  *   P:login-code:<id>     JSON LoginCodeRecord (hash only), expiring with the code
- *   P:ssh-key:<sha256>    JSON SshKeyRecord; P:ssh-keys:<user>, the user's fingerprints
+ *   P:ssh-key-users:<sha256> hash user -> JSON SshKeyRecord (every user's registration of the key);
+ *                         P:ssh-keys:<user>, the user's fingerprints. P:ssh-key:<sha256>, one
+ *                         JSON SshKeyRecord, is what earlier versions wrote: still read and removed
  *   P:ssh-identity:<name> JSON WorkspaceSshIdentity; P:ssh-host-key:<name>, JSON PinnedHostKey
  *
  * Every method rejects with unavailable, without waiting, while Redis is unreachable.
@@ -146,26 +159,40 @@ export class RedisStore implements ControlStore {
     return parsed(await this.#redis.run("takeLoginCode", (c) => c.getdel(this.#redis.key("login-code", id))));
   }
 
-  async addSshKey(key: SshKeyRecord): Promise<void> {
-    const added = await this.#redis.run("addSshKey", (c) =>
-      c.eval(ADD_SSH_KEY, 2, this.#redis.key("ssh-key", key.fingerprint), this.#redis.key("ssh-keys", key.user), JSON.stringify(key), key.fingerprint),
-    );
-    if (added !== 1) throw new WarrenError(ErrorCode.AlreadyExists, `SSH key ${key.fingerprint} is already registered`);
+  #sshKeyKeys(fingerprint: string, user: string): [string, string, string] {
+    return [this.#redis.key("ssh-key-users", fingerprint), this.#redis.key("ssh-keys", user), this.#redis.key("ssh-key", fingerprint)];
   }
 
-  async getSshKey(fingerprint: string): Promise<SshKeyRecord | undefined> {
-    return parsed(await this.#redis.run("getSshKey", (c) => c.get(this.#redis.key("ssh-key", fingerprint))));
+  async addSshKey(key: SshKeyRecord): Promise<void> {
+    const added = await this.#redis.run("addSshKey", (c) => c.eval(ADD_SSH_KEY, 3, ...this.#sshKeyKeys(key.fingerprint, key.user), key.user, JSON.stringify(key), key.fingerprint));
+    if (added !== 1) throw new WarrenError(ErrorCode.AlreadyExists, `user "${key.user}" already registered SSH key ${key.fingerprint}`);
+  }
+
+  async findSshKeys(fingerprint: string): Promise<SshKeyRecord[]> {
+    const [registrations, legacy] = await this.#redis.run("findSshKeys", (c) =>
+      Promise.all([c.hvals(this.#redis.key("ssh-key-users", fingerprint)), c.get(this.#redis.key("ssh-key", fingerprint))]),
+    );
+    const records = registrations.map((v) => JSON.parse(v) as SshKeyRecord);
+    if (legacy !== null) records.push(JSON.parse(legacy) as SshKeyRecord);
+    return records.sort((a, b) => a.createdAt - b.createdAt);
   }
 
   async listSshKeys(user: string): Promise<SshKeyRecord[]> {
-    const keys = await this.#members<SshKeyRecord>("listSshKeys", this.#redis.key("ssh-keys", user), (fp) => this.#redis.key("ssh-key", fp));
-    return keys.filter((k) => k.user === user).sort((a, b) => a.createdAt - b.createdAt);
+    const fingerprints = await this.#redis.run("listSshKeys", (c) => c.smembers(this.#redis.key("ssh-keys", user)));
+    const records = await Promise.all(
+      fingerprints.map(async (fp) => {
+        const [mine, legacy] = await this.#redis.run("listSshKeys", (c) =>
+          Promise.all([c.hget(this.#redis.key("ssh-key-users", fp), user), c.get(this.#redis.key("ssh-key", fp))]),
+        );
+        const record = parsed<SshKeyRecord>(mine) ?? parsed<SshKeyRecord>(legacy);
+        return record?.user === user ? record : undefined;
+      }),
+    );
+    return records.filter((k): k is SshKeyRecord => k !== undefined).sort((a, b) => a.createdAt - b.createdAt);
   }
 
   async removeSshKey(user: string, fingerprint: string): Promise<boolean> {
-    const removed = await this.#redis.run("removeSshKey", (c) =>
-      c.eval(REMOVE_SSH_KEY, 2, this.#redis.key("ssh-key", fingerprint), this.#redis.key("ssh-keys", user), user, fingerprint),
-    );
+    const removed = await this.#redis.run("removeSshKey", (c) => c.eval(REMOVE_SSH_KEY, 3, ...this.#sshKeyKeys(fingerprint, user), user, fingerprint));
     return removed === 1;
   }
 
