@@ -143,11 +143,11 @@ describe.each(stores)("%s store", (_name, make) => {
 
 describe("Redis store and event bus in a cluster", () => {
   it("reads, lists and removes SSH keys an earlier version stored with one owner per fingerprint", async () => {
-    const c = await connection("legacy-keys");
+    const c = await connection("contract-legacy-keys");
     const store = new RedisStore({ redis: c });
     const old = { fingerprint: "SHA256:old", user: "carol", publicKey: "ssh-ed25519 old", title: "t", createdAt: 1 };
-    await c.client.set("legacy-keys:ssh-key:SHA256:old", JSON.stringify(old));
-    await c.client.sadd("legacy-keys:ssh-keys:carol", "SHA256:old");
+    await c.client.set("contract-legacy-keys:ssh-key:SHA256:old", JSON.stringify(old));
+    await c.client.sadd("contract-legacy-keys:ssh-keys:carol", "SHA256:old");
     expect(await store.findSshKeys("SHA256:old")).toEqual([old]);
     expect(await store.listSshKeys("carol")).toEqual([old]);
     await expect(store.addSshKey({ ...old, createdAt: 2 })).rejects.toMatchObject({ code: "already_exists" });
