@@ -125,8 +125,8 @@ export class SshFrontDoor {
   /** Stops accepting; resolves once every open connection has ended (open sessions keep running). */
   stopAccepting(): Promise<void> {
     this.#listener.close();
+    // No new logins: nothing more to count. Open connections still close when their workspace stops.
     clearInterval(this.#pruneTimer);
-    this.#unwatch();
     if (this.#sockets.size === 0) return Promise.resolve();
     return new Promise((resolve) => {
       const check = () => {
