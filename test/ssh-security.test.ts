@@ -216,4 +216,34 @@ describe.skipIf(!IS_ROOT)("SSH front door: lock-outs, oracles and stopped worksp
       shell.kill("SIGKILL");
     }
   });
+
+  it("an SSH connection to a deleted workspace never reaches a new workspace of the same name", async () => {
+    const name = "reused-name";
+    const doraToken = await newUser("dora");
+    await userWorkspace("dora", doraToken, name);
+    const shell = spawn("sshpass", ["-p", doraToken, "ssh", ...clientOptions(), ...passwordOptions(), "-T", "-p", String(server.sshPort), `${name}@127.0.0.1`], {
+      stdio: ["pipe", "pipe", "pipe"],
+    });
+    let out = "";
+    let err = "";
+    shell.stdout.on("data", (c: Buffer) => (out += c.toString()));
+    shell.stderr.on("data", (c: Buffer) => (err += c.toString()));
+    const exited = new Promise<number | null>((resolve) => shell.on("close", resolve));
+    try {
+      shell.stdin.write("echo ready\n");
+      await eventually(() => out === "ready\n", 15_000, "dora's shell to answer");
+      expect((await callApi(server, "WorkspaceService/DeleteWorkspace", { name }, doraToken)).status).toBe(200);
+      expect(await exited).toBe(255);
+      expect(err).toBe(`warren: access denied: workspace "${name}" no longer exists\n`);
+
+      // Alice takes the name: dora's credentials reach nothing of hers, alice's do.
+      await userWorkspace("alice", alice.token, name);
+      const doras = await sshPassword("127.0.0.1", doraToken, name, ["true"]);
+      expect(doras.code).toBe(255);
+      expect(doras.stderr).toMatch(/Permission denied/);
+      expect((await sshPassword("127.0.0.1", alice.token, name, ["echo", "hers"])).stdout).toBe("hers\n");
+    } finally {
+      shell.kill("SIGKILL");
+    }
+  });
 });

@@ -41,6 +41,7 @@ export class ConnectionRelay {
   constructor(options: ConnectionRelayOptions) {
     this.#options = options;
     const { client, upstream, log } = options;
+    let clientClosed = false;
     client.on("session", (accept) => {
       const session = accept();
       if (!session) return;
@@ -80,13 +81,23 @@ export class ConnectionRelay {
             () => rejectUp(),
           );
         });
-        // The workspace's sshd went away: so does the person's connection.
-        up.once("close", () => client.end());
+        // The workspace's sshd went away: so does the person's connection, told why when the
+        // workspace stopped or was deleted (its agent is then cut off, often before the news).
+        up.once("close", () =>
+          clientClosed ||
+          this.#options.admit().then(
+            () => client.end(),
+            (err: unknown) => void this.close(WarrenError.from(err)),
+          ),
+        );
       },
       () => {},
     );
     // The person went away, perhaps before the workspace's session was even open.
-    client.once("close", () => upstream.then((up) => up.end(), () => {}));
+    client.once("close", () => {
+      clientClosed = true;
+      upstream.then((up) => up.end(), () => {});
+    });
   }
 
   /**

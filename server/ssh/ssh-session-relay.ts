@@ -35,7 +35,8 @@ export class SessionRelay {
   #down: ServerChannel | undefined;
   #started = false;
   #closed = false;
-  #aborted = false;
+  /** Set once the session is being ended for a reason of Warren's (see abort). */
+  #aborted: Promise<void> | undefined;
 
   constructor(options: SessionRelayOptions) {
     this.#options = options;
@@ -123,8 +124,8 @@ export class SessionRelay {
    * why, as when it could not start. Resolves once the person's channel is ended; never rejects.
    */
   abort(reason: WarrenError): Promise<void> {
-    if (this.#closed || this.#aborted) return Promise.resolve();
-    this.#aborted = true;
+    if (this.#aborted) return this.#aborted;
+    if (this.#closed) return Promise.resolve();
     const down = this.#down;
     const up = this.#upstreamChannel;
     if (up) {
@@ -133,11 +134,13 @@ export class SessionRelay {
       down?.unpipe(up);
       up.close();
     }
-    if (!down) return Promise.resolve();
-    return new Promise((resolve) => {
-      down.once("close", () => resolve());
-      this.#fail(down, reason, true);
-    });
+    this.#aborted = down
+      ? new Promise<void>((resolve) => {
+          down.once("close", () => resolve());
+          this.#fail(down, reason, true);
+        })
+      : Promise.resolve();
+    return this.#aborted;
   }
 
   /** Tells the person why there is no session: a line on stderr and exit status 255. */
@@ -153,7 +156,16 @@ export class SessionRelay {
     let exit: Exit | undefined;
     let pending = 3; // stdout end, stderr end, upstream close
     const done = () => {
-      if (--pending === 0 && !this.#aborted) finish(down, exit);
+      if (--pending !== 0 || this.#aborted) return;
+      if (exit) return finish(down, exit);
+      // The workspace's side went away without an exit status: say why when it is Warren's
+      // doing (the workspace stopped or was deleted), rather than end without a word.
+      this.#options.admit().then(
+        () => {
+          if (!this.#aborted) finish(down, undefined);
+        },
+        (err: unknown) => void this.abort(WarrenError.from(err)),
+      );
     };
     up.on("exit", (code: number | null, signal?: string, coreDumped?: boolean, message?: string) => {
       exit = code !== null && code !== undefined ? { code } : { signal: signal ?? "SIGKILL", coreDumped: Boolean(coreDumped), message: message ?? "" };
