@@ -17,6 +17,7 @@ import { noDelayConnector } from "../shared/http2-sockets.js";
 import { TUNNEL_WINDOWS } from "../shared/tunnel-windows.js";
 import { VERSION } from "../shared/version.js";
 import { TunnelPool, type PoolSettings } from "./tunnel-pool.js";
+import { AllowedPorts } from "./allowed-ports.js";
 
 const CONTROL_PATH = "/warren.v1.AgentService/Control";
 const WELCOME_TIMEOUT_MS = 15_000;
@@ -64,6 +65,7 @@ export class AgentSession {
   #end: SessionEnd | undefined;
   #resolveEnd: ((end: SessionEnd) => void) | undefined;
   #welcome: Welcome | undefined;
+  #allowedPorts: AllowedPorts | undefined;
   #handedOff = false;
   #resolveClosed!: () => void;
   readonly #closed = new Promise<void>((resolve) => (this.#resolveClosed = resolve));
@@ -296,7 +298,7 @@ export class AgentSession {
           session,
           headers: this.#headers(),
           settings: { ...this.#options.pool, maxStreams: Math.min(this.#options.pool.maxStreams, welcome.maxStreams || Infinity) },
-          allowedPorts: new Set(welcome.allowedPorts),
+          allowedPorts: this.#allowedPorts = new AllowedPorts(welcome.allowedPorts),
           dialTimeoutMs: this.#options.dialTimeoutMs,
           log,
         });
@@ -313,6 +315,11 @@ export class AgentSession {
         if (reason === DisconnectReason.REVOKED) this.#finish({ kind: "rejected", message: text });
         else if (reason === DisconnectReason.SERVER_DRAINING) this.#handOff(text);
         else this.#finish({ kind: "lost", message: text || "server closed the connection" });
+        return;
+      }
+      case "allowedPorts": {
+        const removed = this.#allowedPorts?.replace(message.msg.value.ports) ?? [];
+        log.info({ event: "ports", ports: message.msg.value.ports, closed: removed }, `allowed ports now: ${message.msg.value.ports.join(", ") || "none"}`);
         return;
       }
       case "desiredState":

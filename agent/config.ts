@@ -125,6 +125,19 @@ export const AGENT_SETTINGS = {
     defaultText: "10s",
     parse: duration(0, 600_000),
   }),
+  portDiscoveryInterval: setting({
+    key: "portDiscoveryInterval",
+    flag: "port-discovery-interval",
+    env: "WARREN_PORT_DISCOVERY_INTERVAL",
+    description: "how often to look for TCP ports listening in the workspace (reported as detectedPorts); 0 or off turns it off",
+    default: 3000,
+    defaultText: "3s",
+    parse: (raw: string) => {
+      const ms = raw.trim() === "0" || raw.trim() === "off" ? 0 : parseDuration(raw);
+      if (ms !== 0 && (ms < 100 || ms > 3_600_000)) throw new Error(`${raw} is out of range 100ms-1h (or 0 for off)`);
+      return ms;
+    },
+  }),
   logLevel: setting<LevelWithSilent>({
     key: "logLevel",
     flag: "log-level",

@@ -5,6 +5,7 @@ import { DialStatus, TunnelRequestSchema, type Dial } from "../shared/gen/warren
 import { encodeGrpcMessage } from "../shared/grpc-message.js";
 import type { Logger } from "../shared/logger.js";
 import type { TunnelSocket } from "../shared/tunnel-socket.js";
+import type { AllowedPorts } from "./allowed-ports.js";
 
 /** The agent only ever dials this address: it is never a way into the network around it. */
 export const LOOPBACK = "127.0.0.1";
@@ -13,7 +14,8 @@ export interface LocalDialOptions {
   readonly socket: TunnelSocket;
   readonly stream: ClientHttp2Stream;
   readonly dial: Dial;
-  readonly allowedPorts: ReadonlySet<number>;
+  /** Ports the workspace exposes now; a connection to a port it stops exposing is closed. */
+  readonly allowedPorts: ReadonlySet<number> | AllowedPorts;
   readonly draining: boolean;
   readonly timeoutMs: number;
   readonly log: Logger;
@@ -61,6 +63,7 @@ export function handleDial(options: LocalDialOptions): Promise<void> {
       connected = true;
       clearTimeout(timer);
       writeResult(options.stream, DialStatus.OK);
+      if ("track" in options.allowedPorts) options.allowedPorts.track(port, local);
       clog.debug("connected");
       local.pipe(socket);
       socket.pipe(local);

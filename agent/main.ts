@@ -9,6 +9,7 @@ import { NoWorkload } from "./no-workload.js";
 import type { WorkloadControl, WorkloadStatusReport } from "./workload-control.js";
 import { WorkloadSupervisor } from "./workload-supervisor.js";
 import { WorkloadVariables } from "./workload-variables.js";
+import { listeningPortsMessage, PortDiscovery } from "./port-discovery.js";
 
 const USAGE = `Usage: warren-agent [flags]
        warren-agent run [flags] -- CMD [ARGS...]
@@ -125,6 +126,8 @@ async function main(): Promise<void> {
         { event: "ready", workspace: welcome.workspace, urls: welcome.urls, ports: welcome.allowedPorts, server: server.origin, serverId: welcome.serverId },
         `warren agent ready: workspace "${welcome.workspace}" is reachable at ${welcome.urls.join(" ") || "(no ports exposed)"}`,
       );
+      // Every new connection hears which ports listen now.
+      if (discovery) void runner?.session?.send(listeningPortsMessage(discovery.current));
       // Frozen at creation: the first welcome's variables are the workspace's for good.
       if (!variablesSet) {
         variablesSet = true;
@@ -138,8 +141,20 @@ async function main(): Promise<void> {
     },
   });
   const agent = runner;
+  const discovery =
+    config.portDiscoveryInterval > 0
+      ? new PortDiscovery({
+          intervalMs: config.portDiscoveryInterval,
+          log,
+          onChange: (ports) => {
+            if (agent.session?.welcome) void agent.session.send(listeningPortsMessage(ports));
+          },
+        })
+      : undefined;
+  discovery?.start();
   const markStopping = () => (stopping = true);
   const code = commandLine.workload ? await supervise(agent, workload, config, log, markStopping) : await serve(agent, workload, config, log, markStopping);
+  discovery?.stop();
   // Nothing the agent started outlives it (a terminated workspace's workload included).
   await workload.stop();
   variables.cleanup();

@@ -7,6 +7,7 @@ import type { Logger } from "../shared/logger.js";
 import { TunnelSocket } from "../shared/tunnel-socket.js";
 import { TUNNEL_WINDOWS } from "../shared/tunnel-windows.js";
 import { handleDial } from "./local-dial.js";
+import type { AllowedPorts } from "./allowed-ports.js";
 
 export interface PoolSettings {
   readonly minIdle: number;
@@ -19,7 +20,7 @@ export interface TunnelPoolOptions {
   readonly session: ClientHttp2Session;
   readonly headers: Record<string, string>;
   readonly settings: PoolSettings;
-  readonly allowedPorts: ReadonlySet<number>;
+  readonly allowedPorts: ReadonlySet<number> | AllowedPorts;
   readonly dialTimeoutMs: number;
   readonly log: Logger;
 }

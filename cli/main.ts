@@ -21,6 +21,9 @@ Commands:
   workspace list                         your workspaces (all of them for the admin)
   workspace get NAME
   workspace stop|start|restart|terminate NAME
+  workspace expose NAME PORT [--public]  expose a port now (reachable at once; --public: without credentials)
+  workspace unexpose NAME PORT           stop exposing a port; its open connections are closed
+  workspace ports NAME                   ports listening in the workspace, and which are exposed
   workspace rotate-token NAME            issue a new agent token; agents using the old one are disconnected
   workspace delete NAME
 
@@ -48,6 +51,7 @@ interface WorkspaceJson {
   expireTime?: string;
   owner?: string;
   variableNames?: string[];
+  detectedPorts?: Array<{ port: number; address?: string; process?: string; exposed?: boolean }>;
 }
 
 const OPTIONS = {
@@ -60,6 +64,7 @@ const OPTIONS = {
   env: { type: "string", multiple: true },
   file: { type: "string", multiple: true },
   owner: { type: "string" },
+  public: { type: "boolean" },
   help: { type: "boolean", short: "h" },
   version: { type: "boolean" },
 } as const;
@@ -112,7 +117,8 @@ async function login(values: Values, rest: string[]): Promise<void> {
 
 async function workspace(values: Values, rest: string[]): Promise<void> {
   const [sub, name, ...extra] = rest;
-  if (extra.length > 0) throw new UsageError(`unexpected argument "${extra[0]}"`);
+  const takesPort = sub === "expose" || sub === "unexpose";
+  if (extra.length > (takesPort ? 1 : 0)) throw new UsageError(`unexpected argument "${extra[takesPort ? 1 : 0]}"`);
   const client = clientFrom(values);
   const needName = () => {
     if (!name) throw new UsageError(`workspace ${sub} needs a workspace name`);
@@ -166,6 +172,47 @@ async function workspace(values: Values, rest: string[]): Promise<void> {
       process.stdout.write(`workspace ${w.name}: desired ${stateName(w.desiredState)}, actual ${stateName(w.actualState)}\n`);
       return;
     }
+    case "expose":
+    case "unexpose": {
+      const workspaceName = needName();
+      if (!extra[0]) throw new UsageError(`workspace ${sub} needs a port: warren workspace ${sub} ${workspaceName} PORT`);
+      const port = portNumber(extra[0], "PORT");
+      const method = sub === "expose" ? "WorkspaceService/ExposePort" : "WorkspaceService/UnexposePort";
+      const body = sub === "expose" ? { name: workspaceName, port, public: values.public ?? false } : { name: workspaceName, port };
+      const res = await client.call<{ workspace: WorkspaceJson }>(method, body);
+      if (values.json) return print(res.workspace);
+      if (sub === "unexpose") {
+        process.stdout.write(`port ${port} of ${workspaceName} is no longer exposed; its open connections were closed\n`);
+        return;
+      }
+      const url = res.workspace.urls?.find((u) => new URL(u).hostname.startsWith(`${port}-`));
+      process.stdout.write(`port ${port} of ${workspaceName} is exposed${values.public ? " to everyone" : ""}${url ? `: ${url}` : ""}\n`);
+      return;
+    }
+    case "ports": {
+      const res = await client.call<{ workspace: WorkspaceJson }>("WorkspaceService/GetWorkspace", { name: needName() });
+      const detected = res.workspace.detectedPorts ?? [];
+      if (values.json) return print({ ports: res.workspace.ports ?? [], detectedPorts: detected });
+      const exposed = new Map((res.workspace.ports ?? []).map((p) => [p.port, p]));
+      const ports = [...new Set([...detected.map((d) => d.port), ...exposed.keys()])].sort((a, b) => a - b);
+      if (ports.length === 0) {
+        process.stdout.write(`Nothing listens in ${res.workspace.name} and no port is exposed.\n`);
+        return;
+      }
+      const rows = ports.map((port) => {
+        const seen = detected.filter((d) => d.port === port);
+        const p = exposed.get(port);
+        return [
+          String(port),
+          seen.length > 0 ? "yes" : "no",
+          seen.map((d) => d.address).join(", ") || "-",
+          seen.find((d) => d.process)?.process ?? "-",
+          p ? (p.public ? "public" : "private") : "no",
+        ];
+      });
+      process.stdout.write(`${formatTable(["PORT", "LISTENING", "ADDRESS", "PROCESS", "EXPOSED"], rows)}\n`);
+      return;
+    }
     case "rotate-token": {
       const res = await client.call<{ workspace: WorkspaceJson; agentToken: string }>("WorkspaceService/RotateAgentToken", { name: needName() });
       if (values.json) return print(res);
@@ -180,7 +227,7 @@ async function workspace(values: Values, rest: string[]): Promise<void> {
       return;
     }
     case undefined:
-      throw new UsageError("workspace needs a sub-command: create, list, get, stop, start, restart, terminate, rotate-token, delete");
+      throw new UsageError("workspace needs a sub-command: create, list, get, stop, start, restart, terminate, expose, unexpose, ports, rotate-token, delete");
     default:
       throw new UsageError(`unknown workspace sub-command "${sub}" (see warren --help)`);
   }

@@ -309,6 +309,7 @@ export class WarrenServer {
       },
       onControlMessage: (connection, message) => {
         if (message.msg.case === "workload") agentControl.onReport(connection, message.msg.value);
+        else if (message.msg.case === "listeningPorts") agentControl.onListeningPorts(connection, message.msg.value);
       },
     });
 

@@ -64,6 +64,12 @@ export function workspaceApi(options: WorkspaceApiOptions): ServiceImpl<typeof W
       owner: record.owner ?? "",
       variableNames: [...(record.variableNames ?? [])],
       ...(await options.sshOf(record)),
+      detectedPorts: (record.detectedPorts ?? []).map((d) => ({
+        port: d.port,
+        address: d.address,
+        process: d.process ?? "",
+        exposed: record.ports.some((p) => p.port === d.port),
+      })),
     });
   };
   return {
@@ -111,6 +117,12 @@ export function workspaceApi(options: WorkspaceApiOptions): ServiceImpl<typeof W
       // Reading it first checks that the caller may see the workspace (owner or admin).
       const workspace = await manager.get(await callerOf(authenticator, ctx), req.name);
       return { forgotten: await options.forgetHostKey(workspace.name) };
+    },
+    async exposePort(req, ctx) {
+      return { workspace: await toProto(await manager.exposePort(await callerOf(authenticator, ctx), req.name, req.port, req.public)) };
+    },
+    async unexposePort(req, ctx) {
+      return { workspace: await toProto(await manager.unexposePort(await callerOf(authenticator, ctx), req.name, req.port)) };
     },
     async rotateAgentToken(req, ctx) {
       const principal = await callerOf(authenticator, ctx);

@@ -1,7 +1,15 @@
-import { WorkloadState, WorkspaceDesiredState, type WorkloadReport } from "../../shared/gen/warren/v1/agent_pb.js";
+import { create } from "@bufbuild/protobuf";
+import {
+  ControlResponseSchema,
+  WorkloadState,
+  WorkspaceDesiredState,
+  type ControlResponse,
+  type ListeningPorts,
+  type WorkloadReport,
+} from "../../shared/gen/warren/v1/agent_pb.js";
 import type { Logger } from "../../shared/logger.js";
 import type { ClusterEvent, EventBus } from "../events/event-bus.js";
-import type { WorkspaceRecord } from "../store/records.js";
+import { dialablePorts, type WorkspaceRecord } from "../store/records.js";
 import type { WorkspaceLookup } from "../http/workspace-access.js";
 import { statesOf, type WorkspaceManager } from "./workspace-manager.js";
 import { DesiredState, type WorkloadStatus } from "./workspace-state.js";
@@ -13,6 +21,8 @@ export interface ControlledConnection {
   readonly closed: boolean;
   /** Sends the desired state on the control stream; never blocks, false when it is gone. */
   sendDesiredState(state: WorkspaceDesiredState): void;
+  /** Sends a control message; never blocks, false when the control stream is gone. */
+  send(message: ControlResponse): boolean;
   onClose(handler: () => void): void;
 }
 
@@ -54,6 +64,8 @@ const fromWorkload: Partial<Record<WorkloadState, WorkloadStatus>> = {
 export class AgentControl {
   readonly #options: AgentControlOptions;
   readonly #sent = new WeakMap<ControlledConnection, { revision: number; desired: DesiredState }>();
+  /** The allowed ports each connection last got (revision and list), so that each change goes out once. */
+  readonly #sentPorts = new WeakMap<ControlledConnection, { revision: number; key: string }>();
   /** Reports of one connection are stored one after another, in the order they came. */
   readonly #reports = new WeakMap<ControlledConnection, Promise<void>>();
 
@@ -72,7 +84,7 @@ export class AgentControl {
           this.#options.log.warn({ workspace: connection.workspace, err: err.message }, "could not record the agent's departure");
         });
     });
-    void this.#push(connection.workspace, [connection]);
+    void this.#push(connection.workspace, [connection], true);
   }
 
   /** A WorkloadReport from the agent. */
@@ -96,13 +108,41 @@ export class AgentControl {
     this.#reports.set(connection, next);
   }
 
+  /** A ListeningPorts report from the agent: stored on the workspace as its detected ports. */
+  onListeningPorts(connection: ControlledConnection, message: ListeningPorts): void {
+    const ports = message.ports.map((p) => ({ port: p.port, address: p.address, ...(p.process ? { process: p.process } : {}) }));
+    const previous = this.#reports.get(connection) ?? Promise.resolve();
+    const next = previous.then(() =>
+      this.#options.manager
+        .reportListeningPorts(connection.workspace, ports)
+        .catch((err: Error) => this.#options.log.warn({ workspace: connection.workspace, err: err.message }, "could not record the listening ports")),
+    );
+    this.#reports.set(connection, next);
+  }
+
   #onEvent(event: ClusterEvent): void {
     if (event.type !== "workspace-changed") return;
     const connections = this.#options.connections.connectionsOf(event.workspace);
-    if (connections.length > 0) void this.#push(event.workspace, connections);
+    if (connections.length === 0) return;
+    // The event carries the new ports: the agents hear of them before anyone can ask for them.
+    if (event.allowedPorts && event.revision !== undefined) this.#sendAllowedPorts(event.workspace, connections, event.revision, event.allowedPorts);
+    void this.#push(event.workspace, connections);
   }
 
-  async #push(name: string, connections: readonly ControlledConnection[]): Promise<void> {
+  /** Tells each connection which ports it may dial, unless it has this list or a newer one. */
+  #sendAllowedPorts(name: string, connections: readonly ControlledConnection[], revision: number, ports: readonly number[], always = false): void {
+    const key = [...ports].sort((a, b) => a - b).join(",");
+    for (const connection of connections) {
+      if (connection.closed) continue;
+      const last = this.#sentPorts.get(connection);
+      if (!always && last && (last.revision > revision || last.key === key)) continue;
+      this.#sentPorts.set(connection, { revision, key });
+      this.#options.log.debug({ workspace: name, agentConnection: connection.id, ports }, "sending allowed ports");
+      connection.send(create(ControlResponseSchema, { msg: { case: "allowedPorts", value: { ports: [...ports] } } }));
+    }
+  }
+
+  async #push(name: string, connections: readonly ControlledConnection[], attaching = false): Promise<void> {
     let record: WorkspaceRecord | undefined;
     try {
       record = await this.#options.workspaces.getWorkspace(name);
@@ -113,6 +153,8 @@ export class AgentControl {
     if (!record) return;
     const desired = statesOf(record).desired;
     const revision = record.revision ?? 0;
+    // A new connection got its welcome from a record read earlier: send the ports as they are now.
+    this.#sendAllowedPorts(name, connections, revision, dialablePorts(record), attaching);
     for (const connection of connections) {
       if (connection.closed) continue;
       const last = this.#sent.get(connection);

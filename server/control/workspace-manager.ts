@@ -5,7 +5,7 @@ import type { SecretBox } from "../auth/secret-box.js";
 import { mintToken, TokenKind } from "../auth/tokens.js";
 import type { EventBus } from "../events/event-bus.js";
 import { isValidWorkspaceName } from "../http/workspace-host.js";
-import type { PortRecord, VariableRecord, WorkspaceRecord } from "../store/records.js";
+import { dialablePorts, type DetectedPortRecord, type PortRecord, type VariableRecord, type WorkspaceRecord } from "../store/records.js";
 import type { TokenStore, UserStore, WorkspaceStore } from "../store/store.js";
 import {
   acceptsTraffic,
@@ -214,6 +214,56 @@ export class WorkspaceManager {
     return { workspace: result.after, agentToken: token.token };
   }
 
+  /**
+   * Exposes a port (or changes whether it is public) while the workspace runs: the agents of
+   * the workspace may dial it at once, on every server. Owner or admin; resolves with the
+   * workspace as it is then.
+   */
+  async exposePort(principal: Principal, name: string, port: number, isPublic: boolean): Promise<WorkspaceRecord> {
+    await this.get(principal, name);
+    validatePort("port", port);
+    const result = await this.#mutate(name, `port ${port} exposed`, (r) => {
+      refuseIfTerminated(r);
+      const current = r.ports.find((p) => p.port === port);
+      if (current && current.public === isPublic) return r;
+      if (!current && r.ports.length >= MAX_PORTS) throw new WarrenError(ErrorCode.ResourceExhausted, `workspace "${name}" already exposes ${MAX_PORTS} ports, the most it may`);
+      const ports = current ? r.ports.map((p) => (p.port === port ? { port, public: isPublic } : p)) : [...r.ports, { port, public: isPublic }];
+      return { ...r, ports };
+    });
+    if (!result) throw notFound(name);
+    if (result.before !== result.after) this.#log.info({ workspace: name, port, public: isPublic }, "port exposed");
+    return result.after;
+  }
+
+  /**
+   * Stops exposing a port: new connections to it are refused, and the agents close every open
+   * one. Rejects with not_found when the port is not exposed.
+   */
+  async unexposePort(principal: Principal, name: string, port: number): Promise<WorkspaceRecord> {
+    await this.get(principal, name);
+    validatePort("port", port);
+    const result = await this.#mutate(name, `port ${port} unexposed`, (r) => {
+      refuseIfTerminated(r);
+      if (!r.ports.some((p) => p.port === port)) {
+        throw new WarrenError(ErrorCode.NotFound, `port ${port} is not exposed by workspace "${name}" (see \`warren workspace get ${name}\`)`);
+      }
+      return { ...r, ports: r.ports.filter((p) => p.port !== port) };
+    });
+    if (!result) throw notFound(name);
+    this.#log.info({ workspace: name, port }, "port unexposed");
+    return result.after;
+  }
+
+  /** The agent reported the ports listening inside the workspace (stored only when they changed). */
+  async reportListeningPorts(name: string, ports: readonly DetectedPortRecord[]): Promise<void> {
+    const detected = normalizeDetected(ports);
+    await this.#mutate(name, "listening ports reported", (r) => {
+      if (statesOf(r).actual === ActualState.Terminated) return r;
+      if (JSON.stringify(r.detectedPorts ?? []) === JSON.stringify(detected)) return r;
+      return { ...r, detectedPorts: detected };
+    }, { fromAgent: true });
+  }
+
   /** An agent connection reported its workload's state. */
   async report(name: string, connectionId: string, status: WorkloadStatus, detail: { exitCode?: number; message?: string } = {}): Promise<void> {
     const now = this.#now();
@@ -332,7 +382,7 @@ export class WorkspaceManager {
       const after: WorkspaceRecord = { ...next, revision: revision + 1 };
       if (!(await store.updateWorkspaceIf(after, revision))) continue;
       this.#logTransition(before, after, cause, options.fromAgent ?? false);
-      await this.#options.events.publish({ type: "workspace-changed", workspace: name });
+      await this.#options.events.publish({ type: "workspace-changed", workspace: name, revision: after.revision, allowedPorts: dialablePorts(after) });
       return { before, after };
     }
     throw new WarrenError(ErrorCode.Aborted, `workspace "${name}" is changing too often to update; try again`);
@@ -423,6 +473,30 @@ function validateSsh(input: CreateWorkspaceInput): { sshPort?: number; sshUser?:
     out.sshUser = input.sshUser;
   }
   return out;
+}
+
+function validatePort(field: string, port: number): void {
+  if (!Number.isInteger(port) || port < 1 || port > 65535) throw new WarrenError(ErrorCode.InvalidArgument, `${field}: ${port} is not a port number 1-65535`);
+}
+
+function refuseIfTerminated(record: WorkspaceRecord): void {
+  if (statesOf(record).desired === DesiredState.Terminated) {
+    throw new WarrenError(ErrorCode.FailedPrecondition, `workspace "${record.name}" is terminated; its ports cannot change`);
+  }
+}
+
+const MAX_DETECTED_PORTS = 1000;
+
+/** Sorted by port, deduplicated, bounded: what the agent says is untrusted input. */
+function normalizeDetected(ports: readonly DetectedPortRecord[]): DetectedPortRecord[] {
+  const byKey = new Map<string, DetectedPortRecord>();
+  for (const p of ports) {
+    if (!Number.isInteger(p.port) || p.port < 1 || p.port > 65535) continue;
+    const address = String(p.address ?? "").slice(0, 64);
+    const process = p.process ? String(p.process).slice(0, 64) : undefined;
+    byKey.set(`${p.port}/${address}`, { port: p.port, address, ...(process ? { process } : {}) });
+  }
+  return [...byKey.values()].sort((a, b) => a.port - b.port || a.address.localeCompare(b.address)).slice(0, MAX_DETECTED_PORTS);
 }
 
 function validatePorts(ports: readonly PortRecord[]): PortRecord[] {

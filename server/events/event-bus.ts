@@ -5,8 +5,12 @@
 export type ClusterEvent =
   /** The workspace was deleted or terminated, or its agent token revoked: drop its agents. */
   | { readonly type: "workspace-revoked"; readonly workspace: string; readonly reason: string }
-  /** The workspace record changed (ports, state): refresh caches. */
-  | { readonly type: "workspace-changed"; readonly workspace: string }
+  /**
+   * The workspace record changed (ports, state): refresh caches. `allowedPorts` (with the
+   * record's `revision`) is what its agents may dial now, so that the server holding an agent
+   * tells it at once, without reading the store first.
+   */
+  | { readonly type: "workspace-changed"; readonly workspace: string; readonly revision?: number; readonly allowedPorts?: readonly number[] }
   /** An access token was revoked: drop it from every server's token cache. */
   | { readonly type: "token-revoked"; readonly tokenId: string };
 

@@ -47,6 +47,17 @@ export interface WorkspaceRecord {
   readonly sshPort?: number;
   /** User the SSH front door logs in as on the workspace's sshd; DEFAULT_SSH_USER when absent. */
   readonly sshUser?: string;
+  /** TCP ports listening inside the workspace, as its agent last reported them (informational). */
+  readonly detectedPorts?: readonly DetectedPortRecord[];
+}
+
+/** A port the agent saw listening inside the workspace; being detected makes nothing reachable. */
+export interface DetectedPortRecord {
+  readonly port: number;
+  /** The address it listens on ("127.0.0.1", "0.0.0.0", "::", ...). */
+  readonly address: string;
+  /** The listening process's name, when the agent could read it. */
+  readonly process?: string;
 }
 
 export const DEFAULT_SSH_PORT = 22;
