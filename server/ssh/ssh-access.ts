@@ -113,11 +113,9 @@ function rank(record: SshKeyRecord, workspace: WorkspaceRecord): number {
 /**
  * Keys registered to the reserved user name "admin" log in as the admin (there is no admin
  * user record; the admin is whoever holds the admin token); every other key owner is that user.
- * The credential id names the registration, so that what it opened can be found when it goes.
  */
 export const ADMIN_KEY_OWNER = "admin";
 
-export async function provisionalPrincipalOfKeyOwner(record: Pick<SshKeyRecord, "user" | "fingerprint">): Promise<Principal> {
-  const tokenId = `ssh-key:${record.user}:${record.fingerprint}`;
-  return record.user === ADMIN_KEY_OWNER ? { kind: "admin", tokenId } : { kind: "user", user: record.user, tokenId };
+export async function provisionalPrincipalOfKeyOwner(record: Pick<SshKeyRecord, "user">): Promise<Principal> {
+  return record.user === ADMIN_KEY_OWNER ? { kind: "admin", tokenId: "ssh-key" } : { kind: "user", user: record.user, tokenId: "ssh-key" };
 }
