@@ -14,6 +14,7 @@ import { createApiHandler } from "./api/api-handler.js";
 import { userApi } from "./api/user-api.js";
 import { workspaceApi } from "./api/workspace-api.js";
 import { Authenticator } from "./auth/authenticator.js";
+import { CredentialLeases } from "./auth/credential-leases.js";
 import { SecretBox } from "./auth/secret-box.js";
 import { generateSecretKey, KeyPurpose, SecretKeys } from "./auth/secret-keys.js";
 import { SessionCookieSigner, withoutSessionCookies } from "./auth/session-cookie.js";
@@ -50,7 +51,7 @@ import { TunnelByteMeter } from "./observability/tunnel-byte-meter.js";
 import { rootFallback, rootHandler } from "./root-handler.js";
 import { MemoryStore } from "./store/memory-store.js";
 import { TlsCredentials } from "./tls/tls-credentials.js";
-import type { WorkspaceRecord } from "./store/records.js";
+import { workspaceIdOf, type WorkspaceRecord } from "./store/records.js";
 import { RedisStore } from "./store/redis-store.js";
 import type { ControlStore } from "./store/store.js";
 import { WorkspaceCache } from "./store/workspace-cache.js";
@@ -84,8 +85,16 @@ interface ClusterParts {
   readonly peers: PrivateClient;
 }
 
+/**
+ * How often every long-lived connection's credential is read again from the store: what a
+ * missed revocation event or a store that lost its data leaves open closes within this time.
+ */
+const LEASE_REVALIDATE_INTERVAL_MS = 15_000;
+
 /** Failed SSH logins allowed per source address, workspace name or user within a minute. */
 const SSH_MAX_FAILURES_PER_MINUTE = 20;
+/** The token id of principals that logged in over SSH with a registered key (see ssh-access.ts). */
+const SSH_KEY_TOKEN_ID = "ssh-key";
 
 /**
  * The composition root of warren-server: builds every module from the config, wires them
@@ -118,9 +127,13 @@ export class WarrenServer {
   readonly #agentBinary: string;
   readonly #secretKeyGenerated: boolean;
   #sweepTimer: NodeJS.Timeout | undefined;
+  #revalidateTimer: NodeJS.Timeout | undefined;
+  /** Every long-lived connection, bound to the credential that opened it (server/auth/credential-leases.ts). */
+  readonly leases = new CredentialLeases();
   readonly #sshAccess: SshAccess;
   readonly #sshConnector: WorkspaceSshConnector;
   readonly #dialer: Dialer;
+  #authenticator: Authenticator | undefined;
   #sshFrontDoor: SshFrontDoor | undefined;
   #publicBase = "";
   #draining = false;
@@ -173,7 +186,14 @@ export class WarrenServer {
         onError: (operation) => this.metrics.redisErrors.inc({ operation }),
         onOperation: (operation, seconds) => this.metrics.redisOperation(operation, seconds),
         onAvailability: (available) => {
-          if (available) this.#cluster?.presence.refreshNow();
+          if (!available) return;
+          this.#cluster?.presence.refreshNow();
+          // Redis may have come back empty (restarted without persistence): what was cached
+          // or is held on tokens and workspaces read before is checked against it again.
+          this.#authenticator?.forgetAllTokens();
+          void this.leases.revalidate().then((closed) => {
+            if (closed > 0) this.log.warn({ closed }, "closed connections whose credential or workspace is gone after Redis came back");
+          });
         },
       });
       store = new RedisStore({ redis });
@@ -236,6 +256,8 @@ export class WarrenServer {
     }
     this.store = store;
     const authenticator = new Authenticator({ workspaces: store, tokens: store, adminToken: this.adminToken });
+    this.#authenticator = authenticator;
+    const leases = this.leases;
     const isConnected = (name: string) => this.presence.isConnected(name);
     const manager = new WorkspaceManager({
       workspaces: store,
@@ -281,8 +303,18 @@ export class WarrenServer {
       mayReach,
     });
     this.events.subscribe((event) => {
-      if (event.type === "workspace-revoked") registry.disconnectWorkspace(event.workspace, DisconnectReason.REVOKED, event.reason);
-      else if (event.type === "token-revoked") authenticator.forgetToken(event.tokenId);
+      if (event.type === "workspace-revoked") {
+        // By token (rotated) or by incarnation (deleted, terminated); only events of servers
+        // older than incarnations name the workspace alone.
+        if (event.tokenId) leases.revokeToken(event.tokenId, event.reason);
+        else if (event.workspaceId) leases.revokeWorkspace(event.workspaceId, event.reason);
+        else registry.disconnectWorkspace(event.workspace, DisconnectReason.REVOKED, event.reason);
+      } else if (event.type === "workspace-created") {
+        registry.closeOtherIncarnations(event.workspace, event.workspaceId);
+      } else if (event.type === "token-revoked") {
+        authenticator.forgetToken(event.tokenId);
+        leases.revokeToken(event.tokenId, "the access token was revoked");
+      }
     });
     const urlsOf = (w: WorkspaceRecord) => w.ports.map((p) => workspaceUrl(this.#publicBase, config.rootDomain, w.name, p.port));
 
@@ -291,6 +323,7 @@ export class WarrenServer {
       tls: this.#tls?.options,
       authenticator,
       registry,
+      leases,
       serverId: this.serverId,
       maxStreams: config.agentMaxStreams,
       maxMessageBytes: TUNNEL_WINDOWS.maxMessageBytes,
@@ -377,7 +410,7 @@ export class WarrenServer {
       tls: this.#tls?.options,
       rootDomain: config.rootDomain,
       rootHandler: rootHandler({ routes: [agentDownload.route, (req, res, path) => login.handleRoot(req, res, path)], api }),
-      access: new WorkspaceAccess({ workspaces: workspaceLookup, authenticator, rootDomain: config.rootDomain, sessions: login }),
+      access: new WorkspaceAccess({ workspaces: workspaceLookup, authenticator, rootDomain: config.rootDomain, sessions: login, leases }),
       proxy: new ReverseProxy({
         agent: this.#httpAgent,
         upstreamTimeoutMs: config.upstreamTimeout,
@@ -460,6 +493,9 @@ export class WarrenServer {
     if (this.#secretKeyGenerated) {
       this.log.warn("generated a secret key for this run; set WARREN_SECRET_KEY to keep browser sessions across restarts (cluster: the same on every server)");
     }
+    this.leases.start();
+    this.#revalidateTimer = setInterval(() => void this.leases.revalidate(), LEASE_REVALIDATE_INTERVAL_MS);
+    this.#revalidateTimer.unref();
     // Time to live and stuck terminations are driven by this clock tick.
     this.#sweepTimer = setInterval(() => void this.workspaces.sweep(), 1000);
     this.#sweepTimer.unref();
@@ -508,6 +544,16 @@ export class WarrenServer {
       loginGraceMs: config.sshLoginGraceTime,
       log: this.log.child({ component: "ssh" }),
       onLogin: (outcome) => this.metrics.sshLogins.inc({ outcome }),
+      bindSession: ({ principal, workspace }, close) =>
+        this.leases.register(
+          {
+            // Key logins have no token to revoke; the workspace binds them all.
+            tokenId: principal.tokenId === SSH_KEY_TOKEN_ID ? undefined : principal.tokenId,
+            workspaceId: workspaceIdOf(workspace),
+            expiresAt: principal.kind === "user" ? principal.expiresAt : undefined,
+          },
+          close,
+        ),
     });
     return { address: await this.#sshFrontDoor.listen(), fingerprint: hostKey.fingerprint };
   }
@@ -525,6 +571,7 @@ export class WarrenServer {
     if (this.#draining) return;
     this.#draining = true;
     clearInterval(this.#sweepTimer);
+    clearInterval(this.#revalidateTimer);
     const drainDelayMs = options.drainDelayMs ?? this.config.drainDelay;
     const timeoutMs = this.config.shutdownTimeout;
     this.log.info({ drainDelayMs, timeoutMs }, "shutting down: unready, still serving for the drain delay");
@@ -574,6 +621,7 @@ export class WarrenServer {
       await cluster.redis.close();
     }
     await this.#health.close();
+    this.leases.stop();
     this.#tls?.stop();
     this.log.info("stopped");
   }

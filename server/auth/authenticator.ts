@@ -1,6 +1,6 @@
 import { ErrorCode, WarrenError } from "../../shared/errors.js";
 import type { TokenStore, WorkspaceStore } from "../store/store.js";
-import type { WorkspaceRecord } from "../store/records.js";
+import { workspaceIdOf, type WorkspaceRecord } from "../store/records.js";
 import type { SessionClaims } from "./session-cookie.js";
 import { TokenCache } from "./token-cache.js";
 import { constantTimeEquals, parseToken, secretMatches, sha256Hex, TokenKind } from "./tokens.js";
@@ -11,11 +11,14 @@ import { constantTimeEquals, parseToken, secretMatches, sha256Hex, TokenKind } f
  */
 export type Principal =
   | { readonly kind: "admin"; readonly tokenId: string }
-  | { readonly kind: "user"; readonly user: string; readonly tokenId: string };
+  /** `expiresAt`: when the token expires (ms since the epoch), where it was read. */
+  | { readonly kind: "user"; readonly user: string; readonly tokenId: string; readonly expiresAt?: number };
 
 export interface AuthenticatedAgent {
   readonly workspace: WorkspaceRecord;
   readonly tokenId: string;
+  /** When the agent token expires (ms since the epoch): its connections close then. */
+  readonly tokenExpiresAt: number;
 }
 
 export interface AuthenticatorOptions {
@@ -51,6 +54,11 @@ export class Authenticator {
     this.#accessTokens.invalidate(id);
   }
 
+  /** The store may have lost or changed data (Redis came back): forget every cached token. Never blocks. */
+  forgetAllTokens(): void {
+    this.#accessTokens.clear();
+  }
+
   #now(): number {
     return (this.#options.now ?? Date.now)();
   }
@@ -68,7 +76,21 @@ export class Authenticator {
     if (!workspace || workspace.agentTokenId !== record.id || workspace.desiredState === "Terminated") {
       throw new WarrenError(ErrorCode.Unauthenticated, INVALID_AGENT_TOKEN);
     }
-    return { workspace, tokenId: record.id };
+    return { workspace, tokenId: record.id, tokenExpiresAt: record.expiresAt };
+  }
+
+  /**
+   * Whether an agent connection welcomed with `tokenId` into the workspace incarnation
+   * `workspaceId` may stay: the incarnation still exists under its name and the token is still
+   * its current one (a terminating workspace's token is already deleted: its agent stays until
+   * the termination completes). Reads the store; rejects when it cannot.
+   */
+  async agentStillValid(name: string, workspaceId: string, tokenId: string): Promise<boolean> {
+    const workspace = await this.#options.workspaces.getWorkspace(name);
+    if (!workspace || workspaceIdOf(workspace) !== workspaceId || workspace.agentTokenId !== tokenId) return false;
+    if (workspace.desiredState === "Terminated") return workspace.actualState !== "Terminated";
+    // Expiry is the lease's own clock (which leaves a token expiring with its workspace to the termination).
+    return (await this.#options.tokens.getToken(tokenId)) !== undefined;
   }
 
   /** A person or script calling the API or a workspace host. */
@@ -81,7 +103,7 @@ export class Authenticator {
     if (!record || record.kind !== TokenKind.Access || !secretMatches(parsed.secret, record.hash) || record.expiresAt <= this.#now()) {
       throw new WarrenError(ErrorCode.Unauthenticated, INVALID_TOKEN);
     }
-    return { kind: "user", user: record.subject, tokenId: record.id };
+    return { kind: "user", user: record.subject, tokenId: record.id, expiresAt: record.expiresAt };
   }
 
   /**
@@ -97,7 +119,7 @@ export class Authenticator {
     if (!record || record.kind !== TokenKind.Access || record.subject !== claims.user || record.expiresAt <= this.#now()) {
       throw new WarrenError(ErrorCode.Unauthenticated, "session expired; log in again");
     }
-    return { kind: "user", user: claims.user, tokenId: record.id };
+    return { kind: "user", user: claims.user, tokenId: record.id, expiresAt: record.expiresAt };
   }
 
   /** When the token behind a principal expires (sessions do not outlive it). */

@@ -40,6 +40,12 @@ export class TokenCache {
     return record;
   }
 
+  /** Forgets every record (the store may have lost data). Never blocks. */
+  clear(): void {
+    this.#entries.clear();
+    this.#generation++;
+  }
+
   /** The token was revoked: forget it. Never blocks. */
   invalidate(id: string): void {
     this.#entries.delete(id);

@@ -9,7 +9,7 @@ import {
 } from "../../shared/gen/warren/v1/agent_pb.js";
 import type { Logger } from "../../shared/logger.js";
 import type { ClusterEvent, EventBus } from "../events/event-bus.js";
-import { dialablePorts, type WorkspaceRecord } from "../store/records.js";
+import { dialablePorts, workspaceIdOf, type WorkspaceRecord } from "../store/records.js";
 import type { WorkspaceLookup } from "../http/workspace-access.js";
 import { statesOf, type WorkspaceManager } from "./workspace-manager.js";
 import { DesiredState, type WorkloadStatus } from "./workspace-state.js";
@@ -18,6 +18,8 @@ import { DesiredState, type WorkloadStatus } from "./workspace-state.js";
 export interface ControlledConnection {
   readonly id: string;
   readonly workspace: string;
+  /** The workspace incarnation the connection was welcomed into: its reports apply to it only. */
+  readonly workspaceId: string;
   readonly closed: boolean;
   /** Sends the desired state on the control stream; never blocks, false when it is gone. */
   sendDesiredState(state: WorkspaceDesiredState): void;
@@ -79,7 +81,7 @@ export class AgentControl {
     connection.onClose(() => {
       // After its last report, so that the departure is the final word.
       void (this.#reports.get(connection) ?? Promise.resolve())
-        .then(() => this.#options.manager.agentGone(connection.workspace, connection.id))
+        .then(() => this.#options.manager.agentGone(connection.workspace, connection.workspaceId, connection.id))
         .catch((err: Error) => {
           this.#options.log.warn({ workspace: connection.workspace, err: err.message }, "could not record the agent's departure");
         });
@@ -102,7 +104,7 @@ export class AgentControl {
     const previous = this.#reports.get(connection) ?? Promise.resolve();
     const next = previous.then(() =>
       this.#options.manager
-        .report(connection.workspace, connection.id, status, { exitCode: report.exitCode, message: report.message })
+        .report(connection.workspace, connection.workspaceId, connection.id, status, { exitCode: report.exitCode, message: report.message })
         .catch((err: Error) => this.#options.log.warn({ workspace: connection.workspace, err: err.message }, "could not record a workload report")),
     );
     this.#reports.set(connection, next);
@@ -114,7 +116,7 @@ export class AgentControl {
     const previous = this.#reports.get(connection) ?? Promise.resolve();
     const next = previous.then(() =>
       this.#options.manager
-        .reportListeningPorts(connection.workspace, ports)
+        .reportListeningPorts(connection.workspace, connection.workspaceId, ports)
         .catch((err: Error) => this.#options.log.warn({ workspace: connection.workspace, err: err.message }, "could not record the listening ports")),
     );
     this.#reports.set(connection, next);
@@ -125,15 +127,25 @@ export class AgentControl {
     const connections = this.#options.connections.connectionsOf(event.workspace);
     if (connections.length === 0) return;
     // The event carries the new ports: the agents hear of them before anyone can ask for them.
-    if (event.allowedPorts && event.revision !== undefined) this.#sendAllowedPorts(event.workspace, connections, event.revision, event.allowedPorts);
+    if (event.allowedPorts && event.revision !== undefined) {
+      this.#sendAllowedPorts(event.workspace, event.workspaceId, connections, event.revision, event.allowedPorts);
+    }
     void this.#push(event.workspace, connections);
   }
 
   /** Tells each connection which ports it may dial, unless it has this list or a newer one. */
-  #sendAllowedPorts(name: string, connections: readonly ControlledConnection[], revision: number, ports: readonly number[], always = false): void {
+  #sendAllowedPorts(
+    name: string,
+    workspaceId: string | undefined,
+    connections: readonly ControlledConnection[],
+    revision: number,
+    ports: readonly number[],
+    always = false,
+  ): void {
     const key = [...ports].sort((a, b) => a - b).join(",");
     for (const connection of connections) {
-      if (connection.closed) continue;
+      // Another incarnation's agent never hears this workspace's ports.
+      if (connection.closed || (workspaceId !== undefined && connection.workspaceId !== workspaceId)) continue;
       const last = this.#sentPorts.get(connection);
       if (!always && last && (last.revision > revision || last.key === key)) continue;
       this.#sentPorts.set(connection, { revision, key });
@@ -151,12 +163,14 @@ export class AgentControl {
       return;
     }
     if (!record) return;
+    const workspaceId = workspaceIdOf(record);
     const desired = statesOf(record).desired;
     const revision = record.revision ?? 0;
     // A new connection got its welcome from a record read earlier: send the ports as they are now.
-    this.#sendAllowedPorts(name, connections, revision, dialablePorts(record), attaching);
+    this.#sendAllowedPorts(name, workspaceId, connections, revision, dialablePorts(record), attaching);
     for (const connection of connections) {
-      if (connection.closed) continue;
+      // A connection of an earlier workspace of the name is on its way out: not this one's state.
+      if (connection.closed || connection.workspaceId !== workspaceId) continue;
       const last = this.#sent.get(connection);
       // Reads may finish out of order: never replace a newer state with an older one.
       if (last && (last.revision > revision || last.desired === desired)) continue;

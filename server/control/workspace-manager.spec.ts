@@ -5,6 +5,7 @@ import { SecretBox } from "../auth/secret-box.js";
 import { KeyPurpose, SecretKeys } from "../auth/secret-keys.js";
 import { LocalEventBus, type ClusterEvent } from "../events/event-bus.js";
 import { MemoryStore } from "../store/memory-store.js";
+import { workspaceIdOf } from "../store/records.js";
 import { WorkspaceManager } from "./workspace-manager.js";
 
 const admin: Principal = { kind: "admin", tokenId: "admin:x" };
@@ -47,7 +48,7 @@ describe("workspace manager", () => {
     // No agent connected: nothing to wait for.
     expect(after.actualState).toBe("Terminated");
     expect(await store.getToken(workspace.agentTokenId)).toBeUndefined();
-    expect(seen).toContainEqual({ type: "workspace-revoked", workspace: "short", reason: 'workspace "short" was terminated' });
+    expect(seen).toContainEqual({ type: "workspace-revoked", workspace: "short", workspaceId: workspace.id, reason: 'workspace "short" was terminated' });
     expect(agentToken).toMatch(/^wat_/);
     // Kept for a while so people see what happened, then removed.
     advance(3_600_000);
@@ -57,11 +58,11 @@ describe("workspace manager", () => {
 
   it("waits for the connected agent to stop its workload, then gives up after the grace period", async () => {
     const { manager, store, advance } = setup({ connected: true });
-    await manager.create(admin, { name: "slow", ports: [] });
-    await manager.report("slow", "c1", "Running");
+    const { workspace } = await manager.create(admin, { name: "slow", ports: [] });
+    await manager.report("slow", workspace.id!, "c1", "Running");
     const terminating = await manager.act(admin, "slow", "terminate");
     expect(terminating.actualState).toBe("Terminating");
-    await manager.report("slow", "c1", "Stopping");
+    await manager.report("slow", workspace.id!, "c1", "Stopping");
     expect((await store.getWorkspace("slow"))!.actualState).toBe("Terminating");
     advance(10_000);
     await manager.sweep();
@@ -70,17 +71,17 @@ describe("workspace manager", () => {
 
   it("completes a restart: RestartRequested until the agent reports Stopped, then Running", async () => {
     const { manager, store } = setup();
-    await manager.create(admin, { name: "re", ports: [] });
-    for (const s of ["Starting", "Running"] as const) await manager.report("re", "c1", s);
+    const id = (await manager.create(admin, { name: "re", ports: [] })).workspace.id!;
+    for (const s of ["Starting", "Running"] as const) await manager.report("re", id, "c1", s);
     expect((await manager.act(admin, "re", "restart")).desiredState).toBe("RestartRequested");
-    await manager.report("re", "c1", "Stopping");
-    await manager.report("re", "c1", "Stopped");
+    await manager.report("re", id, "c1", "Stopping");
+    await manager.report("re", id, "c1", "Stopped");
     const w = (await store.getWorkspace("re"))!;
     expect([w.desiredState, w.actualState]).toEqual(["Running", "Stopped"]);
     // Only the loss of the connection that reported last makes the state Unknown.
-    await manager.agentGone("re", "other");
+    await manager.agentGone("re", id, "other");
     expect((await store.getWorkspace("re"))!.actualState).toBe("Stopped");
-    await manager.agentGone("re", "c1");
+    await manager.agentGone("re", id, "c1");
     expect((await store.getWorkspace("re"))!.actualState).toBe("Unknown");
   });
 
@@ -147,19 +148,43 @@ describe("workspace manager", () => {
     expect(seen.some((e) => e.type === "workspace-revoked" && /rotated/.test(e.reason))).toBe(true);
   });
 
-  it("reuses the name of a terminated workspace", async () => {
-    const { manager } = setup({ connected: false });
-    await manager.create(admin, { name: "again", ports: [] });
+  it("reuses the name of a terminated workspace as a new workspace, with an id of its own", async () => {
+    const { manager, seen } = setup({ connected: false });
+    const first = (await manager.create(admin, { name: "again", ports: [] })).workspace;
     await manager.act(admin, "again", "terminate");
     const { workspace } = await manager.create(admin, { name: "again", ports: [] });
     expect(workspace.actualState).toBe("CreationRequested");
+    expect(workspace.id).toMatch(/^ws_[0-9a-f]{32}$/);
+    expect(workspace.id).not.toBe(first.id);
+    expect(seen).toContainEqual({ type: "workspace-created", workspace: "again", workspaceId: workspace.id });
+  });
+
+  it("regression: a workload report from an agent of an earlier workspace of the same name changes nothing", async () => {
+    const { manager, store } = setup({ connected: false });
+    const old = (await manager.create(admin, { name: "dev", ports: [] })).workspace;
+    await manager.delete(admin, "dev");
+    const current = (await manager.create(admin, { name: "dev", ports: [] })).workspace;
+    await manager.report("dev", old.id!, "c-old", "Failed", { exitCode: 1, message: "forged" });
+    await manager.agentGone("dev", old.id!, "c-old");
+    const stored = (await store.getWorkspace("dev"))!;
+    expect(stored.actualState).toBe("CreationRequested");
+    expect(stored.revision).toBe(current.revision);
+    await manager.report("dev", current.id!, "c-new", "Running");
+    expect((await store.getWorkspace("dev"))!.actualState).toBe("Running");
+  });
+
+  it("gives records written before incarnation ids a stable id derived from what never changes", () => {
+    const legacy = { name: "old", createdAt: 1_600_000_000_000 };
+    expect(workspaceIdOf(legacy)).toBe(workspaceIdOf({ ...legacy }));
+    expect(workspaceIdOf(legacy)).not.toBe(workspaceIdOf({ ...legacy, createdAt: legacy.createdAt + 1 }));
+    expect(workspaceIdOf({ ...legacy, id: "ws_1" })).toBe("ws_1");
   });
 
   it("retries a compare-and-set that lost a race", async () => {
     const { manager, store } = setup();
-    await manager.create(admin, { name: "race", ports: [] });
+    const id = (await manager.create(admin, { name: "race", ports: [] })).workspace.id!;
     // Two reports at once: both apply, in order, none is lost.
-    await Promise.all([manager.report("race", "c1", "Starting"), manager.report("race", "c1", "Running")]);
+    await Promise.all([manager.report("race", id, "c1", "Starting"), manager.report("race", id, "c1", "Running")]);
     const w = (await store.getWorkspace("race"))!;
     expect(w.actualState).toBe("Running");
     expect(w.revision).toBe(3);

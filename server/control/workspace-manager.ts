@@ -1,3 +1,4 @@
+import { randomBytes } from "node:crypto";
 import { ErrorCode, WarrenError } from "../../shared/errors.js";
 import type { Logger } from "../../shared/logger.js";
 import type { Principal } from "../auth/authenticator.js";
@@ -5,7 +6,7 @@ import type { SecretBox } from "../auth/secret-box.js";
 import { mintToken, TokenKind } from "../auth/tokens.js";
 import type { EventBus } from "../events/event-bus.js";
 import { isValidWorkspaceName } from "../http/workspace-host.js";
-import { dialablePorts, type DetectedPortRecord, type PortRecord, type VariableRecord, type WorkspaceRecord } from "../store/records.js";
+import { dialablePorts, workspaceIdOf, type DetectedPortRecord, type PortRecord, type VariableRecord, type WorkspaceRecord } from "../store/records.js";
 import type { TokenStore, UserStore, WorkspaceStore } from "../store/store.js";
 import {
   acceptsTraffic,
@@ -123,6 +124,7 @@ export class WorkspaceManager {
     const tokenExpiresAt = Math.min(now + tokenTtl, expiresAt ?? Infinity);
     const token = mintToken(TokenKind.Agent);
     const workspace: WorkspaceRecord = {
+      id: newWorkspaceId(),
       name: input.name,
       ports,
       createdAt: now,
@@ -152,6 +154,8 @@ export class WorkspaceManager {
       { workspace: workspace.name, owner, ttlMs: ttl, variables: workspace.variableNames, desired: workspace.desiredState, actual: workspace.actualState },
       "workspace created",
     );
+    // Agents of an earlier workspace of this name (a missed revocation, a store that lost its data) must go.
+    await this.#options.events.publish({ type: "workspace-created", workspace: workspace.name, workspaceId: workspaceIdOf(workspace) });
     return { workspace, agentToken: token.token };
   }
 
@@ -175,7 +179,12 @@ export class WorkspaceManager {
     await this.#options.tokens.deleteToken(workspace.agentTokenId);
     await this.#options.workspaces.deleteWorkspace(name);
     this.#log.info({ workspace: name }, "workspace deleted");
-    await this.#options.events.publish({ type: "workspace-revoked", workspace: name, reason: `workspace "${name}" was deleted` });
+    await this.#options.events.publish({
+      type: "workspace-revoked",
+      workspace: name,
+      workspaceId: workspaceIdOf(workspace),
+      reason: `workspace "${name}" was deleted`,
+    });
   }
 
   /** Applies stop, start, restart or terminate; resolves with the workspace as it is then. */
@@ -210,7 +219,12 @@ export class WorkspaceManager {
     }
     if (oldTokenId) await this.#options.tokens.deleteToken(oldTokenId);
     this.#log.info({ workspace: name }, "agent token rotated");
-    await this.#options.events.publish({ type: "workspace-revoked", workspace: name, reason: `the agent token of workspace "${name}" was rotated` });
+    await this.#options.events.publish({
+      type: "workspace-revoked",
+      workspace: name,
+      ...(oldTokenId ? { tokenId: oldTokenId } : { workspaceId: workspaceIdOf(current) }),
+      reason: `the agent token of workspace "${name}" was rotated`,
+    });
     return { workspace: result.after, agentToken: token.token };
   }
 
@@ -255,20 +269,32 @@ export class WorkspaceManager {
   }
 
   /** The agent reported the ports listening inside the workspace (stored only when they changed). */
-  async reportListeningPorts(name: string, ports: readonly DetectedPortRecord[]): Promise<void> {
+  async reportListeningPorts(name: string, workspaceId: string, ports: readonly DetectedPortRecord[]): Promise<void> {
     const detected = normalizeDetected(ports);
     await this.#mutate(name, "listening ports reported", (r) => {
+      if (workspaceIdOf(r) !== workspaceId) return r;
       if (statesOf(r).actual === ActualState.Terminated) return r;
       if (JSON.stringify(r.detectedPorts ?? []) === JSON.stringify(detected)) return r;
       return { ...r, detectedPorts: detected };
     }, { fromAgent: true });
   }
 
-  /** An agent connection reported its workload's state. */
-  async report(name: string, connectionId: string, status: WorkloadStatus, detail: { exitCode?: number; message?: string } = {}): Promise<void> {
+  /**
+   * An agent connection reported its workload's state. It applies to the workspace incarnation
+   * the connection was welcomed into only: a report about an earlier workspace of the same
+   * name changes nothing.
+   */
+  async report(
+    name: string,
+    workspaceId: string,
+    connectionId: string,
+    status: WorkloadStatus,
+    detail: { exitCode?: number; message?: string } = {},
+  ): Promise<void> {
     const now = this.#now();
     const cause = `agent reported ${status}${detail.exitCode ? ` (exit code ${detail.exitCode})` : ""}${detail.message ? `: ${detail.message}` : ""}`;
     const result = await this.#mutate(name, cause, (r) => {
+      if (workspaceIdOf(r) !== workspaceId) return r;
       if (statesOf(r).actual === ActualState.Terminated) return r;
       const next = applyReport(statesOf(r), status);
       const same = sameStates(statesOf(r), next);
@@ -276,20 +302,20 @@ export class WorkspaceManager {
       return { ...withStates(r, next, now), reportedBy: connectionId };
     }, { fromAgent: true });
     if (result && result.after.actualState === ActualState.Terminated && result.before.actualState !== ActualState.Terminated) {
-      await this.#revoke(name, `workspace "${name}" was terminated`);
+      await this.#revoke(result.after, `workspace "${name}" was terminated`);
     }
   }
 
   /** The agent connection that reported last went away: the actual state is no longer known. */
-  async agentGone(name: string, connectionId: string): Promise<void> {
+  async agentGone(name: string, workspaceId: string, connectionId: string): Promise<void> {
     const now = this.#now();
     const result = await this.#mutate(name, "the reporting agent disconnected", (r) => {
-      if (r.reportedBy !== connectionId) return r;
+      if (workspaceIdOf(r) !== workspaceId || r.reportedBy !== connectionId) return r;
       const { reportedBy: _gone, ...rest } = withStates(r, applyAgentGone(statesOf(r)), now);
       return rest;
     });
     if (result && result.after.actualState === ActualState.Terminated && result.before.actualState !== ActualState.Terminated) {
-      await this.#revoke(name, `workspace "${name}" was terminated`);
+      await this.#revoke(result.after, `workspace "${name}" was terminated`);
     }
   }
 
@@ -351,15 +377,14 @@ export class WorkspaceManager {
       statesOf(r).actual === ActualState.Terminating ? withStates(r, { desired: DesiredState.Terminated, actual: ActualState.Terminated }, now) : r,
     );
     if (!result) throw notFound(name);
-    if (result.before !== result.after) await this.#revoke(name, `workspace "${name}" was terminated`);
+    if (result.before !== result.after) await this.#revoke(result.after, `workspace "${name}" was terminated`);
     return result.after;
   }
 
-  /** Revokes the token and disconnects the workspace's agents on every server. */
-  async #revoke(name: string, reason: string): Promise<void> {
-    const workspace = await this.#options.workspaces.getWorkspace(name);
-    if (workspace) await this.#options.tokens.deleteToken(workspace.agentTokenId);
-    await this.#options.events.publish({ type: "workspace-revoked", workspace: name, reason });
+  /** Revokes the token and disconnects the workspace incarnation's agents on every server. */
+  async #revoke(workspace: WorkspaceRecord, reason: string): Promise<void> {
+    await this.#options.tokens.deleteToken(workspace.agentTokenId);
+    await this.#options.events.publish({ type: "workspace-revoked", workspace: workspace.name, workspaceId: workspaceIdOf(workspace), reason });
   }
 
   /**
@@ -382,7 +407,13 @@ export class WorkspaceManager {
       const after: WorkspaceRecord = { ...next, revision: revision + 1 };
       if (!(await store.updateWorkspaceIf(after, revision))) continue;
       this.#logTransition(before, after, cause, options.fromAgent ?? false);
-      await this.#options.events.publish({ type: "workspace-changed", workspace: name, revision: after.revision, allowedPorts: dialablePorts(after) });
+      await this.#options.events.publish({
+        type: "workspace-changed",
+        workspace: name,
+        workspaceId: workspaceIdOf(after),
+        revision: after.revision,
+        allowedPorts: dialablePorts(after),
+      });
       return { before, after };
     }
     throw new WarrenError(ErrorCode.Aborted, `workspace "${name}" is changing too often to update; try again`);
@@ -434,6 +465,11 @@ function withStates(record: WorkspaceRecord, states: WorkspaceStates, now: numbe
 
 function sameStates(a: WorkspaceStates, b: WorkspaceStates): boolean {
   return a.desired === b.desired && a.actual === b.actual;
+}
+
+/** 128 random bits: an incarnation id is never reused, not even by a workspace of the same name. */
+function newWorkspaceId(): string {
+  return `ws_${randomBytes(16).toString("hex")}`;
 }
 
 /** Associated data of a workspace's sealed variables: they open only on their own record. */

@@ -3,14 +3,34 @@
  * cluster mode.
  */
 export type ClusterEvent =
-  /** The workspace was deleted or terminated, or its agent token revoked: drop its agents. */
-  | { readonly type: "workspace-revoked"; readonly workspace: string; readonly reason: string }
+  /**
+   * The workspace was deleted or terminated, or its agent token revoked: drop its agents.
+   * `workspaceId` (deleted, terminated) closes everything of that incarnation; `tokenId`
+   * (rotated) only what the old token opened. Events without either (from servers older than
+   * incarnations) drop every agent of the name.
+   */
+  | {
+      readonly type: "workspace-revoked";
+      readonly workspace: string;
+      readonly reason: string;
+      readonly workspaceId?: string;
+      readonly tokenId?: string;
+    }
+  /** A workspace was created: agents of an earlier workspace of the same name must go. */
+  | { readonly type: "workspace-created"; readonly workspace: string; readonly workspaceId: string }
   /**
    * The workspace record changed (ports, state): refresh caches. `allowedPorts` (with the
    * record's `revision`) is what its agents may dial now, so that the server holding an agent
    * tells it at once, without reading the store first.
    */
-  | { readonly type: "workspace-changed"; readonly workspace: string; readonly revision?: number; readonly allowedPorts?: readonly number[] }
+  | {
+      readonly type: "workspace-changed";
+      readonly workspace: string;
+      /** The incarnation whose record changed (absent from servers older than incarnations). */
+      readonly workspaceId?: string;
+      readonly revision?: number;
+      readonly allowedPorts?: readonly number[];
+    }
   /** An access token was revoked: drop it from every server's token cache. */
   | { readonly type: "token-revoked"; readonly tokenId: string };
 

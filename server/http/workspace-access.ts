@@ -1,9 +1,11 @@
 import type { IncomingMessage } from "node:http";
+import type { Socket } from "node:net";
+import type { CredentialLeases } from "../auth/credential-leases.js";
 import { ErrorCode, WarrenError } from "../../shared/errors.js";
 import type { Authenticator, Principal } from "../auth/authenticator.js";
 import { mayReach, statesOf, trafficRefusal } from "../control/workspace-manager.js";
 import { DesiredState } from "../control/workspace-state.js";
-import type { WorkspaceRecord } from "../store/records.js";
+import { workspaceIdOf, type WorkspaceRecord } from "../store/records.js";
 import { WARREN_TOKEN_HEADER } from "./headers.js";
 
 export interface WorkspaceLookup {
@@ -22,6 +24,12 @@ export interface WorkspaceAccessOptions {
   readonly authenticator: Authenticator;
   readonly rootDomain: string;
   readonly sessions?: SessionReader;
+  /**
+   * Client connections are bound to the credential and workspace incarnation each request on
+   * them was let through with: revoking either (or the token expiring) closes the connection,
+   * a WebSocket or a response in flight included.
+   */
+  readonly leases?: CredentialLeases;
 }
 
 /**
@@ -38,12 +46,16 @@ export class WorkspaceAccess {
     this.#options = options;
   }
 
+  /** Bindings per client connection (credential and incarnation), so that each is leased once. */
+  readonly #bound = new WeakMap<Socket, Set<string>>();
+
   async authorize(req: IncomingMessage, workspaceName: string, port: number): Promise<WorkspaceRecord> {
     const workspace = await this.#options.workspaces.getWorkspace(workspaceName);
     const exposed = workspace?.ports.find((p) => p.port === port);
     const desired = workspace ? statesOf(workspace).desired : undefined;
+    let principal: Principal | undefined;
     if (!(exposed?.public && desired !== DesiredState.Terminated)) {
-      const principal = await this.#principalOf(req, `${port}-${workspaceName}.${this.#options.rootDomain}`);
+      principal = await this.#principalOf(req, `${port}-${workspaceName}.${this.#options.rootDomain}`);
       if (!workspace || !mayReach(principal, workspace)) throw notFound(workspaceName);
     }
     if (!workspace || desired === undefined) throw notFound(workspaceName);
@@ -51,7 +63,37 @@ export class WorkspaceAccess {
     if (refusal?.code === ErrorCode.NotFound) throw refusal;
     if (!exposed) throw new WarrenError(ErrorCode.PermissionDenied, `port ${port} is not exposed by workspace "${workspaceName}"`);
     if (refusal) throw refusal;
+    this.#bind(req.socket, workspace, principal);
     return workspace;
+  }
+
+  /** Leases the client connection on what let this request through (once per connection and credential). */
+  #bind(socket: Socket | null | undefined, workspace: WorkspaceRecord, principal: Principal | undefined): void {
+    const leases = this.#options.leases;
+    if (!leases || !socket || socket.destroyed) return;
+    const workspaceId = workspaceIdOf(workspace);
+    const tokenId = principal?.tokenId;
+    const key = `${tokenId ?? ""} ${workspaceId}`;
+    let bound = this.#bound.get(socket);
+    if (bound?.has(key)) return;
+    if (!bound) this.#bound.set(socket, (bound = new Set()));
+    bound.add(key);
+    const expiresAt = principal?.kind === "user" ? principal.expiresAt : undefined;
+    const name = workspace.name;
+    const stillValid = async (): Promise<boolean> => {
+      const current = await this.#options.workspaces.getWorkspace(name);
+      if (!current || workspaceIdOf(current) !== workspaceId) return false;
+      if (principal?.kind !== "user") return true;
+      try {
+        await this.#options.authenticator.principalOfSession({ user: principal.user, tokenId: principal.tokenId });
+        return true;
+      } catch (err) {
+        if (WarrenError.from(err).code === ErrorCode.Unauthenticated) return false;
+        throw err;
+      }
+    };
+    const lease = leases.register({ tokenId, workspaceId, expiresAt, stillValid }, () => socket.destroy());
+    socket.once("close", () => lease.release());
   }
 
   async #principalOf(req: IncomingMessage, host: string): Promise<Principal> {

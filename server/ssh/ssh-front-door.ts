@@ -7,7 +7,7 @@ import type { HostPort } from "../../shared/settings.js";
 import { VERSION } from "../../shared/version.js";
 import type { Principal } from "../auth/authenticator.js";
 import { trafficRefusal } from "../control/workspace-manager.js";
-import type { WorkspaceRecord } from "../store/records.js";
+import { workspaceIdOf, type WorkspaceRecord } from "../store/records.js";
 import type { Dialer } from "../tunnel/tunnel-dialer.js";
 import type { LoginRateLimiter } from "./login-rate-limiter.js";
 import { loginSourceOf } from "./login-source.js";
@@ -19,6 +19,12 @@ import { listenOn } from "../listen.js";
 
 /** What a client may try; "none" and keyboard-interactive are answered with this list. */
 const METHODS = ["publickey", "password"] as const;
+
+/** What open sessions are told when the lease of their credential or workspace ends. */
+const CREDENTIAL_GONE = new WarrenError(
+  ErrorCode.Unauthenticated,
+  "the credential this session logged in with was revoked or has expired, or its workspace is gone",
+);
 
 /** Longest SSH user name shown in logs (workspace names are far shorter): a client chooses it. */
 const MAX_LOGGED_NAME = 64;
@@ -61,6 +67,12 @@ export interface SshFrontDoorOptions {
   readonly maxAuthTries?: number;
   readonly log: Logger;
   readonly onLogin?: (outcome: SshLoginOutcome) => void;
+  /**
+   * Binds a logged-in connection to the credential and workspace it logged in with (see
+   * server/auth/credential-leases.ts): `close` ends it when either is revoked; the returned
+   * handle is released when it ends by itself.
+   */
+  readonly bindSession?: (decision: Extract<SshAccessDecision, { allowed: true }>, close: () => void) => { release(): void };
 }
 
 interface ConnectionState {
@@ -246,6 +258,8 @@ export class SshFrontDoor {
         log: clog,
       });
       this.#open.set(id, { connection: { id, workspace, principal: decision.principal }, relay });
+      const lease = this.#options.bindSession?.(decision, () => void relay.close(CREDENTIAL_GONE));
+      if (lease) client.once("close", () => lease.release());
       client.once("close", () => {
         this.#sessions--;
         this.#open.delete(id);
@@ -314,6 +328,6 @@ export class SshFrontDoor {
 /** Why a connection logged in to `workspace` may open nothing more, now that it is `fresh`. */
 function refusalOf(workspace: WorkspaceRecord, fresh: WorkspaceRecord | undefined): WarrenError | undefined {
   // The same name created again is another workspace.
-  if (!fresh || fresh.createdAt !== workspace.createdAt) return new WarrenError(ErrorCode.NotFound, `workspace "${workspace.name}" no longer exists`);
+  if (!fresh || workspaceIdOf(fresh) !== workspaceIdOf(workspace)) return new WarrenError(ErrorCode.NotFound, `workspace "${workspace.name}" no longer exists`);
   return trafficRefusal(fresh);
 }

@@ -13,6 +13,11 @@ export interface PortRecord {
  * Fields added by the control module are optional so that records written before them load.
  */
 export interface WorkspaceRecord {
+  /**
+   * Immutable id of this incarnation of the workspace, made when it is created: a name used
+   * again later is another workspace. Absent in records written before ids: see workspaceIdOf().
+   */
+  readonly id?: string;
   readonly name: string;
   readonly ports: readonly PortRecord[];
   /** Milliseconds since the epoch. */
@@ -58,6 +63,15 @@ export interface DetectedPortRecord {
   readonly address: string;
   /** The listening process's name, when the agent could read it. */
   readonly process?: string;
+}
+
+/**
+ * The workspace's incarnation id: what agent connections, their reports and every credential
+ * lease are bound to, never the name alone. Records written before ids get one derived from
+ * what never changes in them (name and creation time), so it is the same on every server.
+ */
+export function workspaceIdOf(workspace: Pick<WorkspaceRecord, "id" | "name" | "createdAt">): string {
+  return workspace.id ?? `${workspace.name}@${workspace.createdAt}`;
 }
 
 export const DEFAULT_SSH_PORT = 22;

@@ -14,6 +14,8 @@ import { endWithStatus } from "./grpc-responses.js";
 export interface AgentConnectionOptions {
   readonly id: string;
   readonly workspace: string;
+  /** The workspace incarnation it was welcomed into (see workspaceIdOf). */
+  readonly workspaceId: string;
   readonly tokenId: string;
   readonly session: ServerHttp2Session;
   readonly control: ServerHttp2Stream;
@@ -32,6 +34,7 @@ export interface AgentConnectionOptions {
 export class AgentConnection {
   readonly id: string;
   readonly workspace: string;
+  readonly workspaceId: string;
   readonly tokenId: string;
   readonly agentVersion: string;
   readonly instanceId: string;
@@ -60,6 +63,7 @@ export class AgentConnection {
   constructor(options: AgentConnectionOptions) {
     this.id = options.id;
     this.workspace = options.workspace;
+    this.workspaceId = options.workspaceId;
     this.tokenId = options.tokenId;
     this.agentVersion = options.agentVersion;
     this.instanceId = options.instanceId;

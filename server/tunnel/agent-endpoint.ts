@@ -9,7 +9,13 @@ import http2, {
 } from "node:http2";
 import type { AddressInfo } from "node:net";
 import { create } from "@bufbuild/protobuf";
-import { ControlRequestSchema, ControlResponseSchema, type ControlRequest, type AgentHello } from "../../shared/gen/warren/v1/agent_pb.js";
+import {
+  ControlRequestSchema,
+  ControlResponseSchema,
+  DisconnectReason,
+  type ControlRequest,
+  type AgentHello,
+} from "../../shared/gen/warren/v1/agent_pb.js";
 import { GrpcFrameDecoder } from "../../shared/grpc-frame-decoder.js";
 import { decodeGrpcMessage } from "../../shared/grpc-message.js";
 import { ErrorCode, WarrenError } from "../../shared/errors.js";
@@ -18,7 +24,8 @@ import type { HostPort } from "../../shared/settings.js";
 import { VERSION } from "../../shared/version.js";
 import { bearerToken, constantTimeEquals } from "../auth/tokens.js";
 import type { AuthenticatedAgent, Authenticator } from "../auth/authenticator.js";
-import { dialablePorts, type WorkspaceRecord } from "../store/records.js";
+import type { CredentialLeases } from "../auth/credential-leases.js";
+import { dialablePorts, workspaceIdOf, type WorkspaceRecord } from "../store/records.js";
 import { AgentConnection } from "./agent-connection.js";
 import { respondOk, respondWithError } from "./grpc-responses.js";
 import type { AgentRegistrar } from "./tunnel-registry.js";
@@ -30,6 +37,18 @@ const CONTROL_PATH = "/warren.v1.AgentService/Control";
 const TUNNEL_PATH = "/warren.v1.AgentService/Tunnel";
 /** A session must open its control stream and say hello within this time. */
 const HELLO_TIMEOUT_MS = 10_000;
+/** What a refused hello is told: the same words as a refused token, nothing about which part failed. */
+const INVALID_AGENT_TOKEN = "agent token is invalid, expired or revoked";
+/** Control messages an agent may send while its hello is being checked; more is hostile. */
+const MAX_MESSAGES_BEFORE_WELCOME = 16;
+/**
+ * A token that expires with its workspace's time to live leaves the agent to the termination
+ * (which lets it stop its workload, then revokes it); its lease ends this long after, in case
+ * the termination could not run.
+ */
+const TTL_TERMINATION_MARGIN_MS = 15_000;
+/** A revoked agent's streams in flight get this long before its session is destroyed. */
+const REVOKED_GRACE_MS = 500;
 /** Control messages are small; anything bigger is hostile. */
 const MAX_CONTROL_MESSAGE_BYTES = 64 * 1024;
 /** Every agent session is pinged this often; one that has not answered the previous ping is dead. */
@@ -51,6 +70,12 @@ export interface AgentEndpointOptions {
   readonly tls?: SecureServerOptions;
   readonly authenticator: Authenticator;
   readonly registry: AgentRegistrar;
+  /**
+   * Every welcomed connection holds a lease on its agent token and workspace incarnation
+   * there: it closes when either is revoked, at the token's expiry, and when a re-validation
+   * finds either gone.
+   */
+  readonly leases: CredentialLeases;
   readonly serverId: string;
   readonly maxStreams: number;
   readonly maxMessageBytes: number;
@@ -271,7 +296,8 @@ export class AgentEndpoint {
   /**
    * Reads the control stream for the life of the connection: hello first, then draining and
    * workload reports. Its closures outlive the handshake, so they hold neither the request
-   * headers nor the workspace record (released once welcomed).
+   * headers nor the workspace record (released once welcomed). Messages that arrive while the
+   * hello is being checked wait for the welcome.
    */
   #readControl(stream: ServerHttp2Stream, state: SessionState, authenticated: AuthenticatedAgent, authorization: string): void {
     const session = stream.session as ServerHttp2Session;
@@ -280,11 +306,19 @@ export class AgentEndpoint {
     let agent: AuthenticatedAgent | undefined = authenticated;
     const decoder = new GrpcFrameDecoder(MAX_CONTROL_MESSAGE_BYTES);
     let connection: AgentConnection | undefined;
+    /** Set while the hello is checked: messages that came meanwhile. */
+    let waiting: ControlRequest[] | undefined;
     const violation = (err: unknown) => {
       const e = WarrenError.from(err, ErrorCode.InvalidArgument);
       log.warn({ workspace, err: e.message }, "agent protocol violation on control stream");
       if (connection) connection.protocolViolation(e);
       else session.destroy();
+    };
+    const handle = (message: ControlRequest) => {
+      if (!connection) return;
+      if (message.msg.case === "draining") connection.markDraining();
+      else if (message.msg.case === "hello") violation(new WarrenError(ErrorCode.InvalidArgument, "hello sent twice"));
+      else this.#options.onControlMessage?.(connection, message);
     };
     stream.on("data", (chunk: Buffer) => {
       let messages: Buffer[];
@@ -302,20 +336,102 @@ export class AgentEndpoint {
           violation(err);
           return;
         }
-        if (!connection) {
-          if (message.msg.case !== "hello" || !agent) {
-            violation(new WarrenError(ErrorCode.InvalidArgument, "the first control message must be hello"));
-            return;
-          }
-          connection = this.#welcome(stream, state, agent, message.msg.value, authorization);
-          agent = undefined;
+        if (connection) {
+          handle(message);
           continue;
         }
-        if (message.msg.case === "draining") connection.markDraining();
-        else if (message.msg.case === "hello") violation(new WarrenError(ErrorCode.InvalidArgument, "hello sent twice"));
-        else this.#options.onControlMessage?.(connection, message);
+        if (waiting) {
+          if (waiting.length >= MAX_MESSAGES_BEFORE_WELCOME) {
+            violation(new WarrenError(ErrorCode.InvalidArgument, "too many control messages before welcome"));
+            return;
+          }
+          waiting.push(message);
+          continue;
+        }
+        if (message.msg.case !== "hello" || !agent) {
+          violation(new WarrenError(ErrorCode.InvalidArgument, "the first control message must be hello"));
+          return;
+        }
+        const hello = message.msg.value;
+        const first = agent;
+        agent = undefined;
+        waiting = [];
+        void this.#admit(stream, state, first, hello, authorization).then((admitted) => {
+          connection = admitted;
+          const queued = waiting ?? [];
+          waiting = undefined;
+          for (const m of queued) handle(m);
+        });
       }
     });
+  }
+
+  /**
+   * Checks the hello against the store again and welcomes the agent, or refuses it. The token
+   * was checked when the control stream opened, but the agent chose when to say hello: the
+   * token may have been rotated, the workspace deleted and its name taken by a new workspace
+   * meanwhile. The lease is taken before the re-check, so a revocation that races with it is
+   * either seen by the re-check (the store changed first) or closes the lease (announced after).
+   * Resolves with the welcomed connection, or undefined when refused. Never rejects.
+   */
+  async #admit(
+    stream: ServerHttp2Stream,
+    state: SessionState,
+    first: AuthenticatedAgent,
+    hello: AgentHello,
+    authorization: string,
+  ): Promise<AgentConnection | undefined> {
+    const { authenticator, leases } = this.#options;
+    const name = first.workspace.name;
+    const workspaceId = workspaceIdOf(first.workspace);
+    const tokenId = first.tokenId;
+    const maxStreams = Math.min(this.#options.maxStreams, hello.maxStreams || this.#options.maxStreams);
+    const connection = new AgentConnection({
+      id: randomBytes(6).toString("hex"),
+      workspace: name,
+      workspaceId,
+      tokenId,
+      session: stream.session as ServerHttp2Session,
+      control: stream,
+      agentVersion: hello.version,
+      instanceId: hello.instanceId,
+      maxStreams,
+      log: this.#options.log,
+    });
+    const lease = leases.register(
+      {
+        tokenId,
+        workspaceId,
+        expiresAt:
+          first.workspace.expiresAt !== undefined && first.tokenExpiresAt >= first.workspace.expiresAt
+            ? first.tokenExpiresAt + TTL_TERMINATION_MARGIN_MS
+            : first.tokenExpiresAt,
+        stillValid: () => authenticator.agentStillValid(name, workspaceId, tokenId),
+      },
+      (reason) => connection.disconnect(DisconnectReason.REVOKED, reason, REVOKED_GRACE_MS),
+    );
+    connection.onClose(() => lease.release());
+    let current: AuthenticatedAgent | undefined;
+    try {
+      current = await authenticator.authenticateAgent(bearerToken(authorization));
+    } catch (err) {
+      const e = WarrenError.from(err);
+      if (e.code !== ErrorCode.Unauthenticated) {
+        // The store could not be read: the agent retries; nothing is said about the token.
+        this.#options.log.warn({ workspace: name, err: e.message }, "could not check an agent's hello; refusing it for now");
+        connection.disconnect(DisconnectReason.UNSPECIFIED, e.message, REVOKED_GRACE_MS);
+        return undefined;
+      }
+    }
+    if (!current || current.tokenId !== tokenId || workspaceIdOf(current.workspace) !== workspaceId) {
+      this.#options.log.info({ workspace: name, remote: connection.session.socket?.remoteAddress }, "agent refused at hello: its token was revoked meanwhile");
+      connection.disconnect(DisconnectReason.REVOKED, INVALID_AGENT_TOKEN, REVOKED_GRACE_MS);
+      return undefined;
+    }
+    // Revoked (or gone) while the re-check ran: the lease already closed it.
+    if (connection.closed || stream.destroyed) return undefined;
+    this.#welcome(connection, state, current.workspace, hello, authorization);
+    return connection;
   }
 
   #variablesOf(workspace: WorkspaceRecord, connection: AgentConnection): Array<{ name: string; value: string; file: boolean }> {
@@ -329,28 +445,10 @@ export class AgentEndpoint {
     }
   }
 
-  #welcome(
-    stream: ServerHttp2Stream,
-    state: SessionState,
-    agent: { workspace: WorkspaceRecord; tokenId: string },
-    hello: AgentHello,
-    authorization: string,
-  ): AgentConnection {
-    const workspace = agent.workspace;
-    const id = randomBytes(6).toString("hex");
+  #welcome(connection: AgentConnection, state: SessionState, workspace: WorkspaceRecord, hello: AgentHello, authorization: string): void {
+    const id = connection.id;
     const log = this.#options.log;
-    const maxStreams = Math.min(this.#options.maxStreams, hello.maxStreams || this.#options.maxStreams);
-    const connection = new AgentConnection({
-      id,
-      workspace: workspace.name,
-      tokenId: agent.tokenId,
-      session: stream.session as ServerHttp2Session,
-      control: stream,
-      agentVersion: hello.version,
-      instanceId: hello.instanceId,
-      maxStreams,
-      log,
-    });
+    const maxStreams = connection.maxStreams;
     clearTimeout(state.helloTimer);
     state.helloTimer = undefined;
     state.connection = connection;
@@ -384,6 +482,5 @@ export class AgentEndpoint {
     connection.onClose(() => log.info({ workspace: name, agentConnection: id }, "agent disconnected"));
     this.#options.registry.register(connection);
     this.#options.onConnection?.(connection, hello, workspace);
-    return connection;
   }
 }

@@ -1,6 +1,6 @@
 import type { Http2Session, ServerHttp2Stream } from "node:http2";
 import { ErrorCode, WarrenError } from "../../shared/errors.js";
-import type { DisconnectReason } from "../../shared/gen/warren/v1/agent_pb.js";
+import { DisconnectReason } from "../../shared/gen/warren/v1/agent_pb.js";
 import type { AgentConnection } from "./agent-connection.js";
 
 /** A claimed idle stream and the connection it belongs to. */
@@ -65,6 +65,9 @@ export class TunnelRegistry implements AgentRegistrar, StreamFinder {
   }
 
   register(connection: AgentConnection): void {
+    // One incarnation per name: the one registering passed its check just now, so the others
+    // belong to a workspace that is gone (their revocation was missed, or the store lost it).
+    this.closeOtherIncarnations(connection.workspace, connection.workspaceId);
     let tunnels = this.#workspaces.get(connection.workspace);
     const first = !tunnels;
     if (!tunnels) {
@@ -153,6 +156,20 @@ export class TunnelRegistry implements AgentRegistrar, StreamFinder {
       tunnels.waiters.push(waiter);
       this.#askForStreams(tunnels);
     });
+  }
+
+  /**
+   * Drops the agents of the name that belong to another incarnation than `workspaceId` (a new
+   * workspace of that name exists now). Returns how many. Never blocks.
+   */
+  closeOtherIncarnations(workspace: string, workspaceId: string): number {
+    const tunnels = this.#workspaces.get(workspace);
+    if (!tunnels) return 0;
+    const stale = tunnels.connections.filter((c) => c.workspaceId !== workspaceId);
+    for (const connection of stale) {
+      connection.disconnect(DisconnectReason.REVOKED, `workspace "${workspace}" was replaced by a new workspace of the same name`, 0);
+    }
+    return stale.length;
   }
 
   /** Drops every agent of the workspace on this server (revoked, deleted). */

@@ -152,12 +152,15 @@ export async function createWorkspace(
   name: string,
   ports: Array<number | { port: number; public?: boolean }>,
   extra: Record<string, unknown> = {},
+  /** Whose workspace: the admin's unless a user's access token is given. */
+  token: string = server.adminToken,
 ): Promise<CreatedWorkspace> {
-  const res = await callApi<{ workspace: { name: string; urls: string[] }; agentToken: string }>(server, "WorkspaceService/CreateWorkspace", {
-    name,
-    ports: ports.map((p) => (typeof p === "number" ? { port: p } : p)),
-    ...extra,
-  });
+  const res = await callApi<{ workspace: { name: string; urls: string[] }; agentToken: string }>(
+    server,
+    "WorkspaceService/CreateWorkspace",
+    { name, ports: ports.map((p) => (typeof p === "number" ? { port: p } : p)), ...extra },
+    token,
+  );
   if (res.status !== 200) throw new Error(`CreateWorkspace failed: ${res.status} ${JSON.stringify(res.body)}`);
   return { name, agentToken: res.body.agentToken, urls: res.body.workspace.urls };
 }
