@@ -37,6 +37,7 @@ export class ConnectionRelay {
   readonly #options: ConnectionRelayOptions;
   readonly #sessions = new Set<SessionRelay>();
   #closing = false;
+  #upstreamOpen = false;
 
   constructor(options: ConnectionRelayOptions) {
     this.#options = options;
@@ -70,6 +71,7 @@ export class ConnectionRelay {
     });
     upstream.then(
       (up) => {
+        this.#upstreamOpen = true;
         // Connections the workspace's sshd accepted for an ssh -R forward go back to the person.
         up.on("tcp connection", (details: TcpConnectionDetails, acceptUp: () => ClientChannel, rejectUp: () => void) => {
           this.#admit().then(
@@ -98,6 +100,15 @@ export class ConnectionRelay {
       clientClosed = true;
       upstream.then((up) => up.end(), () => {});
     });
+  }
+
+  /**
+   * Whether the connection reached the workspace's sshd. One that did not (the workspace was
+   * stopped or offline at login) holds nothing there: each of its channels fails on its own
+   * with the reason.
+   */
+  get reachedWorkspace(): boolean {
+    return this.#upstreamOpen;
   }
 
   /**

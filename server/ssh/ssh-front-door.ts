@@ -72,7 +72,7 @@ export interface SshFrontDoorOptions {
    * server/auth/credential-leases.ts): `close` ends it when either is revoked; the returned
    * handle is released when it ends by itself.
    */
-  readonly bindSession?: (decision: Extract<SshAccessDecision, { allowed: true }>, close: () => void) => { release(): void };
+  readonly bindSession?: (decision: Extract<SshAccessDecision, { allowed: true }>, close: (reason?: string) => void) => { release(): void };
 }
 
 interface ConnectionState {
@@ -184,7 +184,9 @@ export class SshFrontDoor {
       (fresh) => {
         for (const o of open) {
           const refusal = refusalOf(o.connection.workspace, fresh);
-          if (refusal) void o.relay.close(refusal);
+          // A connection that never reached the workspace is refused channel by channel, with
+          // the reason; cutting it now would only race its first session to the message.
+          if (refusal && o.relay.reachedWorkspace) void o.relay.close(refusal);
         }
       },
       // A store that does not answer says nothing about the workspace: the sessions go on.
@@ -258,7 +260,9 @@ export class SshFrontDoor {
         log: clog,
       });
       this.#open.set(id, { connection: { id, workspace, principal: decision.principal }, relay });
-      const lease = this.#options.bindSession?.(decision, () => void relay.close(CREDENTIAL_GONE));
+      const lease = this.#options.bindSession?.(decision, (reason) =>
+        void relay.close(reason ? new WarrenError(ErrorCode.Unauthenticated, reason) : CREDENTIAL_GONE),
+      );
       if (lease) client.once("close", () => lease.release());
       client.once("close", () => {
         this.#sessions--;

@@ -37,6 +37,7 @@ export class SessionRelay {
   #closed = false;
   /** Set once the session is being ended for a reason of Warren's (see abort). */
   #aborted: Promise<void> | undefined;
+  #abortReason: WarrenError | undefined;
 
   constructor(options: SessionRelayOptions) {
     this.#options = options;
@@ -87,6 +88,7 @@ export class SessionRelay {
     const down = accept();
     if (!down) return;
     this.#down = down;
+    if (this.#abortReason) return this.#fail(down, this.#abortReason, true);
     const log = this.#options.log;
     const what = request.kind === "exec" ? "exec" : request.kind === "shell" ? "shell" : `subsystem ${request.name}`;
     Promise.all([this.#options.upstream, this.#options.admit()]).then(
@@ -134,12 +136,12 @@ export class SessionRelay {
       down?.unpipe(up);
       up.close();
     }
-    this.#aborted = down
-      ? new Promise<void>((resolve) => {
-          down.once("close", () => resolve());
-          this.#fail(down, reason, true);
-        })
-      : Promise.resolve();
+    this.#abortReason = reason;
+    this.#aborted = new Promise<void>((resolve) => {
+      this.#options.session.once("close", () => resolve());
+      // Not started yet: the shell, exec or subsystem request that comes next is told instead.
+      if (down) this.#fail(down, reason, true);
+    });
     return this.#aborted;
   }
 
