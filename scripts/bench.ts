@@ -1,8 +1,9 @@
-// npm run bench [-- --quick] [-- --only tunnel,cluster,ssh,agent-binary,transports,scale]: starts
+// npm run bench [-- --quick] [-- --only tunnel,cluster,ssh,agent-binary,transports,scale,store]: starts
 // everything it needs, measures Warren against a direct connection and OpenSSH's reverse tunnel
 // in one run (tunnel), the cross-server path (cluster), the SSH front door (ssh), the agent
 // binary (agent-binary) and Warren's gRPC framing against grpc-js and connect-node
-// (transports), thousands of agents on one server (scale), prints a table with the
+// (transports), thousands of agents on one server (scale), the embedded store against memory
+// while the API writes (store), prints a table with the
 // ratios and writes it as JSON under .bench/ for comparison between commits.
 import { existsSync, mkdirSync, writeFileSync } from "node:fs";
 import { cpus } from "node:os";
@@ -16,6 +17,7 @@ import { benchCluster } from "./bench/cluster.js";
 import { runH2FloorClient, runH2FloorServer, runScaleApp, runTcpRelay } from "./bench/scale-app.js";
 import { benchScale } from "./bench/scale.js";
 import { benchSsh } from "./bench/ssh.js";
+import { benchStore } from "./bench/store.js";
 import { runTransportRole } from "./bench/transport-peers.js";
 import { benchTransports } from "./bench/transports.js";
 import { benchTunnel } from "./bench/tunnel.js";
@@ -27,6 +29,7 @@ const SECTIONS: Record<string, (ctx: BenchContext) => Promise<BenchSection>> = {
   "agent-binary": benchAgentBinary,
   transports: benchTransports,
   scale: benchScale,
+  store: benchStore,
 };
 
 function fmt(n: number): string {
@@ -100,7 +103,7 @@ async function main(): Promise<void> {
   const root = fileURLToPath(new URL("..", `file://${__filename}`));
   const log = (line: string) => process.stderr.write(`bench: ${line}\n`);
   // The transports section needs only this bundle and node; the tunnel section needs the rest.
-  if (only.includes("tunnel")) {
+  if (only.includes("tunnel") || only.includes("store")) {
     for (const bundle of ["dist/warren-server.cjs", "dist/warren-agent.cjs"]) {
       if (!existsSync(`${root}${bundle}`)) throw new Error(`${bundle} is missing: run npm run build first`);
     }

@@ -9,6 +9,7 @@ import { build } from "esbuild";
 import { readFileSync } from "node:fs";
 import { buildAgentBinary, binaryPlatform } from "./build/agent-binary.mjs";
 import { nativeStubs } from "./build/native-stubs.mjs";
+import { copyLmdbAddon, lmdbNative } from "./build/lmdb-native.mjs";
 
 const agentOnly = process.argv.includes("--agent");
 const pkg = JSON.parse(readFileSync(new URL("../package.json", import.meta.url), "utf8"));
@@ -33,11 +34,14 @@ const entries = agentOnly
       cli,
       // ssh2's optional native helpers stay out of the bundle: it requires them inside try/catch
       // and falls back to JavaScript and Node's own crypto, so the bundle runs without node_modules.
-      { entryPoints: ["server/main.ts"], outfile: "dist/warren-server.cjs", external: ["cpu-features", "*.node"] },
+      // lmdb's addon is loaded from beside the bundle (copied there below); msgpackr's optional
+      // native extractor stays out the same way as ssh2's helpers.
+      { entryPoints: ["server/main.ts"], outfile: "dist/warren-server.cjs", external: ["cpu-features", "msgpackr-extract", "*.node"], plugins: [lmdbNative()] },
       { entryPoints: ["scripts/bench.ts"], outfile: "dist/bench.cjs" },
     ];
 
 const results = await Promise.all(entries.map((e) => build({ ...common, ...e })));
+if (!agentOnly) copyLmdbAddon("dist");
 // The agent and the user CLI ship alone: neither may pull in server code (nor each other's).
 const checks = [[0, "agent", ["server/", "cli/", "node_modules/ssh2/"]]];
 if (!agentOnly) checks.push([1, "warren CLI", ["server/", "agent/"]]);

@@ -69,7 +69,19 @@ export function defaultDataDir(env: NodeJS.ProcessEnv = process.env): string {
   return join(state, "warren");
 }
 
-/** Checks between settings that each parse alone cannot see. Throws with a message naming them. */
+export const STORE_KINDS = ["embedded", "redis", "memory"] as const;
+export type StoreKind = (typeof STORE_KINDS)[number];
+
+/** The store a config selects: WARREN_STORE, else redis with WARREN_REDIS_URL, else embedded. */
+export function storeKindOf(config: { store?: StoreKind | undefined; redisUrl?: unknown }): StoreKind {
+  return config.store ?? (config.redisUrl ? "redis" : "embedded");
+}
+
+/** The data directory a config selects. */
+export function dataDirOf(config: { dataDir?: string | undefined }): string {
+  return config.dataDir ?? defaultDataDir();
+}
+
 /** Settings of warren-server. Names and defaults are part of the public contract. */
 export const SERVER_SETTINGS = {
   rootDomain: setting({
@@ -331,9 +343,19 @@ export const SERVER_SETTINGS = {
     key: "dataDir",
     flag: "data-dir",
     env: "WARREN_DATA_DIR",
-    description: "directory for state kept across restarts (the generated SSH host key)",
+    description:
+      "directory for state kept across restarts: the embedded store (every user, token, SSH key and workspace of a server without Redis), the generated admin token, server secret and SSH host key",
     defaultText: "$XDG_STATE_HOME/warren or ~/.local/state/warren",
     parse: parseNonEmpty,
+  }),
+  store: setting<StoreKind | undefined>({
+    key: "store",
+    flag: "store",
+    env: "WARREN_STORE",
+    description:
+      "where the control state lives: embedded (a database in WARREN_DATA_DIR, kept across restarts), redis (WARREN_REDIS_URL, cluster mode) or memory (gone when the server stops: for tests only)",
+    defaultText: "redis when WARREN_REDIS_URL is set, else embedded",
+    parse: parseOneOf(STORE_KINDS),
   }),
   serverId: setting<string | undefined>({
     key: "serverId",
@@ -349,7 +371,7 @@ export const SERVER_SETTINGS = {
     env: "WARREN_REDIS_URL",
     description:
       "Redis of the cluster; setting it turns cluster mode on. redis://[user:pass@]host:port[/db], rediss:// (TLS), redis+sentinel://host:26379,host2:26379/<master>[/db], redis+cluster://host:6379,host2:6379 (rediss+... for TLS)",
-    defaultText: "none: one server, state in memory",
+    defaultText: "none: one server, state in the embedded store (WARREN_DATA_DIR)",
     parse: parseRedisUrl,
   }),
   redisPrefix: setting({
@@ -441,6 +463,15 @@ export function validateServerConfig(config: ServerConfig): void {
   }
   if (config.observabilityTls && config.tlsCert === undefined) {
     throw new WarrenError(ErrorCode.InvalidArgument, "WARREN_OBSERVABILITY_TLS needs WARREN_TLS_CERT and WARREN_TLS_KEY: the observability listener serves that certificate");
+  }
+  if (config.store === "redis" && !config.redisUrl) {
+    throw new WarrenError(ErrorCode.InvalidArgument, "WARREN_STORE=redis needs WARREN_REDIS_URL: the Redis of the cluster");
+  }
+  if (config.store !== undefined && config.store !== "redis" && config.redisUrl) {
+    throw new WarrenError(
+      ErrorCode.InvalidArgument,
+      `WARREN_STORE=${config.store} cannot be used with WARREN_REDIS_URL: cluster mode keeps its state in Redis (unset one of them)`,
+    );
   }
   if (config.redisUrl && !config.clusterSecret) {
     throw new WarrenError(

@@ -3,9 +3,18 @@ import { createLogger } from "../shared/logger.js";
 import { parseCommandLine, readConfigFile, resolveSettings, settingsHelp } from "../shared/settings.js";
 import { VERSION } from "../shared/version.js";
 import { SERVER_SETTINGS, validateServerConfig, type ServerConfig } from "./config.js";
+import { openLocalState, type LocalState } from "./store/local-state.js";
+import { backupCommand, restoreCommand } from "./store/store-commands.js";
 import { WarrenServer } from "./warren-server.js";
 
+const STORE_COMMANDS = ["backup", "restore"] as const;
+type StoreCommand = (typeof STORE_COMMANDS)[number];
+
 const USAGE = `Usage: warren-server [--config warren.yaml] [flags]
+       warren-server backup [flags] > FILE        consistent snapshot of the store (embedded or Redis), while the server runs
+       warren-server restore [--force] [flags] < FILE
+                                                  loads a backup into the store; refuses one that holds records unless --force
+                                                  (the embedded store: stop the server first)
 
 Warren: reverse tunnels to workspaces and CI jobs. Every setting is a flag, a WARREN_*
 environment variable and a key in the config file; precedence flag > env > file > default.
@@ -49,17 +58,50 @@ function listenerSetting(config: ServerConfig, port: number | undefined): string
   return named.length > 0 ? named.join(" or ") : "a listener's *_ADDR setting";
 }
 
-async function main(): Promise<void> {
+/** `backup` / `restore`: one line on stderr, the backup itself on stdout / stdin. */
+async function runStoreCommand(command: StoreCommand, argv: string[]): Promise<void> {
+  const force = argv.includes("--force");
   let config: ServerConfig;
   try {
-    config = loadConfig(process.argv.slice(2));
+    config = loadConfig(argv.filter((a) => a !== "--force" || command !== "restore"));
+  } catch (err) {
+    fail((err as Error).message);
+  }
+  try {
+    const summary = command === "backup" ? await backupCommand(config, process.stdout) : await restoreCommand(config, process.stdin, force);
+    process.stderr.write(`warren-server: ${summary}\n`);
+    process.exit(0);
+  } catch (err) {
+    if (err instanceof WarrenError) {
+      process.stderr.write(`warren-server ${command}: ${err.message}\n`);
+      process.exit(1);
+    }
+    throw err;
+  }
+}
+
+async function main(): Promise<void> {
+  const argv = process.argv.slice(2);
+  const command = STORE_COMMANDS.find((c) => c === argv[0]);
+  if (command) return runStoreCommand(command, argv.slice(1));
+  let config: ServerConfig;
+  try {
+    config = loadConfig(argv);
   } catch (err) {
     fail((err as Error).message);
   }
   const log = createLogger({ name: "warren-server", level: config.logLevel });
+  let local: LocalState;
+  try {
+    // The data directory: the embedded store (locked, checked, migrated) and generated secrets.
+    local = await openLocalState(config, log);
+  } catch (err) {
+    if (err instanceof WarrenError) fail(err.message);
+    throw err;
+  }
   let server: WarrenServer;
   try {
-    server = new WarrenServer(config, log);
+    server = new WarrenServer(config, log, local);
   } catch (err) {
     // A setting only the modules can check (e.g. a TLS certificate file that holds no certificate).
     if (err instanceof WarrenError && err.code === "invalid_argument") fail(err.message);
@@ -85,13 +127,16 @@ async function main(): Promise<void> {
     stopping = true;
     log.info({ signal }, "signal received");
     // Ctrl-C is a person at a terminal, not a load balancer that must notice first.
-    server.shutdown(signal === "SIGINT" ? { drainDelayMs: 0 } : {}).then(
-      () => process.exit(0),
-      (err) => {
-        log.error({ err }, "shutdown failed");
-        process.exit(1);
-      },
-    );
+    server
+      .shutdown(signal === "SIGINT" ? { drainDelayMs: 0 } : {})
+      .then(() => local.close())
+      .then(
+        () => process.exit(0),
+        (err) => {
+          log.error({ err }, "shutdown failed");
+          process.exit(1);
+        },
+      );
   };
   process.on("SIGTERM", () => stop("SIGTERM"));
   process.on("SIGINT", () => stop("SIGINT"));

@@ -25,7 +25,8 @@ import { PrivateClient } from "./cluster/private-client.js";
 import { PrivateEndpoint } from "./cluster/private-endpoint.js";
 import { RedisConnection } from "./cluster/redis-connection.js";
 import { RedisPresence } from "./cluster/redis-presence.js";
-import { defaultDataDir, type ServerConfig } from "./config.js";
+import { ErrorCode, WarrenError } from "../shared/errors.js";
+import { defaultDataDir, storeKindOf, type ServerConfig } from "./config.js";
 import { AgentControl } from "./control/agent-control.js";
 import { SshKeyManager } from "./control/ssh-key-manager.js";
 import { UserManager } from "./control/user-manager.js";
@@ -54,6 +55,9 @@ import { TlsCredentials } from "./tls/tls-credentials.js";
 import { workspaceIdOf, type WorkspaceRecord } from "./store/records.js";
 import { RedisStore } from "./store/redis-store.js";
 import type { ControlStore } from "./store/store.js";
+import type { EmbeddedStore } from "./store/embedded-store.js";
+import type { LocalState } from "./store/local-state.js";
+import { warnUnlessRedisPersists } from "./store/redis-persistence.js";
 import { WorkspaceCache } from "./store/workspace-cache.js";
 import { KnownHostKeys } from "./ssh/known-host-keys.js";
 import { LoginRateLimiter } from "./ssh/login-rate-limiter.js";
@@ -139,18 +143,19 @@ export class WarrenServer {
   #draining = false;
   #addresses: ServerAddresses | undefined;
 
-  constructor(config: ServerConfig, log: Logger) {
+  /** `local`: what the data directory holds (see store/local-state.ts): the embedded store, generated secrets. */
+  constructor(config: ServerConfig, log: Logger, local: Partial<Pick<LocalState, "embeddedStore" | "adminToken" | "secretKey">> = {}) {
     this.config = config;
     this.log = log;
     this.serverId = config.serverId ?? `${hostname()}-${randomBytes(3).toString("hex")}`;
-    this.adminTokenGenerated = config.adminToken === undefined;
-    this.adminToken = config.adminToken ?? generateAdminToken();
+    this.adminTokenGenerated = config.adminToken === undefined && local.adminToken === undefined;
+    this.adminToken = config.adminToken ?? local.adminToken?.value ?? generateAdminToken();
     this.#tls =
       config.tlsCert && config.tlsKey
         ? new TlsCredentials({ certFile: config.tlsCert, keyFile: config.tlsKey, log: log.child({ component: "tls" }) })
         : undefined;
-    this.#secretKeyGenerated = config.secretKey === undefined;
-    const keys = new SecretKeys(config.secretKey ?? generateSecretKey());
+    this.#secretKeyGenerated = config.secretKey === undefined && local.secretKey === undefined;
+    const keys = new SecretKeys(config.secretKey ?? local.secretKey?.value ?? generateSecretKey());
     const acceptedKeys = config.secretKeyAccepted.map((secret) => new SecretKeys(secret));
     // The registry tells presence about first and last connections; presence is built below.
     const registry = new TunnelRegistry({ onWorkspaceChange: (workspace, connected) => this.presence.workspaceChanged(workspace, connected) });
@@ -174,10 +179,11 @@ export class WarrenServer {
       onOutcome: (outcome) => this.metrics.dialOutcome(outcome),
     });
 
-    // Embedded (one server, memory) or cluster (Redis): the only place that chooses.
+    // Embedded (one server: the data directory's store, or memory for tests) or cluster (Redis): the only place that chooses.
     let store: ControlStore;
     let workspaceLookup: { getWorkspace(name: string): Promise<WorkspaceRecord | undefined> };
     let dialer: Dialer;
+    const localState = local;
     if (config.redisUrl && config.clusterSecret) {
       const redis = new RedisConnection({
         target: config.redisUrl,
@@ -247,9 +253,9 @@ export class WarrenServer {
       this.#workspaceCache = cache;
       this.#cluster = { redis, events, presence, endpoint, peers };
     } else {
-      const memory = new MemoryStore();
-      store = memory;
-      workspaceLookup = memory;
+      const local = embeddedStoreOrMemory(config, localState);
+      store = local;
+      workspaceLookup = local;
       this.events = new LocalEventBus();
       this.presence = new LocalPresence({ local: registry });
       dialer = localDialer;
@@ -470,6 +476,7 @@ export class WarrenServer {
       this.#waitingForRedis = true;
       await cluster.redis.waitUntilReady();
       this.#waitingForRedis = false;
+      await warnUnlessRedisPersists(cluster.redis, this.log.child({ component: "redis" }));
       await cluster.events.start();
       privateAddress = await cluster.endpoint.listen();
       this.#privateAdvertised = formatHostPort(this.config.privateAdvertiseAddr ?? advertisedAddress(this.config.privateAddr, privateAddress.port));
@@ -694,4 +701,11 @@ function advertisedAddress(listen: HostPort, boundPort: number): HostPort {
     }
   }
   return { host: "127.0.0.1", port: boundPort };
+}
+
+/** The one-server store: the embedded one opened from the data directory, memory only when asked for. */
+function embeddedStoreOrMemory(config: ServerConfig, local: { embeddedStore?: EmbeddedStore }): ControlStore {
+  if (local.embeddedStore) return local.embeddedStore;
+  if (storeKindOf(config) === "memory") return new MemoryStore();
+  throw new WarrenError(ErrorCode.Internal, "the embedded store is not open: open the data directory (openLocalState) before building the server");
 }

@@ -82,6 +82,7 @@ const BAD: Record<keyof typeof SERVER_SETTINGS, BadCase> = {
   sshHostKey: { env: { WARREN_SSH_HOST_KEY: "/nonexistent/ssh_host_key" }, reason: /cannot read/ },
   sshLoginGraceTime: { env: { WARREN_SSH_LOGIN_GRACE_TIME: "0s" }, reason: /out of range 1s-10m/ },
   dataDir: { args: ["--data-dir", " "], reason: /must not be empty/ },
+  store: { env: { WARREN_STORE: "disk" }, reason: /"disk" is not one of embedded, redis, memory/ },
   serverId: { args: ["--server-id", " "], reason: /must not be empty/ },
   redisUrl: { env: { WARREN_REDIS_URL: "http://127.0.0.1:6379", WARREN_CLUSTER_SECRET: CLUSTER_SECRET }, reason: /unknown scheme/ },
   redisPrefix: { env: { WARREN_REDIS_PREFIX: "a b" }, reason: /use 1-64 letters/ },
@@ -112,7 +113,8 @@ describe("every setting of warren-server", () => {
       expect(stderr, what).toMatch(new RegExp(`^warren-server: invalid (${spec.env}|--${spec.flag}) \\(${spec.env}\\): `));
       expect(stderr, what).toMatch(bad.reason);
     }
-  });
+    // One server process per setting, four at a time: minutes on a loaded 2-core machine.
+  }, 180_000);
 
   it("values that only start-up can check stop it the same way, naming the setting", async () => {
     requireBuilt();
@@ -124,7 +126,8 @@ describe("every setting of warren-server", () => {
       [{ WARREN_PRIVATE_TLS: "true" }, /^warren-server: WARREN_PRIVATE_TLS needs WARREN_TLS_CERT and WARREN_TLS_KEY/],
       [{ WARREN_OBSERVABILITY_TLS: "true" }, /^warren-server: WARREN_OBSERVABILITY_TLS needs WARREN_TLS_CERT and WARREN_TLS_KEY/],
       [{ WARREN_SSH_HOST_KEY: "package.json" }, /^warren-server: WARREN_SSH_HOST_KEY: .*package.json is not a usable SSH host key/],
-      [{ WARREN_DATA_DIR: join(REPO_ROOT, "package.json", "state") }, /^warren-server: WARREN_DATA_DIR: cannot write the SSH host key/],
+      [{ WARREN_DATA_DIR: join(REPO_ROOT, "package.json", "state") }, /^warren-server: WARREN_DATA_DIR: cannot create the data directory .*package.json\/state: ENOTDIR/],
+      [{ WARREN_DATA_DIR: join(REPO_ROOT, "package.json", "state"), WARREN_STORE: "memory" }, /^warren-server: WARREN_DATA_DIR: cannot write .*package.json\/state\/admin-token/],
       [{ WARREN_HTTP_ADDR: `127.0.0.1:${busyPort}` }, new RegExp(`^warren-server: WARREN_HTTP_ADDR: cannot listen on 127.0.0.1:${busyPort}: EADDRINUSE`)],
     ];
     try {

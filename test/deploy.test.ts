@@ -249,6 +249,21 @@ describe("Kubernetes manifests (deploy/)", () => {
     expect((probe.periodSeconds ?? 10) * (probe.failureThreshold ?? 3) * 1000).toBeLessThan(setting(SERVER_SETTINGS.drainDelay));
   });
 
+  it("runs Redis as a system of record: AOF fsynced every second, its directory on a persistent volume", () => {
+    const redis = named("StatefulSet", "warren-redis")!;
+    const container = redis["spec"]["template"]["spec"]["containers"].find((c: Json) => c.name === "redis");
+    const args: string[] = container["args"];
+    const arg = (name: string) => args[args.indexOf(name) + 1];
+    expect(arg("--appendonly")).toBe("yes");
+    expect(arg("--appendfsync")).toBe("everysec");
+    const mount = container["volumeMounts"].find((m: Json) => m.mountPath === arg("--dir"));
+    expect(mount, "the Redis --dir is a mounted volume").toBeDefined();
+    const claim = redis["spec"]["volumeClaimTemplates"].find((c: Json) => c.metadata.name === mount.name);
+    expect(claim, "the volume is a PersistentVolumeClaim of the StatefulSet").toBeDefined();
+    // Not an emptyDir that dies with the pod.
+    expect((redis["spec"]["template"]["spec"]["volumes"] ?? []).map((v: Json) => v.name)).not.toContain(mount.name);
+  });
+
   it("runs every pod as non-root, every container with a read-only root filesystem and no privilege escalation", () => {
     for (const w of workloads()) {
       expect(w.pod["securityContext"]?.["runAsNonRoot"], `${w.name} runAsNonRoot`).toBe(true);

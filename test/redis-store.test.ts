@@ -4,7 +4,13 @@ import { RedisConnection } from "../server/cluster/redis-connection.js";
 import { parseRedisUrl } from "../server/cluster/redis-url.js";
 import type { ClusterEvent } from "../server/events/event-bus.js";
 import { RedisEventBus } from "../server/events/redis-event-bus.js";
+import { mkdtempSync } from "node:fs";
+import { tmpdir } from "node:os";
+import { join } from "node:path";
+import { PassThrough } from "node:stream";
+import { EmbeddedStore } from "../server/store/embedded-store.js";
 import { MemoryStore } from "../server/store/memory-store.js";
+import { restoreBackup, writeBackup, type SnapshotSource } from "../server/store/snapshot.js";
 import type { TokenRecord, WorkspaceRecord } from "../server/store/records.js";
 import { RedisStore } from "../server/store/redis-store.js";
 import type { ControlStore } from "../server/store/store.js";
@@ -40,10 +46,65 @@ afterAll(async () => {
 });
 
 /** The same contract for both implementations: the Redis store must be a faithful one. */
+const embeddedStores: EmbeddedStore[] = [];
+async function embedded(): Promise<EmbeddedStore> {
+  const dataDir = mkdtempSync(join(tmpdir(), "warren-store-"));
+  const store = await EmbeddedStore.open({ path: join(dataDir, "store"), dataDir });
+  embeddedStores.push(store);
+  return store;
+}
+afterAll(async () => {
+  for (const s of embeddedStores) await s.close();
+});
+
 const stores: Array<[string, () => Promise<ControlStore>]> = [
   ["memory", async () => new MemoryStore()],
+  ["embedded", () => embedded()],
   ["redis", async () => new RedisStore({ redis: await connection(`contract-${Math.random().toString(36).slice(2)}`) })],
 ];
+
+/** The stores that back up and restore. */
+const snapshotStores: Array<[string, () => Promise<ControlStore & SnapshotSource>]> = [
+  ["embedded", () => embedded()],
+  ["redis", async () => new RedisStore({ redis: await connection(`backup-${Math.random().toString(36).slice(2)}`) })],
+];
+
+describe.each(snapshotStores)("backup of the %s store", (_name, make) => {
+  it.each(snapshotStores)("restores into the %s store with every record, tokens hashed, and refuses a non-empty one without force", async (_target, makeTarget) => {
+    const source = await make();
+    await source.createUser({ name: "alice", createdAt: 1 });
+    await source.putToken({ ...token, subject: "alice" });
+    await source.createWorkspace({ ...workspace("w"), owner: "alice", sealedVariables: "v1.sealed", variableNames: ["A"] });
+    await source.addSshKey({ fingerprint: "SHA256:k", user: "alice", publicKey: "ssh-ed25519 AAAA", title: "t", createdAt: 1 });
+    await source.putSshIdentityIfAbsent("w", { workspaceCreatedAt: 1, privateKey: "priv", publicKey: "pub" });
+    await source.pinHostKeyIfAbsent("w", { workspaceCreatedAt: 1, publicKey: "ssh-ed25519 BBBB", fingerprint: "SHA256:h", pinnedAt: 2 });
+    const file = new PassThrough();
+    const chunks: Buffer[] = [];
+    file.on("data", (c: Buffer) => chunks.push(c));
+    expect(await writeBackup(source, file, { source: "test" })).toBe(6);
+    const text = Buffer.concat(chunks).toString("utf8");
+    expect(text).toContain(token.hash);
+    expect(text).toContain("v1.sealed");
+
+    const target = await makeTarget();
+    await target.createUser({ name: "someone-else", createdAt: 1 });
+    await expect(restoreBackup(target, PassThrough.from([text]), { force: false })).rejects.toMatchObject({ code: "failed_precondition" });
+    expect(await restoreBackup(target, PassThrough.from([text]), { force: true })).toBe(6);
+    expect((await target.listUsers()).map((u) => u.name)).toEqual(["alice"]);
+    expect(await target.getToken(token.id)).toEqual({ ...token, subject: "alice" });
+    expect((await target.listWorkspaces()).map((w) => [w.name, w.sealedVariables])).toEqual([["w", "v1.sealed"]]);
+    expect((await target.listSshKeys("alice")).map((k) => k.fingerprint)).toEqual(["SHA256:k"]);
+    expect((await target.getSshIdentity("w"))?.privateKey).toBe("priv");
+    expect((await target.getPinnedHostKey("w"))?.fingerprint).toBe("SHA256:h");
+  });
+
+  it("refuses a file that is not a backup, changing nothing", async () => {
+    const target = await make();
+    await expect(restoreBackup(target, PassThrough.from(["{\"hello\":1}\n"]), { force: true })).rejects.toMatchObject({ code: "invalid_argument" });
+    const newer = JSON.stringify({ format: "warren-backup", formatVersion: 1, schemaVersion: 999 });
+    await expect(restoreBackup(target, PassThrough.from([newer + "\n"]), { force: true })).rejects.toThrow(/schema version 999, newer than this server's 1/);
+  });
+});
 
 describe.each(stores)("%s store", (_name, make) => {
   it("creates, reads, lists, updates and deletes workspaces", async () => {
@@ -163,7 +224,7 @@ describe("Redis store and event bus in a cluster", () => {
     const store = new RedisStore({ redis: await connection("keys") });
     await store.createWorkspace(workspace("w"));
     await store.putToken(token);
-    const keys = redis.cli("--scan", "--pattern", "*").split("\n").filter((k) => !k.startsWith("contract-") && !k.startsWith("warren:"));
+    const keys = redis.cli("--scan", "--pattern", "*").split("\n").filter((k) => !k.startsWith("contract-") && !k.startsWith("backup-") && !k.startsWith("warren:"));
     expect(keys.sort()).toEqual(["keys:token:0123456789abcdef", "keys:workspace:w", "keys:workspaces"]);
     expect(redis.cli("GET", "keys:token:0123456789abcdef")).toContain(token.hash);
   });

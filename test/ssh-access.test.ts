@@ -230,7 +230,8 @@ describe.skipIf(!IS_ROOT)("SSH front door access and trust", () => {
     const before = keyscan(server.sshPort);
     const pub = readFileSync(join(dataDir, "ssh_host_ed25519_key.pub"), "utf8").split(" ").slice(0, 2).join(" ");
     expect(before).toBe(pub);
-    const again = await startServer({ WARREN_LOG_LEVEL: "info", WARREN_DATA_DIR: dataDir });
+    // The first server still runs and holds the directory's embedded store: this one keeps its state in memory.
+    const again = await startServer({ WARREN_LOG_LEVEL: "info", WARREN_DATA_DIR: dataDir, WARREN_STORE: "memory" });
     try {
       expect(keyscan(again.sshPort)).toBe(before);
       const ready = await again.proc.waitFor((l) => l.msg === "warren server ready");

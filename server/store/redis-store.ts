@@ -1,7 +1,44 @@
 import { ErrorCode, WarrenError } from "../../shared/errors.js";
 import type { RedisConnection } from "../cluster/redis-connection.js";
 import type { LoginCodeRecord, PinnedHostKey, SshKeyRecord, TokenRecord, UserRecord, WorkspaceRecord, WorkspaceSshIdentity } from "./records.js";
+import { SnapshotKind, type SnapshotEntry, type SnapshotSource } from "./snapshot.js";
 import type { ControlStore } from "./store.js";
+
+/** Record key parts per kind a backup carries (login codes expire in seconds: left out). */
+const SNAPSHOT_KEYS: ReadonlyArray<[SnapshotKind, string]> = [
+  [SnapshotKind.User, "user"],
+  [SnapshotKind.Token, "token"],
+  [SnapshotKind.Workspace, "workspace"],
+  [SnapshotKind.SshKey, "ssh-key"],
+  [SnapshotKind.SshIdentity, "ssh-identity"],
+  [SnapshotKind.HostKey, "ssh-host-key"],
+];
+
+/**
+ * Every record under the given key prefixes, read by one script: Redis runs it alone, so the
+ * result is one point in time. Returns [key, value, key, value, ...]. KEYS is O(keyspace),
+ * fine for a backup; on Redis Cluster every key of ours is in one slot (the hash tag).
+ */
+const SNAPSHOT = `
+local out = {}
+for _, prefix in ipairs(ARGV) do
+  for _, k in ipairs(redis.call('KEYS', prefix .. '*')) do
+    out[#out + 1] = k
+    out[#out + 1] = redis.call('GET', k)
+  end
+end
+return out`;
+
+/** Deletes every record and index under the given prefixes; returns how many keys. */
+const CLEAR = `
+local n = 0
+for _, pattern in ipairs(ARGV) do
+  for _, k in ipairs(redis.call('KEYS', pattern)) do
+    redis.call('DEL', k)
+    n = n + 1
+  end
+end
+return n`;
 
 /** Compare-and-set on the record's revision (absent counts as 0). */
 const UPDATE_IF_REVISION = `
@@ -61,7 +98,7 @@ return 1`;
  *
  * Every method rejects with unavailable, without waiting, while Redis is unreachable.
  */
-export class RedisStore implements ControlStore {
+export class RedisStore implements ControlStore, SnapshotSource {
   readonly #redis: RedisConnection;
 
   constructor(options: { redis: RedisConnection }) {
@@ -214,6 +251,40 @@ export class RedisStore implements ControlStore {
 
   async forgetHostKey(workspace: string): Promise<boolean> {
     return (await this.#redis.run("forgetHostKey", (c) => c.del(this.#redis.key("ssh-host-key", workspace)))) === 1;
+  }
+
+  async *snapshot(): AsyncIterable<SnapshotEntry> {
+    const prefixes = SNAPSHOT_KEYS.map(([, part]) => this.#redis.key(part, ""));
+    const flat = (await this.#redis.run("snapshot", (c) => c.eval(SNAPSHOT, 0, ...prefixes), 60_000)) as string[];
+    for (let i = 0; i < flat.length; i += 2) {
+      const key = flat[i]!;
+      const [kind, part] = SNAPSHOT_KEYS.find(([, p]) => key.startsWith(this.#redis.key(p, "")))!;
+      yield { kind, id: key.slice(this.#redis.key(part, "").length), record: JSON.parse(flat[i + 1]!) as unknown };
+    }
+  }
+
+  async isEmpty(): Promise<boolean> {
+    for await (const _ of this.snapshot()) return false;
+    return true;
+  }
+
+  async clear(): Promise<void> {
+    const patterns = [...SNAPSHOT_KEYS.map(([, part]) => `${this.#redis.key(part, "")}*`), this.#redis.key("workspaces"), this.#redis.key("users"), `${this.#redis.key("ssh-keys", "")}*`];
+    await this.#redis.run("clear", (c) => c.eval(CLEAR, 0, ...patterns), 60_000);
+  }
+
+  async restore(entry: SnapshotEntry): Promise<void> {
+    const json = JSON.stringify(entry.record);
+    const part = SNAPSHOT_KEYS.find(([kind]) => kind === entry.kind)?.[1];
+    if (!part) throw new WarrenError(ErrorCode.InvalidArgument, `unknown record kind "${entry.kind}"`);
+    await this.#redis.run("restore", (c) => {
+      const m = c.multi().set(this.#redis.key(part, entry.id), json);
+      // The sets that list records without SCAN.
+      if (entry.kind === SnapshotKind.Workspace) m.sadd(this.#redis.key("workspaces"), entry.id);
+      if (entry.kind === SnapshotKind.User) m.sadd(this.#redis.key("users"), entry.id);
+      if (entry.kind === SnapshotKind.SshKey) m.sadd(this.#redis.key("ssh-keys", (entry.record as SshKeyRecord).user), entry.id);
+      return m.exec().then(repliesOf);
+    });
   }
 
   async #putIfSameIncarnationAbsent<T extends { workspaceCreatedAt: number }>(operation: string, key: string, value: T): Promise<T> {

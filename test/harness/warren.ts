@@ -43,15 +43,17 @@ function hostOf(addr: unknown): string {
   return host === "0.0.0.0" || host === "::" ? "127.0.0.1" : host;
 }
 
-let dataDir: string | undefined;
-/** One data directory per test process, so servers never write under $HOME. */
-function testDataDir(): string {
-  if (!dataDir) {
-    const dir = mkdtempSync(join(tmpdir(), "warren-data-"));
-    process.once("exit", () => rmSync(dir, { recursive: true, force: true }));
-    dataDir = dir;
-  }
-  return dataDir;
+const dataDirs: string[] = [];
+/**
+ * A fresh data directory (removed when the test process exits), so that servers never write
+ * under $HOME and each server starts with an empty embedded store of its own. Tests that
+ * restart a server on the same state pass the same WARREN_DATA_DIR again.
+ */
+export function testDataDir(): string {
+  const dir = mkdtempSync(join(tmpdir(), "warren-data-"));
+  if (dataDirs.length === 0) process.once("exit", () => dataDirs.forEach((d) => rmSync(d, { recursive: true, force: true })));
+  dataDirs.push(dir);
+  return dir;
 }
 
 /** Starts warren-server on free ports (port 0) and waits until it is ready. */
