@@ -76,12 +76,14 @@ describe.each(snapshotStores)("backup of the %s store", (_name, make) => {
     await source.putToken({ ...token, subject: "alice" });
     await source.createWorkspace({ ...workspace("w"), owner: "alice", sealedVariables: "v1.sealed", variableNames: ["A"] });
     await source.addSshKey({ fingerprint: "SHA256:k", user: "alice", publicKey: "ssh-ed25519 AAAA", title: "t", createdAt: 1 });
+    // The same key registered by another user is a registration of its own, carried too.
+    await source.addSshKey({ fingerprint: "SHA256:k", user: "bob", publicKey: "ssh-ed25519 AAAA", title: "t", createdAt: 2 });
     await source.putSshIdentityIfAbsent("w", { workspaceCreatedAt: 1, privateKey: "priv", publicKey: "pub" });
     await source.pinHostKeyIfAbsent("w", { workspaceCreatedAt: 1, publicKey: "ssh-ed25519 BBBB", fingerprint: "SHA256:h", pinnedAt: 2 });
     const file = new PassThrough();
     const chunks: Buffer[] = [];
     file.on("data", (c: Buffer) => chunks.push(c));
-    expect(await writeBackup(source, file, { source: "test" })).toBe(6);
+    expect(await writeBackup(source, file, { source: "test" })).toBe(7);
     const text = Buffer.concat(chunks).toString("utf8");
     expect(text).toContain(token.hash);
     expect(text).toContain("v1.sealed");
@@ -89,11 +91,12 @@ describe.each(snapshotStores)("backup of the %s store", (_name, make) => {
     const target = await makeTarget();
     await target.createUser({ name: "someone-else", createdAt: 1 });
     await expect(restoreBackup(target, PassThrough.from([text]), { force: false })).rejects.toMatchObject({ code: "failed_precondition" });
-    expect(await restoreBackup(target, PassThrough.from([text]), { force: true })).toBe(6);
+    expect(await restoreBackup(target, PassThrough.from([text]), { force: true })).toBe(7);
     expect((await target.listUsers()).map((u) => u.name)).toEqual(["alice"]);
     expect(await target.getToken(token.id)).toEqual({ ...token, subject: "alice" });
     expect((await target.listWorkspaces()).map((w) => [w.name, w.sealedVariables])).toEqual([["w", "v1.sealed"]]);
     expect((await target.listSshKeys("alice")).map((k) => k.fingerprint)).toEqual(["SHA256:k"]);
+    expect((await target.findSshKeys("SHA256:k")).map((k) => k.user)).toEqual(["alice", "bob"]);
     expect((await target.getSshIdentity("w"))?.privateKey).toBe("priv");
     expect((await target.getPinnedHostKey("w"))?.fingerprint).toBe("SHA256:h");
   });
