@@ -12,6 +12,11 @@ import { nativeStubs } from "./build/native-stubs.mjs";
 import { copyLmdbAddon, lmdbNative } from "./build/lmdb-native.mjs";
 
 const agentOnly = process.argv.includes("--agent");
+// The dashboard's browser script (web/): minified into a string the server bundle inlines.
+const dashboardJs = agentOnly
+  ? ""
+  : (await build({ entryPoints: ["web/dashboard.ts"], bundle: true, minify: true, format: "iife", target: "es2022", platform: "browser", write: false, logLevel: "warning" }))
+      .outputFiles[0].text;
 const pkg = JSON.parse(readFileSync(new URL("../package.json", import.meta.url), "utf8"));
 const common = {
   bundle: true,
@@ -36,7 +41,13 @@ const entries = agentOnly
       // and falls back to JavaScript and Node's own crypto, so the bundle runs without node_modules.
       // lmdb's addon is loaded from beside the bundle (copied there below); msgpackr's optional
       // native extractor stays out the same way as ssh2's helpers.
-      { entryPoints: ["server/main.ts"], outfile: "dist/warren-server.cjs", external: ["cpu-features", "msgpackr-extract", "*.node"], plugins: [lmdbNative()] },
+      {
+        entryPoints: ["server/main.ts"],
+        outfile: "dist/warren-server.cjs",
+        external: ["cpu-features", "msgpackr-extract", "*.node"],
+        plugins: [lmdbNative()],
+        define: { ...common.define, __WARREN_DASHBOARD_JS__: JSON.stringify(dashboardJs) },
+      },
       { entryPoints: ["scripts/bench.ts"], outfile: "dist/bench.cjs" },
     ];
 

@@ -23,6 +23,7 @@ need wget wget
 need sha256sum coreutils
 need python3 python3
 need nft nftables
+need /usr/bin/chromium chromium
 if [ -n "$missing" ]; then
   echo "test.sh: installing Debian packages:$missing"
   SUDO=""

@@ -17,6 +17,7 @@ import { join } from "node:path";
 import { LOG_LEVELS } from "../shared/logger.js";
 import type { LevelWithSilent } from "pino";
 import { parseRedisUrl, type RedisTarget } from "./cluster/redis-url.js";
+import { OIDC_SETTINGS, oidcConfigOf } from "./oidc/oidc-settings.js";
 
 const DNS_NAME = /^(?=.{1,253}$)([a-z0-9]([a-z0-9-]{0,61}[a-z0-9])?)(\.[a-z0-9]([a-z0-9-]{0,61}[a-z0-9])?)*$/;
 
@@ -446,6 +447,7 @@ export const SERVER_SETTINGS = {
       return hp;
     },
   }),
+  ...OIDC_SETTINGS,
 };
 
 export type ServerConfig = SettingsOf<typeof SERVER_SETTINGS>;
@@ -455,6 +457,7 @@ export type ServerConfig = SettingsOf<typeof SERVER_SETTINGS>;
  * Runs after resolveSettings.
  */
 export function validateServerConfig(config: ServerConfig): void {
+  oidcConfigOf(config);
   if ((config.tlsCert === undefined) !== (config.tlsKey === undefined)) {
     throw new WarrenError(ErrorCode.InvalidArgument, "WARREN_TLS_CERT and WARREN_TLS_KEY must be set together");
   }

@@ -1,3 +1,4 @@
+import type { IncomingMessage } from "node:http";
 import { existsSync, readFileSync } from "node:fs";
 import { hostname, networkInterfaces } from "node:os";
 import { join } from "node:path";
@@ -37,6 +38,11 @@ import { AGENT_BINARY_NAME, AgentDownload } from "./http/agent-download.js";
 import { BrowserLogin } from "./http/browser-login.js";
 import { FrontDoor } from "./http/front-door.js";
 import { installAddresses } from "./http/install-script.js";
+import { OidcLogin } from "./oidc/oidc-login.js";
+import { oidcConfigOf } from "./oidc/oidc-settings.js";
+import { TransactionSealer } from "./oidc/oidc-transaction.js";
+import { apiSessionReader } from "./web/api-session.js";
+import { Dashboard } from "./web/dashboard.js";
 import { AccessTokenLogin } from "./http/login-provider.js";
 import { ReverseProxy } from "./http/reverse-proxy.js";
 import type { Http2Session } from "node:http2";
@@ -390,10 +396,22 @@ export class WarrenServer {
         }),
       log: log.child({ component: "agent-download" }),
     });
-    const login = new BrowserLogin({
+    const oidcConfig = oidcConfigOf(config);
+    const oidc = oidcConfig
+      ? new OidcLogin({
+          oidc: oidcConfig,
+          publicBase: () => this.#publicBase,
+          sealer: new TransactionSealer({ key: keys.derive(KeyPurpose.OidcTransaction) }),
+          users,
+          sessionTtlMs: config.sessionTtl,
+          complete: (res, principal, returnTo) => login.completeLogin(res, principal, returnTo),
+          log: log.child({ component: "oidc" }),
+        })
+      : undefined;
+    const login: BrowserLogin = new BrowserLogin({
       rootDomain: config.rootDomain,
       publicBase: () => this.#publicBase,
-      providers: [new AccessTokenLogin(authenticator)],
+      providers: [...(oidc ? [oidc] : []), new AccessTokenLogin(authenticator)],
       authenticator,
       loginCodes: store,
       signer: new SessionCookieSigner({
@@ -403,6 +421,20 @@ export class WarrenServer {
       sessionTtlMs: config.sessionTtl,
       loginCodeTtlMs: config.loginCodeTtl,
       log: log.child({ component: "login" }),
+    });
+    authenticator.useBrowserSessions(apiSessionReader({ publicBase: () => this.#publicBase, sessionOf: (req) => login.principalOf(req as IncomingMessage, config.rootDomain) }));
+    const dashboard = new Dashboard({
+      publicBase: () => this.#publicBase,
+      principalOf: (req) => login.principalOf(req, config.rootDomain),
+      addressesFor: (req) =>
+        installAddresses({
+          req,
+          publicUrl: config.publicUrl,
+          publicAgentUrl: config.publicAgentUrl,
+          defaultPublicUrl: this.#publicBase,
+          agentPort: this.#addresses?.agent.port ?? config.agentAddr.port,
+        }),
+      sshPort: () => this.#addresses?.ssh?.port,
     });
     this.#webSockets = new WebSocketProxy({
       dialer,
@@ -415,7 +447,10 @@ export class WarrenServer {
       listen: config.httpAddr,
       tls: this.#tls?.options,
       rootDomain: config.rootDomain,
-      rootHandler: rootHandler({ routes: [agentDownload.route, (req, res, path) => login.handleRoot(req, res, path)], api }),
+      rootHandler: rootHandler({
+        routes: [agentDownload.route, (req, res, path) => login.handleRoot(req, res, path), ...(oidc ? [oidc.route.bind(oidc)] : []), dashboard.route.bind(dashboard)],
+        api,
+      }),
       access: new WorkspaceAccess({ workspaces: workspaceLookup, authenticator, rootDomain: config.rootDomain, sessions: login, leases }),
       proxy: new ReverseProxy({
         agent: this.#httpAgent,

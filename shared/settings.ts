@@ -247,3 +247,10 @@ export function parseReadableFile(raw: string): string {
   }
   return raw;
 }
+
+/** A comma-separated list of non-empty names, e.g. groups ("a, b,c" -> ["a", "b", "c"]). */
+export function parseCommaList(raw: string): string[] {
+  const items = raw.split(",").map((s) => s.trim());
+  if (items.some((s) => s === "")) throw new Error(`"${raw}" has an empty item (use names separated by commas)`);
+  return items;
+}

@@ -169,16 +169,26 @@ describe("browser login", () => {
     // Bob logs in fine, but alpha is Alice's: it answers like a workspace that does not exist.
     const { final } = await login(browser, "alpha", bobToken);
     expect(final.status).toBe(404);
-    expect(final.body).toBe('workspace "alpha" not found\n');
+    // A browser gets the page, curl the line: both say the same, nothing more.
+    expect(final.headers["content-type"]).toMatch(/^text\/html/);
+    expect(final.body).toContain("workspace &quot;alpha&quot; not found");
   });
 
   it("never redirects anywhere but a workspace of this server", async () => {
     const browser = new Browser(server.httpPort);
-    for (const target of ["http://evil.example.com/", `http://${ROOT_DOMAIN}:${server.httpPort}/`, `https://${workspaceHost("alpha", app.port)}:${server.httpPort}/`, "/relative"]) {
+    for (const target of [
+      "http://evil.example.com/",
+      `http://${ROOT_DOMAIN}:${server.httpPort + 1}/`,
+      `https://${ROOT_DOMAIN}:${server.httpPort}/`,
+      `https://${workspaceHost("alpha", app.port)}:${server.httpPort}/`,
+      "/relative",
+    ]) {
       const res = await browser.request(`${root()}/-/login?return_to=${encodeURIComponent(target)}`);
       expect(res.status, target).toBe(400);
       expect(res.body).toMatch(/return_to/);
     }
+    // The dashboard (this server's own root origin) is a place to come back to.
+    expect((await browser.request(`${root()}/-/login?return_to=${encodeURIComponent(`${root()}/`)}`)).status).toBe(200);
     const crossSite = await browser.request(`${root()}/-/login/token`, {
       method: "POST",
       body: new URLSearchParams({ token: aliceToken, return_to: wsUrl("alpha") }).toString(),
@@ -195,6 +205,48 @@ describe("browser login", () => {
     const redirected = await new Browser(server.httpPort).request(freshCallback.toString());
     expect(redirected.status).toBe(303);
     expect(redirected.headers.location).toBe("/");
+  });
+
+  /** A fresh login callback URL for alpha (a one-time code), as the login form answers it. */
+  async function freshCallback(): Promise<URL> {
+    const posted = await new Browser(server.httpPort).request(`${root()}/-/login/token`, {
+      method: "POST",
+      body: new URLSearchParams({ token: aliceToken, return_to: wsUrl("alpha") }).toString(),
+    });
+    expect(posted.status).toBe(303);
+    return new URL(String(posted.headers.location));
+  }
+
+  it("never redirects off-site from the callback for a path of /%09/evil.example/ (browsers strip the tab: open redirect)", async () => {
+    for (const path of ["/\t/evil.example/", "/\n/evil.example/", "/\\evil.example/", "/ /evil.example/"]) {
+      const callback = await freshCallback();
+      callback.searchParams.set("path", path);
+      const res = await new Browser(server.httpPort).request(callback.toString());
+      expect(res.status, JSON.stringify(path)).toBe(303);
+      const location = String(res.headers.location);
+      // Resolved against the workspace host as a browser would: it stays there.
+      expect(new URL(location, wsUrl("alpha")).host, JSON.stringify(path)).toBe(`${workspaceHost("alpha", app.port)}:${server.httpPort}`);
+    }
+  });
+
+  it("answers a callback path of /%0a/x with a redirect on this host, not a 500 after the cookie is set", async () => {
+    const callback = await freshCallback();
+    callback.searchParams.set("path", "/\n/x?y=1");
+    const res = await new Browser(server.httpPort).request(callback.toString());
+    expect(res.status).toBe(303);
+    // Browsers drop the line break (//x?y=1 would be another host): back to the root of this one.
+    expect(String(res.headers.location)).toBe("/");
+    expect(String(res.headers["set-cookie"])).toMatch(/^warren_session=/);
+  });
+
+  it("refuses a login form posted with Origin: null (a sandboxed cross-site frame: login CSRF)", async () => {
+    const res = await new Browser(server.httpPort).request(`${root()}/-/login/token`, {
+      method: "POST",
+      body: new URLSearchParams({ token: aliceToken, return_to: wsUrl("alpha") }).toString(),
+      headers: { origin: "null" },
+    });
+    expect(res.status).toBe(403);
+    expect(res.headers["set-cookie"]).toBeUndefined();
   });
 
   it("ends browser sessions when their access token is revoked", async () => {

@@ -94,6 +94,15 @@ const BAD: Record<keyof typeof SERVER_SETTINGS, BadCase> = {
   observabilityTls: { env: { WARREN_OBSERVABILITY_TLS: "sometimes" }, reason: /is not a boolean/ },
   privateCaFile: { env: { WARREN_PRIVATE_CA_FILE: "/nonexistent/ca.pem" }, reason: /cannot read/ },
   privateAdvertiseAddr: { env: { WARREN_PRIVATE_ADVERTISE_ADDR: "0.0.0.0:8155" }, reason: /not a wildcard/ },
+  oidcIssuer: { env: { WARREN_OIDC_ISSUER: "http://sso.example.com" }, reason: /must be an https URL/ },
+  oidcClientId: { env: { WARREN_OIDC_CLIENT_ID: " " }, reason: /must not be empty/ },
+  oidcClientSecret: { env: { WARREN_OIDC_CLIENT_SECRET: " " }, reason: /must not be empty/ },
+  oidcClientSecretFile: { env: { WARREN_OIDC_CLIENT_SECRET_FILE: "/nonexistent/secret" }, reason: /cannot read \/nonexistent\/secret/ },
+  oidcScopes: { env: { WARREN_OIDC_SCOPES: "profile email" }, reason: /must include openid/ },
+  oidcUsernameClaim: { args: ["--oidc-username-claim", "user name"], reason: /is not a claim name/ },
+  oidcGroupsClaim: { env: { WARREN_OIDC_GROUPS_CLAIM: "groups?" }, reason: /is not a claim name/ },
+  oidcAllowedGroups: { env: { WARREN_OIDC_ALLOWED_GROUPS: "dev,,ops" }, reason: /has an empty item/ },
+  oidcAdminGroups: { env: { WARREN_OIDC_ADMIN_GROUPS: "," }, reason: /has an empty item/ },
 };
 
 describe("every setting of warren-server", () => {
@@ -125,6 +134,7 @@ describe("every setting of warren-server", () => {
       [{ WARREN_TLS_CERT: "package.json" }, /^warren-server: WARREN_TLS_CERT and WARREN_TLS_KEY must be set together/],
       [{ WARREN_PRIVATE_TLS: "true" }, /^warren-server: WARREN_PRIVATE_TLS needs WARREN_TLS_CERT and WARREN_TLS_KEY/],
       [{ WARREN_OBSERVABILITY_TLS: "true" }, /^warren-server: WARREN_OBSERVABILITY_TLS needs WARREN_TLS_CERT and WARREN_TLS_KEY/],
+      [{ WARREN_OIDC_ISSUER: "https://sso.example.com" }, /^warren-server: WARREN_OIDC_ISSUER needs WARREN_OIDC_CLIENT_ID/],
       [{ WARREN_SSH_HOST_KEY: "package.json" }, /^warren-server: WARREN_SSH_HOST_KEY: .*package.json is not a usable SSH host key/],
       [{ WARREN_DATA_DIR: join(REPO_ROOT, "package.json", "state") }, /^warren-server: WARREN_DATA_DIR: cannot create the data directory .*package.json\/state: ENOTDIR/],
       [{ WARREN_DATA_DIR: join(REPO_ROOT, "package.json", "state"), WARREN_STORE: "memory" }, /^warren-server: WARREN_DATA_DIR: cannot write .*package.json\/state\/admin-token/],

@@ -138,6 +138,18 @@ describe.each(stores)("%s store", (_name, make) => {
     await store.deleteToken(token.id);
   });
 
+  it("lists a user's access tokens, and forgets a deleted one", async () => {
+    const store = await make();
+    const access = (id: string, subject: string): TokenRecord => ({ ...token, id, kind: TokenKind.Access, subject, name: `t-${id}` });
+    await store.putToken(access("1111111111111111", "alice"));
+    await store.putToken(access("2222222222222222", "alice"));
+    await store.putToken(access("3333333333333333", "bob"));
+    expect((await store.listTokens("alice")).map((t) => t.id).sort()).toEqual(["1111111111111111", "2222222222222222"]);
+    await store.deleteToken("1111111111111111");
+    expect((await store.listTokens("alice")).map((t) => [t.id, t.name])).toEqual([["2222222222222222", "t-2222222222222222"]]);
+    expect(await store.listTokens("carol")).toEqual([]);
+  });
+
   it("updates a workspace only from the revision it was read at (compare-and-set)", async () => {
     const store = await make();
     await store.createWorkspace(workspace("cas"));

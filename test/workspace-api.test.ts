@@ -1,3 +1,4 @@
+import { gzipSync } from "node:zlib";
 import http from "node:http";
 import { afterAll, beforeAll, describe, expect, it } from "vitest";
 import { callApi, httpRequest, ROOT_DOMAIN, startServer, type ServerHandle } from "./harness/warren.js";
@@ -155,6 +156,16 @@ describe("workspace API (Connect, JSON over HTTP)", () => {
     expect(res.status).toBe(400);
     expect(JSON.parse(res.body)).toMatchObject({ code: "invalid_argument", message: expect.stringMatching(/^request body: more than 1048576 bytes is over/) });
     // The server goes on answering.
+    expect((await callApi(server, "WorkspaceService/ListWorkspaces", {})).status).toBe(200);
+  });
+
+  it("answers a gzip-bombed body invalid_argument, as the README says, not resource_exhausted (429)", async () => {
+    // 2 KiB on the wire, 4 MiB once inflated.
+    const bomb = gzipSync(Buffer.from(`{"name":"${"x".repeat(4 * 1024 * 1024)}"}`));
+    expect(bomb.length).toBeLessThan(64 * 1024);
+    const res = await postCreate({ "content-encoding": "gzip", "content-length": bomb.length }, (req) => req.end(bomb));
+    expect(res.status).toBe(400);
+    expect(JSON.parse(res.body)).toMatchObject({ code: "invalid_argument", message: expect.stringMatching(/^request body: .* is over the API's limit of 1048576 bytes/) });
     expect((await callApi(server, "WorkspaceService/ListWorkspaces", {})).status).toBe(200);
   });
 

@@ -1,6 +1,6 @@
 import type { IncomingMessage, ServerResponse } from "node:http";
 import { Code, ConnectError, createConnectRouter, type ConnectRouter } from "@connectrpc/connect";
-import type { UniversalServerRequest } from "@connectrpc/connect/protocol";
+import type { Compression, UniversalServerRequest } from "@connectrpc/connect/protocol";
 import { compressionBrotli, compressionGzip, universalRequestFromNodeRequest, universalResponseToNodeResponse } from "@connectrpc/connect-node";
 import type { Logger } from "../../shared/logger.js";
 import { warrenErrors } from "./connect-errors.js";
@@ -21,7 +21,7 @@ export function createApiHandler(options: { routes: (router: ConnectRouter) => v
     interceptors: [warrenErrors],
     readMaxBytes: API_MAX_REQUEST_BYTES,
     jsonOptions: { ignoreUnknownFields: false },
-    acceptCompression: [compressionGzip, compressionBrotli],
+    acceptCompression: [compressionGzip, compressionBrotli].map(limitedToInvalidArgument),
   });
   options.routes(router);
   const handlers = new Map(router.handlers.map((h) => [h.requestPath, h]));
@@ -48,6 +48,25 @@ export function createApiHandler(options: { routes: (router: ConnectRouter) => v
         if (ConnectError.from(reason).code === Code.Aborted) return;
         options.log?.warn({ err: (reason as Error).message, method: handler.method.name }, "API handler failed");
       });
+  };
+}
+
+/**
+ * A compression whose output over the limit (a compression bomb) is malformed input, like any
+ * body over the limit, rather than Connect's resource_exhausted (429, "come back later").
+ */
+function limitedToInvalidArgument(compression: Compression): Compression {
+  return {
+    name: compression.name,
+    compress: (bytes) => compression.compress(bytes),
+    decompress: async (bytes, readMaxBytes) => {
+      try {
+        return await compression.decompress(bytes, readMaxBytes);
+      } catch (err) {
+        if (ConnectError.from(err).code !== Code.ResourceExhausted) throw err;
+        throw new ConnectError(overLimit(`more than ${readMaxBytes} bytes once decompressed`), Code.InvalidArgument);
+      }
+    },
   };
 }
 

@@ -31,8 +31,22 @@ export function userApi(options: { manager: UserManager; sshKeys: SshKeyManager;
       return { users: (await manager.listUsers(await callerOf(authenticator, ctx))).map(toProto) };
     },
     async createAccessToken(req, ctx) {
-      const { token, record } = await manager.createAccessToken(await callerOf(authenticator, ctx), req.user, req.ttlSeconds * 1000);
+      const { token, record } = await manager.createAccessToken(await callerOf(authenticator, ctx), req.user, req.ttlSeconds * 1000, req.name);
       return { token, id: record.id, expireTime: timestampFromMs(record.expiresAt) };
+    },
+    async listAccessTokens(req, ctx) {
+      const principal = await callerOf(authenticator, ctx);
+      const tokens = await manager.listAccessTokens(principal, req.user);
+      return {
+        tokens: tokens.map((t) => ({
+          id: t.id,
+          user: t.subject,
+          name: t.name ?? "",
+          createTime: timestampFromMs(t.createdAt),
+          expireTime: timestampFromMs(t.expiresAt),
+          current: t.id === principal.tokenId,
+        })),
+      };
     },
     async revokeAccessToken(req, ctx) {
       await manager.revokeAccessToken(await callerOf(authenticator, ctx), { id: req.id, token: req.token });

@@ -21,8 +21,14 @@ export interface WorkspaceApiOptions {
   readonly forgetHostKey: (workspace: string) => Promise<boolean>;
 }
 
+/** The caller: a bearer token, or else (browsers on the root domain) a session cookie with the CSRF header. */
 export async function callerOf(authenticator: Authenticator, ctx: HandlerContext): Promise<Principal> {
-  return authenticator.authenticateCaller(bearerToken(ctx.requestHeader.get("authorization") ?? undefined));
+  const authorization = ctx.requestHeader.get("authorization");
+  if (authorization === null) {
+    const session = await authenticator.browserSessionOf(ctx.requestHeader);
+    if (session) return session;
+  }
+  return authenticator.authenticateCaller(bearerToken(authorization ?? undefined));
 }
 
 const DESIRED: Record<DesiredState, WorkspaceDesiredState> = {

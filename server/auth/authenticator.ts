@@ -12,7 +12,15 @@ import { constantTimeEquals, parseToken, secretMatches, sha256Hex, TokenKind } f
 export type Principal =
   | { readonly kind: "admin"; readonly tokenId: string }
   /** `expiresAt`: when the token expires (ms since the epoch), where it was read. */
-  | { readonly kind: "user"; readonly user: string; readonly tokenId: string; readonly expiresAt?: number };
+  | { readonly kind: "user"; readonly user: string; readonly tokenId: string; readonly expiresAt?: number; readonly admin?: boolean };
+
+/**
+ * Whether the principal has the admin's rights: the admin token, or a user signed in through
+ * single sign-on as a member of WARREN_OIDC_ADMIN_GROUPS (their session's token says so).
+ */
+export function isAdmin(principal: Principal): boolean {
+  return principal.kind === "admin" || principal.admin === true;
+}
 
 export interface AuthenticatedAgent {
   readonly workspace: WorkspaceRecord;
@@ -41,12 +49,26 @@ export class Authenticator {
   /** SHA-256 of the admin token, computed once: a request hashes only what it presents. */
   readonly #adminTokenHash: string;
   readonly #accessTokens: TokenCache;
+  #browserSessions: ((headers: Headers) => Promise<Principal | undefined>) | undefined;
 
   constructor(options: AuthenticatorOptions) {
     this.#options = options;
     this.#adminTokenHash = sha256Hex(options.adminToken);
     this.#adminTokenId = `admin:${this.#adminTokenHash.slice(0, 16)}`;
     this.#accessTokens = new TokenCache({ store: options.tokens, ttlMs: options.tokenCacheTtlMs, now: options.now });
+  }
+
+  /**
+   * Lets API calls from the dashboard authenticate with the root domain's session cookie
+   * (set once at the composition root; the reader applies the CSRF defence).
+   */
+  useBrowserSessions(reader: (headers: Headers) => Promise<Principal | undefined>): void {
+    this.#browserSessions = reader;
+  }
+
+  /** The principal of a browser session on the root domain, or undefined (no cookie, no CSRF header). */
+  async browserSessionOf(headers: Headers): Promise<Principal | undefined> {
+    return this.#browserSessions?.(headers);
   }
 
   /** An access token was revoked (on any server): forget its cached record. Never blocks. */
@@ -103,7 +125,7 @@ export class Authenticator {
     if (!record || record.kind !== TokenKind.Access || !secretMatches(parsed.secret, record.hash) || record.expiresAt <= this.#now()) {
       throw new WarrenError(ErrorCode.Unauthenticated, INVALID_TOKEN);
     }
-    return { kind: "user", user: record.subject, tokenId: record.id, expiresAt: record.expiresAt };
+    return { kind: "user", user: record.subject, tokenId: record.id, expiresAt: record.expiresAt, ...(record.admin ? { admin: true } : {}) };
   }
 
   /**
@@ -119,7 +141,7 @@ export class Authenticator {
     if (!record || record.kind !== TokenKind.Access || record.subject !== claims.user || record.expiresAt <= this.#now()) {
       throw new WarrenError(ErrorCode.Unauthenticated, "session expired; log in again");
     }
-    return { kind: "user", user: claims.user, tokenId: record.id, expiresAt: record.expiresAt };
+    return { kind: "user", user: claims.user, tokenId: record.id, expiresAt: record.expiresAt, ...(record.admin ? { admin: true } : {}) };
   }
 
   /** When the token behind a principal expires (sessions do not outlive it). */

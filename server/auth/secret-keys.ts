@@ -4,6 +4,7 @@ import { hkdfSync, randomBytes } from "node:crypto";
 export const KeyPurpose = {
   Variables: "warren variables v1",
   SessionCookie: "warren session cookie v1",
+  OidcTransaction: "warren oidc transaction v1",
 } as const;
 export type KeyPurpose = (typeof KeyPurpose)[keyof typeof KeyPurpose];
 

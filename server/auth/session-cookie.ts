@@ -12,7 +12,14 @@ export interface SessionClaims {
   readonly expiresAt: number;
 }
 
-/** Name of the cookie; `__Host-` makes browsers insist on Secure, Path=/ and no Domain. */
+/**
+ * Name of the cookie; `__Host-` makes browsers insist on Secure, Path=/ and no Domain, so no
+ * other host (a workspace app included) can set or shadow it. It takes the prefix whenever it
+ * can: a `__Host-` cookie must be Secure, and browsers store Secure cookies only from https, so
+ * over plain http the prefix would make the cookie vanish. There the cookie is host-only all
+ * the same, and apps cannot set Domain cookies over it: the front door strips Domain from
+ * their Set-Cookie (headers.ts, hostOnlyCookie).
+ */
 export function sessionCookieName(secure: boolean): string {
   return secure ? "__Host-warren_session" : "warren_session";
 }

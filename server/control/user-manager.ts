@@ -1,6 +1,6 @@
 import { ErrorCode, WarrenError } from "../../shared/errors.js";
 import type { Logger } from "../../shared/logger.js";
-import type { Principal } from "../auth/authenticator.js";
+import { isAdmin, type Principal } from "../auth/authenticator.js";
 import { mintToken, parseToken, TokenKind } from "../auth/tokens.js";
 import type { TokenRecord, UserRecord } from "../store/records.js";
 import { ADMIN_KEY_OWNER } from "../ssh/ssh-access.js";
@@ -22,7 +22,10 @@ const TOKEN_ID_RE = /^[0-9a-f]{16}$/;
 const DEFAULT_ACCESS_TOKEN_TTL_MS = 30 * 86_400_000;
 const MAX_ACCESS_TOKEN_TTL_MS = 366 * 86_400_000;
 
-/** Users and their access tokens. Every method needs the admin. */
+/**
+ * Users and their access tokens. Users and other people's tokens need the admin; a user
+ * creates, lists and revokes their own tokens.
+ */
 export class UserManager {
   readonly #options: UserManagerOptions;
 
@@ -51,9 +54,10 @@ export class UserManager {
   }
 
   /** Mints an access token for the user: returned once, stored hashed. */
-  async createAccessToken(principal: Principal, user: string, ttlMs: number | undefined): Promise<{ token: string; record: TokenRecord }> {
-    requireAdmin(principal);
+  async createAccessToken(principal: Principal, user: string, ttlMs: number | undefined, name = ""): Promise<{ token: string; record: TokenRecord }> {
+    user = ownTokensOf(principal, user, "create");
     validateUserName("user", user);
+    if (name.length > 100) throw new WarrenError(ErrorCode.InvalidArgument, "name: at most 100 characters");
     let ttl = DEFAULT_ACCESS_TOKEN_TTL_MS;
     if (ttlMs) {
       if (ttlMs < 1000 || ttlMs > MAX_ACCESS_TOKEN_TTL_MS) {
@@ -64,7 +68,15 @@ export class UserManager {
     if (!(await this.#options.users.getUser(user))) throw new WarrenError(ErrorCode.NotFound, `user "${user}" not found`);
     const now = this.#now();
     const minted = mintToken(TokenKind.Access);
-    const record: TokenRecord = { id: minted.id, kind: TokenKind.Access, hash: minted.hash, subject: user, createdAt: now, expiresAt: now + ttl };
+    const record: TokenRecord = {
+      id: minted.id,
+      kind: TokenKind.Access,
+      hash: minted.hash,
+      subject: user,
+      createdAt: now,
+      expiresAt: now + ttl,
+      ...(name ? { name } : {}),
+    };
     await this.#options.tokens.putToken(record);
     this.#options.log.info({ user, tokenId: minted.id, expiresAt: new Date(record.expiresAt).toISOString() }, "access token created");
     return { token: minted.token, record };
@@ -72,7 +84,6 @@ export class UserManager {
 
   /** Revokes an access token given by id or by the token itself. */
   async revokeAccessToken(principal: Principal, ref: { id: string; token: string }): Promise<void> {
-    requireAdmin(principal);
     if (ref.id && ref.token) throw new WarrenError(ErrorCode.InvalidArgument, "id: give either id or token, not both");
     let id: string;
     if (ref.token) {
@@ -86,15 +97,73 @@ export class UserManager {
       throw new WarrenError(ErrorCode.InvalidArgument, "id: required (or token)");
     }
     const record = await this.#options.tokens.getToken(id);
-    if (!record || record.kind !== TokenKind.Access) throw new WarrenError(ErrorCode.NotFound, `access token "${id}" not found`);
+    // Someone else's token answers exactly like one that does not exist.
+    if (!record || record.kind !== TokenKind.Access || !(isAdmin(principal) || (principal.kind === "user" && record.subject === principal.user))) {
+      throw new WarrenError(ErrorCode.NotFound, `access token "${id}" not found`);
+    }
     await this.#options.tokens.deleteToken(id);
     await this.#options.events?.publish({ type: "token-revoked", tokenId: id });
     this.#options.log.info({ user: record.subject, tokenId: id }, "access token revoked");
   }
+
+  /** The unexpired access tokens of a user (their own, or anyone's for the admin), oldest first. */
+  async listAccessTokens(principal: Principal, user: string): Promise<TokenRecord[]> {
+    user = ownTokensOf(principal, user, "list");
+    validateUserName("user", user);
+    const now = this.#now();
+    const tokens = await this.#options.tokens.listTokens(user);
+    return tokens.filter((t) => t.kind === TokenKind.Access && t.expiresAt > now).sort((a, b) => a.createdAt - b.createdAt);
+  }
+
+  /**
+   * The user a single sign-on names, created on first sign-in (no caller: the identity
+   * provider vouched for them). Rejects with invalid_argument for a name Warren cannot use.
+   */
+  async provisionUser(name: string): Promise<UserRecord> {
+    validateUserName("user", name);
+    if (name === ADMIN_KEY_OWNER) throw new WarrenError(ErrorCode.InvalidArgument, `user: "${name}" is reserved`);
+    const existing = await this.#options.users.getUser(name);
+    if (existing) return existing;
+    const user: UserRecord = { name, createdAt: this.#now() };
+    try {
+      await this.#options.users.createUser(user);
+    } catch (err) {
+      // Another server created it in the meantime.
+      if (!(err instanceof WarrenError && err.code === ErrorCode.AlreadyExists)) throw err;
+    }
+    this.#options.log.info({ user: name }, "user created by single sign-on");
+    return user;
+  }
+
+  /** The token a single sign-on browser session rides on: listed, and revocable, like any other. */
+  async mintSessionToken(user: string, options: { ttlMs: number; admin: boolean; name: string }): Promise<TokenRecord> {
+    const now = this.#now();
+    const minted = mintToken(TokenKind.Access);
+    const record: TokenRecord = {
+      id: minted.id,
+      kind: TokenKind.Access,
+      hash: minted.hash,
+      subject: user,
+      createdAt: now,
+      expiresAt: now + options.ttlMs,
+      name: options.name,
+      ...(options.admin ? { admin: true } : {}),
+    };
+    await this.#options.tokens.putToken(record);
+    return record;
+  }
+}
+
+/** The user whose tokens a call is about: the caller's own (user empty or theirs), or anyone's for the admin. */
+function ownTokensOf(principal: Principal, user: string, verb: string): string {
+  if (principal.kind === "admin") return user;
+  if (principal.admin) return user || principal.user;
+  if (user && user !== principal.user) throw new WarrenError(ErrorCode.PermissionDenied, `user: only the admin may ${verb} tokens of someone else`);
+  return principal.user;
 }
 
 function requireAdmin(principal: Principal): void {
-  if (principal.kind !== "admin") throw new WarrenError(ErrorCode.PermissionDenied, "this call needs the admin token");
+  if (!isAdmin(principal)) throw new WarrenError(ErrorCode.PermissionDenied, "this call needs the admin token");
 }
 
 function validateUserName(field: string, name: string): void {

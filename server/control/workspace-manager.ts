@@ -1,11 +1,11 @@
 import { randomBytes } from "node:crypto";
 import { ErrorCode, WarrenError } from "../../shared/errors.js";
 import type { Logger } from "../../shared/logger.js";
-import type { Principal } from "../auth/authenticator.js";
+import { isAdmin, type Principal } from "../auth/authenticator.js";
 import type { SecretBox } from "../auth/secret-box.js";
 import { mintToken, TokenKind } from "../auth/tokens.js";
 import type { EventBus } from "../events/event-bus.js";
-import { isValidWorkspaceName } from "../http/workspace-host.js";
+import { isValidNewWorkspaceName, isValidWorkspaceName, MAX_NEW_WORKSPACE_NAME_CHARS } from "../http/workspace-host.js";
 import { dialablePorts, workspaceIdOf, type DetectedPortRecord, type PortRecord, type VariableRecord, type WorkspaceRecord } from "../store/records.js";
 import type { TokenStore, UserStore, WorkspaceStore } from "../store/store.js";
 import {
@@ -83,7 +83,7 @@ export function trafficRefusal(workspace: WorkspaceRecord): WarrenError | undefi
 
 /** Whether the principal may see and use the workspace: its owner, or an admin. */
 export function mayReach(principal: Principal, workspace: WorkspaceRecord): boolean {
-  return principal.kind === "admin" || (workspace.owner !== undefined && workspace.owner === principal.user);
+  return isAdmin(principal) || (principal.kind === "user" && workspace.owner !== undefined && workspace.owner === principal.user);
 }
 
 /**
@@ -111,7 +111,7 @@ export class WorkspaceManager {
 
   /** Creates a workspace and its agent token; the token is returned once and stored hashed. */
   async create(principal: Principal, input: CreateWorkspaceInput): Promise<{ workspace: WorkspaceRecord; agentToken: string }> {
-    validateName(input.name);
+    validateNewName(input.name);
     const ports = validatePorts(input.ports);
     const variables = validateVariables(input.variables ?? []);
     const tokenTtl = validateTtl("agentTokenTtlSeconds", input.agentTokenTtlMs) ?? this.#options.agentTokenTtlMs;
@@ -487,6 +487,17 @@ function validateName(name: string): void {
     throw new WarrenError(
       ErrorCode.InvalidArgument,
       `name: "${name.slice(0, 80)}" is not a valid workspace name (1-63 lowercase letters, digits and hyphens, not starting or ending with a hyphen)`,
+    );
+  }
+}
+
+/** A new workspace's name: capped so that every `{port}-{name}` host label fits DNS's 63 octets. */
+function validateNewName(name: string): void {
+  validateName(name);
+  if (!isValidNewWorkspaceName(name)) {
+    throw new WarrenError(
+      ErrorCode.InvalidArgument,
+      `name: "${name.slice(0, 80)}" is too long (at most ${MAX_NEW_WORKSPACE_NAME_CHARS} characters, so that {port}-{name} fits one 63-character DNS label)`,
     );
   }
 }

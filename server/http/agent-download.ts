@@ -52,7 +52,10 @@ export class AgentDownload {
 
   readonly route: RootRoute = (req, res, path) => {
     if (!path.startsWith(PREFIX) || (req.method !== "GET" && req.method !== "HEAD")) return false;
-    this.#serve(req, res, path.slice(PREFIX.length)).catch((err) => sendError(res, err));
+    this.#serve(req, res, path.slice(PREFIX.length)).catch((err) => {
+      this.#options.log.warn({ path: this.#options.binaryPath, err: (err as Error).message }, "agent download failed");
+      sendError(res, err);
+    });
     return true;
   };
 
@@ -110,10 +113,11 @@ export class AgentDownload {
       if (code === "ENOENT" || code === "ENOTDIR") {
         throw new WarrenError(
           ErrorCode.NotFound,
-          `the agent binary is not on this server: ${path} is missing (build it with \`npm run build:agent\`, or set WARREN_AGENT_BINARY)`,
+          // The path is the operator's to know (the log says it), not every visitor's.
+          "the agent binary is not on this server (build it with `npm run build:agent`, or set WARREN_AGENT_BINARY; the server's log names the path)",
         );
       }
-      throw new WarrenError(ErrorCode.Internal, `cannot read the agent binary ${path}: ${code ?? (err as Error).message}`);
+      throw new WarrenError(ErrorCode.Internal, `cannot read the agent binary: ${code ?? "read failed"} (the server's log names the path)`);
     }
     if (this.#cache?.identity !== identity) {
       const loaded = this.#read(path);
@@ -135,7 +139,7 @@ export class AgentDownload {
     } else if (builtVersion !== version) {
       throw new WarrenError(
         ErrorCode.NotFound,
-        `the agent binary at ${path} is version ${builtVersion}, not this server's ${version}: install the binary built with this server (npm run build:agent)`,
+        `the agent binary on this server is version ${builtVersion}, not this server's ${version}: install the binary built with this server (npm run build:agent)`,
       );
     }
     // Read in chunks and hash as we go: hashing 85 MiB in one call would stall the event loop.

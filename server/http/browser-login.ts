@@ -10,6 +10,7 @@ import { WARREN_TOKEN_HEADER } from "./headers.js";
 import type { LoginProvider } from "./login-provider.js";
 import type { SessionReader } from "./workspace-access.js";
 import { parseHost } from "./workspace-host.js";
+import { sendPage } from "../web/page.js";
 
 /** Paths Warren answers itself on a workspace host; everything else goes to the app. */
 export const CALLBACK_PATH = "/.warren/callback";
@@ -152,8 +153,17 @@ export class BrowserLogin implements SessionReader {
     await this.#sendBack(res, principal, returnTo);
   }
 
+  /** Finishes a login a provider completed outside the login page (the OIDC callback). */
+  async completeLogin(res: ServerResponse, principal: Principal, returnTo: string): Promise<void> {
+    const url = this.#validReturnTo(returnTo);
+    await this.#setCookie(res, principal, this.#options.rootDomain);
+    await this.#sendBack(res, principal, url);
+  }
+
   /** Mints a one-time code for the target workspace host and redirects there with it. */
   async #sendBack(res: ServerResponse, principal: Principal, returnTo: URL): Promise<void> {
+    // The dashboard on the root domain already has the session cookie.
+    if (parseHost(returnTo.host, this.#options.rootDomain).kind === "root") return redirect(res, 303, `${returnTo.origin}/`);
     const code = mintToken(TokenKind.LoginCode);
     await this.#options.loginCodes.putLoginCode({
       id: code.id,
@@ -182,10 +192,9 @@ export class BrowserLogin implements SessionReader {
     const principal = await this.#options.authenticator.principalOfSession(record).catch(() => {
       throw refused;
     });
+    const path = pathOnThisHost(url.searchParams.get("path"));
     await this.#setCookie(res, principal, host);
-    const path = url.searchParams.get("path") ?? "/";
-    // Only a path on this host: never an open redirect.
-    redirect(res, 303, path.startsWith("/") && !path.startsWith("//") && !path.startsWith("/\\") ? path : "/");
+    redirect(res, 303, path);
   }
 
   async #setCookie(res: ServerResponse, principal: Principal, host: string): Promise<void> {
@@ -217,14 +226,17 @@ export class BrowserLogin implements SessionReader {
     }
     const base = new URL(this.#options.publicBase());
     if (url.protocol !== base.protocol || url.port !== base.port || url.username || url.password) throw bad;
-    if (parseHost(url.host, this.#options.rootDomain).kind !== "workspace") throw bad;
+    const target = parseHost(url.host, this.#options.rootDomain).kind;
+    // A workspace, or the dashboard (the root domain's own origin).
+    if (target !== "workspace" && !(target === "root" && url.origin === base.origin)) throw bad;
     return url;
   }
 
   /** A login form posted from another site is refused (login CSRF). */
   #checkOrigin(req: IncomingMessage): void {
     const origin = req.headers.origin;
-    if (origin !== undefined && origin !== "null" && origin !== new URL(this.#options.publicBase()).origin) {
+    // "null" is what a sandboxed frame or a redirect chain from elsewhere sends: not this site.
+    if (origin !== undefined && origin !== new URL(this.#options.publicBase()).origin) {
       throw new WarrenError(ErrorCode.PermissionDenied, "login form posted from another site");
     }
   }
@@ -235,6 +247,27 @@ export class BrowserLogin implements SessionReader {
 ${error ? `<p class="error" role="alert">${escapeHtml(error)}</p>\n` : ""}${forms}`;
     sendHtml(res, status, "Log in to Warren", body);
   }
+}
+
+/**
+ * Where the login callback sends the browser: the path (and query) of `raw` read as a browser
+ * reads it, relative to this host, or "/" when it would lead anywhere else. Browsers drop tabs
+ * and line breaks from URLs, so `/\t/evil.example/` is `//evil.example/`: the path is resolved
+ * the same way and written back in its serialized (percent-encoded) form, which also never
+ * carries a character that a header cannot.
+ */
+export function pathOnThisHost(raw: string | null): string {
+  if (!raw || !raw.startsWith("/")) return "/";
+  const base = "http://this-host.invalid";
+  let url: URL;
+  try {
+    url = new URL(raw, base);
+  } catch {
+    return "/";
+  }
+  if (url.origin !== base) return "/";
+  const path = `${url.pathname}${url.search}`;
+  return path.startsWith("//") || path.startsWith("/\\") ? "/" : path;
 }
 
 /** `{port}-{workspace}.{root}` of a validated workspace URL: what cookies and codes are bound to. */
@@ -259,25 +292,9 @@ function appendSetCookie(res: ServerResponse, cookie: string): void {
 }
 
 function sendHtml(res: ServerResponse, status: number, title: string, body: string): void {
-  const html = `<!doctype html>
-<html lang="en"><head><meta charset="utf-8"><meta name="viewport" content="width=device-width">
-<title>${escapeHtml(title)}</title>
-<style>body{font-family:system-ui,sans-serif;max-width:32rem;margin:4rem auto;padding:0 1rem}.error{color:#b00}input{width:100%;margin:.5rem 0}</style>
-</head><body><h1>${escapeHtml(title)}</h1>
-${body}
-</body></html>
-`;
-  res.writeHead(status, {
-    "content-type": "text/html; charset=utf-8",
-    "content-length": Buffer.byteLength(html),
-    "cache-control": "no-store",
-    // The login page is never framed (clickjacking) and runs no script. No form-action: the
-    // login's redirect goes on to a workspace host, which browsers would hold to it.
-    "x-frame-options": "DENY",
-    "content-security-policy": "default-src 'none'; style-src 'unsafe-inline'; frame-ancestors 'none'",
-    "referrer-policy": "no-referrer",
-  });
-  res.end(html);
+  // The dashboard's look and strict CSP (never framed). No form-action: the login's redirect
+  // goes on to a workspace host, which browsers would hold to it.
+  sendPage(res, status, { title, narrow: true, formAction: false, main: `<h1>${escapeHtml(title)}</h1>\n${body}` });
 }
 
 export function escapeHtml(text: string): string {

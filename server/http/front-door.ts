@@ -12,7 +12,7 @@ import type { BrowserLogin } from "./browser-login.js";
 import type { ReverseProxy } from "./reverse-proxy.js";
 import type { WebSocketProxy } from "./websocket-proxy.js";
 import type { WorkspaceAccess } from "./workspace-access.js";
-import { parseError } from "./http-message-parser.js";
+import { HeadTooLargeError, MAX_HEAD_BYTES, parseError, requestHeadBytes } from "./http-message-parser.js";
 import { SplicedConnection, type SpliceDecision, type SplicedRequest } from "./spliced-connection.js";
 import type { UpstreamPool } from "./upstream-pool.js";
 import { parseHost, type HostTarget } from "./workspace-host.js";
@@ -39,6 +39,42 @@ function hostHeaderCount(rawHeaders: readonly string[]): number {
 
 /** Paths on workspace hosts that Warren answers itself (login callback, logout). */
 const WARREN_PATH_PREFIX = "/.warren/";
+
+/**
+ * Whether a request target may go to the app as it is on the fast path: an origin-form path
+ * that is none of Warren's own, read as node's HTTP path reads it (dot segments resolved,
+ * `/./.warren/logout` is Warren's logout). Anything else takes node's path, which handles
+ * every form of target the same way.
+ */
+function plainAppPath(url: string): boolean {
+  if (!url.startsWith("/")) return false;
+  if (!url.includes(".warren")) return true;
+  return !new URL(url, "http://x").pathname.startsWith(WARREN_PATH_PREFIX);
+}
+
+/**
+ * The origin-form of a request target on a workspace host: an absolute-form target
+ * (`GET http://host/path`) must name the Host it came with, and goes on as its path, so that
+ * Warren and the app read one request the same way.
+ */
+function originFormOf(url: string, host: string | undefined): string | WarrenError {
+  if (url.startsWith("/") || url === "*") return url;
+  let parsed: URL;
+  try {
+    parsed = new URL(url);
+  } catch {
+    return new WarrenError(ErrorCode.InvalidArgument, "malformed request target");
+  }
+  if (!/^https?:$/.test(parsed.protocol) || parsed.host !== new URL(`http://${host ?? ""}`).host) {
+    return new WarrenError(ErrorCode.InvalidArgument, "the request target names another host than the Host header");
+  }
+  return `${parsed.pathname}${parsed.search}`;
+}
+
+/** A head over the limit on the wire, which llhttp's own count lets through (see requestHeadBytes). */
+function headTooLarge(req: IncomingMessage): boolean {
+  return requestHeadBytes(req.method ?? "", req.url ?? "", req.rawHeaders) > MAX_HEAD_BYTES;
+}
 
 export interface FrontDoorOptions {
   readonly listen: HostPort;
@@ -75,16 +111,32 @@ export class FrontDoor {
       requestTimeout: 0,
       headersTimeout: 30_000,
       keepAliveTimeout: 65_000,
-      maxHeaderSize: 32 * 1024,
+      maxHeaderSize: MAX_HEAD_BYTES,
     };
     this.#server = options.tls ? https.createServer({ ...serverOptions, ...options.tls }) : http.createServer(serverOptions);
+    // Every header is kept, so that a head's size is counted whole (see headTooLarge).
+    this.#server.maxHeadersCount = 0;
     this.#server.on("request", (req: IncomingMessage, res: ServerResponse) => this.#onRequest(req, res));
     this.#server.on("upgrade", (req: IncomingMessage, socket: Duplex, head: Buffer) => this.#onUpgrade(req, socket, head));
     if (options.fastPath) this.#interceptConnections(options.fastPath);
     this.#server.on("clientError", (err: NodeJS.ErrnoException & { reason?: string }, socket: Duplex) => {
-      // The same answers as the spliced path gives for what the parser refused.
-      if (socket.writable && err.code !== "ECONNRESET") sendUpgradeError(socket, parseError(err));
-      else socket.destroy();
+      if (!socket.writable || err.code === "ECONNRESET") {
+        socket.destroy();
+        return;
+      }
+      // The same answers as the spliced path gives for what the parser refused, after the
+      // answer to a request parsed before it (pipelined in the same write) has gone out.
+      const inFlight = (socket as Duplex & { _httpMessage?: ServerResponse | null })._httpMessage;
+      if (inFlight && !inFlight.writableFinished) {
+        let answered = false;
+        const answer = () => {
+          if (answered) return;
+          answered = true;
+          sendUpgradeError(socket, parseError(err));
+        };
+        inFlight.once("finish", answer);
+        inFlight.once("close", answer);
+      } else sendUpgradeError(socket, parseError(err));
     });
   }
 
@@ -159,7 +211,7 @@ export class FrontDoor {
         },
         filterCookie: fastPath.filterCookie,
         upstreamTimeoutMs: fastPath.upstreamTimeoutMs,
-        firstHeadTimeoutMs: 30_000,
+        headTimeoutMs: 30_000,
         idleTimeoutMs: 65_000,
         onResponse: fastPath.onResponse,
         onClose: () => this.#spliced.delete(connection),
@@ -167,6 +219,17 @@ export class FrontDoor {
       });
       this.#spliced.add(connection);
     });
+  }
+
+  /**
+   * A connection whose upgrade the app declined goes on as HTTP: it enters the front door
+   * again as a new connection would, with what the client sent after the upgrade request.
+   */
+  #resumeHttp(socket: Duplex, unread: Buffer): void {
+    if (socket.destroyed) return;
+    if (unread.length > 0) socket.unshift(unread);
+    this.#server.emit(this.#options.tls ? "secureConnection" : "connection", socket);
+    socket.resume();
   }
 
   /** Whether a request can take the fast path, and where to. Never rejects. */
@@ -178,7 +241,7 @@ export class FrontDoor {
       req.headers.upgrade !== undefined ||
       req.headers.expect !== undefined ||
       req.method === "CONNECT" ||
-      req.url.startsWith(WARREN_PATH_PREFIX) ||
+      !plainAppPath(req.url) ||
       // Forwarded as HTTP/1.1, an HTTP/1.0 client could get a chunked answer it cannot read.
       req.httpVersion !== "1.1" ||
       // Without kept-alive app connections to share, a one-request connection gains nothing
@@ -206,11 +269,12 @@ export class FrontDoor {
   }
 
   #onRequest(req: IncomingMessage, res: ServerResponse): void {
-    if (hostHeaderCount(req.rawHeaders) > 1) {
-      // Node keeps the first; a proxy in front might have used another (RFC 9112: 400).
+    const refused = hostHeaderCount(req.rawHeaders) > 1 ? TWO_HOSTS : headTooLarge(req) ? new HeadTooLargeError() : undefined;
+    if (refused) {
+      // Node keeps the first Host; a proxy in front might have used another (RFC 9112: 400).
       this.#observe(res, "root");
       res.shouldKeepAlive = false;
-      sendError(res, TWO_HOSTS);
+      sendError(res, refused);
       return;
     }
     const target = parseHost(req.headers.host, this.#options.rootDomain);
@@ -223,6 +287,13 @@ export class FrontDoor {
       sendError(res, new WarrenError(ErrorCode.NotFound, target.reason));
       return;
     }
+    const url = originFormOf(req.url ?? "/", req.headers.host);
+    if (url instanceof WarrenError) {
+      res.shouldKeepAlive = false;
+      sendError(res, url);
+      return;
+    }
+    req.url = url;
     const login = this.#options.login;
     if (login?.handleWorkspace(req, res, `${target.port}-${target.workspace}.${this.#options.rootDomain}`)) return;
     this.#options.access.authorize(req, target.workspace, target.port).then(
@@ -250,9 +321,10 @@ export class FrontDoor {
   }
 
   #onUpgrade(req: IncomingMessage, socket: Duplex, head: Buffer): void {
-    if (hostHeaderCount(req.rawHeaders) > 1) {
+    const refused = hostHeaderCount(req.rawHeaders) > 1 ? TWO_HOSTS : headTooLarge(req) ? new HeadTooLargeError() : undefined;
+    if (refused) {
       this.#options.onUpgradeDenied?.();
-      sendUpgradeError(socket, TWO_HOSTS);
+      sendUpgradeError(socket, refused);
       return;
     }
     const target = parseHost(req.headers.host, this.#options.rootDomain);
@@ -261,8 +333,18 @@ export class FrontDoor {
       sendUpgradeError(socket, new WarrenError(ErrorCode.NotFound, target.kind === "invalid" ? target.reason : "no upgrades on the root domain"));
       return;
     }
+    const url = originFormOf(req.url ?? "/", req.headers.host);
+    if (url instanceof WarrenError) {
+      this.#options.onUpgradeDenied?.();
+      sendUpgradeError(socket, url);
+      return;
+    }
+    req.url = url;
     this.#options.access.authorize(req, target.workspace, target.port).then(
-      () => this.#options.webSockets.handle(req, socket, head, { workspace: target.workspace, port: target.port }, this.#forwarded(req)),
+      () =>
+        this.#options.webSockets.handle(req, socket, head, { workspace: target.workspace, port: target.port }, this.#forwarded(req), (s, unread) =>
+          this.#resumeHttp(s, unread),
+        ),
       (err) => {
         this.#options.onUpgradeDenied?.();
         sendUpgradeError(socket, err);

@@ -13,6 +13,12 @@ const HOP_BY_HOP = new Set([
   "upgrade",
 ]);
 
+/**
+ * Headers a client cannot have dropped by naming them in Connection: without Host the app
+ * cannot route, and without Content-Length a forwarded body would be read as the next request.
+ */
+const NEVER_CONNECTION_SCOPED = new Set(["host", "content-length"]);
+
 /** Warren's own credentials: stripped before a request reaches the workspace. */
 export const WARREN_TOKEN_HEADER = "x-warren-token";
 
@@ -20,6 +26,7 @@ function connectionTokens(value: string | string[] | undefined): Set<string> {
   const out = new Set<string>();
   const values = Array.isArray(value) ? value : value ? [value] : [];
   for (const v of values) for (const t of v.split(",")) if (t.trim()) out.add(t.trim().toLowerCase());
+  for (const kept of NEVER_CONNECTION_SCOPED) out.delete(kept);
   return out;
 }
 
@@ -75,16 +82,57 @@ export function requestHeadersForUpstream(req: IncomingMessage, forwarded: Forwa
   return out;
 }
 
-/** Response headers from the workspace to pass on to the client: everything but hop-by-hop. */
+/**
+ * Response headers from the workspace to pass on to the client: everything but hop-by-hop,
+ * with the app's cookies kept to the workspace host.
+ */
 export function responseHeadersForClient(rawHeaders: readonly string[], connectionHeader: string | string[] | undefined): string[] {
   const named = connectionTokens(connectionHeader);
   const out: string[] = [];
   for (let i = 0; i < rawHeaders.length; i += 2) {
     const lower = rawHeaders[i]!.toLowerCase();
     if (HOP_BY_HOP.has(lower) || named.has(lower)) continue;
-    out.push(rawHeaders[i]!, rawHeaders[i + 1]!);
+    out.push(rawHeaders[i]!, lower === "set-cookie" ? hostOnlyCookie(rawHeaders[i + 1]!) : rawHeaders[i + 1]!);
   }
   return out;
+}
+
+
+/**
+ * A Set-Cookie value without its Domain attribute, so the browser keeps the cookie to the
+ * workspace host that set it: an app must not set cookies for other workspaces or for the
+ * root domain (where Warren's login lives).
+ */
+export function hostOnlyCookie(setCookie: string): string {
+  return setCookie.replace(/;\s*domain\s*=[^;]*/gi, "");
+}
+
+/** Whether a raw response head needs rewriting for the client (see responseHeadForClient). */
+export function responseHeadNeedsRewrite(rawHeaders: readonly string[], close: boolean): boolean {
+  if (close) return true;
+  for (let i = 0; i < rawHeaders.length; i += 2) {
+    if (rawHeaders[i]!.length === 10 && rawHeaders[i]!.toLowerCase() === "set-cookie" && /domain/i.test(rawHeaders[i + 1]!)) return true;
+  }
+  return false;
+}
+
+/**
+ * A whole response head as the app sent it (status line to the empty line), rewritten for the
+ * client: Set-Cookie kept to the workspace host, and with `close` the head says
+ * `Connection: close` in place of the app's keep-alive headers (they were for the app
+ * connection, which stays open for the next client).
+ */
+export function responseHeadForClient(head: Buffer, close: boolean): Buffer {
+  const lines = head.toString("latin1", 0, head.length - 4).split("\r\n");
+  const out: string[] = [];
+  for (let i = 0; i < lines.length; i++) {
+    const line = lines[i]!;
+    if (i > 0 && close && /^(connection|keep-alive)[ \t]*:/i.test(line)) continue;
+    out.push(i > 0 && /^set-cookie[ \t]*:/i.test(line) ? hostOnlyCookie(line) : line);
+  }
+  if (close) out.push("Connection: close");
+  out.push("", "");
+  return Buffer.from(out.join("\r\n"), "latin1");
 }
 
 /** The client's IP without the IPv4-mapped IPv6 prefix. */

@@ -25,6 +25,8 @@ export interface MessageHead {
 }
 
 export interface MessageEvents {
+  /** The first byte of a new message arrived (the start of its head). */
+  readonly onMessageBegin?: () => void;
   /**
    * A message head was parsed. For a response, return true when the message has no body
    * whatever its headers say (the answer to a HEAD request).
@@ -38,11 +40,25 @@ export interface MessageEvents {
 /** Largest request or response head accepted (node's own default is 16 KiB). */
 export const MAX_HEAD_BYTES = 32 * 1024;
 
+/**
+ * The size of a request head on the wire, as near as its parsed parts tell: llhttp's own
+ * limit counts only the request line's and the headers' text, not the ": " and line ends
+ * between them, so a head of many small headers passes it at half again the limit.
+ */
+export function requestHeadBytes(method: string, url: string, rawHeaders: readonly string[]): number {
+  // "METHOD URL HTTP/1.1\r\n" ... "\r\n"
+  let bytes = method.length + url.length + 14;
+  for (let i = 0; i < rawHeaders.length; i += 2) bytes += rawHeaders[i]!.length + rawHeaders[i + 1]!.length + 4;
+  return bytes;
+}
+
 export class HttpMessageParser {
   readonly #parser = new HTTPParser();
   #headers: string[] = [];
   #url = "";
   #closed = false;
+  #inMessage = false;
+  #inHead = false;
 
   constructor(kind: "request" | "response", events: MessageEvents) {
     const parser = this.#parser;
@@ -63,6 +79,7 @@ export class HttpMessageParser {
       upgrade: boolean,
       shouldKeepAlive: boolean,
     ) => {
+      this.#inHead = false;
       const rawHeaders = headers ?? this.#headers;
       const fullUrl = url ?? this.#url;
       this.#headers = [];
@@ -83,10 +100,27 @@ export class HttpMessageParser {
     // calls back into JS, which a parser that just follows the framing does not need.
     const onBody = events.onBody;
     if (onBody) parser[HTTPParser.kOnBody] = (chunk: Buffer) => onBody(chunk);
-    parser[HTTPParser.kOnMessageComplete] = () => events.onComplete();
+    parser[HTTPParser.kOnMessageComplete] = () => {
+      this.#inMessage = false;
+      events.onComplete();
+    };
     parser[HTTPParser.kOnExecute] = () => {};
     parser[HTTPParser.kOnTimeout] = () => {};
-    parser[HTTPParser.kOnMessageBegin] = () => {};
+    parser[HTTPParser.kOnMessageBegin] = () => {
+      this.#inMessage = true;
+      this.#inHead = true;
+      events.onMessageBegin?.();
+    };
+  }
+
+  /** Between a message's first byte and its end. */
+  get inMessage(): boolean {
+    return this.#inMessage;
+  }
+
+  /** Between a message's first byte and the end of its head. */
+  get inHead(): boolean {
+    return this.#inHead;
   }
 
   /**
@@ -124,6 +158,15 @@ export class HeadTooLargeError extends WarrenError {
 
   constructor() {
     super(ErrorCode.InvalidArgument, `request head over ${MAX_HEAD_BYTES} bytes (request line and headers together)`);
+  }
+}
+
+/** A request head that took longer than allowed: answered 408 (Request Timeout), as node's HTTP server does. */
+export class RequestTimeoutError extends WarrenError {
+  readonly httpStatus = 408;
+
+  constructor(timeoutMs: number) {
+    super(ErrorCode.DeadlineExceeded, `request head not received within ${timeoutMs} ms`);
   }
 }
 

@@ -47,7 +47,7 @@ export class AccessTokenLogin implements LoginProvider {
     return `<form method="post" action="/-/login/token">
   <input type="hidden" name="return_to" value="${escape(returnTo)}">
   <label>Access token <input type="password" name="token" autocomplete="off" autofocus required></label>
-  <button type="submit">Log in</button>
+  <button type="submit" class="primary">Log in</button>
 </form>`;
   }
 

@@ -71,6 +71,12 @@ export class ReverseProxy {
       };
       res.once("close", onClientGone);
 
+      // Informational answers pass on and the request goes on: hints now, the answer later.
+      upstream.on("information", (info: http.InformationEvent) => {
+        if (res.headersSent || res.destroyed) return;
+        if (info.statusCode === 102) res.writeProcessing();
+        else if (info.statusCode === 103) res.writeEarlyHints(earlyHintsOf(info.rawHeaders));
+      });
       upstream.on("response", (upRes) => {
         responded = true;
         clearTimeout(timer);
@@ -115,4 +121,15 @@ function upstreamError(err: unknown, target: ProxyTarget, connected: boolean): W
     ErrorCode.BadGateway,
     `connection to port ${target.port} of workspace "${target.workspace}" failed: ${(err as Error).message}`,
   );
+}
+
+/** The headers of a 103 answer as writeEarlyHints takes them (repeated ones as lists). */
+function earlyHintsOf(rawHeaders: readonly string[]): Record<string, string | string[]> {
+  const out: Record<string, string | string[]> = {};
+  for (let i = 0; i < rawHeaders.length; i += 2) {
+    const name = rawHeaders[i]!.toLowerCase();
+    const prior = out[name];
+    out[name] = prior === undefined ? rawHeaders[i + 1]! : [...(Array.isArray(prior) ? prior : [prior]), rawHeaders[i + 1]!];
+  }
+  return out;
 }

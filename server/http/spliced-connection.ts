@@ -4,9 +4,9 @@ import type { Duplex } from "node:stream";
 import { ErrorCode, WarrenError } from "../../shared/errors.js";
 import type { Logger } from "../../shared/logger.js";
 import { httpStatusOf } from "../../shared/http-status.js";
-import { sendUpgradeError } from "./error-response.js";
-import { requestHeadersForUpstream, type ForwardedInfo } from "./headers.js";
-import { HttpMessageParser, type MessageHead } from "./http-message-parser.js";
+import { endAndDrain, sendUpgradeError, type ErrorRequest } from "./error-response.js";
+import { requestHeadersForUpstream, responseHeadForClient, responseHeadNeedsRewrite, type ForwardedInfo } from "./headers.js";
+import { HeadTooLargeError, HttpMessageParser, MAX_HEAD_BYTES, RequestTimeoutError, requestHeadBytes, type MessageHead } from "./http-message-parser.js";
 import type { ProxyTarget } from "./reverse-proxy.js";
 import type { UpstreamPool } from "./upstream-pool.js";
 
@@ -50,8 +50,11 @@ export interface SplicedConnectionOptions {
   readonly handOff: (socket: Socket, consumed: Buffer) => void;
   readonly filterCookie?: (cookie: string) => string | undefined;
   readonly upstreamTimeoutMs: number;
-  /** How long a client may take to send its first request head. */
-  readonly firstHeadTimeoutMs: number;
+  /**
+   * How long a client may take to send a request head: the first from when it connects,
+   * every later one from its first byte.
+   */
+  readonly headTimeoutMs: number;
   /** An idle connection (no request in flight) is closed after this long. */
   readonly idleTimeoutMs: number;
   /** Observes each finished response (metrics). */
@@ -63,7 +66,9 @@ export interface SplicedConnectionOptions {
 type ParsedEvent =
   | { readonly kind: "head"; readonly head: MessageHead }
   | { readonly kind: "body"; readonly chunk: Buffer }
-  | { readonly kind: "complete" };
+  | { readonly kind: "complete" }
+  /** What followed could not be parsed: answered after the responses before it. */
+  | { readonly kind: "error"; readonly error: WarrenError };
 
 interface PendingResponse {
   readonly method: string;
@@ -74,13 +79,35 @@ interface PendingResponse {
   started: boolean;
 }
 
+/** Where the bytes coming from the app are, in the response to the request in flight. */
+enum ResponseStage {
+  /** The next byte starts a response head (a 1xx or the final one): held back until whole. */
+  Head,
+  /** In the final response's body: bytes pass through as they are. */
+  Body,
+}
+
+/** What the response parser saw in one chunk from the app, acted on once the chunk is passed on. */
+type ResponseEvent =
+  | { readonly kind: "head"; readonly head: MessageHead }
+  /** The end of a message: of an informational answer (the request goes on) or of the final one. */
+  | { readonly kind: "complete"; readonly interim: boolean };
+
 /**
  * One client connection to a workspace host, spliced onto one tunnel stream: requests are
  * parsed (node's llhttp), checked one by one and forwarded with their heads rewritten
- * (Warren's credentials out, X-Forwarded-* in, hop-by-hop headers dropped); responses pass
- * back byte for byte while a second parser follows their framing for metrics, timeouts and
- * errors. No HTTP client, no ServerResponse per request: this is the fast path of the front
- * door. Whatever it does not handle (upgrades, login pages, another host) goes to node's HTTP
+ * (Warren's credentials out, X-Forwarded-* in, hop-by-hop headers dropped); response bodies
+ * pass back byte for byte while a second parser follows their framing. No HTTP client, no
+ * ServerResponse per request: this is the fast path of the front door.
+ *
+ * One request at a time is with the app: the next is forwarded once the final answer to the
+ * last has ended, so every byte from the app belongs to the request in flight, a response
+ * head always starts where the last response ended, and heads are rewritten whole (cookies
+ * kept to the workspace host) however the app's bytes are cut. Informational answers (1xx)
+ * pass through and the request goes on; the app connection goes back to the pool only at a
+ * message boundary with nothing owed either way.
+ *
+ * Whatever it does not handle (upgrades, login pages, another host) goes to node's HTTP
  * server when it is the connection's first request; later, the connection is closed after
  * the responses in flight, and the client retries on a new one.
  */
@@ -93,6 +120,17 @@ export class SplicedConnection {
   #consumed: Buffer[] = [];
   readonly #events: ParsedEvent[] = [];
   readonly #pending: PendingResponse[] = [];
+  /** The latest request's Accept, Host and method: an error answer is a page for browsers. */
+  #errorRequest: ErrorRequest | undefined;
+  /** Events of the response parser for the chunk being passed on. */
+  readonly #responseEvents: ResponseEvent[] = [];
+  #responseStage = ResponseStage.Head;
+  /** The response message being parsed is an informational (1xx) one. */
+  #interim = false;
+  /** Bytes of a response head not yet whole, held back from the client. */
+  #heldHead: Buffer[] = [];
+  /** Resolves when the app has answered every forwarded request (or the connection ends). */
+  #whenAnswered: (() => void) | undefined;
   #upstream: Duplex | undefined;
   #target: ProxyTarget | undefined;
   /** The head of a bodiless first request sent on a pooled upstream: sent again on a fresh dial if that one turns out closed. */
@@ -103,6 +141,8 @@ export class SplicedConnection {
   #processing = false;
   #chunkedBody = false;
   #forwardingBody = false;
+  /** The request parser refused what the client sent: nothing more is read. */
+  #unreadable = false;
   /** Set when no further request may be forwarded: close once the pending responses are done. */
   #closing: WarrenError | "close" | undefined;
   #upgraded = false;
@@ -110,20 +150,37 @@ export class SplicedConnection {
   /** Final status of the response being passed on (for metrics). */
   #lastStatusCode = 0;
   #responseTimer: NodeJS.Timeout | undefined;
-  readonly #firstHeadTimer: NodeJS.Timeout;
+  /** Runs while a request head is being received (the first from the connection's start). */
+  #headTimer: NodeJS.Timeout | undefined;
 
   constructor(options: SplicedConnectionOptions) {
     this.#options = options;
     const socket = options.socket;
     this.#socket = socket;
     this.#requests = new HttpMessageParser("request", {
-      onHead: (head) => void this.#events.push({ kind: "head", head }),
+      onMessageBegin: () => {
+        if (!this.#headTimer && !this.#unreadable) this.#armHeadTimer();
+      },
+      onHead: (head) => {
+        clearTimeout(this.#headTimer);
+        this.#headTimer = undefined;
+        if (this.#unreadable) return true;
+        if (requestHeadBytes(head.method, head.url, head.rawHeaders) > MAX_HEAD_BYTES) {
+          this.#refuseRest(new HeadTooLargeError());
+          return true;
+        }
+        this.#events.push({ kind: "head", head });
+        return false;
+      },
       // Node hands each body piece over as a fresh copy already (Buffer::Copy): no second one.
-      onBody: (chunk) => void this.#events.push({ kind: "body", chunk }),
-      onComplete: () => void this.#events.push({ kind: "complete" }),
+      onBody: (chunk) => {
+        if (!this.#unreadable) this.#events.push({ kind: "body", chunk });
+      },
+      onComplete: () => {
+        if (!this.#unreadable) this.#events.push({ kind: "complete" });
+      },
     });
-    this.#firstHeadTimer = setTimeout(() => this.#destroy(), options.firstHeadTimeoutMs);
-    this.#firstHeadTimer.unref();
+    this.#armHeadTimer();
     socket.setTimeout(options.idleTimeoutMs, () => {
       if (this.#pending.length === 0 && !this.#upgraded) this.#finish();
     });
@@ -150,7 +207,25 @@ export class SplicedConnection {
     this.#destroy();
   }
 
+  /** A head that takes longer than the deadline closes the connection (slowloris). */
+  #armHeadTimer(): void {
+    clearTimeout(this.#headTimer);
+    this.#headTimer = setTimeout(() => {
+      this.#headTimer = undefined;
+      if (this.#pending.length > 0 || this.#processing) this.#destroy();
+      else this.#fail(new RequestTimeoutError(this.#options.headTimeoutMs), "request head timeout");
+    }, this.#options.headTimeoutMs);
+    this.#headTimer.unref();
+  }
+
+  /** No more requests are read: the ones parsed before are answered, then this error. */
+  #refuseRest(error: WarrenError): void {
+    this.#unreadable = true;
+    this.#events.push({ kind: "error", error });
+  }
+
   readonly #onClientData = (chunk: Buffer): void => {
+    if (this.#done || this.#unreadable) return;
     if (this.#upgraded) {
       if (this.#upstream && !this.#upstream.write(chunk)) this.#socket.pause();
       return;
@@ -159,8 +234,8 @@ export class SplicedConnection {
     try {
       this.#requests.execute(chunk);
     } catch (err) {
-      this.#fail(WarrenError.from(err, ErrorCode.InvalidArgument), "malformed request");
-      return;
+      clearTimeout(this.#headTimer);
+      this.#refuseRest(WarrenError.from(err, ErrorCode.InvalidArgument));
     }
     if (this.#events.length > 0) {
       // One chunk's requests at a time: the socket waits while they are checked and forwarded.
@@ -170,9 +245,10 @@ export class SplicedConnection {
   };
 
   readonly #onClientEnd = (): void => {
+    if (this.#done) return;
     // The client finished sending: end the upstream too once what it sent has gone out.
     this.#closing ??= "close";
-    if (this.#pending.length === 0 && this.#events.length === 0) this.#finish();
+    if (this.#pending.length === 0 && this.#events.length === 0 && !this.#processing) this.#finish();
   };
 
   /** Handles parsed events in order; only one run at a time. */
@@ -181,9 +257,19 @@ export class SplicedConnection {
     this.#processing = true;
     try {
       while (this.#events.length > 0 && !this.#done) {
-        const event = this.#events.shift()!;
+        const event = this.#events[0]!;
+        if ((event.kind === "head" || event.kind === "error") && this.#pending.length > 0) {
+          // The app answers one request at a time: the next waits for the last's final answer.
+          await new Promise<void>((resolve) => (this.#whenAnswered = resolve));
+          continue;
+        }
+        this.#events.shift();
         if (event.kind === "head") {
           if (!(await this.#onHead(event.head))) return;
+        } else if (event.kind === "error") {
+          if (this.#first) this.#first = false;
+          this.#refuse(event.error);
+          return;
         } else if (event.kind === "body") {
           if (this.#forwardingBody) await this.#write(this.#chunkedBody ? chunked(event.chunk) : [event.chunk]);
         } else if (this.#forwardingBody) {
@@ -195,19 +281,30 @@ export class SplicedConnection {
       this.#processing = false;
     }
     // A closing connection takes no new request, but the body of the last one still comes in.
-    if (!this.#done && (this.#closing === undefined || this.#forwardingBody)) this.#socket.resume();
+    if (!this.#done && !this.#unreadable && (this.#closing === undefined || this.#forwardingBody)) this.#socket.resume();
     else if (this.#closing !== undefined && this.#pending.length === 0) this.#finish();
+  }
+
+  /**
+   * Takes no more requests: answers `error` (or just closes) after the responses in flight;
+   * nothing is answered after a response that closes the connection.
+   */
+  #refuse(error: WarrenError | "close"): void {
+    this.#closing ??= error;
+    this.#forwardingBody = false;
+    this.#events.length = 0;
+    if (this.#pending.length === 0) this.#finish();
   }
 
   /** Returns false when the connection left the fast path (handed off or closing). */
   async #onHead(head: MessageHead): Promise<boolean> {
     const first = this.#first;
     const req = requestOf(head, this.#socket);
+    this.#errorRequest = { accept: req.headers.accept, host: req.headers.host, method: req.method };
     const decision = this.#closing === undefined ? await this.#options.decide(req, first) : ({ kind: "slow" } as const);
     if (this.#done) return false;
     if (first) {
       this.#first = false;
-      clearTimeout(this.#firstHeadTimer);
       if (decision.kind === "slow") {
         this.#handOff();
         return false;
@@ -239,10 +336,7 @@ export class SplicedConnection {
     }
     // Not forwardable here: answer an error after the responses in flight, or close and let
     // the client retry on a new connection (which node's HTTP server will take).
-    this.#closing = decision.kind === "error" ? decision.error : "close";
-    this.#forwardingBody = false;
-    this.#events.length = 0;
-    if (this.#pending.length === 0) this.#finish();
+    this.#refuse(decision.kind === "error" ? decision.error : "close");
     return false;
   }
 
@@ -259,9 +353,15 @@ export class SplicedConnection {
     this.#target = target;
     this.#upstream = upstream;
     this.#responses?.close();
+    this.#responseStage = ResponseStage.Head;
+    this.#heldHead = [];
+    this.#interim = false;
     this.#responses = new HttpMessageParser("response", {
       onHead: (response) => this.#onResponseHead(response),
-      onComplete: () => this.#onResponseComplete(),
+      onComplete: () => {
+        this.#responseEvents.push({ kind: "complete", interim: this.#interim });
+        this.#interim = false;
+      },
     });
     upstream.on("data", this.#onUpstreamData);
     upstream.on("end", this.#onUpstreamEnd);
@@ -306,6 +406,7 @@ export class SplicedConnection {
     this.#forwardingBody = true;
     const close = !head.shouldKeepAlive;
     this.#pending.push({ method: req.method, startedAt: process.hrtime.bigint(), close, started: false });
+    this.#responseStage = ResponseStage.Head;
     if (close) this.#closing = "close";
     return Buffer.from(text, "latin1");
   }
@@ -338,45 +439,125 @@ export class SplicedConnection {
     const current = this.#pending[0];
     if (!current) {
       // Bytes nobody asked for: the app broke HTTP. Nothing sane can follow.
-      this.#options.log.warn("unsolicited bytes from the workspace; closing the connection");
-      this.#destroy();
+      this.#brokenResponse("unsolicited bytes from the workspace");
       return;
     }
-    // Passed on first: parsing may complete the response and close the connection.
-    const out = !current.started && current.close && this.#options.upstreams ? withConnectionClose(chunk) : chunk;
-    current.started = true;
-    if (!this.#socket.write(out)) this.#upstream?.pause();
+    // Parsed first (the parser says where heads are and what they mean), then passed on, then
+    // acted on: the end of a response may close the client connection.
     try {
       this.#responses!.execute(chunk);
     } catch (err) {
-      this.#options.log.warn({ err: (err as Error).message }, "malformed response from the workspace; closing the connection");
-      this.#destroy();
+      this.#responseEvents.length = 0;
+      this.#brokenResponse(`malformed response from the workspace: ${(err as Error).message}`);
+      return;
     }
+    const out = this.#passOn(chunk, current);
+    if (!out) return;
+    if (out.length > 0) {
+      current.started = true;
+      let ok = true;
+      for (const part of out) ok = this.#socket.write(part);
+      if (!ok) this.#upstream?.pause();
+    }
+    this.#afterResponseEvents();
   };
+
+  /**
+   * What of a chunk from the app goes to the client: heads once whole, rewritten; body bytes
+   * as they are. Undefined when the chunk does not frame as the parser read it (closed).
+   */
+  #passOn(chunk: Buffer, current: PendingResponse): Buffer[] | undefined {
+    const heads = this.#responseEvents.filter((e): e is Extract<ResponseEvent, { kind: "head" }> => e.kind === "head");
+    const out: Buffer[] = [];
+    let rest = chunk;
+    let seen = 0;
+    while (rest.length > 0) {
+      if (this.#responseStage === ResponseStage.Body || this.#upgraded) {
+        out.push(rest);
+        break;
+      }
+      // A head: whole only at its empty line, which may come chunks later.
+      let end: number;
+      if (this.#heldHead.length === 0) {
+        end = rest.indexOf("\r\n\r\n");
+      } else {
+        const prior = this.#heldHead.reduce((n, b) => n + b.length, 0);
+        rest = Buffer.concat([...this.#heldHead, rest]);
+        this.#heldHead = [];
+        end = rest.indexOf("\r\n\r\n", Math.max(0, prior - 3));
+      }
+      if (end < 0) {
+        this.#heldHead.push(rest);
+        break;
+      }
+      const head = heads[seen++];
+      if (!head) break;
+      const headBytes = rest.subarray(0, end + 4);
+      rest = rest.subarray(end + 4);
+      const status = head.head.statusCode;
+      const final = status >= 200 || status === 101;
+      const close = final && current.close && this.#options.upstreams !== undefined;
+      out.push(responseHeadNeedsRewrite(head.head.rawHeaders, close) ? responseHeadForClient(headBytes, close) : headBytes);
+      if (final) this.#responseStage = ResponseStage.Body;
+    }
+    if (seen !== heads.length || (this.#heldHead.length > 0) !== this.#responses!.inHead) {
+      this.#responseEvents.length = 0;
+      this.#brokenResponse("a response from the workspace frames differently than its parser read it");
+      return undefined;
+    }
+    return out;
+  }
 
   #onResponseHead(response: MessageHead): boolean {
     const current = this.#pending[0];
     clearTimeout(this.#responseTimer);
+    this.#responseEvents.push({ kind: "head", head: response });
     if (response.statusCode === 101 || (response.upgrade && response.statusCode < 200)) {
       // The rest of the connection belongs to the upgraded protocol, both ways.
       this.#upgraded = true;
       return false;
     }
-    if (response.statusCode >= 100 && response.statusCode < 200) return false;
+    if (response.statusCode >= 100 && response.statusCode < 200) {
+      this.#interim = true;
+      return false;
+    }
     this.#lastStatusCode = response.statusCode;
-    if (!response.shouldKeepAlive) this.#reusable = false;
-    if (current && (!response.shouldKeepAlive || current.close)) this.#closing ??= "close";
-    return current?.method === "HEAD";
+    const skipBody = current?.method === "HEAD";
+    // llhttp decides keep-alive before it learns the body is skipped: an answer to HEAD
+    // without a length would read as "until the connection closes". It is not.
+    const keepAlive = response.shouldKeepAlive || (skipBody && keepsAliveWithoutBody(response));
+    if (!keepAlive) this.#reusable = false;
+    if (current && (!keepAlive || current.close)) this.#closing ??= "close";
+    return skipBody;
   }
 
-  #onResponseComplete(): void {
-    const current = this.#pending[0];
-    if (!current || this.#upgraded) return;
-    // Informational answers complete a message too: only a final status ends the request.
-    this.#pending.shift();
-    this.#options.onResponse?.(this.#lastStatusCode, current.startedAt);
-    if (this.#pending.length > 0) this.#armResponseTimer();
-    else if (this.#closing !== undefined && this.#events.length === 0 && !this.#processing) this.#finish();
+  /** Acts on the ends of responses the parser saw, once their bytes are out. */
+  #afterResponseEvents(): void {
+    const events = this.#responseEvents.splice(0);
+    for (const event of events) {
+      if (event.kind !== "complete" || this.#done || this.#upgraded) continue;
+      const current = this.#pending[0];
+      if (!current) continue;
+      // An informational answer is a message of its own: only a final status ends the request.
+      if (event.interim) continue;
+      this.#pending.shift();
+      this.#responseStage = ResponseStage.Head;
+      this.#options.onResponse?.(this.#lastStatusCode, current.startedAt);
+      this.#answered();
+      if (this.#closing !== undefined && this.#events.length === 0 && !this.#processing) this.#finish();
+    }
+  }
+
+  /** Lets the next request go to the app. */
+  #answered(): void {
+    const resolve = this.#whenAnswered;
+    this.#whenAnswered = undefined;
+    resolve?.();
+  }
+
+  #brokenResponse(why: string): void {
+    this.#options.log.warn(`${why}; closing the connection`);
+    this.#destroy();
   }
 
   readonly #onUpstreamEnd = (): void => {
@@ -385,6 +566,7 @@ export class SplicedConnection {
     } catch {
       // Cut short: handled below as a lost upstream.
     }
+    this.#afterResponseEvents();
     this.#onUpstreamGone();
   };
 
@@ -459,17 +641,21 @@ export class SplicedConnection {
     this.#options.handOff(socket, consumed);
   }
 
-  /** Answers the error (when nothing of a response is out yet), then closes. */
+  /**
+   * Answers the error (when nothing of a response is out yet), then closes; what the client
+   * still sends is read and dropped until it leaves (see sendUpgradeError), so that a client
+   * stopped mid-upload is never left paused with its socket open.
+   */
   #fail(error: WarrenError, why: string): void {
     if (this.#done) return;
     this.#options.log.debug({ err: error.message, why }, "spliced connection failed");
     const canAnswer = !this.#pending.some((p) => p.started) && !this.#upgraded;
     if (canAnswer && this.#pending.length > 0) this.#options.onResponse?.(httpStatusOf(error.code), this.#pending[0]!.startedAt);
-    this.#pending.length = 0;
     if (canAnswer) {
       this.#done = true;
       this.#cleanUp();
-      sendUpgradeError(this.#socket, error);
+      this.#pending.length = 0;
+      sendUpgradeError(this.#socket, error, this.#errorRequest);
       return;
     }
     this.#destroy();
@@ -485,7 +671,7 @@ export class SplicedConnection {
     }
     this.#done = true;
     this.#cleanUp();
-    this.#socket.end();
+    endAndDrain(this.#socket);
   }
 
   #destroy(): void {
@@ -501,22 +687,37 @@ export class SplicedConnection {
     socket.off("end", this.#onClientEnd);
     socket.removeAllListeners("error");
     socket.removeAllListeners("close");
-    clearTimeout(this.#firstHeadTimer);
+    clearTimeout(this.#headTimer);
+  }
+
+  /** Whether the app connection sits at a message boundary with nothing owed either way. */
+  #upstreamReusable(): boolean {
+    return (
+      this.#pending.length === 0 &&
+      this.#reusable &&
+      !this.#upgraded &&
+      !this.#forwardingBody &&
+      this.#responseStage === ResponseStage.Head &&
+      this.#heldHead.length === 0 &&
+      !this.#responses?.inMessage
+    );
   }
 
   #cleanUp(): void {
     clearTimeout(this.#responseTimer);
-    clearTimeout(this.#firstHeadTimer);
+    clearTimeout(this.#headTimer);
+    this.#answered();
     this.#requests.close();
+    const reusable = this.#upstreamReusable();
     this.#responses?.close();
     const upstream = this.#upstream;
     if (upstream && !upstream.destroyed) {
       const pool = this.#options.upstreams;
-      if (pool && this.#pending.length === 0 && this.#reusable && !this.#upgraded && !this.#forwardingBody) {
+      if (pool && reusable) {
         // At a response boundary with the app connection open: the next client may use it.
         this.#detachUpstream(upstream);
         pool.give(this.#target!, upstream);
-      } else if (this.#pending.length === 0) {
+      } else if (this.#pending.length === 0 && !this.#forwardingBody) {
         // A clean end when no response is due, so the app sees a FIN rather than a reset.
         upstream.end();
       } else upstream.destroy();
@@ -551,19 +752,16 @@ export function headersOf(raw: readonly string[]): IncomingHttpHeaders {
   return out as IncomingHttpHeaders;
 }
 
-/**
- * The first bytes of a response to a client that asked to close, with the head saying
- * `Connection: close` (as the app would have said had it been asked): its keep-alive headers
- * are for the app connection, which stays open for the next client. Bytes whose head is not
- * whole, or an informational (1xx) answer, pass unchanged.
- */
-export function withConnectionClose(chunk: Buffer): Buffer {
-  const end = chunk.indexOf("\r\n\r\n");
-  if (end < 0 || /^HTTP\/1\.[01] 1/.test(chunk.toString("latin1", 0, 13))) return chunk;
-  const lines = chunk.toString("latin1", 0, end).split("\r\n");
-  const kept = lines.filter((line, i) => i === 0 || !/^(connection|keep-alive)[ \t]*:/i.test(line));
-  kept.push("Connection: close", "", "");
-  return Buffer.concat([Buffer.from(kept.join("\r\n"), "latin1"), chunk.subarray(end + 4)]);
+/** Keep-alive as an answer with no body at all says it (its Connection header and version). */
+function keepsAliveWithoutBody(response: MessageHead): boolean {
+  let close = response.versionMajor === 1 && response.versionMinor === 0;
+  for (let i = 0; i < response.rawHeaders.length; i += 2) {
+    if (response.rawHeaders[i]!.toLowerCase() !== "connection") continue;
+    const tokens = response.rawHeaders[i + 1]!.toLowerCase().split(",").map((t) => t.trim());
+    if (tokens.includes("close")) return false;
+    if (tokens.includes("keep-alive")) close = false;
+  }
+  return !close;
 }
 
 /** Whether a request carries a body (framed by Content-Length or chunked). */

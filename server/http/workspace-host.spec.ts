@@ -1,5 +1,5 @@
 import { describe, expect, it } from "vitest";
-import { parseHost, workspaceUrl } from "./workspace-host.js";
+import { isValidNewWorkspaceName, isValidWorkspaceName, parseHost, workspaceUrl } from "./workspace-host.js";
 
 describe("workspace host names", () => {
   const root = "warren.localhost";
@@ -20,6 +20,23 @@ describe("workspace host names", () => {
       "65536-demo.warren.localhost", "8000-.warren.localhost", "8000-demo-.warren.localhost", "8000-de_mo.warren.localhost",
       "8000-a.b.warren.localhost", "8000-demo.evil.com", "8000-demo.warren.localhost.evil.com", `8000-${"a".repeat(64)}.warren.localhost`]) {
       expect(parseHost(host, root).kind, String(host)).toBe("invalid");
+    }
+  });
+
+  it("does not take a Host of only hex digits (cafe) for an IP literal that reaches the root domain", () => {
+    for (const host of ["cafe", "cafe:8080", "beef", "abc:def", "a"]) expect(parseHost(host, root).kind, host).toBe("invalid");
+    expect(parseHost("::1", root).kind).toBe("invalid");
+    expect(parseHost("[2001:db8::1]:443", root).kind).toBe("root");
+  });
+
+  it("keeps new workspace names of 58-63 characters out, so {port}-{name} fits a 63-octet DNS label (existing ones still parse)", () => {
+    const longest = "a".repeat(57);
+    expect(isValidNewWorkspaceName(longest)).toBe(true);
+    expect(`65535-${longest}`.length).toBeLessThanOrEqual(63);
+    for (const n of [58, 63]) {
+      expect(isValidNewWorkspaceName("a".repeat(n))).toBe(false);
+      expect(isValidWorkspaceName("a".repeat(n))).toBe(true);
+      expect(parseHost(`80-${"a".repeat(n)}.warren.localhost`, root).kind).toBe("workspace");
     }
   });
 

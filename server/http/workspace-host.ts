@@ -1,3 +1,5 @@
+import { isIP } from "node:net";
+
 /**
  * Workspace host names: `{port}-{workspace}.{root}`. The workspace name is a DNS label
  * (lowercase letters, digits and hyphens, not at either end), so the host is parsed by taking
@@ -5,13 +7,25 @@
  */
 export const WORKSPACE_NAME_RE = /^[a-z0-9](?:[a-z0-9-]{0,61}[a-z0-9])?$/;
 
+/**
+ * Longest name a new workspace may take: `{port}-{name}` is one DNS label (63 octets at most)
+ * and the longest port is 5 digits and a hyphen.
+ */
+export const MAX_NEW_WORKSPACE_NAME_CHARS = 63 - "65535-".length;
+
 export type HostTarget =
   | { readonly kind: "root" }
   | { readonly kind: "workspace"; readonly workspace: string; readonly port: number }
   | { readonly kind: "invalid"; readonly reason: string };
 
+/** A name a workspace may have (ones created before names were capped at 57 included). */
 export function isValidWorkspaceName(name: string): boolean {
   return WORKSPACE_NAME_RE.test(name);
+}
+
+/** A name a new workspace may take: every `{port}-{name}` of it fits a DNS label. */
+export function isValidNewWorkspaceName(name: string): boolean {
+  return name.length <= MAX_NEW_WORKSPACE_NAME_CHARS && WORKSPACE_NAME_RE.test(name);
 }
 
 /** Strips the port of a Host header value ("a.b:8080" -> "a.b", "[::1]:80" -> "::1"). */
@@ -24,7 +38,6 @@ export function hostWithoutPort(host: string): string {
   return colon >= 0 ? host.slice(0, colon) : host;
 }
 
-const IP_LITERAL = /^(\d{1,3}(\.\d{1,3}){3}|[0-9a-f:]+)$/;
 
 /**
  * What a Host header points at: the root domain (control API, login, downloads; IP literals
@@ -34,7 +47,7 @@ const IP_LITERAL = /^(\d{1,3}(\.\d{1,3}){3}|[0-9a-f:]+)$/;
 export function parseHost(hostHeader: string | undefined, rootDomain: string): HostTarget {
   if (!hostHeader) return { kind: "invalid", reason: "missing Host header" };
   const host = hostWithoutPort(hostHeader.trim().toLowerCase()).replace(/\.$/, "");
-  if (host === rootDomain || IP_LITERAL.test(host)) return { kind: "root" };
+  if (host === rootDomain || isIP(host) !== 0) return { kind: "root" };
   const suffix = `.${rootDomain}`;
   if (!host.endsWith(suffix)) return { kind: "invalid", reason: `host "${host}" is not under ${rootDomain}` };
   const label = host.slice(0, -suffix.length);

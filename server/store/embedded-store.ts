@@ -51,6 +51,7 @@ export class EmbeddedStore implements ControlStore, SnapshotSource {
   readonly #dataDir: string;
   readonly #path: string;
   readonly #now: () => number;
+  #loginCodesPrunedAt = Number.NEGATIVE_INFINITY;
 
   private constructor(db: RootDatabase<string, string>, options: EmbeddedStoreOptions) {
     this.#db = db;
@@ -152,6 +153,11 @@ export class EmbeddedStore implements ControlStore, SnapshotSource {
     return this.#get(Prefix.Token, id);
   }
 
+  async listTokens(subject: string): Promise<TokenRecord[]> {
+    // A scan, like listSshKeys: the dashboard's token list, on the API path only.
+    return this.#list<TokenRecord>(Prefix.Token).filter((t) => t.subject === subject);
+  }
+
   async deleteToken(id: string): Promise<void> {
     await this.#write(() => this.#db.remove(key(Prefix.Token, id)));
   }
@@ -174,11 +180,17 @@ export class EmbeddedStore implements ControlStore, SnapshotSource {
   // --- login codes
 
   async putLoginCode(code: LoginCodeRecord): Promise<void> {
-    // Expired codes are dropped as new ones arrive, so abandoned logins do not pile up.
+    // Expired codes are dropped as new ones arrive, so abandoned logins do not pile up; at
+    // most once a second, so that a flood of logins costs one scan a second rather than one
+    // per insert (quadratic). Expired codes are refused when taken in any case.
     const now = this.#now();
+    const prune = now - this.#loginCodesPrunedAt >= 1000;
+    if (prune) this.#loginCodesPrunedAt = now;
     await this.#transaction(() => {
-      for (const { key: k, value } of this.#db.getRange(range(Prefix.LoginCode))) {
-        if ((JSON.parse(value) as LoginCodeRecord).expiresAt <= now) this.#db.remove(k);
+      if (prune) {
+        for (const { key: k, value } of this.#db.getRange(range(Prefix.LoginCode))) {
+          if ((JSON.parse(value) as LoginCodeRecord).expiresAt <= now) this.#db.remove(k);
+        }
       }
       this.#db.put(key(Prefix.LoginCode, code.id), JSON.stringify(code));
     });

@@ -62,6 +62,10 @@ export class MemoryStore implements ControlStore {
     return this.#tokens.get(id);
   }
 
+  async listTokens(subject: string): Promise<TokenRecord[]> {
+    return [...this.#tokens.values()].filter((t) => t.subject === subject);
+  }
+
   async deleteToken(id: string): Promise<void> {
     this.#tokens.delete(id);
   }
@@ -80,9 +84,14 @@ export class MemoryStore implements ControlStore {
   }
 
   async putLoginCode(code: LoginCodeRecord): Promise<void> {
-    // Expired codes are dropped as new ones arrive, so abandoned logins do not pile up.
+    // Expired codes are dropped as new ones arrive, so abandoned logins do not pile up. Codes
+    // live for one fixed time, so the Map's insertion order is their expiry order: only the
+    // expired ones at its front are visited, never every live code on every insert.
     const now = this.#now();
-    for (const [id, c] of this.#loginCodes) if (c.expiresAt <= now) this.#loginCodes.delete(id);
+    for (const [id, c] of this.#loginCodes) {
+      if (c.expiresAt > now) break;
+      this.#loginCodes.delete(id);
+    }
     this.#loginCodes.set(code.id, frozen(code));
   }
 

@@ -104,6 +104,10 @@ export interface TokenRecord {
   readonly subject: string;
   readonly createdAt: number;
   readonly expiresAt: number;
+  /** Access tokens: a label the user chose ("laptop", "browser session (SSO)"). */
+  readonly name?: string;
+  /** Access tokens: the holder has the admin's rights (single sign-on sessions of admin groups). */
+  readonly admin?: boolean;
 }
 
 /** A public key a user registered for SSH logins. A key belongs to one user at most. */

@@ -1,4 +1,5 @@
 import { ErrorCode, WarrenError } from "../../shared/errors.js";
+import { TokenKind } from "../auth/tokens.js";
 import type { RedisConnection } from "../cluster/redis-connection.js";
 import type { LoginCodeRecord, PinnedHostKey, SshKeyRecord, TokenRecord, UserRecord, WorkspaceRecord, WorkspaceSshIdentity } from "./records.js";
 import { SnapshotKind, type SnapshotEntry, type SnapshotSource } from "./snapshot.js";
@@ -159,7 +160,20 @@ export class RedisStore implements ControlStore, SnapshotSource {
   }
 
   async putToken(token: TokenRecord): Promise<void> {
-    await this.#redis.run("putToken", (c) => c.set(this.#tokenKey(token.id), JSON.stringify(token)));
+    if (token.kind !== TokenKind.Access) {
+      await this.#redis.run("putToken", (c) => c.set(this.#tokenKey(token.id), JSON.stringify(token)));
+      return;
+    }
+    // Access tokens are indexed by user (P:tokens:<user>), for listing.
+    const results = await this.#redis.run("putToken", (c) =>
+      c.multi().set(this.#tokenKey(token.id), JSON.stringify(token)).sadd(this.#redis.key("tokens", token.subject), token.id).exec(),
+    );
+    repliesOf(results);
+  }
+
+  async listTokens(subject: string): Promise<TokenRecord[]> {
+    const tokens = await this.#members<TokenRecord>("listTokens", this.#redis.key("tokens", subject), (id) => this.#tokenKey(id));
+    return tokens.filter((t) => t.subject === subject);
   }
 
   async getToken(id: string): Promise<TokenRecord | undefined> {
@@ -168,7 +182,12 @@ export class RedisStore implements ControlStore, SnapshotSource {
   }
 
   async deleteToken(id: string): Promise<void> {
-    await this.#redis.run("deleteToken", (c) => c.del(this.#tokenKey(id)));
+    const token = await this.getToken(id);
+    if (token?.kind !== TokenKind.Access) {
+      await this.#redis.run("deleteToken", (c) => c.del(this.#tokenKey(id)));
+      return;
+    }
+    repliesOf(await this.#redis.run("deleteToken", (c) => c.multi().del(this.#tokenKey(id)).srem(this.#redis.key("tokens", token.subject), id).exec()));
   }
 
   async createUser(user: UserRecord): Promise<void> {

@@ -31,6 +31,8 @@ export interface TokenStore {
   /** The token by id, whether or not it has expired. */
   getToken(id: string): Promise<TokenRecord | undefined>;
   deleteToken(id: string): Promise<void>;
+  /** Every stored access token of a user (expired ones too), in no particular order. */
+  listTokens(subject: string): Promise<TokenRecord[]>;
 }
 
 export interface UserStore {
