@@ -320,7 +320,7 @@ export class WarrenServer {
     this.#sshAccess = new CredentialSshAccess({
       authenticateCaller: (token) => authenticator.authenticateCaller(token),
       getWorkspace: (name) => store.getWorkspace(name),
-      getSshKey: (fingerprint) => store.getSshKey(fingerprint),
+      findSshKeys: (fingerprint) => store.findSshKeys(fingerprint),
       principalOfKeyOwner: provisionalPrincipalOfKeyOwner,
       mayReach,
     });
@@ -616,6 +616,7 @@ export class WarrenServer {
       connectWorkspace: (workspace, connectionId) => this.#sshConnector.connect(workspace, connectionId),
       dialer: this.#dialer,
       getWorkspace: (name) => store.getWorkspace(name),
+      watchWorkspaces: (onChange) => this.events.subscribe((event) => event.type !== "token-revoked" && onChange(event.workspace)),
       rateLimiter: new LoginRateLimiter({ maxFailures: SSH_MAX_FAILURES_PER_MINUTE, windowMs: 60_000 }),
       loginGraceMs: config.sshLoginGraceTime,
       log: this.log.child({ component: "ssh" }),

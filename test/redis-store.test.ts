@@ -76,12 +76,14 @@ describe.each(snapshotStores)("backup of the %s store", (_name, make) => {
     await source.putToken({ ...token, subject: "alice" });
     await source.createWorkspace({ ...workspace("w"), owner: "alice", sealedVariables: "v1.sealed", variableNames: ["A"] });
     await source.addSshKey({ fingerprint: "SHA256:k", user: "alice", publicKey: "ssh-ed25519 AAAA", title: "t", createdAt: 1 });
+    // The same key registered by another user is a registration of its own, carried too.
+    await source.addSshKey({ fingerprint: "SHA256:k", user: "bob", publicKey: "ssh-ed25519 AAAA", title: "t", createdAt: 2 });
     await source.putSshIdentityIfAbsent("w", { workspaceCreatedAt: 1, privateKey: "priv", publicKey: "pub" });
     await source.pinHostKeyIfAbsent("w", { workspaceCreatedAt: 1, publicKey: "ssh-ed25519 BBBB", fingerprint: "SHA256:h", pinnedAt: 2 });
     const file = new PassThrough();
     const chunks: Buffer[] = [];
     file.on("data", (c: Buffer) => chunks.push(c));
-    expect(await writeBackup(source, file, { source: "test" })).toBe(6);
+    expect(await writeBackup(source, file, { source: "test" })).toBe(7);
     const text = Buffer.concat(chunks).toString("utf8");
     expect(text).toContain(token.hash);
     expect(text).toContain("v1.sealed");
@@ -89,11 +91,12 @@ describe.each(snapshotStores)("backup of the %s store", (_name, make) => {
     const target = await makeTarget();
     await target.createUser({ name: "someone-else", createdAt: 1 });
     await expect(restoreBackup(target, PassThrough.from([text]), { force: false })).rejects.toMatchObject({ code: "failed_precondition" });
-    expect(await restoreBackup(target, PassThrough.from([text]), { force: true })).toBe(6);
+    expect(await restoreBackup(target, PassThrough.from([text]), { force: true })).toBe(7);
     expect((await target.listUsers()).map((u) => u.name)).toEqual(["alice"]);
     expect(await target.getToken(token.id)).toEqual({ ...token, subject: "alice" });
     expect((await target.listWorkspaces()).map((w) => [w.name, w.sealedVariables])).toEqual([["w", "v1.sealed"]]);
     expect((await target.listSshKeys("alice")).map((k) => k.fingerprint)).toEqual(["SHA256:k"]);
+    expect((await target.findSshKeys("SHA256:k")).map((k) => k.user)).toEqual(["alice", "bob"]);
     expect((await target.getSshIdentity("w"))?.privateKey).toBe("priv");
     expect((await target.getPinnedHostKey("w"))?.fingerprint).toBe("SHA256:h");
   });
@@ -176,18 +179,21 @@ describe.each(stores)("%s store", (_name, make) => {
     expect(await store.takeLoginCode("c0de")).toBeUndefined();
   });
 
-  it("keeps SSH keys per user, one owner per fingerprint", async () => {
+  it("keeps SSH keys per user: several users may register one key, and each registration is theirs alone", async () => {
     const store = await make();
     const key = (fingerprint: string, user: string, createdAt: number) => ({ fingerprint, user, publicKey: `ssh-ed25519 ${fingerprint}`, title: "t", createdAt });
     await store.addSshKey(key("SHA256:b", "carol", 2));
     await store.addSshKey(key("SHA256:a", "carol", 1));
-    await expect(store.addSshKey(key("SHA256:a", "dave", 3))).rejects.toMatchObject({ code: "already_exists" });
+    await expect(store.addSshKey(key("SHA256:a", "carol", 4))).rejects.toMatchObject({ code: "already_exists" });
+    await store.addSshKey(key("SHA256:a", "dave", 3));
     expect((await store.listSshKeys("carol")).map((k) => k.fingerprint)).toEqual(["SHA256:a", "SHA256:b"]);
-    expect(await store.listSshKeys("dave")).toEqual([]);
-    expect(await store.getSshKey("SHA256:a")).toEqual(key("SHA256:a", "carol", 1));
-    expect(await store.removeSshKey("dave", "SHA256:a")).toBe(false);
+    expect(await store.listSshKeys("dave")).toEqual([key("SHA256:a", "dave", 3)]);
+    expect(await store.findSshKeys("SHA256:a")).toEqual([key("SHA256:a", "carol", 1), key("SHA256:a", "dave", 3)]);
+    expect(await store.removeSshKey("erin", "SHA256:a")).toBe(false);
     expect(await store.removeSshKey("carol", "SHA256:a")).toBe(true);
-    expect(await store.getSshKey("SHA256:a")).toBeUndefined();
+    expect(await store.removeSshKey("carol", "SHA256:a")).toBe(false);
+    expect(await store.findSshKeys("SHA256:a")).toEqual([key("SHA256:a", "dave", 3)]);
+    expect(await store.findSshKeys("SHA256:none")).toEqual([]);
     expect((await store.listSshKeys("carol")).map((k) => k.fingerprint)).toEqual(["SHA256:b"]);
   });
 
@@ -212,6 +218,23 @@ describe.each(stores)("%s store", (_name, make) => {
 });
 
 describe("Redis store and event bus in a cluster", () => {
+  it("reads, lists and removes SSH keys an earlier version stored with one owner per fingerprint", async () => {
+    const c = await connection("contract-legacy-keys");
+    const store = new RedisStore({ redis: c });
+    const old = { fingerprint: "SHA256:old", user: "carol", publicKey: "ssh-ed25519 old", title: "t", createdAt: 1 };
+    await c.client.set("contract-legacy-keys:ssh-key:SHA256:old", JSON.stringify(old));
+    await c.client.sadd("contract-legacy-keys:ssh-keys:carol", "SHA256:old");
+    expect(await store.findSshKeys("SHA256:old")).toEqual([old]);
+    expect(await store.listSshKeys("carol")).toEqual([old]);
+    await expect(store.addSshKey({ ...old, createdAt: 2 })).rejects.toMatchObject({ code: "already_exists" });
+    const dave = { ...old, user: "dave", createdAt: 3 };
+    await store.addSshKey(dave);
+    expect(await store.findSshKeys("SHA256:old")).toEqual([old, dave]);
+    expect(await store.removeSshKey("carol", "SHA256:old")).toBe(true);
+    expect(await store.findSshKeys("SHA256:old")).toEqual([dave]);
+    expect(await store.listSshKeys("carol")).toEqual([]);
+  });
+
   it("keeps every key under the prefix, tokens hashed", async () => {
     const store = new RedisStore({ redis: await connection("keys") });
     await store.createWorkspace(workspace("w"));

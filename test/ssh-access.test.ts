@@ -159,7 +159,8 @@ describe.skipIf(!IS_ROOT)("SSH front door access and trust", () => {
     expect(added.body.key.title).toBe("test@carol");
     expect(added.body.key.publicKey).toBe(k.publicKey.split(" ").slice(0, 2).join(" "));
 
-    const dup = await callApi(server, "UserService/AddSshKey", { user: "dave", publicKey: k.publicKey });
+    // The same key again for carol: 409. For dave it is dave's own registration (see ssh-security.test.ts).
+    const dup = await callApi(server, "UserService/AddSshKey", { user: "carol", publicKey: k.publicKey });
     expect(dup.status).toBe(409);
     const bad = await callApi<{ code: string; message: string }>(server, "UserService/AddSshKey", { user: "carol", publicKey: "ssh-ed25519 nope" });
     expect(bad.status).toBe(400);
@@ -291,7 +292,7 @@ describe.skipIf(!IS_ROOT)("SSH front door access and trust", () => {
       const blocked = await attempt(strict.adminToken);
       expect(blocked.code).toBe(255);
       expect(blocked.stderr).toMatch(/Permission denied/);
-      await strict.proc.waitFor((l) => l.msg === "SSH login refused: too many failed attempts", 5000);
+      await strict.proc.waitFor((l) => l.msg === "SSH login refused: too many failed attempts from this address", 5000);
     } finally {
       await strict.stop();
     }

@@ -19,6 +19,9 @@ const MAX_KEYS_PER_USER = 100;
 /**
  * Public keys people log in to the SSH front door with. A user manages their own keys; the
  * admin manages anyone's, and the keys of the reserved owner "admin", which log in as the admin.
+ * Registering a key proves nothing about holding it, so a registration is its user's alone:
+ * several users may register one key, and a key logs in to a workspace only through its
+ * owner's registration (see CredentialSshAccess). Claiming someone's key blocks nobody.
  */
 export class SshKeyManager {
   readonly #options: SshKeyManagerOptions;

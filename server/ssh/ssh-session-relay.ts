@@ -8,6 +8,8 @@ export interface SessionRelayOptions {
   readonly session: Session;
   /** The logged-in client session to the workspace's sshd, or why there is none. */
   readonly upstream: Promise<Client>;
+  /** Resolves when the workspace still takes new sessions; rejects with the WarrenError to show otherwise. */
+  readonly admit: () => Promise<unknown>;
   readonly log: Logger;
 }
 
@@ -29,8 +31,13 @@ export class SessionRelay {
   readonly #env: Record<string, string> = {};
   #pty: PseudoTtyInfo | undefined;
   #upstreamChannel: ClientChannel | undefined;
+  /** The person's channel once a shell, exec or subsystem request started it. */
+  #down: ServerChannel | undefined;
   #started = false;
   #closed = false;
+  /** Set once the session is being ended for a reason of Warren's (see abort). */
+  #aborted: Promise<void> | undefined;
+  #abortReason: WarrenError | undefined;
 
   constructor(options: SessionRelayOptions) {
     this.#options = options;
@@ -80,18 +87,20 @@ export class SessionRelay {
     // A refusal by the workspace's sshd then comes as a message and exit status 255.
     const down = accept();
     if (!down) return;
+    this.#down = down;
+    if (this.#abortReason) return this.#fail(down, this.#abortReason, true);
     const log = this.#options.log;
     const what = request.kind === "exec" ? "exec" : request.kind === "shell" ? "shell" : `subsystem ${request.name}`;
-    this.#options.upstream.then(
-      (client) => {
-        if (this.#closed) return;
+    Promise.all([this.#options.upstream, this.#options.admit()]).then(
+      ([client]) => {
+        if (this.#closed || this.#aborted) return;
         const opened = (err: Error | undefined, channel: ClientChannel) => {
           if (err) {
             log.info({ request: what, err: err.message }, "the workspace's sshd refused the session request");
             this.#fail(down, new WarrenError(ErrorCode.FailedPrecondition, `the SSH server of the workspace refused the ${what} request (${err.message})`));
             return;
           }
-          if (this.#closed) {
+          if (this.#closed || this.#aborted) {
             channel.close();
             return;
           }
@@ -112,9 +121,33 @@ export class SessionRelay {
     );
   }
 
+  /**
+   * Ends the session because of `reason`: the workspace's side is closed and the person is told
+   * why, as when it could not start. Resolves once the person's channel is ended; never rejects.
+   */
+  abort(reason: WarrenError): Promise<void> {
+    if (this.#aborted) return this.#aborted;
+    if (this.#closed) return Promise.resolve();
+    const down = this.#down;
+    const up = this.#upstreamChannel;
+    if (up) {
+      up.unpipe(down);
+      up.stderr.unpipe(down?.stderr);
+      down?.unpipe(up);
+      up.close();
+    }
+    this.#abortReason = reason;
+    this.#aborted = new Promise<void>((resolve) => {
+      this.#options.session.once("close", () => resolve());
+      // Not started yet: the shell, exec or subsystem request that comes next is told instead.
+      if (down) this.#fail(down, reason, true);
+    });
+    return this.#aborted;
+  }
+
   /** Tells the person why there is no session: a line on stderr and exit status 255. */
-  #fail(channel: ServerChannel, err: unknown): void {
-    if (this.#closed) return;
+  #fail(channel: ServerChannel, err: unknown, aborting = false): void {
+    if (this.#closed || (this.#aborted && !aborting)) return;
     const failure = sshFailureOf(WarrenError.from(err));
     const eol = this.#pty ? "\r\n" : "\n";
     channel.stderr.write(`${failure.text}${eol}`);
@@ -125,7 +158,16 @@ export class SessionRelay {
     let exit: Exit | undefined;
     let pending = 3; // stdout end, stderr end, upstream close
     const done = () => {
-      if (--pending === 0) finish(down, exit);
+      if (--pending !== 0 || this.#aborted) return;
+      if (exit) return finish(down, exit);
+      // The workspace's side went away without an exit status: say why when it is Warren's
+      // doing (the workspace stopped or was deleted), rather than end without a word.
+      this.#options.admit().then(
+        () => {
+          if (!this.#aborted) finish(down, undefined);
+        },
+        (err: unknown) => void this.abort(WarrenError.from(err)),
+      );
     };
     up.on("exit", (code: number | null, signal?: string, coreDumped?: boolean, message?: string) => {
       exit = code !== null && code !== undefined ? { code } : { signal: signal ?? "SIGKILL", coreDumped: Boolean(coreDumped), message: message ?? "" };

@@ -207,12 +207,22 @@ export class EmbeddedStore implements ControlStore, SnapshotSource {
   // --- SSH keys
 
   async addSshKey(sshKey: SshKeyRecord): Promise<void> {
-    const added = await this.#transaction(() => this.#putIfAbsent(Prefix.SshKey, sshKey.fingerprint, sshKey));
-    if (!added) throw new WarrenError(ErrorCode.AlreadyExists, `SSH key ${sshKey.fingerprint} is already registered`);
+    const added = await this.#transaction(() => {
+      // A record of the single-owner layout (one registration per key) counts as this user's.
+      if (this.#getNow<SshKeyRecord>(Prefix.SshKey, sshKey.fingerprint)?.user === sshKey.user) return false;
+      return this.#putIfAbsent(Prefix.SshKey, registrationId(sshKey.fingerprint, sshKey.user), sshKey);
+    });
+    if (!added) throw new WarrenError(ErrorCode.AlreadyExists, `user "${sshKey.user}" already registered SSH key ${sshKey.fingerprint}`);
   }
 
-  async getSshKey(fingerprint: string): Promise<SshKeyRecord | undefined> {
-    return this.#get(Prefix.SshKey, fingerprint);
+  async findSshKeys(fingerprint: string): Promise<SshKeyRecord[]> {
+    const out: SshKeyRecord[] = [];
+    const first = key(Prefix.SshKey, registrationId(fingerprint, ""));
+    // Every registration of the key sorts together: `ssh-key:<fingerprint> <user>`.
+    for (const { value } of this.#db.getRange({ start: first, end: `${first.slice(0, -1)}!` })) out.push(JSON.parse(value) as SshKeyRecord);
+    const single = this.#get<SshKeyRecord>(Prefix.SshKey, fingerprint);
+    if (single) out.push(single);
+    return out.sort((a, b) => a.createdAt - b.createdAt);
   }
 
   async listSshKeys(user: string): Promise<SshKeyRecord[]> {
@@ -224,8 +234,9 @@ export class EmbeddedStore implements ControlStore, SnapshotSource {
 
   async removeSshKey(user: string, fingerprint: string): Promise<boolean> {
     return this.#transaction(() => {
-      const current = this.#getNow<SshKeyRecord>(Prefix.SshKey, fingerprint);
-      if (!current || current.user !== user) return false;
+      if (this.#removeNow(Prefix.SshKey, registrationId(fingerprint, user))) return true;
+      const single = this.#getNow<SshKeyRecord>(Prefix.SshKey, fingerprint);
+      if (!single || single.user !== user) return false;
       return this.#removeNow(Prefix.SshKey, fingerprint);
     });
   }
@@ -356,6 +367,14 @@ function ignoreReportedCommitFailures(): void {
     if (reason instanceof Error && "commitError" in reason) return;
     throw reason;
   });
+}
+
+/**
+ * One user's registration of an SSH key: several users may register the same key. A space
+ * sorts before every character of a user name, and appears in no fingerprint.
+ */
+function registrationId(fingerprint: string, user: string): string {
+  return `${fingerprint} ${user}`;
 }
 
 function key(prefix: Prefix, id: string): string {

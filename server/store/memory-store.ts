@@ -11,6 +11,7 @@ export class MemoryStore implements ControlStore {
   readonly #tokens = new Map<string, TokenRecord>();
   readonly #users = new Map<string, UserRecord>();
   readonly #loginCodes = new Map<string, LoginCodeRecord>();
+  /** `<user> <fingerprint>` -> the user's registration of the key. */
   readonly #sshKeys = new Map<string, SshKeyRecord>();
   readonly #sshIdentities = new Map<string, WorkspaceSshIdentity>();
   readonly #hostKeys = new Map<string, PinnedHostKey>();
@@ -101,14 +102,15 @@ export class MemoryStore implements ControlStore {
   }
 
   async addSshKey(key: SshKeyRecord): Promise<void> {
-    if (this.#sshKeys.has(key.fingerprint)) {
-      throw new WarrenError(ErrorCode.AlreadyExists, `SSH key ${key.fingerprint} is already registered`);
+    const id = `${key.user} ${key.fingerprint}`;
+    if (this.#sshKeys.has(id)) {
+      throw new WarrenError(ErrorCode.AlreadyExists, `user "${key.user}" already registered SSH key ${key.fingerprint}`);
     }
-    this.#sshKeys.set(key.fingerprint, key);
+    this.#sshKeys.set(id, key);
   }
 
-  async getSshKey(fingerprint: string): Promise<SshKeyRecord | undefined> {
-    return this.#sshKeys.get(fingerprint);
+  async findSshKeys(fingerprint: string): Promise<SshKeyRecord[]> {
+    return [...this.#sshKeys.values()].filter((k) => k.fingerprint === fingerprint).sort((a, b) => a.createdAt - b.createdAt);
   }
 
   async listSshKeys(user: string): Promise<SshKeyRecord[]> {
@@ -116,9 +118,7 @@ export class MemoryStore implements ControlStore {
   }
 
   async removeSshKey(user: string, fingerprint: string): Promise<boolean> {
-    const key = this.#sshKeys.get(fingerprint);
-    if (!key || key.user !== user) return false;
-    return this.#sshKeys.delete(fingerprint);
+    return this.#sshKeys.delete(`${user} ${fingerprint}`);
   }
 
   async getSshIdentity(workspace: string): Promise<WorkspaceSshIdentity | undefined> {

@@ -59,17 +59,30 @@ redis.call('SET', KEYS[1], ARGV[1])
 return ARGV[1]`;
 
 /** A key claims its fingerprint for one user: SET NX, then the user's index. */
+/**
+ * Adds one user's registration of a key (KEYS: the registration, the user's set of
+ * fingerprints, the single-owner record of earlier versions, the key's set of users; ARGV:
+ * user, record, fingerprint). 0 when that user already registered it.
+ */
 const ADD_SSH_KEY = `
-if not redis.call('SET', KEYS[1], ARGV[1], 'NX') then return 0 end
-redis.call('SADD', KEYS[2], ARGV[2])
+local legacy = redis.call('GET', KEYS[3])
+if legacy and cjson.decode(legacy)['user'] == ARGV[1] then return 0 end
+if not redis.call('SET', KEYS[1], ARGV[2], 'NX') then return 0 end
+redis.call('SADD', KEYS[2], ARGV[3])
+redis.call('SADD', KEYS[4], ARGV[1])
 return 1`;
 
-/** Removes the key only when it belongs to the user. */
+/** Removes one user's registration of a key (same KEYS; ARGV: user, fingerprint); 0 when there was none. */
 const REMOVE_SSH_KEY = `
-local current = redis.call('GET', KEYS[1])
-if not current or cjson.decode(current)['user'] ~= ARGV[1] then return 0 end
-redis.call('DEL', KEYS[1])
+local removed = redis.call('DEL', KEYS[1])
+local legacy = redis.call('GET', KEYS[3])
+if legacy and cjson.decode(legacy)['user'] == ARGV[1] then
+  redis.call('DEL', KEYS[3])
+  removed = 1
+end
+if removed == 0 then return 0 end
 redis.call('SREM', KEYS[2], ARGV[2])
+redis.call('SREM', KEYS[4], ARGV[1])
 return 1`;
 
 /**
@@ -81,7 +94,10 @@ return 1`;
  *   P:token:<id>          JSON TokenRecord (the secret's hash only, never the token)
  *   P:user:<name>         JSON UserRecord; P:users, the set of names
  *   P:login-code:<id>     JSON LoginCodeRecord (hash only), expiring with the code
- *   P:ssh-key:<sha256>    JSON SshKeyRecord; P:ssh-keys:<user>, the user's fingerprints
+ *   P:ssh-key:<sha256> <user> JSON SshKeyRecord: one user's registration (several users may
+ *                         register one key); P:ssh-key-users:<sha256>, the set of its users;
+ *                         P:ssh-keys:<user>, the user's fingerprints. P:ssh-key:<sha256>, one
+ *                         JSON SshKeyRecord, is what earlier versions wrote: still read and removed
  *   P:ssh-identity:<name> JSON WorkspaceSshIdentity; P:ssh-host-key:<name>, JSON PinnedHostKey
  *
  * Every method rejects with unavailable, without waiting, while Redis is unreachable.
@@ -202,26 +218,45 @@ export class RedisStore implements ControlStore, SnapshotSource {
     return parsed(await this.#redis.run("takeLoginCode", (c) => c.getdel(this.#redis.key("login-code", id))));
   }
 
-  async addSshKey(key: SshKeyRecord): Promise<void> {
-    const added = await this.#redis.run("addSshKey", (c) =>
-      c.eval(ADD_SSH_KEY, 2, this.#redis.key("ssh-key", key.fingerprint), this.#redis.key("ssh-keys", key.user), JSON.stringify(key), key.fingerprint),
-    );
-    if (added !== 1) throw new WarrenError(ErrorCode.AlreadyExists, `SSH key ${key.fingerprint} is already registered`);
+  #sshKeyKeys(fingerprint: string, user: string): [string, string, string, string] {
+    return [
+      this.#redis.key("ssh-key", `${fingerprint} ${user}`),
+      this.#redis.key("ssh-keys", user),
+      this.#redis.key("ssh-key", fingerprint),
+      this.#redis.key("ssh-key-users", fingerprint),
+    ];
   }
 
-  async getSshKey(fingerprint: string): Promise<SshKeyRecord | undefined> {
-    return parsed(await this.#redis.run("getSshKey", (c) => c.get(this.#redis.key("ssh-key", fingerprint))));
+  async addSshKey(key: SshKeyRecord): Promise<void> {
+    const added = await this.#redis.run("addSshKey", (c) => c.eval(ADD_SSH_KEY, 4, ...this.#sshKeyKeys(key.fingerprint, key.user), key.user, JSON.stringify(key), key.fingerprint));
+    if (added !== 1) throw new WarrenError(ErrorCode.AlreadyExists, `user "${key.user}" already registered SSH key ${key.fingerprint}`);
+  }
+
+  async findSshKeys(fingerprint: string): Promise<SshKeyRecord[]> {
+    const [users, legacy] = await this.#redis.run("findSshKeys", (c) =>
+      Promise.all([c.smembers(this.#redis.key("ssh-key-users", fingerprint)), c.get(this.#redis.key("ssh-key", fingerprint))]),
+    );
+    const values = users.length === 0 ? [] : await this.#redis.run("findSshKeys", (c) => c.mget(users.map((u) => this.#redis.key("ssh-key", `${fingerprint} ${u}`))));
+    const records = values.filter((v): v is string => v !== null).map((v) => JSON.parse(v) as SshKeyRecord);
+    if (legacy !== null) records.push(JSON.parse(legacy) as SshKeyRecord);
+    return records.sort((a, b) => a.createdAt - b.createdAt);
   }
 
   async listSshKeys(user: string): Promise<SshKeyRecord[]> {
-    const keys = await this.#members<SshKeyRecord>("listSshKeys", this.#redis.key("ssh-keys", user), (fp) => this.#redis.key("ssh-key", fp));
-    return keys.filter((k) => k.user === user).sort((a, b) => a.createdAt - b.createdAt);
+    const fingerprints = await this.#redis.run("listSshKeys", (c) => c.smembers(this.#redis.key("ssh-keys", user)));
+    if (fingerprints.length === 0) return [];
+    const keys = fingerprints.flatMap((fp) => [this.#redis.key("ssh-key", `${fp} ${user}`), this.#redis.key("ssh-key", fp)]);
+    const values = await this.#redis.run("listSshKeys", (c) => c.mget(keys), 5000);
+    const records: SshKeyRecord[] = [];
+    for (let i = 0; i < values.length; i += 2) {
+      const record = parsed<SshKeyRecord>(values[i] ?? null) ?? parsed<SshKeyRecord>(values[i + 1] ?? null);
+      if (record?.user === user) records.push(record);
+    }
+    return records.sort((a, b) => a.createdAt - b.createdAt);
   }
 
   async removeSshKey(user: string, fingerprint: string): Promise<boolean> {
-    const removed = await this.#redis.run("removeSshKey", (c) =>
-      c.eval(REMOVE_SSH_KEY, 2, this.#redis.key("ssh-key", fingerprint), this.#redis.key("ssh-keys", user), user, fingerprint),
-    );
+    const removed = await this.#redis.run("removeSshKey", (c) => c.eval(REMOVE_SSH_KEY, 4, ...this.#sshKeyKeys(fingerprint, user), user, fingerprint));
     return removed === 1;
   }
 
@@ -261,7 +296,7 @@ export class RedisStore implements ControlStore, SnapshotSource {
   }
 
   async clear(): Promise<void> {
-    const patterns = [...SNAPSHOT_KEYS.map(([, part]) => `${this.#redis.key(part, "")}*`), this.#redis.key("workspaces"), this.#redis.key("users"), `${this.#redis.key("ssh-keys", "")}*`];
+    const patterns = [...SNAPSHOT_KEYS.map(([, part]) => `${this.#redis.key(part, "")}*`), this.#redis.key("workspaces"), this.#redis.key("users"), `${this.#redis.key("ssh-keys", "")}*`, `${this.#redis.key("ssh-key-users", "")}*`];
     await this.#redis.run("clear", (c) => c.eval(CLEAR, 0, ...patterns), 60_000);
   }
 
@@ -274,7 +309,12 @@ export class RedisStore implements ControlStore, SnapshotSource {
       // The sets that list records without SCAN.
       if (entry.kind === SnapshotKind.Workspace) m.sadd(this.#redis.key("workspaces"), entry.id);
       if (entry.kind === SnapshotKind.User) m.sadd(this.#redis.key("users"), entry.id);
-      if (entry.kind === SnapshotKind.SshKey) m.sadd(this.#redis.key("ssh-keys", (entry.record as SshKeyRecord).user), entry.id);
+      if (entry.kind === SnapshotKind.SshKey) {
+        const key = entry.record as SshKeyRecord;
+        m.sadd(this.#redis.key("ssh-keys", key.user), key.fingerprint);
+        // A registration (`<fingerprint> <user>`), not a single-owner record of earlier versions.
+        if (entry.id.includes(" ")) m.sadd(this.#redis.key("ssh-key-users", key.fingerprint), key.user);
+      }
       return m.exec().then(repliesOf);
     });
   }

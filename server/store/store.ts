@@ -57,11 +57,16 @@ export interface LoginCodeStore {
 /** Everything the control module stores. */
 export type ControlStore = WorkspaceStore & TokenStore & UserStore & LoginCodeStore & SshKeyStore & WorkspaceSshStore;
 
-/** Public keys users registered for SSH logins. */
+/**
+ * Public keys users registered for SSH logins. A registration is one user's: several users may
+ * register the same key (registering proves nothing about holding it, so one registration must
+ * never block or shadow another's).
+ */
 export interface SshKeyStore {
-  /** Stores the key; rejects with already_exists when its fingerprint is registered to anyone. */
+  /** Stores the user's registration; rejects with already_exists when this user already registered the fingerprint. */
   addSshKey(key: SshKeyRecord): Promise<void>;
-  getSshKey(fingerprint: string): Promise<SshKeyRecord | undefined>;
+  /** Every user's registration of the fingerprint, oldest first (empty when nobody registered it). */
+  findSshKeys(fingerprint: string): Promise<SshKeyRecord[]>;
   /** The user's keys, oldest first. */
   listSshKeys(user: string): Promise<SshKeyRecord[]>;
   /** Removes the user's key; resolves false when the user has no such key. */
