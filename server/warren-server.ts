@@ -432,6 +432,7 @@ export class WarrenServer {
       sessionTtlMs: config.sessionTtl,
       loginCodeTtlMs: config.loginCodeTtl,
       log: log.child({ component: "login" }),
+      endSession: (tokenId) => users.endBrowserSession(tokenId),
     });
     authenticator.useBrowserSessions(apiSessionReader({ publicBase: () => this.#publicBase, sessionOf: (req) => login.principalOf(req as IncomingMessage, config.rootDomain) }));
     const dashboard = new Dashboard({

@@ -4,7 +4,7 @@ import { freePort, type App } from "./harness/apps.js";
 import { launchChromium, seriousAccessibilityViolations } from "./harness/chromium.js";
 import { clientKey, keygenFingerprint } from "./harness/sshd.js";
 import { OIDC_CLIENT_ID, OIDC_CLIENT_SECRET, TestOidcProvider } from "./harness/oidc-provider.js";
-import { callApi, ROOT_DOMAIN, startAgent, startServer, workspaceHost, type AgentHandle, type ServerHandle } from "./harness/warren.js";
+import { callApi, httpRequest, ROOT_DOMAIN, startAgent, startServer, workspaceHost, type AgentHandle, type ServerHandle } from "./harness/warren.js";
 
 /**
  * The dashboard in Debian's Chromium, signed in through a real OpenID provider: what a person
@@ -140,6 +140,28 @@ describe("dashboard with single sign-on", () => {
     // The API says the same with bob's session: alice's workspace does not exist for him.
     const probe = await p.evaluate(`fetch("/warren.v1.WorkspaceService/GetWorkspace", { method: "POST", headers: { "content-type": "application/json", "x-warren-csrf": "1" }, body: '{"name":"alpha"}' }).then((r) => r.status)`);
     expect(probe).toBe(404);
+    await bob.close();
+  });
+
+  it("regression: signing out left the single sign-on session's token alive, so a copied cookie kept working", async () => {
+    const bob = await chromium.context();
+    const p = await bob.newPage();
+    await signIn(p, "bob");
+    const cookie = (await bob.cookies(root())).map((c) => `${c.name}=${c.value}`).join("; ");
+    const listWithCopiedCookie = () =>
+      httpRequest({
+        port: server.httpPort,
+        host: `${ROOT_DOMAIN}:${server.httpPort}`,
+        method: "POST",
+        path: "/warren.v1.WorkspaceService/ListWorkspaces",
+        headers: { cookie, "content-type": "application/json", "x-warren-csrf": "1" },
+        body: "{}",
+      });
+    expect((await listWithCopiedCookie()).status).toBe(200);
+    await p.getByRole("link", { name: "Sign out" }).click();
+    await p.getByText("You are logged out of Warren.").waitFor();
+    const after = await listWithCopiedCookie();
+    expect(after.status).toBe(401);
     await bob.close();
   });
 

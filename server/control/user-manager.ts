@@ -106,6 +106,19 @@ export class UserManager {
     this.#options.log.info({ user: record.subject, tokenId: id }, "access token revoked");
   }
 
+  /**
+   * Signing out of a browser session: revokes the token behind it when it was minted for that
+   * session alone (single sign-on), so a copied cookie dies with the sign-out on every host and
+   * server. A token the user pasted into the login form stays: it is theirs, not the session's.
+   */
+  async endBrowserSession(tokenId: string): Promise<void> {
+    const record = await this.#options.tokens.getToken(tokenId);
+    if (!record || record.kind !== TokenKind.Access || !record.browserSession) return;
+    await this.#options.tokens.deleteToken(tokenId);
+    await this.#options.events?.publish({ type: "token-revoked", tokenId });
+    this.#options.log.info({ user: record.subject, tokenId }, "browser session signed out: its token is revoked");
+  }
+
   /** The unexpired access tokens of a user (their own, or anyone's for the admin), oldest first. */
   async listAccessTokens(principal: Principal, user: string): Promise<TokenRecord[]> {
     user = ownTokensOf(principal, user, "list");
@@ -147,6 +160,7 @@ export class UserManager {
       createdAt: now,
       expiresAt: now + options.ttlMs,
       name: options.name,
+      browserSession: true,
       ...(options.admin ? { admin: true } : {}),
     };
     await this.#options.tokens.putToken(record);

@@ -33,6 +33,8 @@ export interface BrowserLoginOptions {
   readonly loginCodeTtlMs: number;
   readonly log: Logger;
   readonly now?: () => number;
+  /** Called with the token id of each valid session cookie at sign-out (revokes single sign-on sessions). */
+  readonly endSession?: (tokenId: string) => Promise<void>;
 }
 
 /**
@@ -97,8 +99,7 @@ export class BrowserLogin implements SessionReader {
       return true;
     }
     if (path === ROOT_LOGOUT_PATH) {
-      this.#clearCookie(res);
-      sendHtml(res, 200, "Logged out", "<p>You are logged out of Warren.</p>");
+      this.#logout(req, res).catch((err) => sendError(res, err));
       return true;
     }
     return false;
@@ -117,6 +118,15 @@ export class BrowserLogin implements SessionReader {
       return true;
     }
     return false;
+  }
+
+  async #logout(req: IncomingMessage, res: ServerResponse): Promise<void> {
+    for (const value of cookieValues(req.headers.cookie, this.#cookieName)) {
+      const claims = this.#options.signer.verify(value, this.#options.rootDomain);
+      if (claims) await this.#options.endSession?.(claims.tokenId);
+    }
+    this.#clearCookie(res);
+    sendHtml(res, 200, "Logged out", "<p>You are logged out of Warren.</p>");
   }
 
   async #login(req: IncomingMessage, res: ServerResponse, rest: string): Promise<void> {

@@ -108,6 +108,8 @@ export interface TokenRecord {
   readonly name?: string;
   /** Access tokens: the holder has the admin's rights (single sign-on sessions of admin groups). */
   readonly admin?: boolean;
+  /** Access tokens minted for one browser session (single sign-on): signing out revokes them. */
+  readonly browserSession?: boolean;
 }
 
 /** A public key a user registered for SSH logins. A key belongs to one user at most. */
