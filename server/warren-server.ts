@@ -394,17 +394,19 @@ export class WarrenServer {
       log: log.child({ component: "api" }),
     });
     this.#agentBinary = config.agentBinary ?? join(programDir(), AGENT_BINARY_NAME);
+    // Where the install script and the dashboard send agents: the public URLs, else this server's own.
+    const addressesFor = (req: IncomingMessage) =>
+      installAddresses({
+        req,
+        publicUrl: config.publicUrl,
+        publicAgentUrl: config.publicAgentUrl,
+        defaultPublicUrl: this.#publicBase,
+        agentPort: this.#addresses?.agent.port ?? config.agentAddr.port,
+      });
     const agentDownload = new AgentDownload({
       binaryPath: this.#agentBinary,
       version: VERSION,
-      addressesFor: (req) =>
-        installAddresses({
-          req,
-          publicUrl: config.publicUrl,
-          publicAgentUrl: config.publicAgentUrl,
-          defaultPublicUrl: this.#publicBase,
-          agentPort: this.#addresses?.agent.port ?? config.agentAddr.port,
-        }),
+      addressesFor,
       log: log.child({ component: "agent-download" }),
     });
     const oidcConfig = oidcConfigOf(config);
@@ -438,14 +440,7 @@ export class WarrenServer {
     const dashboard = new Dashboard({
       publicBase: () => this.#publicBase,
       principalOf: (req) => login.principalOf(req, config.rootDomain),
-      addressesFor: (req) =>
-        installAddresses({
-          req,
-          publicUrl: config.publicUrl,
-          publicAgentUrl: config.publicAgentUrl,
-          defaultPublicUrl: this.#publicBase,
-          agentPort: this.#addresses?.agent.port ?? config.agentAddr.port,
-        }),
+      addressesFor,
       sshPort: () => this.#addresses?.ssh?.port,
     });
     this.#webSockets = new WebSocketProxy({

@@ -143,6 +143,16 @@ describe("dashboard with single sign-on", () => {
     await bob.close();
   });
 
+  it("regression: the token form refused every real browser (its pages said no-referrer, so Chromium posted Origin: null)", async () => {
+    const ctx = await chromium.context();
+    const p = await ctx.newPage();
+    await p.goto(`${root()}/`);
+    await p.getByLabel("Access token").fill(server.adminToken);
+    await Promise.all([p.waitForURL(`${root()}/`), p.getByRole("button", { name: "Log in" }).click()]);
+    await p.getByRole("heading", { name: "Workspaces", level: 1 }).waitFor();
+    await ctx.close();
+  });
+
   it("regression: signing out left the single sign-on session's token alive, so a copied cookie kept working", async () => {
     const bob = await chromium.context();
     const p = await bob.newPage();

@@ -66,18 +66,7 @@ export class UserManager {
       ttl = ttlMs;
     }
     if (!(await this.#options.users.getUser(user))) throw new WarrenError(ErrorCode.NotFound, `user "${user}" not found`);
-    const now = this.#now();
-    const minted = mintToken(TokenKind.Access);
-    const record: TokenRecord = {
-      id: minted.id,
-      kind: TokenKind.Access,
-      hash: minted.hash,
-      subject: user,
-      createdAt: now,
-      expiresAt: now + ttl,
-      ...(name ? { name } : {}),
-    };
-    await this.#options.tokens.putToken(record);
+    const { minted, record } = await this.#storeAccessToken(user, ttl, name ? { name } : {});
     this.#options.log.info({ user, tokenId: minted.id, expiresAt: new Date(record.expiresAt).toISOString() }, "access token created");
     return { token: minted.token, record };
   }
@@ -150,21 +139,17 @@ export class UserManager {
 
   /** The token a single sign-on browser session rides on: listed, and revocable, like any other. */
   async mintSessionToken(user: string, options: { ttlMs: number; admin: boolean; name: string }): Promise<TokenRecord> {
+    const { record } = await this.#storeAccessToken(user, options.ttlMs, { name: options.name, browserSession: true, ...(options.admin ? { admin: true } : {}) });
+    return record;
+  }
+
+  /** Mints an access token of the user and stores its record (hashed); resolves once stored. */
+  async #storeAccessToken(user: string, ttlMs: number, extra: Pick<TokenRecord, "name" | "admin" | "browserSession">) {
     const now = this.#now();
     const minted = mintToken(TokenKind.Access);
-    const record: TokenRecord = {
-      id: minted.id,
-      kind: TokenKind.Access,
-      hash: minted.hash,
-      subject: user,
-      createdAt: now,
-      expiresAt: now + options.ttlMs,
-      name: options.name,
-      browserSession: true,
-      ...(options.admin ? { admin: true } : {}),
-    };
+    const record: TokenRecord = { id: minted.id, kind: TokenKind.Access, hash: minted.hash, subject: user, createdAt: now, expiresAt: now + ttlMs, ...extra };
     await this.#options.tokens.putToken(record);
-    return record;
+    return { minted, record };
   }
 }
 

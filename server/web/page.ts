@@ -88,7 +88,9 @@ ${options.main}
       "content-security-policy": `default-src 'none'; style-src ${CSS_HASH}; script-src ${scriptSrc}; connect-src 'self'; img-src 'self' data:;${options.formAction === false ? "" : " form-action 'self';"} frame-ancestors 'none'; base-uri 'none'`,
       "x-frame-options": "DENY",
       "x-content-type-options": "nosniff",
-      "referrer-policy": "no-referrer",
+      // same-origin, not no-referrer: under no-referrer Chromium posts forms with `Origin: null`,
+      // which the login form refuses as cross-site. Other origins still get no referrer.
+      "referrer-policy": "same-origin",
     },
   };
 }
