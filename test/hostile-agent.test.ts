@@ -1,4 +1,4 @@
-import http2, { type ClientHttp2Session, type ClientHttp2Stream } from "node:http2";
+import http2, { type ClientHttp2Stream } from "node:http2";
 import net from "node:net";
 import { create } from "@bufbuild/protobuf";
 import { afterAll, beforeAll, describe, expect, it } from "vitest";
@@ -6,26 +6,12 @@ import { ControlRequestSchema, ControlResponseSchema, TunnelRequestSchema, DialS
 import { GrpcFrameDecoder } from "../shared/grpc-frame-decoder.js";
 import { decodeGrpcMessage, encodeGrpcMessage } from "../shared/grpc-message.js";
 import { startApp, type App } from "./harness/apps.js";
+import { RawAgent } from "./harness/raw-agent.js";
 import { createWorkspace, httpRequest, startAgent, startServer, workspaceHost, type AgentHandle, type ServerHandle } from "./harness/warren.js";
 
 /** A client that speaks the agent protocol by hand and then misbehaves. */
-class HandRolledAgent {
-  readonly session: ClientHttp2Session;
-  readonly closed: Promise<void>;
+class HandRolledAgent extends RawAgent {
   control: ClientHttp2Stream | undefined;
-
-  constructor(
-    url: string,
-    readonly token: string,
-  ) {
-    this.session = http2.connect(url);
-    this.session.on("error", () => {});
-    this.closed = new Promise((resolve) => this.session.once("close", () => resolve()));
-  }
-
-  headers(path: string): http2.OutgoingHttpHeaders {
-    return { ":method": "POST", ":path": path, "content-type": "application/grpc", te: "trailers", authorization: `Bearer ${this.token}` };
-  }
 
   /** Opens the control stream, says hello and waits for welcome. */
   async connect(): Promise<void> {
