@@ -1,10 +1,10 @@
-import { chmodSync, mkdirSync, mkdtempSync, rmSync, writeFileSync } from "node:fs";
+import { mkdtempSync, rmSync } from "node:fs";
 import net from "node:net";
 import { tmpdir } from "node:os";
 import { join } from "node:path";
-import { BackgroundProcess, freePort, run, waitForPort } from "./processes.js";
+import { BackgroundProcess, freePort, waitForPort } from "./processes.js";
 import type { BenchContext, BenchRow, BenchSection } from "./report.js";
-import { ADMIN_TOKEN, startWarren, type WarrenRival } from "./rivals.js";
+import { ADMIN_TOKEN, startThrowawaySshd, startWarren, type WarrenRival } from "./rivals.js";
 
 const MiB = 1024 * 1024;
 
@@ -87,32 +87,9 @@ export async function benchPortForward(ctx: BenchContext): Promise<BenchSection>
   const stops: Array<() => Promise<void> | void> = [() => app.close(), () => rmSync(dir, { recursive: true, force: true })];
   try {
     // OpenSSH: sshd on a free port, `ssh -N -L` to the app.
-    run("ssh-keygen", ["-q", "-t", "ed25519", "-N", "", "-f", join(dir, "host_key")]);
-    run("ssh-keygen", ["-q", "-t", "ed25519", "-N", "", "-f", join(dir, "client_key")]);
-    writeFileSync(join(dir, "authorized_keys"), run("cat", [join(dir, "client_key.pub")]));
-    chmodSync(join(dir, "authorized_keys"), 0o600);
-    const [sshdPort, sshLocal] = [await freePort(), await freePort()];
-    writeFileSync(
-      join(dir, "sshd_config"),
-      [
-        `Port ${sshdPort}`,
-        "ListenAddress 127.0.0.1",
-        `HostKey ${join(dir, "host_key")}`,
-        `AuthorizedKeysFile ${join(dir, "authorized_keys")}`,
-        "PasswordAuthentication no",
-        "PermitRootLogin yes",
-        "UsePAM no",
-        "StrictModes no",
-        "AllowTcpForwarding yes",
-        "MaxSessions 1000",
-        `PidFile ${join(dir, "sshd.pid")}`,
-        "LogLevel ERROR",
-      ].join("\n") + "\n",
-    );
-    mkdirSync("/run/sshd", { recursive: true });
-    const sshd = new BackgroundProcess("/usr/sbin/sshd", ["-D", "-e", "-f", join(dir, "sshd_config")]);
+    const { sshd, sshdPort } = await startThrowawaySshd(dir, ["MaxSessions 1000"]);
     stops.push(() => sshd.stop());
-    await waitForPort(sshdPort, 10_000, `sshd (${sshd.output.join("")})`);
+    const sshLocal = await freePort();
     const ssh = new BackgroundProcess("ssh", [
       "-N",
       "-o", "StrictHostKeyChecking=no",

@@ -87,32 +87,8 @@ export async function startWarren(
  */
 export async function startSshReverse(appPort: number): Promise<Rival> {
   const dir = mkdtempSync(join(tmpdir(), "warren-bench-ssh-"));
-  run("ssh-keygen", ["-q", "-t", "ed25519", "-N", "", "-f", join(dir, "host_key")]);
-  run("ssh-keygen", ["-q", "-t", "ed25519", "-N", "", "-f", join(dir, "client_key")]);
-  const [sshdPort, forwardPort] = [await freePort(), await freePort()];
-  writeFileSync(join(dir, "authorized_keys"), run("cat", [join(dir, "client_key.pub")]));
-  chmodSync(join(dir, "authorized_keys"), 0o600);
-  writeFileSync(
-    join(dir, "sshd_config"),
-    [
-      `Port ${sshdPort}`,
-      "ListenAddress 127.0.0.1",
-      `HostKey ${join(dir, "host_key")}`,
-      `AuthorizedKeysFile ${join(dir, "authorized_keys")}`,
-      "PasswordAuthentication no",
-      "PermitRootLogin yes",
-      "UsePAM no",
-      "StrictModes no",
-      "AllowTcpForwarding yes",
-      "GatewayPorts no",
-      `PidFile ${join(dir, "sshd.pid")}`,
-      "LogLevel ERROR",
-    ].join("\n") + "\n",
-  );
-  // sshd insists on its privilege separation directory.
-  mkdirSync("/run/sshd", { recursive: true });
-  const sshd = new BackgroundProcess("/usr/sbin/sshd", ["-D", "-e", "-f", join(dir, "sshd_config")]);
-  await waitForPort(sshdPort, 10_000, `sshd (${sshd.output.join("")})`);
+  const { sshd, sshdPort } = await startThrowawaySshd(dir, ["GatewayPorts no"]);
+  const forwardPort = await freePort();
   const user = process.env["USER"] ?? "root";
   const ssh = new BackgroundProcess("ssh", [
     "-N",
@@ -136,4 +112,38 @@ export async function startSshReverse(appPort: number): Promise<Rival> {
       await sshd.stop();
     },
   };
+}
+
+/**
+ * A throwaway sshd on a free loopback port that lets in the key pair it writes to
+ * `dir/client_key`, with TCP forwarding on (the OpenSSH rival of the benchmarks).
+ */
+export async function startThrowawaySshd(dir: string, extraConfig: readonly string[] = []): Promise<{ sshd: BackgroundProcess; sshdPort: number }> {
+  run("ssh-keygen", ["-q", "-t", "ed25519", "-N", "", "-f", join(dir, "host_key")]);
+  run("ssh-keygen", ["-q", "-t", "ed25519", "-N", "", "-f", join(dir, "client_key")]);
+  const sshdPort = await freePort();
+  writeFileSync(join(dir, "authorized_keys"), run("cat", [join(dir, "client_key.pub")]));
+  chmodSync(join(dir, "authorized_keys"), 0o600);
+  writeFileSync(
+    join(dir, "sshd_config"),
+    [
+      `Port ${sshdPort}`,
+      "ListenAddress 127.0.0.1",
+      `HostKey ${join(dir, "host_key")}`,
+      `AuthorizedKeysFile ${join(dir, "authorized_keys")}`,
+      "PasswordAuthentication no",
+      "PermitRootLogin yes",
+      "UsePAM no",
+      "StrictModes no",
+      "AllowTcpForwarding yes",
+      ...extraConfig,
+      `PidFile ${join(dir, "sshd.pid")}`,
+      "LogLevel ERROR",
+    ].join("\n") + "\n",
+  );
+  // sshd insists on its privilege separation directory.
+  mkdirSync("/run/sshd", { recursive: true });
+  const sshd = new BackgroundProcess("/usr/sbin/sshd", ["-D", "-e", "-f", join(dir, "sshd_config")]);
+  await waitForPort(sshdPort, 10_000, `sshd (${sshd.output.join("")})`);
+  return { sshd, sshdPort };
 }
