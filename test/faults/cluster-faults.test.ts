@@ -13,7 +13,12 @@ import { FaultCluster, type FaultReport, type Footprint } from "../harness/fault
 
 /** The failures of a window, for a test's message. */
 function why(report: FaultReport): string {
-  return `${report.fault}: ${JSON.stringify(report.all)}\n${report.failures.map((f) => JSON.stringify(f)).join("\n")}`;
+  const at = (t: number) => `${t - report.faultAt}ms`;
+  return [
+    `${report.fault}: ${JSON.stringify(report.all)}`,
+    ...report.failures.map((f) => `${at(f.at)} ${f.kind} to ${f.app} via ${f.entry}: ${f.result} after ${f.ms} ms${f.misrouted ? " (misrouted)" : ""}${f.corrupt ? " (corrupt)" : ""}`),
+    ...report.warnings,
+  ].join("\n");
 }
 
 function clean(summary: LoadSummary): Pick<LoadSummary, "failed" | "hung" | "misrouted" | "corrupt"> {
@@ -76,11 +81,15 @@ describe("checked load through faults (two servers, Redis, two workspaces)", () 
     expect(report.recoveryMs, why(report)).toBeLessThan(3000);
   }, 60_000);
 
-  it("an agent frozen (SIGSTOP) for 8 s: its requests are answered, not hung; the other workspace never notices", async () => {
-    const report = await cluster.agentStop(8000);
+  it("an agent frozen (SIGSTOP) for 10 s: its requests are answered, not hung; the other workspace never notices", async () => {
+    const report = await cluster.agentStop(10_000);
     expect(clean(report.bystanders), why(report)).toEqual(NOTHING_LOST);
     expect({ misrouted: report.all.misrouted, corrupt: report.all.corrupt, hung: report.all.hung }, why(report)).toEqual({ misrouted: 0, corrupt: 0, hung: 0 });
-    expect(report.all.attempted - report.all.ok).toBeGreaterThan(0);
+    // The stall is seen within the liveness bound (2 s + 2 s by default): requests waiting on
+    // the frozen agent are answered then, long before it wakes up (slack for a loaded machine).
+    const frozen = cluster.load.between(report.faultAt, report.undoneAt).filter((o) => o.app === cluster.targets[0]!.app);
+    expect(Math.max(...frozen.map((o) => o.ms)), why(report)).toBeLessThan(8000);
+    expect(frozen.filter((o) => o.result !== "ok").length, why(report)).toBeGreaterThan(0);
     expect(report.recoveryMs, why(report)).toBeLessThan(5000);
   }, 60_000);
 

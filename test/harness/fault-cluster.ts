@@ -52,6 +52,8 @@ export interface FaultReport {
   readonly failures: readonly Outcome[];
   /** Whether an agent reconnected during the fault (it should not for an app that is down). */
   readonly agentReconnected?: boolean;
+  /** Warnings and errors the servers and agents logged during the window (for a test's message). */
+  readonly warnings: readonly string[];
 }
 
 export class FaultCluster {
@@ -274,7 +276,13 @@ export class FaultCluster {
     const failures = window.filter((o) => o.result !== "ok" || o.misrouted || o.corrupt);
     const recoveryMs = all.lastFailureAt === undefined ? 0 : Math.max(0, all.lastFailureAt - recoverFrom);
     this.#options.log?.(`${fault}: ${JSON.stringify(all)}`);
-    return { fault, graceful, faultAt, undoneAt, all, bystanders, recoveryMs, failures: failures.slice(0, 10) };
+    const procs = [...this.servers.map((s) => [s?.id ?? "", s?.proc] as const), ...this.agents.map((a, i) => [`agent-${i}`, a.proc] as const)];
+    const warnings = procs.flatMap(([who, proc]) =>
+      (proc?.lines ?? [])
+        .filter((l) => (l.level === "warn" || l.level === "error") && Date.parse(String(l["time"])) >= faultAt)
+        .map((l) => `${Date.parse(String(l["time"])) - faultAt}ms ${who}: ${l.msg} ${JSON.stringify(l["err"] ?? l["reason"] ?? "")}`),
+    );
+    return { fault, graceful, faultAt, undoneAt, all, bystanders, recoveryMs, failures: failures.slice(0, 10), warnings: warnings.slice(0, 20) };
   }
 
   #entries(): Array<{ httpPort: number; token: string }> {
