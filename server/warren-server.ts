@@ -237,9 +237,14 @@ export class WarrenServer {
         // The holder waits for a stream and for the agent's dial; then it answers.
         answerTimeoutMs: config.streamWaitTimeout + config.dialTimeout + 2000,
         // A peer shutting down: requests on its kept-alive sockets finish, new ones go elsewhere.
+        // A peer that drains sends GOAWAY once its agents have moved: client connections kept
+        // alive here send their next request to the agent's new connection, and WebSockets
+        // through it reconnect now rather than being cut at its shutdown timeout.
         onSessionClosing: (session) => {
           this.#httpAgent.closeIdleSocketsOf(session);
           this.#upstreams.closeIdleOf(session);
+          this.#frontDoor.moveOffSession(session);
+          this.#webSockets.closeRidingOn(session);
         },
       });
       dialer = new ClusterDialer({
@@ -359,6 +364,7 @@ export class WarrenServer {
         connection.onDraining(() => {
           this.#httpAgent.closeIdleSocketsOf(connection.session);
           this.#upstreams.closeIdleOf(connection.session);
+          this.#frontDoor.moveOffSession(connection.session);
         });
         agentControl.attach(connection);
         limitConnectionAge(connection, config.agentMaxConnectionAge);
