@@ -36,6 +36,7 @@ import { LocalEventBus, type EventBus } from "./events/event-bus.js";
 import { RedisEventBus } from "./events/redis-event-bus.js";
 import { AGENT_BINARY_NAME, AgentDownload } from "./http/agent-download.js";
 import { BrowserLogin } from "./http/browser-login.js";
+import { CliLogin } from "./http/cli-login.js";
 import { FrontDoor } from "./http/front-door.js";
 import { installAddresses } from "./http/install-script.js";
 import { OidcLogin } from "./oidc/oidc-login.js";
@@ -442,6 +443,16 @@ export class WarrenServer {
       log: log.child({ component: "login" }),
       endSession: (tokenId) => users.endBrowserSession(tokenId),
     });
+    const cliLogin = new CliLogin({
+      publicBase: () => this.#publicBase,
+      sessionOf: (req) => login.principalOf(req, config.rootDomain),
+      principalOfCode: (code) => authenticator.principalOfSession(code),
+      createAccessToken: (principal, name) => users.createAccessToken(principal, "", undefined, name),
+      loginCodes: store,
+      csrfKey: keys.derive(KeyPurpose.CliLoginCsrf),
+      codeTtlMs: config.loginCodeTtl,
+      log: log.child({ component: "cli-login" }),
+    });
     authenticator.useBrowserSessions(apiSessionReader({ publicBase: () => this.#publicBase, sessionOf: (req) => login.principalOf(req as IncomingMessage, config.rootDomain) }));
     const dashboard = new Dashboard({
       publicBase: () => this.#publicBase,
@@ -484,7 +495,7 @@ export class WarrenServer {
       tls: this.#tls?.options,
       rootDomain: config.rootDomain,
       rootHandler: rootHandler({
-        routes: [agentDownload.route, (req, res, path) => login.handleRoot(req, res, path), ...(oidc ? [oidc.route.bind(oidc)] : []), dashboard.route.bind(dashboard)],
+        routes: [agentDownload.route, (req, res, path) => login.handleRoot(req, res, path), cliLogin.route.bind(cliLogin), ...(oidc ? [oidc.route.bind(oidc)] : []), dashboard.route.bind(dashboard)],
         api,
       }),
       access: new WorkspaceAccess({ workspaces: workspaceLookup, authenticator, rootDomain: config.rootDomain, sessions: login, leases }),
