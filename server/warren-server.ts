@@ -36,6 +36,7 @@ import { LocalEventBus, type EventBus } from "./events/event-bus.js";
 import { RedisEventBus } from "./events/redis-event-bus.js";
 import { AGENT_BINARY_NAME, AgentDownload } from "./http/agent-download.js";
 import { BrowserLogin } from "./http/browser-login.js";
+import { CliLogin } from "./http/cli-login.js";
 import { FrontDoor } from "./http/front-door.js";
 import { installAddresses } from "./http/install-script.js";
 import { OidcLogin } from "./oidc/oidc-login.js";
@@ -172,7 +173,7 @@ export class WarrenServer {
     const keys = new SecretKeys(config.secretKey ?? local.secretKey?.value ?? generateSecretKey());
     const acceptedKeys = config.secretKeyAccepted.map((secret) => new SecretKeys(secret));
     // The registry tells presence about first and last connections; presence is built below.
-    const registry = new TunnelRegistry({ onWorkspaceChange: (workspace, connected) => this.presence.workspaceChanged(workspace, connected) });
+    const registry = new TunnelRegistry({ onWorkspaceChange: (workspaceId, connected) => this.presence.workspaceChanged(workspaceId, connected) });
     this.registry = registry;
     this.metrics = new ServerMetrics({
       tunnelStats: () => this.#tunnelStats(),
@@ -238,9 +239,14 @@ export class WarrenServer {
         // The holder waits for a stream and for the agent's dial; then it answers.
         answerTimeoutMs: config.streamWaitTimeout + config.dialTimeout + 2000,
         // A peer shutting down: requests on its kept-alive sockets finish, new ones go elsewhere.
+        // A peer that drains sends GOAWAY once its agents have moved: client connections kept
+        // alive here send their next request to the agent's new connection, and WebSockets
+        // through it reconnect now rather than being cut at its shutdown timeout.
         onSessionClosing: (session) => {
           this.#httpAgent.closeIdleSocketsOf(session);
           this.#upstreams.closeIdleOf(session);
+          this.#frontDoor.moveOffSession(session);
+          this.#webSockets.closeRidingOn(session);
         },
       });
       dialer = new ClusterDialer({
@@ -281,7 +287,7 @@ export class WarrenServer {
     const authenticator = new Authenticator({ workspaces: store, tokens: store, adminToken: this.adminToken });
     this.#authenticator = authenticator;
     const leases = this.leases;
-    const isConnected = (name: string) => this.presence.isConnected(name);
+    const isConnected = (workspaceId: string) => this.presence.isConnected(workspaceId);
     const manager = new WorkspaceManager({
       workspaces: store,
       tokens: store,
@@ -360,6 +366,7 @@ export class WarrenServer {
         connection.onDraining(() => {
           this.#httpAgent.closeIdleSocketsOf(connection.session);
           this.#upstreams.closeIdleOf(connection.session);
+          this.#frontDoor.moveOffSession(connection.session);
         });
         agentControl.attach(connection);
         limitConnectionAge(connection, config.agentMaxConnectionAge);
@@ -427,6 +434,7 @@ export class WarrenServer {
       providers: [...(oidc ? [oidc] : []), new AccessTokenLogin(authenticator)],
       authenticator,
       loginCodes: store,
+      workspaces: workspaceLookup,
       signer: new SessionCookieSigner({
         key: keys.derive(KeyPurpose.SessionCookie),
         acceptedKeys: acceptedKeys.map((k) => k.derive(KeyPurpose.SessionCookie)),
@@ -435,6 +443,16 @@ export class WarrenServer {
       loginCodeTtlMs: config.loginCodeTtl,
       log: log.child({ component: "login" }),
       endSession: (tokenId) => users.endBrowserSession(tokenId),
+    });
+    const cliLogin = new CliLogin({
+      publicBase: () => this.#publicBase,
+      sessionOf: (req) => login.principalOf(req, config.rootDomain),
+      principalOfCode: (code) => authenticator.principalOfSession(code),
+      createAccessToken: (principal, name) => users.createAccessToken(principal, "", undefined, name),
+      loginCodes: store,
+      csrfKey: keys.derive(KeyPurpose.CliLoginCsrf),
+      codeTtlMs: config.loginCodeTtl,
+      log: log.child({ component: "cli-login" }),
     });
     authenticator.useBrowserSessions(apiSessionReader({ publicBase: () => this.#publicBase, sessionOf: (req) => login.principalOf(req as IncomingMessage, config.rootDomain) }));
     const dashboard = new Dashboard({
@@ -478,7 +496,7 @@ export class WarrenServer {
       tls: this.#tls?.options,
       rootDomain: config.rootDomain,
       rootHandler: rootHandler({
-        routes: [agentDownload.route, (req, res, path) => login.handleRoot(req, res, path), ...(oidc ? [oidc.route.bind(oidc)] : []), dashboard.route.bind(dashboard)],
+        routes: [agentDownload.route, (req, res, path) => login.handleRoot(req, res, path), cliLogin.route.bind(cliLogin), ...(oidc ? [oidc.route.bind(oidc)] : []), dashboard.route.bind(dashboard)],
         api,
       }),
       access: new WorkspaceAccess({ workspaces: workspaceLookup, authenticator, rootDomain: config.rootDomain, sessions: login, leases }),
@@ -493,7 +511,7 @@ export class WarrenServer {
       ...(config.httpFastPath
         ? {
             fastPath: {
-              dial: (target, earlyData) => dialer.dial(target.workspace, target.port, { earlyData }),
+              dial: (target, earlyData) => dialer.dial({ name: target.workspace, id: target.workspaceId }, target.port, { earlyData }),
               upstreams: this.#upstreams,
               upstreamTimeoutMs: config.upstreamTimeout,
               filterCookie: withoutSessionCookies,

@@ -18,9 +18,10 @@ import type { UpstreamPool } from "./upstream-pool.js";
 import { parseHost, type HostTarget } from "./workspace-host.js";
 import type { ProxyTarget } from "./reverse-proxy.js";
 import { listenOn } from "../listen.js";
-import type { IncomingHttpHeaders, ServerHttp2Stream, Settings } from "node:http2";
+import type { Http2Session, IncomingHttpHeaders, ServerHttp2Stream, Settings } from "node:http2";
 import { Http2Front } from "./front-door-h2.js";
 import { readFirstBytes } from "./h2c-preface.js";
+import { workspaceIdOf } from "../store/records.js";
 
 /** The spliced fast path (see spliced-connection.ts); absent: every request goes through node's HTTP server. */
 export interface FastPathOptions {
@@ -215,6 +216,14 @@ export class FrontDoor {
     this.#h2?.closeBrowserSessions();
   }
 
+  /**
+   * An agent or peer server session stops taking new work: client connections kept alive on it
+   * finish their request in flight there and send the next one to the agent's new connection.
+   */
+  moveOffSession(session: Http2Session): void {
+    for (const connection of this.#spliced) connection.moveOffSession(session);
+  }
+
   closeAllConnections(): void {
     this.#server.closeAllConnections();
     for (const connection of this.#spliced) connection.destroy();
@@ -320,8 +329,8 @@ export class FrontDoor {
       return { kind: "slow" };
     }
     try {
-      await this.#options.access.authorize(req as unknown as IncomingMessage, target.workspace, target.port);
-      return { kind: "forward", target: { workspace: target.workspace, port: target.port } };
+      const workspace = await this.#options.access.authorize(req as unknown as IncomingMessage, target.workspace, target.port);
+      return { kind: "forward", target: { workspace: target.workspace, workspaceId: workspaceIdOf(workspace), port: target.port } };
     } catch (err) {
       // Node's HTTP server gives the first request the full answer (login redirect included);
       // later, a browser that must log in is sent there by a retry on a new connection.
@@ -364,9 +373,9 @@ export class FrontDoor {
     }
     req.url = url;
     const login = this.#options.login;
-    if (login?.handleWorkspace(req, res, `${target.port}-${target.workspace}.${this.#options.rootDomain}`)) return;
+    if (login?.handleWorkspace(req, res, `${target.port}-${target.workspace}.${this.#options.rootDomain}`, target.workspace)) return;
     this.#options.access.authorize(req, target.workspace, target.port).then(
-      () => this.#options.proxy.handle(req, res, { workspace: target.workspace, port: target.port }, this.#forwarded(req)),
+      (workspace) => this.#options.proxy.handle(req, res, { workspace: target.workspace, workspaceId: workspaceIdOf(workspace), port: target.port }, this.#forwarded(req)),
       (err) => {
         // Drain an unread body so the connection can be kept alive.
         req.resume();
@@ -411,8 +420,8 @@ export class FrontDoor {
     }
     req.url = url;
     this.#options.access.authorize(req, target.workspace, target.port).then(
-      () =>
-        this.#options.webSockets.handle(req, socket, head, { workspace: target.workspace, port: target.port }, this.#forwarded(req), (s, unread) =>
+      (workspace) =>
+        this.#options.webSockets.handle(req, socket, head, { workspace: target.workspace, workspaceId: workspaceIdOf(workspace), port: target.port }, this.#forwarded(req), (s, unread) =>
           this.#resumeHttp(s, unread),
         ),
       (err) => {

@@ -139,11 +139,25 @@ export interface LoginCodeRecord {
   readonly hash: string;
   /** The workspace host label it may be redeemed on: `{port}-{workspace}`. */
   readonly host: string;
+  /**
+   * The workspace incarnation (id) the host served when the code was minted; undefined when no
+   * workspace of that name existed. Redeemed only while the host serves the same one.
+   */
+  readonly workspaceId?: string;
   /** Who logged in: a user name, or undefined for the admin. */
   readonly user?: string;
   /** Id of the access token used to log in ("admin" for the admin token): sessions end with it. */
   readonly tokenId: string;
   readonly expiresAt: number;
+  /** Set for `warren login` codes (host is "cli-login"): redeemed by the CLI with its PKCE verifier. */
+  readonly cliLogin?: {
+    /** base64url SHA-256 of the CLI's code verifier. */
+    readonly codeChallenge: string;
+    /** The loopback URL the code was sent to; the exchange must name it again. */
+    readonly redirectUri: string;
+    /** Label of the access token the exchange creates. */
+    readonly name: string;
+  };
 }
 
 /**
@@ -166,4 +180,9 @@ export interface PinnedHostKey {
   readonly publicKey: string;
   readonly fingerprint: string;
   readonly pinnedAt: number;
+}
+
+/** The workspace incarnation a record describes, for dials and presence (tunnel/workspace-ref.ts). */
+export function workspaceRefOf(workspace: Pick<WorkspaceRecord, "id" | "name" | "createdAt">): { readonly name: string; readonly id: string } {
+  return { name: workspace.name, id: workspaceIdOf(workspace) };
 }
