@@ -71,7 +71,7 @@ import { WorkspaceCache } from "./store/workspace-cache.js";
 import { KnownHostKeys } from "./ssh/known-host-keys.js";
 import { LoginRateLimiter } from "./ssh/login-rate-limiter.js";
 import { loadServerHostKey } from "./ssh/server-host-key.js";
-import { CredentialSshAccess, provisionalPrincipalOfKeyOwner, type SshAccess } from "./ssh/ssh-access.js";
+import { CredentialSshAccess, provisionalPrincipalOfKeyOwner, sshKeyOfCredential, type SshAccess } from "./ssh/ssh-access.js";
 import { SshFrontDoor } from "./ssh/ssh-front-door.js";
 import { sshPortOf, sshUserOf, WorkspaceSshConnector } from "./ssh/workspace-ssh-client.js";
 import { WorkspaceSshIdentities } from "./ssh/workspace-ssh-identity.js";
@@ -107,8 +107,15 @@ const LEASE_REVALIDATE_INTERVAL_MS = 15_000;
 
 /** Failed SSH logins allowed per source address, workspace name or user within a minute. */
 const SSH_MAX_FAILURES_PER_MINUTE = 20;
-/** The token id of principals that logged in over SSH with a registered key (see ssh-access.ts). */
-const SSH_KEY_TOKEN_ID = "ssh-key";
+/**
+ * For an SSH session opened with a registered key: re-reads whether the registration is still
+ * there (the lease's periodic check, for a removal whose announcement was missed).
+ */
+function keyRegistrationStillThere(store: { findSshKeys(fingerprint: string): Promise<readonly { user: string }[]> }, tokenId: string) {
+  const key = sshKeyOfCredential(tokenId);
+  if (!key) return undefined;
+  return async () => (await store.findSshKeys(key.fingerprint)).some((r) => r.user === key.user);
+}
 
 /**
  * The composition root of warren-server: builds every module from the config, wires them
@@ -303,7 +310,7 @@ export class WarrenServer {
     });
     this.workspaces = manager;
     const users = new UserManager({ users: store, tokens: store, events: this.events, log: log.child({ component: "control" }) });
-    const sshKeys = new SshKeyManager({ keys: store, users: store, log: log.child({ component: "control" }) });
+    const sshKeys = new SshKeyManager({ keys: store, users: store, log: log.child({ component: "control" }), events: this.events });
     const agentControl = new AgentControl({
       manager,
       workspaces: store,
@@ -342,7 +349,7 @@ export class WarrenServer {
         registry.closeOtherIncarnations(event.workspace, event.workspaceId);
       } else if (event.type === "token-revoked") {
         authenticator.forgetToken(event.tokenId);
-        leases.revokeToken(event.tokenId, "the access token was revoked");
+        leases.revokeToken(event.tokenId, sshKeyOfCredential(event.tokenId) ? "the SSH key was removed" : "the access token was revoked");
       }
     });
     const urlsOf = (w: WorkspaceRecord) => w.ports.map((p) => workspaceUrl(this.#publicBase, config.rootDomain, w.name, p.port));
@@ -647,10 +654,11 @@ export class WarrenServer {
       bindSession: ({ principal, workspace }, close) =>
         this.leases.register(
           {
-            // Key logins have no token to revoke; the workspace binds them all.
-            tokenId: principal.tokenId === SSH_KEY_TOKEN_ID ? undefined : principal.tokenId,
+            // A key login is bound to its user's registration of the key (RemoveSshKey revokes it).
+            tokenId: principal.tokenId,
             workspaceId: workspaceIdOf(workspace),
             expiresAt: principal.kind === "user" ? principal.expiresAt : undefined,
+            stillValid: keyRegistrationStillThere(store, principal.tokenId),
           },
           close,
         ),
