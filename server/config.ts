@@ -104,14 +104,14 @@ export const SERVER_SETTINGS = {
     defaultText: "127.0.0.1:8080",
     parse: parseHostPort,
   }),
-  agentAddr: setting({
+  agentAddr: setting<HostPort | undefined>({
     key: "agentAddr",
     flag: "agent-addr",
     env: "WARREN_AGENT_ADDR",
-    description: "agent gRPC listener",
+    description: "separate agent gRPC listener; agents also connect through the public listener (WARREN_HTTP_ADDR), so off is enough for most",
     default: parseHostPort("127.0.0.1:8150"),
     defaultText: "127.0.0.1:8150",
-    parse: parseHostPort,
+    parse: parseListenerOrOff,
   }),
   observabilityAddr: setting({
     key: "observabilityAddr",
@@ -144,8 +144,8 @@ export const SERVER_SETTINGS = {
     key: "publicAgentUrl",
     flag: "public-agent-url",
     env: "WARREN_PUBLIC_AGENT_URL",
-    description: "address agents use to reach the agent listener, e.g. https://ws.example.com:8150 (the agent download's instructions show it)",
-    defaultText: "http://{public host}:{agent port}",
+    description: "address agents use to reach the server, e.g. https://ws.example.com (the agent download's instructions show it)",
+    defaultText: "the public URL",
     parse: parsePublicUrl,
   }),
   agentBinary: setting<string | undefined>({

@@ -75,13 +75,14 @@ import { CredentialSshAccess, provisionalPrincipalOfKeyOwner, sshKeyOfCredential
 import { SshFrontDoor } from "./ssh/ssh-front-door.js";
 import { sshPortOf, sshUserOf, WorkspaceSshConnector } from "./ssh/workspace-ssh-client.js";
 import { WorkspaceSshIdentities } from "./ssh/workspace-ssh-identity.js";
-import { AgentEndpoint } from "./tunnel/agent-endpoint.js";
+import { AgentEndpoint, agentHttp2Settings, isAgentRequest } from "./tunnel/agent-endpoint.js";
 import { TunnelDialer, type Dialer } from "./tunnel/tunnel-dialer.js";
 import { TunnelRegistry } from "./tunnel/tunnel-registry.js";
 
 export interface ServerAddresses {
   readonly http: AddressInfo;
-  readonly agent: AddressInfo;
+  /** Absent when the separate agent listener is off (agents come through the public listener). */
+  readonly agent?: AddressInfo;
   readonly observability: AddressInfo;
   /** Absent when the SSH listener is off. */
   readonly ssh?: AddressInfo;
@@ -415,7 +416,6 @@ export class WarrenServer {
         publicUrl: config.publicUrl,
         publicAgentUrl: config.publicAgentUrl,
         defaultPublicUrl: this.#publicBase,
-        agentPort: this.#addresses?.agent.port ?? config.agentAddr.port,
       });
     const agentDownload = new AgentDownload({
       binaryPath: this.#agentBinary,
@@ -530,6 +530,15 @@ export class WarrenServer {
       onResponse: (target, status, startedAt) => this.metrics.httpResponse(target, status, startedAt),
       onUpgradeDenied: () => this.metrics.webSocketUpgrades.inc({ outcome: "denied" }),
       rootUpgrades: (req, socket, head, path) => portForward.handleUpgrade(req, socket, head, path) || sshOverWebSocket.handleUpgrade(req, socket, head, path),
+      // Browsers over HTTP/2, and agents: one URL (and one port) is all an agent needs.
+      http2: {
+        ...agentHttp2Settings(config.agentMaxStreams),
+        takeStream: (stream, headers) => {
+          if (!isAgentRequest(headers)) return false;
+          this.#agentEndpoint.acceptStream(stream, headers);
+          return true;
+        },
+      },
     });
     if (this.#tls) {
       this.#tls.attach(this.#agentEndpoint);
@@ -583,7 +592,7 @@ export class WarrenServer {
     const ssh = await this.#startSsh();
     this.#addresses = {
       http: httpAddress,
-      agent,
+      ...(agent ? { agent } : {}),
       observability,
       ...(ssh ? { ssh: ssh.address } : {}),
       ...(privateAddress ? { private: privateAddress } : {}),
@@ -605,7 +614,7 @@ export class WarrenServer {
         version: VERSION,
         serverId: this.serverId,
         http: `${httpAddress.address}:${httpAddress.port}`,
-        agent: `${agent.address}:${agent.port}`,
+        ...(agent ? { agent: `${agent.address}:${agent.port}` } : {}),
         observability: `${observability.address}:${observability.port}`,
         ...(ssh ? { ssh: `${ssh.address.address}:${ssh.address.port}`, sshHostKey: ssh.fingerprint } : {}),
         publicUrl: this.#publicBase,
