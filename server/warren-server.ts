@@ -41,6 +41,7 @@ import { LocalEventBus, type EventBus } from "./events/event-bus.js";
 import { RedisEventBus } from "./events/redis-event-bus.js";
 import { AGENT_BINARY_NAME, AgentDownload } from "./http/agent-download.js";
 import { BrowserLogin } from "./http/browser-login.js";
+import { CliLogin } from "./http/cli-login.js";
 import { FrontDoor } from "./http/front-door.js";
 import { installAddresses } from "./http/install-script.js";
 import { OidcLogin } from "./oidc/oidc-login.js";
@@ -242,9 +243,14 @@ export class WarrenServer {
         // The holder waits for a stream and for the agent's dial; then it answers.
         answerTimeoutMs: config.streamWaitTimeout + config.dialTimeout + 2000,
         // A peer shutting down: requests on its kept-alive sockets finish, new ones go elsewhere.
+        // A peer that drains sends GOAWAY once its agents have moved: client connections kept
+        // alive here send their next request to the agent's new connection, and WebSockets
+        // through it reconnect now rather than being cut at its shutdown timeout.
         onSessionClosing: (session) => {
           this.#httpAgent.closeIdleSocketsOf(session);
           this.#upstreams.closeIdleOf(session);
+          this.#frontDoor.moveOffSession(session);
+          this.#webSockets.closeRidingOn(session);
         },
       });
       dialer = new ClusterDialer({
@@ -364,6 +370,7 @@ export class WarrenServer {
         connection.onDraining(() => {
           this.#httpAgent.closeIdleSocketsOf(connection.session);
           this.#upstreams.closeIdleOf(connection.session);
+          this.#frontDoor.moveOffSession(connection.session);
         });
         agentControl.attach(connection);
         limitConnectionAge(connection, config.agentMaxConnectionAge);
@@ -460,6 +467,16 @@ export class WarrenServer {
       log: log.child({ component: "login" }),
       endSession: (tokenId) => users.endBrowserSession(tokenId),
     });
+    const cliLogin = new CliLogin({
+      publicBase: () => this.#publicBase,
+      sessionOf: (req) => login.principalOf(req, config.rootDomain),
+      principalOfCode: (code) => authenticator.principalOfSession(code),
+      createAccessToken: (principal, name) => users.createAccessToken(principal, "", undefined, name),
+      loginCodes: store,
+      csrfKey: keys.derive(KeyPurpose.CliLoginCsrf),
+      codeTtlMs: config.loginCodeTtl,
+      log: log.child({ component: "cli-login" }),
+    });
     authenticator.useBrowserSessions(apiSessionReader({ publicBase: () => this.#publicBase, sessionOf: (req) => login.principalOf(req as IncomingMessage, config.rootDomain) }));
     const dashboard = new Dashboard({
       publicBase: () => this.#publicBase,
@@ -502,7 +519,7 @@ export class WarrenServer {
       tls: this.#tls?.options,
       rootDomain: config.rootDomain,
       rootHandler: rootHandler({
-        routes: [agentDownload.route, (req, res, path) => login.handleRoot(req, res, path), ...(oidc ? [oidc.route.bind(oidc)] : []), dashboard.route.bind(dashboard)],
+        routes: [agentDownload.route, (req, res, path) => login.handleRoot(req, res, path), cliLogin.route.bind(cliLogin), ...(oidc ? [oidc.route.bind(oidc)] : []), dashboard.route.bind(dashboard)],
         api,
       }),
       access: new WorkspaceAccess({ workspaces: workspaceLookup, authenticator, rootDomain: config.rootDomain, sessions: login, leases }),

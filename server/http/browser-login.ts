@@ -173,7 +173,10 @@ export class BrowserLogin implements SessionReader {
   /** Mints a one-time code for the target workspace host and redirects there with it. */
   async #sendBack(res: ServerResponse, principal: Principal, returnTo: URL): Promise<void> {
     // The dashboard on the root domain already has the session cookie.
-    if (parseHost(returnTo.host, this.#options.rootDomain).kind === "root") return redirect(res, 303, `${returnTo.origin}/`);
+    // (return_to may name a page of the root domain itself, such as `warren login`'s confirmation.)
+    if (parseHost(returnTo.host, this.#options.rootDomain).kind === "root") {
+      return redirect(res, 303, `${returnTo.origin}${pathOnThisHost(`${returnTo.pathname}${returnTo.search}`)}`);
+    }
     const code = mintToken(TokenKind.LoginCode);
     await this.#options.loginCodes.putLoginCode({
       id: code.id,
@@ -311,7 +314,7 @@ export function escapeHtml(text: string): string {
   return text.replace(/[&<>"']/g, (c) => ({ "&": "&amp;", "<": "&lt;", ">": "&gt;", '"': "&quot;", "'": "&#39;" })[c]!);
 }
 
-function readForm(req: IncomingMessage): Promise<URLSearchParams> {
+export function readForm(req: IncomingMessage): Promise<URLSearchParams> {
   const type = req.headers["content-type"] ?? "";
   if (!/^application\/x-www-form-urlencoded\b/i.test(type)) {
     req.resume();

@@ -1,3 +1,4 @@
+import type { Http2Session } from "node:http2";
 import http, { type IncomingMessage, type ServerResponse } from "node:http";
 import https from "node:https";
 import type { AddressInfo, Socket } from "node:net";
@@ -181,6 +182,14 @@ export class FrontDoor {
   closeIdleConnections(): void {
     this.#server.closeIdleConnections();
     for (const connection of this.#spliced) connection.closeWhenIdle();
+  }
+
+  /**
+   * An agent or peer server session stops taking new work: client connections kept alive on it
+   * finish their request in flight there and send the next one to the agent's new connection.
+   */
+  moveOffSession(session: Http2Session): void {
+    for (const connection of this.#spliced) connection.moveOffSession(session);
   }
 
   closeAllConnections(): void {

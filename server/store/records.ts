@@ -169,6 +169,15 @@ export interface LoginCodeRecord {
   /** Id of the access token used to log in ("admin" for the admin token): sessions end with it. */
   readonly tokenId: string;
   readonly expiresAt: number;
+  /** Set for `warren login` codes (host is "cli-login"): redeemed by the CLI with its PKCE verifier. */
+  readonly cliLogin?: {
+    /** base64url SHA-256 of the CLI's code verifier. */
+    readonly codeChallenge: string;
+    /** The loopback URL the code was sent to; the exchange must name it again. */
+    readonly redirectUri: string;
+    /** Label of the access token the exchange creates. */
+    readonly name: string;
+  };
 }
 
 /**
