@@ -177,7 +177,7 @@ export class WarrenServer {
     const keys = new SecretKeys(config.secretKey ?? local.secretKey?.value ?? generateSecretKey());
     const acceptedKeys = config.secretKeyAccepted.map((secret) => new SecretKeys(secret));
     // The registry tells presence about first and last connections; presence is built below.
-    const registry = new TunnelRegistry({ onWorkspaceChange: (workspace, connected) => this.presence.workspaceChanged(workspace, connected) });
+    const registry = new TunnelRegistry({ onWorkspaceChange: (workspaceId, connected) => this.presence.workspaceChanged(workspaceId, connected) });
     this.registry = registry;
     this.metrics = new ServerMetrics({
       tunnelStats: () => this.#tunnelStats(),
@@ -291,7 +291,7 @@ export class WarrenServer {
     const authenticator = new Authenticator({ workspaces: store, tokens: store, adminToken: this.adminToken });
     this.#authenticator = authenticator;
     const leases = this.leases;
-    const isConnected = (name: string) => this.presence.isConnected(name);
+    const isConnected = (workspaceId: string) => this.presence.isConnected(workspaceId);
     const manager = new WorkspaceManager({
       workspaces: store,
       tokens: store,
@@ -458,6 +458,7 @@ export class WarrenServer {
       providers: [...(oidc ? [oidc] : []), new AccessTokenLogin(authenticator)],
       authenticator,
       loginCodes: store,
+      workspaces: workspaceLookup,
       signer: new SessionCookieSigner({
         key: keys.derive(KeyPurpose.SessionCookie),
         acceptedKeys: acceptedKeys.map((k) => k.derive(KeyPurpose.SessionCookie)),
@@ -534,7 +535,7 @@ export class WarrenServer {
       ...(config.httpFastPath
         ? {
             fastPath: {
-              dial: (target, earlyData) => dialer.dial(target.workspace, target.port, { earlyData }),
+              dial: (target, earlyData) => dialer.dial({ name: target.workspace, id: target.workspaceId }, target.port, { earlyData }),
               upstreams: this.#upstreams,
               upstreamTimeoutMs: config.upstreamTimeout,
               filterCookie: withoutSessionCookies,

@@ -48,7 +48,8 @@ export interface WorkspaceManagerOptions {
   readonly secretBox: SecretBox;
   readonly agentTokenTtlMs: number;
   /** Whether an agent of the workspace is connected anywhere in the cluster. */
-  readonly isConnected: (workspace: string) => Promise<boolean>;
+  /** Whether an agent of the workspace incarnation (by id) is connected anywhere in the cluster. */
+  readonly isConnected: (workspaceId: string) => Promise<boolean>;
   readonly log: Logger;
   /** How long a terminating workspace's agent gets to stop its workload before Terminated. */
   readonly terminateGraceMs?: number;
@@ -395,7 +396,7 @@ export class WorkspaceManager {
     if (result.before === result.after) return result.after;
     // The token goes at once: no new agent gets in while the connected one stops its workload.
     await this.#options.tokens.deleteToken(result.after.agentTokenId);
-    if (!(await this.#options.isConnected(name))) return this.#finishTermination(name, "no agent is connected");
+    if (!(await this.#options.isConnected(workspaceIdOf(result.after)))) return this.#finishTermination(name, "no agent is connected");
     return result.after;
   }
 

@@ -19,6 +19,7 @@ import type { UpstreamPool } from "./upstream-pool.js";
 import { parseHost, type HostTarget } from "./workspace-host.js";
 import type { ProxyTarget } from "./reverse-proxy.js";
 import { listenOn } from "../listen.js";
+import { workspaceIdOf } from "../store/records.js";
 
 /** The spliced fast path (see spliced-connection.ts); absent: every request goes through node's HTTP server. */
 export interface FastPathOptions {
@@ -262,8 +263,8 @@ export class FrontDoor {
       return { kind: "slow" };
     }
     try {
-      await this.#options.access.authorize(req as unknown as IncomingMessage, target.workspace, target.port);
-      return { kind: "forward", target: { workspace: target.workspace, port: target.port } };
+      const workspace = await this.#options.access.authorize(req as unknown as IncomingMessage, target.workspace, target.port);
+      return { kind: "forward", target: { workspace: target.workspace, workspaceId: workspaceIdOf(workspace), port: target.port } };
     } catch (err) {
       // Node's HTTP server gives the first request the full answer (login redirect included);
       // later, a browser that must log in is sent there by a retry on a new connection.
@@ -306,9 +307,9 @@ export class FrontDoor {
     }
     req.url = url;
     const login = this.#options.login;
-    if (login?.handleWorkspace(req, res, `${target.port}-${target.workspace}.${this.#options.rootDomain}`)) return;
+    if (login?.handleWorkspace(req, res, `${target.port}-${target.workspace}.${this.#options.rootDomain}`, target.workspace)) return;
     this.#options.access.authorize(req, target.workspace, target.port).then(
-      () => this.#options.proxy.handle(req, res, { workspace: target.workspace, port: target.port }, this.#forwarded(req)),
+      (workspace) => this.#options.proxy.handle(req, res, { workspace: target.workspace, workspaceId: workspaceIdOf(workspace), port: target.port }, this.#forwarded(req)),
       (err) => {
         // Drain an unread body so the connection can be kept alive.
         req.resume();
@@ -353,8 +354,8 @@ export class FrontDoor {
     }
     req.url = url;
     this.#options.access.authorize(req, target.workspace, target.port).then(
-      () =>
-        this.#options.webSockets.handle(req, socket, head, { workspace: target.workspace, port: target.port }, this.#forwarded(req), (s, unread) =>
+      (workspace) =>
+        this.#options.webSockets.handle(req, socket, head, { workspace: target.workspace, workspaceId: workspaceIdOf(workspace), port: target.port }, this.#forwarded(req), (s, unread) =>
           this.#resumeHttp(s, unread),
         ),
       (err) => {

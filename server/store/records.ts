@@ -164,6 +164,11 @@ export interface LoginCodeRecord {
   readonly hash: string;
   /** The workspace host label it may be redeemed on: `{port}-{workspace}`. */
   readonly host: string;
+  /**
+   * The workspace incarnation (id) the host served when the code was minted; undefined when no
+   * workspace of that name existed. Redeemed only while the host serves the same one.
+   */
+  readonly workspaceId?: string;
   /** Who logged in: a user name, or undefined for the admin. */
   readonly user?: string;
   /** Id of the access token used to log in ("admin" for the admin token): sessions end with it. */
@@ -200,4 +205,9 @@ export interface PinnedHostKey {
   readonly publicKey: string;
   readonly fingerprint: string;
   readonly pinnedAt: number;
+}
+
+/** The workspace incarnation a record describes, for dials and presence (tunnel/workspace-ref.ts). */
+export function workspaceRefOf(workspace: Pick<WorkspaceRecord, "id" | "name" | "createdAt">): { readonly name: string; readonly id: string } {
+  return { name: workspace.name, id: workspaceIdOf(workspace) };
 }

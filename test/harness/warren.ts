@@ -150,6 +150,8 @@ export async function callApi<T = Record<string, unknown>>(
 
 export interface CreatedWorkspace {
   readonly name: string;
+  /** The immutable workspace id (ws_...): presence records and dials are keyed by it. */
+  readonly id: string;
   readonly agentToken: string;
   readonly urls: string[];
 }
@@ -162,14 +164,14 @@ export async function createWorkspace(
   /** Whose workspace: the admin's unless a user's access token is given. */
   token: string = server.adminToken,
 ): Promise<CreatedWorkspace> {
-  const res = await callApi<{ workspace: { name: string; urls: string[] }; agentToken: string }>(
+  const res = await callApi<{ workspace: { name: string; id: string; urls: string[] }; agentToken: string }>(
     server,
     "WorkspaceService/CreateWorkspace",
     { name, ports: ports.map((p) => (typeof p === "number" ? { port: p } : p)), ...extra },
     token,
   );
   if (res.status !== 200) throw new Error(`CreateWorkspace failed: ${res.status} ${JSON.stringify(res.body)}`);
-  return { name, agentToken: res.body.agentToken, urls: res.body.workspace.urls };
+  return { name, id: res.body.workspace.id, agentToken: res.body.agentToken, urls: res.body.workspace.urls };
 }
 
 export interface HttpResult {
