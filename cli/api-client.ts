@@ -34,13 +34,18 @@ export class ApiClient {
   readonly #server: URL;
   readonly #token: string;
 
-  constructor(options: { server: string; token: string }) {
+  constructor(options: { server: string; token?: string }) {
     this.#server = new URL(options.server);
-    this.#token = options.token;
+    this.#token = options.token ?? "";
   }
 
   async call<T>(method: string, body: unknown): Promise<T> {
-    const url = new URL(`/warren.v1.${method}`, this.#server);
+    return this.post<T>(`/warren.v1.${method}`, body);
+  }
+
+  /** POSTs JSON to a path of the server (with the token, when there is one); the JSON answer. */
+  async post<T>(path: string, body: unknown): Promise<T> {
+    const url = new URL(path, this.#server);
     const connection = await this.#proxiedConnection(url);
     return this.#request<T>(url, body, connection);
   }
@@ -81,7 +86,7 @@ export class ApiClient {
           headers: {
             "content-type": "application/json",
             "content-length": payload.length,
-            authorization: `Bearer ${this.#token}`,
+            ...(this.#token ? { authorization: `Bearer ${this.#token}` } : {}),
             "user-agent": "warren-cli",
           },
           timeout: 30_000,

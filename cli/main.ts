@@ -9,6 +9,8 @@ import { parseTcpForward, startPortForward } from "./commands/port-forward.js";
 import { openBrowser } from "./commands/open-browser.js";
 import { sshConfigBlock, sshInteractive, sshStdio, writeSshConfig } from "./commands/ssh.js";
 import { readSecret } from "./commands/read-secret.js";
+import { loginThroughBrowser } from "./commands/browser-login.js";
+import { hostname } from "node:os";
 import { relativeTime } from "./relative-time.js";
 import { closest } from "./suggest.js";
 import { rmSync } from "node:fs";
@@ -16,8 +18,11 @@ import { rmSync } from "node:fs";
 const USAGE = `Usage: warren <command> [flags]
 
 Commands:
-  login --server URL [--token TOKEN]     log in: opens a browser to sign in (or takes --token, or a token on stdin),
-                                         then saves the server and an access token
+  login --server URL [--token TOKEN]     log in: opens a browser where you sign in and allow the CLI, which then gets
+                                         an access token of its own (or takes --token, a token piped on stdin, or one
+                                         pasted at the prompt, not echoed); saves the server and the token
+      --no-browser        print the URL to open instead of opening a browser
+      --name LABEL        label of the token the browser login creates (default: warren login on HOST)
   logout                                 forget the saved token
   whoami                                 the user (or admin) the saved token belongs to
   token create [--name LABEL] [--ttl DURATION]   a new access token of your own (shown once)
@@ -89,6 +94,7 @@ const OPTIONS = {
   tcp: { type: "string", multiple: true },
   name: { type: "string" },
   stdio: { type: "boolean" },
+  "no-browser": { type: "boolean" },
   remove: { type: "boolean" },
   help: { type: "boolean", short: "h" },
   version: { type: "boolean" },
@@ -146,14 +152,55 @@ async function login(values: Values, rest: string[]): Promise<void> {
   if (rest.length > 0) throw new UsageError(`unexpected argument "${rest[0]}"`);
   const server = normalizeServer(values.server ?? process.env["WARREN_URL"]);
   if (!server) throw new UsageError("login needs --server URL (the server's root, e.g. https://ws.example.com)");
-  const token = values.token ?? process.env["WARREN_ACCESS_TOKEN"] ?? (await readSecret("Access token (not shown as you type): "));
-  if (!token) throw new UsageError("no token given (--token, WARREN_ACCESS_TOKEN or stdin)");
+  let token = values.token ?? process.env["WARREN_ACCESS_TOKEN"];
+  // A token piped in is taken as is (scripts); an empty pipe or a terminal means the browser.
+  if (!token && !process.stdin.isTTY) token = await readSecret("");
+  let user: string | undefined;
+  if (!token) {
+    const made = await tokenFromBrowserOrTerminal(server, values);
+    token = made.token;
+    user = made.user;
+  }
   // Checked before it is saved: a typo fails here, not at the next command.
-  await new ApiClient({ server, token }).call("WorkspaceService/ListWorkspaces", {});
+  const me = await new ApiClient({ server, token }).call<{ user?: string; admin?: boolean }>("UserService/WhoAmI", {});
+  user ??= me.admin ? undefined : me.user;
   const path = configPath();
   writeConfig(path, { server, token });
-  if (values.json) print({ server, config: path });
-  else process.stdout.write(`Logged in to ${server}; saved to ${path}\n`);
+  if (values.json) print({ server, config: path, ...(user ? { user } : { admin: true }) });
+  else process.stdout.write(`Logged in to ${server} as ${user ? `user ${user}` : "the admin"}; saved to ${path}\n`);
+}
+
+/**
+ * The browser login, and on a terminal, at the same time, a prompt for a token pasted by hand
+ * (not echoed): whichever answers first.
+ */
+async function tokenFromBrowserOrTerminal(server: string, values: Values): Promise<{ token: string; user?: string }> {
+  const stop = new AbortController();
+  let announced!: () => void;
+  const urlShown = new Promise<void>((resolve) => (announced = resolve));
+  const say = (text: string) => {
+    process.stderr.write(text);
+    announced();
+  };
+  const browser = loginThroughBrowser({
+    server,
+    openBrowser: !values["no-browser"],
+    tokenName: values.name ?? `warren login on ${hostname()}`.slice(0, 100),
+    say,
+    signal: stop.signal,
+  });
+  if (!process.stdin.isTTY) return browser;
+  const typed = urlShown.then(() => readSecret("Waiting for the browser... or paste an access token here (not shown as you type): ", stop.signal)).then((token) => {
+    if (stop.signal.aborted) return new Promise<never>(() => {});
+    if (!token) throw new UsageError("no token given; run warren login again");
+    return { token };
+  });
+  try {
+    return await Promise.race([browser, typed]);
+  } finally {
+    stop.abort();
+    browser.catch(() => {});
+  }
 }
 
 async function workspace(values: Values, rest: string[]): Promise<void> {

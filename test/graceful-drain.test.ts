@@ -215,6 +215,8 @@ describe("rolling restart of a two-server cluster", () => {
       WARREN_SHUTDOWN_TIMEOUT: "10s",
     });
 
+  let workspaceId = "";
+
   beforeAll(async () => {
     redis = await startRedis();
     app = await slowApp();
@@ -223,6 +225,7 @@ describe("rolling restart of a two-server cluster", () => {
     }
     servers.push(...(await Promise.all([start(0), start(1)])));
     const ws = await createWorkspace(servers[0]!, "rolling", [app.port]);
+    workspaceId = ws.id;
     agent = await startAgent({ agentUrl: servers.map((s) => s.agentUrl).join(",") }, ws.agentToken, { env: { WARREN_LOG_LEVEL: "info" } });
     // The agent's server records it in Redis just after its welcome: then both servers reach it.
     await eventually(async () => (await Promise.all(servers.map((s) => get(s, "rolling", app.port)))).every((r) => r.status === 200), 5000, "both servers to reach the workspace");
@@ -287,7 +290,7 @@ describe("rolling restart of a two-server cluster", () => {
       if (held) expect(holder()).toBe(other);
       // It removed its presence: no server record, no claim on the workspace.
       expect(redis.cli("HKEYS", "warren:servers").split("\n")).not.toContain(ids[i]);
-      expect(redis.cli("HKEYS", "warren:presence:rolling").split("\n")).not.toContain(ids[i]);
+      expect(redis.cli("HKEYS", `warren:presence:${workspaceId}`).split("\n")).not.toContain(ids[i]);
       serverLines.push([`${ids[i]}-old`, servers[i]!.proc.lines]);
       servers[i] = await start(i);
       await eventually(() => ready[i] === true, 5000, `server ${ids[i]} back in the load balancer`);

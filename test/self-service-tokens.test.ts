@@ -31,8 +31,11 @@ describe("self-service access tokens", () => {
     expect((await callApi(server, "WorkspaceService/ListWorkspaces", {}, made.body.token)).status).toBe(401);
   });
 
-  it("refuses someone else's tokens: listing and creating are denied, revoking answers like a missing token", async () => {
-    expect((await callApi(server, "UserService/ListAccessTokens", { user: "bob" }, alice)).status).toBe(403);
+  it("refuses someone else's tokens: creating is denied, listing and revoking answer like a missing user or token", async () => {
+    const others = await callApi<{ message: string }>(server, "UserService/ListAccessTokens", { user: "bob" }, alice);
+    const nobody = await callApi<{ message: string }>(server, "UserService/ListAccessTokens", { user: "nobody" }, alice);
+    expect(others).toMatchObject({ status: 404, body: { message: 'user "bob" not found' } });
+    expect(nobody).toMatchObject({ status: 404, body: { message: 'user "nobody" not found' } });
     expect((await callApi(server, "UserService/CreateAccessToken", { user: "bob" }, alice)).status).toBe(403);
     const revoke = await callApi<{ code: string; message: string }>(server, "UserService/RevokeAccessToken", { id: bobTokenId }, alice);
     expect(revoke.status).toBe(404);

@@ -4,7 +4,7 @@ import { createInterface } from "node:readline";
  * Reads one line from stdin. On a terminal the prompt goes to stderr and what is typed is not
  * echoed (a token must not stay on the screen); from a pipe, the first line is taken as is.
  */
-export async function readSecret(prompt: string): Promise<string | undefined> {
+export async function readSecret(prompt: string, signal?: AbortSignal): Promise<string | undefined> {
   const stdin = process.stdin;
   if (!stdin.isTTY) {
     const rl = createInterface({ input: stdin, terminal: false });
@@ -21,6 +21,7 @@ export async function readSecret(prompt: string): Promise<string | undefined> {
   return new Promise((resolve, reject) => {
     let text = "";
     const done = (value: string | undefined, err?: Error) => {
+      signal?.removeEventListener("abort", onAbort);
       stdin.off("data", onData);
       stdin.setRawMode(false);
       stdin.pause();
@@ -36,6 +37,9 @@ export async function readSecret(prompt: string): Promise<string | undefined> {
         else if (ch >= " ") text += ch;
       }
     };
+    // Another way of logging in won (the browser): the terminal is put back as it was.
+    const onAbort = () => done(undefined);
+    signal?.addEventListener("abort", onAbort);
     stdin.on("data", onData);
   });
 }

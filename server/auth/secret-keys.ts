@@ -5,6 +5,7 @@ export const KeyPurpose = {
   Variables: "warren variables v1",
   SessionCookie: "warren session cookie v1",
   OidcTransaction: "warren oidc transaction v1",
+  CliLoginCsrf: "warren cli login csrf v1",
 } as const;
 export type KeyPurpose = (typeof KeyPurpose)[keyof typeof KeyPurpose];
 

@@ -48,7 +48,8 @@ export interface PrivateEndpointOptions {
    * impossible (a forwarded dial is never forwarded again).
    */
   readonly local: Dialer;
-  readonly agents: { isConnected(workspace: string): boolean };
+  /** This server's agents, by workspace id. */
+  readonly agents: { isConnected(workspaceId: string): boolean };
   readonly log: Logger;
   readonly onOutcome?: (outcome: ForwardedDialOutcome) => void;
 }
@@ -175,7 +176,9 @@ export class PrivateEndpoint {
   }
 
   async #dial(stream: ServerHttp2Stream, socket: TunnelSocket, dial: ForwardDial, signal: AbortSignal): Promise<void> {
-    const { workspace, port, connectionId } = dial;
+    const { port, connectionId } = dial;
+    const workspace = dial.workspace;
+    const ref = { name: dial.workspace, id: dial.workspaceId };
     const { serverId, agents, log } = this.#options;
     const answer = (error: WarrenError) => {
       const status = forwardStatusOf(error);
@@ -188,13 +191,19 @@ export class PrivateEndpoint {
       answer(new WarrenError(ErrorCode.Internal, `two servers of the cluster share the id "${serverId}": give each its own WARREN_SERVER_ID`));
       return;
     }
-    if (!agents.isConnected(workspace)) {
+    if (ref.id === "") {
+      // A server that names the workspace without its incarnation could reach an agent of an
+      // earlier workspace of that name: every server of a cluster must run this version.
+      answer(new WarrenError(ErrorCode.InvalidArgument, `server ${dial.originServerId} forwarded a dial to workspace "${workspace}" without its id; upgrade every server of the cluster to the same version`));
+      return;
+    }
+    if (!agents.isConnected(ref.id)) {
       answer(new HolderNotConnected(`workspace "${workspace}" is not connected to server ${serverId}`));
       return;
     }
     let upstream: TunnelSocket;
     try {
-      upstream = await this.#options.local.dial(workspace, port, { connectionId, signal });
+      upstream = await this.#options.local.dial(ref, port, { connectionId, signal });
     } catch (err) {
       let e = WarrenError.from(err);
       if (e.code === ErrorCode.Canceled) {
@@ -202,7 +211,7 @@ export class PrivateEndpoint {
         socket.destroy();
         return;
       }
-      if (e.code === ErrorCode.Unavailable && !agents.isConnected(workspace)) {
+      if (e.code === ErrorCode.Unavailable && !agents.isConnected(ref.id)) {
         e = new HolderNotConnected(`workspace "${workspace}" is not connected to server ${serverId}`);
       }
       answer(e);

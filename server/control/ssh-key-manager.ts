@@ -3,7 +3,8 @@ import type { Logger } from "../../shared/logger.js";
 import type { Principal } from "../auth/authenticator.js";
 import type { SshKeyRecord } from "../store/records.js";
 import type { SshKeyStore, UserStore } from "../store/store.js";
-import { ADMIN_KEY_OWNER } from "../ssh/ssh-access.js";
+import type { EventBus } from "../events/event-bus.js";
+import { ADMIN_KEY_OWNER, sshKeyCredentialId } from "../ssh/ssh-access.js";
 import { parsePublicKey } from "../ssh/ssh-public-key.js";
 
 export interface SshKeyManagerOptions {
@@ -11,6 +12,8 @@ export interface SshKeyManagerOptions {
   readonly users: UserStore;
   readonly log: Logger;
   readonly now?: () => number;
+  /** Removals are announced cluster-wide: SSH sessions opened with the key close. */
+  readonly events?: EventBus;
 }
 
 const MAX_TITLE = 200;
@@ -54,6 +57,8 @@ export class SshKeyManager {
       throw new WarrenError(ErrorCode.NotFound, `user "${user}" has no SSH key ${input.fingerprint.slice(0, 80)}`);
     }
     this.#options.log.info({ user, fingerprint: input.fingerprint }, "SSH key removed");
+    // Stored first, announced second: a login racing with the removal is either refused or closed.
+    await this.#options.events?.publish({ type: "token-revoked", tokenId: sshKeyCredentialId({ user, fingerprint: input.fingerprint }) });
   }
 
   /** Whose keys the call is about: the caller's own, or (admin) the named user's. */

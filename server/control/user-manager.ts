@@ -157,7 +157,11 @@ export class UserManager {
 function ownTokensOf(principal: Principal, user: string, verb: string): string {
   if (principal.kind === "admin") return user;
   if (principal.admin) return user || principal.user;
-  if (user && user !== principal.user) throw new WarrenError(ErrorCode.PermissionDenied, `user: only the admin may ${verb} tokens of someone else`);
+  if (user && user !== principal.user) {
+    // Someone else's tokens are listed exactly like those of a user that does not exist.
+    if (verb === "list") throw new WarrenError(ErrorCode.NotFound, `user "${user}" not found`);
+    throw new WarrenError(ErrorCode.PermissionDenied, `user: only the admin may ${verb} tokens of someone else`);
+  }
   return principal.user;
 }
 

@@ -815,7 +815,7 @@ function chunked(chunk: Buffer): Buffer[] {
 }
 
 function sameTarget(a: ProxyTarget, b: ProxyTarget): boolean {
-  return a.workspace === b.workspace && a.port === b.port;
+  return a.workspaceId === b.workspaceId && a.port === b.port;
 }
 
 function clientIp(socket: Socket): string {

@@ -128,5 +128,5 @@ export class UpstreamPool {
 }
 
 function keyOf(target: ProxyTarget): string {
-  return `${target.port}-${target.workspace}`;
+  return `${target.port}-${target.workspaceId}`;
 }

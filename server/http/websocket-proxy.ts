@@ -76,7 +76,7 @@ export class WebSocketProxy {
     client.pause();
     let upstream;
     try {
-      upstream = await this.#options.dialer.dial(target.workspace, target.port);
+      upstream = await this.#options.dialer.dial({ name: target.workspace, id: target.workspaceId }, target.port);
     } catch (err) {
       this.#options.onOutcome?.("failed");
       sendUpgradeError(client, err);

@@ -15,8 +15,12 @@ export interface WorkspaceLookup {
 
 /** Browser sessions (the host's own session cookie). */
 export interface SessionReader {
-  /** The principal of the request's valid session cookie for `host`, or undefined. Never rejects on a bad cookie. */
-  principalOf(req: IncomingMessage, host: string): Promise<Principal | undefined>;
+  /**
+   * The principal of the request's valid session cookie for `host`, or undefined. Never rejects
+   * on a bad cookie. On a workspace host, `workspace` is the incarnation it serves now (id
+   * undefined when none exists): a cookie minted for another incarnation is not valid.
+   */
+  principalOf(req: IncomingMessage, host: string, workspace?: { readonly id: string | undefined }): Promise<Principal | undefined>;
 }
 
 export interface WorkspaceAccessOptions {
@@ -55,7 +59,7 @@ export class WorkspaceAccess {
     const desired = workspace ? statesOf(workspace).desired : undefined;
     let principal: Principal | undefined;
     if (!(exposed?.public && desired !== DesiredState.Terminated)) {
-      principal = await this.#principalOf(req, `${port}-${workspaceName}.${this.#options.rootDomain}`);
+      principal = await this.#principalOf(req, `${port}-${workspaceName}.${this.#options.rootDomain}`, { id: workspace ? workspaceIdOf(workspace) : undefined });
       if (!workspace || !mayReach(principal, workspace)) throw notFound(workspaceName);
     }
     if (!workspace || desired === undefined) throw notFound(workspaceName);
@@ -96,11 +100,11 @@ export class WorkspaceAccess {
     socket.once("close", () => lease.release());
   }
 
-  async #principalOf(req: IncomingMessage, host: string): Promise<Principal> {
+  async #principalOf(req: IncomingMessage, host: string, workspace: { readonly id: string | undefined }): Promise<Principal> {
     const header = req.headers[WARREN_TOKEN_HEADER];
     const token = Array.isArray(header) ? header[0] : header;
     if (token) return this.#options.authenticator.authenticateCaller(token);
-    const session = await this.#options.sessions?.principalOf(req, host);
+    const session = await this.#options.sessions?.principalOf(req, host, workspace);
     if (session) return session;
     throw new WarrenError(ErrorCode.Unauthenticated, `this workspace needs credentials: send the header X-Warren-Token: <token>, or log in with a browser`);
   }
