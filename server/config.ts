@@ -20,6 +20,7 @@ import { LOG_LEVELS } from "../shared/logger.js";
 import type { LevelWithSilent } from "pino";
 import { parseRedisUrl, type RedisTarget } from "./cluster/redis-url.js";
 import { OIDC_SETTINGS, oidcConfigOf } from "./oidc/oidc-settings.js";
+import { CI_SETTINGS } from "./ci/ci-issuer-settings.js";
 
 const DNS_NAME = /^(?=.{1,253}$)([a-z0-9]([a-z0-9-]{0,61}[a-z0-9])?)(\.[a-z0-9]([a-z0-9-]{0,61}[a-z0-9])?)*$/;
 
@@ -476,6 +477,7 @@ export const SERVER_SETTINGS = {
     },
   }),
   ...OIDC_SETTINGS,
+  ...CI_SETTINGS,
 };
 
 export type ServerConfig = SettingsOf<typeof SERVER_SETTINGS>;

@@ -6,6 +6,11 @@ import { randomBytes } from "node:crypto";
 import type { AddressInfo } from "node:net";
 import { DisconnectReason } from "../shared/gen/warren/v1/agent_pb.js";
 import { UserService } from "../shared/gen/warren/v1/user_pb.js";
+import { CiService } from "../shared/gen/warren/v1/ci_pb.js";
+import { ciApi } from "./api/ci-api.js";
+import { CiEnrollment } from "./ci/ci-enrollment.js";
+import { CiIdTokenVerifier } from "./ci/ci-id-token-verifier.js";
+import { EnrollmentTokens } from "./control/enrollment-tokens.js";
 import { WorkspaceService } from "../shared/gen/warren/v1/workspace_pb.js";
 import type { Logger } from "../shared/logger.js";
 import type { HostPort } from "../shared/settings.js";
@@ -13,7 +18,7 @@ import { TUNNEL_WINDOWS } from "../shared/tunnel-windows.js";
 import { VERSION } from "../shared/version.js";
 import { createApiHandler } from "./api/api-handler.js";
 import { userApi } from "./api/user-api.js";
-import { workspaceApi } from "./api/workspace-api.js";
+import { workspaceApi, workspaceProto } from "./api/workspace-api.js";
 import { Authenticator } from "./auth/authenticator.js";
 import { CredentialLeases } from "./auth/credential-leases.js";
 import { SecretBox } from "./auth/secret-box.js";
@@ -390,6 +395,17 @@ export class WarrenServer {
     // Each kept app connection holds one of the agent's streams (at most 500 per connection):
     // a few dozen per port serve a burst of one-request clients without crowding out the rest.
     this.#upstreams = new UpstreamPool({ maxIdlePerTarget: 32, idleTimeoutMs: 4000, acceptsNewWork });
+    const sshOf = async (w: WorkspaceRecord) => ({ sshPort: sshPortOf(w), sshUser: sshUserOf(w), sshPublicKey: (await identities.get(w)).publicKey });
+    const enrollmentTokens = new EnrollmentTokens({ tokens: store, users: store, log: log.child({ component: "control" }) });
+    const ciEnrollment = new CiEnrollment({
+      verifier: new CiIdTokenVerifier({ issuers: config.ciIssuers, defaultAudience: () => this.#publicBase, log: log.child({ component: "ci" }) }),
+      enrollmentTokens,
+      workspaces: manager,
+      authenticator,
+      provisionUser: (name) => users.provisionUser(name),
+      userExists: async (name) => (await store.getUser(name)) !== undefined,
+      log: log.child({ component: "ci" }),
+    });
     const api = createApiHandler({
       routes: (router) => {
         router.service(
@@ -399,11 +415,19 @@ export class WarrenServer {
             authenticator,
             urlsOf,
             isConnected,
-            sshOf: async (w) => ({ sshPort: sshPortOf(w), sshUser: sshUserOf(w), sshPublicKey: (await identities.get(w)).publicKey }),
+            sshOf,
             forgetHostKey: (workspace) => knownHosts.forget(workspace),
           }),
         );
-        router.service(UserService, userApi({ manager: users, sshKeys, authenticator }));
+        router.service(UserService, userApi({ manager: users, sshKeys, authenticator, enrollmentTokens }));
+        router.service(
+          CiService,
+          ciApi({
+            enrollment: ciEnrollment,
+            toProto: workspaceProto({ urlsOf, isConnected, sshOf }),
+            agentUrlFor: (req) => addressesFor(req as IncomingMessage).agentUrl,
+          }),
+        );
       },
       fallback: rootFallback,
       log: log.child({ component: "api" }),
