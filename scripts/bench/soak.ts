@@ -33,6 +33,7 @@ interface Tally {
   hung: number;
   misrouted: number;
   corrupt: number;
+  retried: number;
   recoveryMs: number;
   rssMb: number;
   fds: number;
@@ -64,7 +65,7 @@ export async function benchSoak(ctx: BenchContext): Promise<BenchSection> {
       ctx.log(`soak: ${name} (${Math.round((Date.now() - startedAt) / 1000)} s of ${Math.round(durationMs / 1000)} s)`);
       const report = await fault(cluster);
       const footprint = await cluster.footprint();
-      const t = tallies.get(name) ?? { runs: 0, attempted: 0, ok: 0, failed: {}, hung: 0, misrouted: 0, corrupt: 0, recoveryMs: 0, rssMb: 0, fds: 0 };
+      const t = tallies.get(name) ?? { runs: 0, attempted: 0, ok: 0, failed: {}, hung: 0, misrouted: 0, corrupt: 0, retried: 0, recoveryMs: 0, rssMb: 0, fds: 0 };
       // A fault's own requests (burst, slow clients) count with the load's.
       for (const s of [report.all, ...(report.own ? [report.own] : [])]) {
         t.attempted += s.attempted;
@@ -72,6 +73,7 @@ export async function benchSoak(ctx: BenchContext): Promise<BenchSection> {
         t.hung += s.hung;
         t.misrouted += s.misrouted;
         t.corrupt += s.corrupt;
+        t.retried += s.retried;
         for (const [k, v] of Object.entries(s.failed)) t.failed[k] = (t.failed[k] ?? 0) + v;
       }
       t.runs++;
@@ -100,6 +102,7 @@ export async function benchSoak(ctx: BenchContext): Promise<BenchSection> {
       hung: t.hung,
       misrouted: t.misrouted,
       corrupt: t.corrupt,
+      "retried (reused connection reset)": t.retried,
       "recovery ms (max)": t.recoveryMs,
       "RSS MiB (max)": t.rssMb,
       "fds (max)": t.fds,

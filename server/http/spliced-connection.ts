@@ -572,14 +572,6 @@ export class SplicedConnection {
     const upstream = this.#upstream;
     if (!upstream || !this.#upstreamReusable() || this.#closing !== undefined) return;
     if (this.#options.upstreams?.usable(upstream) ?? true) return;
-    this.#releaseUpstream();
-    this.#options.log.debug({ workspace: this.#target?.workspace, port: this.#target?.port }, "app connection's session is draining: the next request dials anew");
-  }
-
-  /** Lets go of the app connection at a response boundary (a clean end); the client's connection stays. */
-  #releaseUpstream(): void {
-    const upstream = this.#upstream;
-    if (!upstream) return;
     this.#detachUpstream(upstream);
     this.#responses?.close();
     this.#responses = undefined;
@@ -591,6 +583,7 @@ export class SplicedConnection {
     setTimeout(() => {
       if (!upstream.destroyed) upstream.destroy();
     }, 5000).unref();
+    this.#options.log.debug({ workspace: this.#target?.workspace, port: this.#target?.port }, "app connection's session is draining: the next request dials anew");
   }
 
   /** Lets the next request go to the app. */
@@ -641,13 +634,7 @@ export class SplicedConnection {
       this.#destroy();
       return;
     }
-    if (this.#closing === undefined && !this.#forwardingBody) {
-      // The app closed its idle keep-alive connection (its keep-alive timeout): the client's
-      // stays open and its next request dials anew. Closing it instead would race with a
-      // request the client is sending on it (a reset no client retries safely).
-      this.#releaseUpstream();
-      return;
-    }
+    // Idle keep-alive connection closed by the app: close ours too; the client reconnects.
     this.#finish();
   }
 

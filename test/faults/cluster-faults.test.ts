@@ -97,7 +97,8 @@ describe("checked load through faults (two servers, Redis, two workspaces)", () 
     const report = await cluster.agentKill();
     expect(clean(report.bystanders), why(report)).toEqual(NOTHING_LOST);
     expect({ misrouted: report.all.misrouted, corrupt: report.all.corrupt, hung: report.all.hung }, why(report)).toEqual({ misrouted: 0, corrupt: 0, hung: 0 });
-    expect(report.recoveryMs, why(report)).toBeLessThan(2000);
+    // From the new agent's "ready": presence and the servers' caches of "not connected" follow within seconds.
+    expect(report.recoveryMs, why(report)).toBeLessThan(5000);
   }, 60_000);
 
   it("an app down for 5 s: its requests get 502 at once, the agent stays connected, the other workspace never notices", async () => {

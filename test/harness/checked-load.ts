@@ -47,6 +47,12 @@ export interface Outcome {
   readonly entry: number;
   /** The app that was to answer (the target's). */
   readonly app: string;
+  /**
+   * Sent again once: a reused keep-alive connection was reset before any answer (the server
+   * closed it as idle just as the request went out), which HTTP clients retry for idempotent
+   * requests (node's documentation: `request.reusedSocket`; browsers, undici).
+   */
+  readonly retried?: boolean;
 }
 
 export interface LoadSummary {
@@ -57,6 +63,8 @@ export interface LoadSummary {
   hung: number;
   misrouted: number;
   corrupt: number;
+  /** Requests sent a second time after a reset of a reused keep-alive connection (counted ok when then answered). */
+  retried: number;
   /** The first and last failure (hung included), ms since the epoch; undefined when none. */
   firstFailureAt?: number;
   lastFailureAt?: number;
@@ -235,25 +243,40 @@ export class CheckedLoad {
     return this.#request(kind, entry, target, undefined, options);
   }
 
-  #request(
+  async #request(
     kind: Exclude<LoadKind, "websocket">,
     entry: CheckedEntry,
     target: CheckedTarget,
     agent: http.Agent | undefined,
     options: { stallMs?: number; bytes?: number },
   ): Promise<Outcome> {
+    const first = await this.#attempt(kind, entry, target, agent, options);
+    if (!first.resetBeforeAnswer || kind === "upload") return first.outcome;
+    const again = await this.#attempt(kind, entry, target, agent, options);
+    return { ...again.outcome, at: first.outcome.at, ms: again.outcome.at + again.outcome.ms - first.outcome.at, retried: true };
+  }
+
+  #attempt(
+    kind: Exclude<LoadKind, "websocket">,
+    entry: CheckedEntry,
+    target: CheckedTarget,
+    agent: http.Agent | undefined,
+    options: { stallMs?: number; bytes?: number },
+  ): Promise<{ outcome: Outcome; resetBeforeAnswer: boolean }> {
     const seed = `${kind}-${++this.#seq}`;
     const at = Date.now();
     const upload = kind === "upload" ? expectedBody("client", seed, this.#o.uploadBytes) : undefined;
     const bytes = options.bytes ?? (kind === "download" ? this.#o.downloadBytes : 512);
     const path = kind === "upload" ? "/upload" : `/data?seed=${seed}&bytes=${bytes}${kind === "slow" ? `&delay=${this.#o.slowMs}` : ""}`;
-    return new Promise<Outcome>((resolve) => {
+    return new Promise((resolve) => {
       let done = false;
+      let answered = false;
       const finish = (result: string, misrouted = false, corrupt = false) => {
         if (done) return;
         done = true;
         clearTimeout(timer);
-        resolve({ kind, at, ms: Date.now() - at, result, misrouted, corrupt, entry: entry.httpPort, app: target.app });
+        const resetBeforeAnswer = result === "ECONNRESET" && !answered && req.reusedSocket;
+        resolve({ outcome: { kind, at, ms: Date.now() - at, result, misrouted, corrupt, entry: entry.httpPort, app: target.app }, resetBeforeAnswer });
       };
       const req = http.request(
         {
@@ -270,6 +293,7 @@ export class CheckedLoad {
           agent: agent ?? false,
         },
         (res) => {
+          answered = true;
           const chunks: Buffer[] = [];
           res.on("data", (c: Buffer) => {
             if (chunks.length === 0 && options.stallMs) {
@@ -384,9 +408,10 @@ export class CheckedLoad {
 
 /** Counts outcomes: attempted, ok, failed by result, hung, misrouted, corrupt. */
 export function summarize(outcomes: readonly Outcome[]): LoadSummary {
-  const s: LoadSummary = { attempted: 0, ok: 0, failed: {}, hung: 0, misrouted: 0, corrupt: 0 };
+  const s: LoadSummary = { attempted: 0, ok: 0, failed: {}, hung: 0, misrouted: 0, corrupt: 0, retried: 0 };
   for (const o of outcomes) {
     s.attempted++;
+    if (o.retried) s.retried++;
     if (o.misrouted) s.misrouted++;
     if (o.corrupt) s.corrupt++;
     const failed = o.result !== "ok" || o.misrouted || o.corrupt;
