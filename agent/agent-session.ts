@@ -13,7 +13,7 @@ import { GrpcFrameDecoder } from "../shared/grpc-frame-decoder.js";
 import { decodeGrpcMessage, encodeGrpcMessage } from "../shared/grpc-message.js";
 import { decodeGrpcMessage as decodeStatusText, GrpcStatus } from "../shared/grpc-status.js";
 import type { Logger } from "../shared/logger.js";
-import { noDelayConnector, overSocket } from "../shared/http2-sockets.js";
+import { AlwaysReadingSocket, noDelayConnector, overSocket } from "../shared/http2-sockets.js";
 import { openTunnel, proxyFor } from "../shared/proxy.js";
 import type { Duplex } from "node:stream";
 import { TUNNEL_WINDOWS } from "../shared/tunnel-windows.js";
@@ -204,7 +204,8 @@ export class AgentSession {
           enablePush: false,
         },
         maxSessionMemory: TUNNEL_WINDOWS.maxSessionMemoryMb,
-        createConnection,
+        // Reads on while a write is blocked: bulk both ways cannot deadlock the connection.
+        createConnection: () => new AlwaysReadingSocket(createConnection()),
       });
     } catch (err) {
       this.#finish({ kind: "lost", message: (err as Error).message });

@@ -16,7 +16,7 @@ const MIB = 1024 * 1024;
  * to time out (20 s), and uploads parked in the agent's HTTP/2 session window held back the
  * dial of new streams past the dial timeout (see the report of issue 17).
  */
-const HALF = MIB / 2;
+const HALF = Number(process.env["PF_HALF_MIB"] ?? "0.5") * MIB;
 
 /**
  * An app in the workspace (a process of its own) that reads everything a connection sends,
@@ -157,7 +157,15 @@ describe("warren port-forward", () => {
   it("carries 50 concurrent connections moving 1 MiB each (half each way), with half-close, checksums intact", async () => {
     const { child, ports } = await portForward(home, server, alice, name, [`127.0.0.1:0:${app.port}`]);
     try {
-      await Promise.all(Array.from({ length: 50 }, () => exchange(ports[0]!)));
+      const results = await Promise.allSettled(Array.from({ length: 50 }, () => exchange(ports[0]!)));
+      const bad = results.filter((r) => r.status === "rejected").map((r) => String((r as PromiseRejectedResult).reason).slice(0, 80));
+      if (bad.length > 0) throw new Error(bad.join("\n"));
+    } catch (err) {
+      const closed = server.proc.lines.filter((l) => l.msg === "port-forward connection closed").map((l) => `${String(l["bytesIn"])}/${String(l["bytesOut"])}/${String(l["reset"])}`);
+      console.log("DEBUG", closed.length, child.output());
+      console.log("SERVERLOG", JSON.stringify(server.proc.lines.filter((l) => l.level !== "debug" && (l as {level?: unknown}).level !== 20 && !/port-forward connection/.test(String(l.msg))).slice(-15)));
+      console.log("AGENTLOG", JSON.stringify(agent.proc.lines.slice(-15)), agent.proc.stderr.join(""));
+      throw err;
     } finally {
       child.kill("SIGINT");
     }

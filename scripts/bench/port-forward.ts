@@ -2,7 +2,7 @@ import { mkdtempSync, rmSync } from "node:fs";
 import net from "node:net";
 import { tmpdir } from "node:os";
 import { join } from "node:path";
-import { BackgroundProcess, freePort, waitForPort } from "./processes.js";
+import { BackgroundProcess, benchNodeFlags, freePort, waitForPort } from "./processes.js";
 import type { BenchContext, BenchRow, BenchSection } from "./report.js";
 import { ADMIN_TOKEN, startThrowawaySshd, startWarren, type WarrenRival } from "./rivals.js";
 
@@ -109,6 +109,7 @@ export async function benchPortForward(ctx: BenchContext): Promise<BenchSection>
     const warren: WarrenRival = await startWarren(ctx.root, app.port);
     stops.push(() => warren.stop());
     const cli = new BackgroundProcess(process.execPath, [
+      ...benchNodeFlags("cli"),
       `${ctx.root}dist/warren.cjs`, "port-forward", "bench", "--tcp", `0:${app.port}`,
       "--server", `http://127.0.0.1:${warren.httpPort}`, "--token", ADMIN_TOKEN,
     ]);
