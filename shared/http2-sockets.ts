@@ -61,7 +61,6 @@ export class AlwaysReadingSocket extends Duplex {
     socket.on("end", () => this.push(null));
     socket.on("error", (err: Error) => this.destroy(err));
     socket.on("close", () => this.destroy());
-    for (const event of ["connect", "secureConnect"]) socket.once(event, () => this.emit(event));
   }
 
   /** Bytes received from the network (liveness counts them, read by HTTP/2 or not yet). */
