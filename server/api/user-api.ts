@@ -4,7 +4,7 @@ import { UserService } from "../../shared/gen/warren/v1/user_pb.js";
 import type { Authenticator } from "../auth/authenticator.js";
 import type { SshKeyManager } from "../control/ssh-key-manager.js";
 import type { UserManager } from "../control/user-manager.js";
-import type { SshKeyRecord, UserRecord } from "../store/records.js";
+import type { SshKeyRecord, UserRecord } from "../domain/records.js";
 import { callerOf } from "./workspace-api.js";
 
 const toProto = (u: UserRecord) => ({ name: u.name, createTime: timestampFromMs(u.createdAt) });
