@@ -314,7 +314,7 @@ export class AgentSession {
     control.on("response", (headers) => {
       const httpStatus = headers[":status"];
       if (httpStatus !== 200) {
-        this.#finish({ kind: "lost", message: `server answered HTTP ${httpStatus} on the agent endpoint; is WARREN_SERVER the agent address?` });
+        this.#finish({ kind: "lost", message: `server answered HTTP ${httpStatus} on the agent endpoint; is WARREN_SERVER the Warren server's public URL (or its agent listener)?` });
         return;
       }
       onStatus(headers);
@@ -322,10 +322,10 @@ export class AgentSession {
     control.on("trailers", onStatus);
     control.on("close", () => {
       clearTimeout(welcomeTimer);
-      // Closed before the peer said a word of HTTP/2: an HTTP/1 server (Warren's HTTP port, or not Warren at all).
+      // Closed before the peer said a word of HTTP/2: an HTTP/1 server (not Warren, or an old Warren's HTTP port).
       const message = this.#peerSpokeHttp2
         ? "control stream closed"
-        : `${this.#options.server.origin} does not answer as a Warren agent listener (no HTTP/2): is WARREN_SERVER the server's agent address (port 8150 by default), not its HTTP port or another server?`;
+        : `${this.#options.server.origin} does not answer as a Warren server (no HTTP/2): is WARREN_SERVER the server's public URL (or its agent listener), not another server or port?`;
       this.#finish({ kind: "lost", message });
     });
     const decoder = new GrpcFrameDecoder(MAX_CONTROL_MESSAGE_BYTES);

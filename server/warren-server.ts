@@ -6,6 +6,11 @@ import { randomBytes } from "node:crypto";
 import type { AddressInfo } from "node:net";
 import { DisconnectReason } from "../shared/gen/warren/v1/agent_pb.js";
 import { UserService } from "../shared/gen/warren/v1/user_pb.js";
+import { CiService } from "../shared/gen/warren/v1/ci_pb.js";
+import { ciApi } from "./api/ci-api.js";
+import { CiEnrollment } from "./ci/ci-enrollment.js";
+import { CiIdTokenVerifier } from "./ci/ci-id-token-verifier.js";
+import { EnrollmentTokens } from "./control/enrollment-tokens.js";
 import { WorkspaceService } from "../shared/gen/warren/v1/workspace_pb.js";
 import type { Logger } from "../shared/logger.js";
 import type { HostPort } from "../shared/settings.js";
@@ -13,7 +18,7 @@ import { TUNNEL_WINDOWS } from "../shared/tunnel-windows.js";
 import { VERSION } from "../shared/version.js";
 import { createApiHandler } from "./api/api-handler.js";
 import { userApi } from "./api/user-api.js";
-import { workspaceApi } from "./api/workspace-api.js";
+import { workspaceApi, workspaceProto } from "./api/workspace-api.js";
 import { Authenticator } from "./auth/authenticator.js";
 import { CredentialLeases } from "./auth/credential-leases.js";
 import { SecretBox } from "./auth/secret-box.js";
@@ -77,13 +82,14 @@ import { provisionalPrincipalOfKeyOwner, sshKeyOfCredential } from "./domain/ssh
 import { SshFrontDoor } from "./ssh/ssh-front-door.js";
 import { sshPortOf, sshUserOf, WorkspaceSshConnector } from "./ssh/workspace-ssh-client.js";
 import { WorkspaceSshIdentities } from "./ssh/workspace-ssh-identity.js";
-import { AgentEndpoint } from "./tunnel/agent-endpoint.js";
+import { AgentEndpoint, agentHttp2Settings, isAgentRequest } from "./tunnel/agent-endpoint.js";
 import { TunnelDialer, type Dialer } from "./tunnel/tunnel-dialer.js";
 import { TunnelRegistry } from "./tunnel/tunnel-registry.js";
 
 export interface ServerAddresses {
   readonly http: AddressInfo;
-  readonly agent: AddressInfo;
+  /** Absent when the separate agent listener is off (agents come through the public listener). */
+  readonly agent?: AddressInfo;
   readonly observability: AddressInfo;
   /** Absent when the SSH listener is off. */
   readonly ssh?: AddressInfo;
@@ -391,6 +397,17 @@ export class WarrenServer {
     // Each kept app connection holds one of the agent's streams (at most 500 per connection):
     // a few dozen per port serve a burst of one-request clients without crowding out the rest.
     this.#upstreams = new UpstreamPool({ maxIdlePerTarget: 32, idleTimeoutMs: 4000, acceptsNewWork });
+    const sshOf = async (w: WorkspaceRecord) => ({ sshPort: sshPortOf(w), sshUser: sshUserOf(w), sshPublicKey: (await identities.get(w)).publicKey });
+    const enrollmentTokens = new EnrollmentTokens({ tokens: store, users: store, log: log.child({ component: "control" }) });
+    const ciEnrollment = new CiEnrollment({
+      verifier: new CiIdTokenVerifier({ issuers: config.ciIssuers, defaultAudience: () => this.#publicBase, log: log.child({ component: "ci" }) }),
+      enrollmentTokens,
+      workspaces: manager,
+      authenticator,
+      provisionUser: (name) => users.provisionUser(name),
+      userExists: async (name) => (await store.getUser(name)) !== undefined,
+      log: log.child({ component: "ci" }),
+    });
     const api = createApiHandler({
       routes: (router) => {
         router.service(
@@ -400,11 +417,19 @@ export class WarrenServer {
             authenticator,
             urlsOf,
             isConnected,
-            sshOf: async (w) => ({ sshPort: sshPortOf(w), sshUser: sshUserOf(w), sshPublicKey: (await identities.get(w)).publicKey }),
+            sshOf,
             forgetHostKey: (workspace) => knownHosts.forget(workspace),
           }),
         );
-        router.service(UserService, userApi({ manager: users, sshKeys, authenticator }));
+        router.service(UserService, userApi({ manager: users, sshKeys, authenticator, enrollmentTokens }));
+        router.service(
+          CiService,
+          ciApi({
+            enrollment: ciEnrollment,
+            toProto: workspaceProto({ urlsOf, isConnected, sshOf }),
+            agentUrlFor: (req) => addressesFor(req as IncomingMessage).agentUrl,
+          }),
+        );
       },
       fallback: rootFallback,
       log: log.child({ component: "api" }),
@@ -417,7 +442,6 @@ export class WarrenServer {
         publicUrl: config.publicUrl,
         publicAgentUrl: config.publicAgentUrl,
         defaultPublicUrl: this.#publicBase,
-        agentPort: this.#addresses?.agent.port ?? config.agentAddr.port,
       });
     const agentDownload = new AgentDownload({
       binaryPath: this.#agentBinary,
@@ -532,6 +556,15 @@ export class WarrenServer {
       onResponse: (target, status, startedAt) => this.metrics.httpResponse(target, status, startedAt),
       onUpgradeDenied: () => this.metrics.webSocketUpgrades.inc({ outcome: "denied" }),
       rootUpgrades: (req, socket, head, path) => portForward.handleUpgrade(req, socket, head, path) || sshOverWebSocket.handleUpgrade(req, socket, head, path),
+      // Browsers over HTTP/2, and agents: one URL (and one port) is all an agent needs.
+      http2: {
+        ...agentHttp2Settings(config.agentMaxStreams),
+        takeStream: (stream, headers) => {
+          if (!isAgentRequest(headers)) return false;
+          this.#agentEndpoint.acceptStream(stream, headers);
+          return true;
+        },
+      },
     });
     if (this.#tls) {
       this.#tls.attach(this.#agentEndpoint);
@@ -585,7 +618,7 @@ export class WarrenServer {
     const ssh = await this.#startSsh();
     this.#addresses = {
       http: httpAddress,
-      agent,
+      ...(agent ? { agent } : {}),
       observability,
       ...(ssh ? { ssh: ssh.address } : {}),
       ...(privateAddress ? { private: privateAddress } : {}),
@@ -607,7 +640,7 @@ export class WarrenServer {
         version: VERSION,
         serverId: this.serverId,
         http: `${httpAddress.address}:${httpAddress.port}`,
-        agent: `${agent.address}:${agent.port}`,
+        ...(agent ? { agent: `${agent.address}:${agent.port}` } : {}),
         observability: `${observability.address}:${observability.port}`,
         ...(ssh ? { ssh: `${ssh.address.address}:${ssh.address.port}`, sshHostKey: ssh.fingerprint } : {}),
         publicUrl: this.#publicBase,

@@ -54,10 +54,9 @@ const ACTUAL: Record<ActualState, WorkspaceActualState> = {
   [ActualState.Unknown]: WorkspaceActualState.UNKNOWN,
 };
 
-/** warren.v1.WorkspaceService over the Connect protocol. */
-export function workspaceApi(options: WorkspaceApiOptions): ServiceImpl<typeof WorkspaceService> {
-  const { manager, authenticator } = options;
-  const toProto = async (record: WorkspaceRecord): Promise<Workspace> => {
+/** Turns workspace records into their API form (WorkspaceService, CiService). */
+export function workspaceProto(options: Pick<WorkspaceApiOptions, "urlsOf" | "isConnected" | "sshOf">): (record: WorkspaceRecord) => Promise<Workspace> {
+  return async (record: WorkspaceRecord): Promise<Workspace> => {
     const states = statesOf(record);
     return create(WorkspaceSchema, {
       name: record.name,
@@ -80,8 +79,25 @@ export function workspaceApi(options: WorkspaceApiOptions): ServiceImpl<typeof W
         process: d.process ?? "",
         exposed: record.ports.some((p) => p.port === d.port),
       })),
+      ...(record.ci
+        ? {
+            ci: {
+              issuer: record.ci.issuer,
+              project: record.ci.project ?? "",
+              job: record.ci.job ?? "",
+              jobUrl: record.ci.jobUrl ?? "",
+              ...(record.ci.holdUntil !== undefined ? { holdExpireTime: timestampFromMs(record.ci.holdUntil), exitCode: record.ci.exitCode ?? 0 } : {}),
+            },
+          }
+        : {}),
     });
   };
+}
+
+/** warren.v1.WorkspaceService over the Connect protocol. */
+export function workspaceApi(options: WorkspaceApiOptions): ServiceImpl<typeof WorkspaceService> {
+  const { manager, authenticator } = options;
+  const toProto = workspaceProto(options);
   return {
     async createWorkspace(req, ctx) {
       const principal = await callerOf(authenticator, ctx);

@@ -7,7 +7,7 @@ import type { SecretBox } from "../auth/secret-box.js";
 import { mintToken, TokenKind } from "../domain/tokens.js";
 import type { EventBus } from "../events/event-bus.js";
 import { isValidNewWorkspaceName, isValidWorkspaceName, MAX_NEW_WORKSPACE_NAME_CHARS } from "../domain/workspace-name.js";
-import { dialablePorts, workspaceIdOf, type DetectedPortRecord, type PortRecord, type VariableRecord, type WorkspaceRecord } from "../domain/records.js";
+import { dialablePorts, workspaceIdOf, type CiJobRecord, type DetectedPortRecord, type PortRecord, type VariableRecord, type WorkspaceRecord } from "../domain/records.js";
 import type { TokenStore, UserStore, WorkspaceStore } from "../domain/store.js";
 import { ActualState, applyAction, applyAgentGone, applyReport, DesiredState, isLegalTransition, type LifecycleAction, type WorkloadStatus, type WorkspaceStates } from "../domain/workspace-state.js";
 
@@ -25,6 +25,8 @@ export interface CreateWorkspaceInput {
   readonly sshPort?: number;
   /** User the SSH front door logs in as; the default when empty or absent. */
   readonly sshUser?: string;
+  /** A CI job enrolled it (CiService only: never from WorkspaceService's request). */
+  readonly ci?: CiJobRecord;
 }
 
 export interface WorkspaceManagerOptions {
@@ -108,6 +110,7 @@ export class WorkspaceManager {
       ...(variables.length > 0 ? { sealedVariables: this.#options.secretBox.seal(JSON.stringify(variables), sealContext(input.name)) } : {}),
       revision: 1,
       ...ssh,
+      ...(input.ci ? { ci: input.ci } : {}),
     };
     await this.#replaceTerminated(input.name);
     await this.#options.workspaces.createWorkspace(workspace);
@@ -286,6 +289,31 @@ export class WorkspaceManager {
     if (result && result.after.actualState === ActualState.Terminated && result.before.actualState !== ActualState.Terminated) {
       await this.#revoke(result.after, `workspace "${name}" was terminated`);
     }
+  }
+
+  /**
+   * A CI job's command failed: the workspace stays for a person to look inside until
+   * `holdMs` from now (never beyond its time to live, which the hold becomes). Only for the
+   * workspace incarnation the caller's agent token belongs to.
+   */
+  async holdCiWorkspace(name: string, workspaceId: string, holdMs: number, exitCode: number): Promise<WorkspaceRecord> {
+    const now = this.#now();
+    const result = await this.#mutate(name, "CI job failed: held", (r) => {
+      if (workspaceIdOf(r) !== workspaceId || !r.ci) throw notFound(name);
+      refuseIfTerminated(r);
+      const holdUntil = Math.min(now + holdMs, r.expiresAt ?? Infinity);
+      return { ...r, expiresAt: holdUntil, ci: { ...r.ci, holdUntil, exitCode } };
+    });
+    if (!result) throw notFound(name);
+    this.#log.info({ workspace: name, holdUntil: new Date(result.after.ci?.holdUntil ?? now).toISOString(), exitCode }, "CI workspace held after its job failed");
+    return result.after;
+  }
+
+  /** A CI job ended: its workspace is terminated at once (its agent token's incarnation only). */
+  async finishCiWorkspace(name: string, workspaceId: string, why: string): Promise<void> {
+    const current = await this.#options.workspaces.getWorkspace(name);
+    if (!current || workspaceIdOf(current) !== workspaceId || !current.ci) throw notFound(name);
+    await this.#terminate(name, why);
   }
 
   /** The workspace's variables in plaintext, for its agent only. Never log them. */

@@ -160,11 +160,11 @@ export class RedisStore implements ControlStore, SnapshotSource {
   }
 
   async putToken(token: TokenRecord): Promise<void> {
-    if (token.kind !== TokenKind.Access) {
+    if (!indexedByUser(token)) {
       await this.#redis.run("putToken", (c) => c.set(this.#tokenKey(token.id), JSON.stringify(token)));
       return;
     }
-    // Access tokens are indexed by user (P:tokens:<user>), for listing.
+    // Access and enrollment tokens are indexed by user (P:tokens:<user>), for listing.
     const results = await this.#redis.run("putToken", (c) =>
       c.multi().set(this.#tokenKey(token.id), JSON.stringify(token)).sadd(this.#redis.key("tokens", token.subject), token.id).exec(),
     );
@@ -183,7 +183,7 @@ export class RedisStore implements ControlStore, SnapshotSource {
 
   async deleteToken(id: string): Promise<void> {
     const token = await this.getToken(id);
-    if (token?.kind !== TokenKind.Access) {
+    if (!token || !indexedByUser(token)) {
       await this.#redis.run("deleteToken", (c) => c.del(this.#tokenKey(id)));
       return;
     }
@@ -343,4 +343,9 @@ function repliesOf(results: Array<[Error | null, unknown]> | null): unknown[] {
   const failed = results.find(([err]) => err);
   if (failed) throw WarrenError.from(failed[0], ErrorCode.Unavailable);
   return results.map(([, value]) => value);
+}
+
+/** Tokens listed per user: access and enrollment tokens (agent tokens belong to a workspace). */
+function indexedByUser(token: TokenRecord): boolean {
+  return token.kind === TokenKind.Access || token.kind === TokenKind.Enrollment;
 }

@@ -22,6 +22,7 @@ export interface ServerHandle {
   readonly httpPort: number;
   /** Address the HTTP listener is reachable at (127.0.0.1 unless WARREN_HTTP_ADDR says otherwise). */
   readonly httpHost: string;
+  /** Port of the separate agent listener (0 when it is off). */
   readonly agentPort: number;
   readonly observabilityPort: number;
   /** Port of the SSH listener (0 when it is off). */
@@ -81,7 +82,8 @@ export async function startServer(
     }),
   );
   const ready = await proc.waitFor((l) => l.msg === "warren server ready", 15_000, "server ready");
-  const agentPort = portOf(ready["agent"]);
+  // Without a separate agent listener (WARREN_AGENT_ADDR=off), agents use the HTTP listener.
+  const agentPort = ready["agent"] ? portOf(ready["agent"]) : 0;
   return {
     proc,
     httpPort: portOf(ready["http"]),
@@ -89,7 +91,7 @@ export async function startServer(
     agentPort,
     observabilityPort: portOf(ready["observability"]),
     sshPort: ready["ssh"] ? portOf(ready["ssh"]) : 0,
-    agentUrl: `http://${hostOf(ready["agent"])}:${agentPort}`,
+    agentUrl: ready["agent"] ? `http://${hostOf(ready["agent"])}:${agentPort}` : `http://${hostOf(ready["http"])}:${portOf(ready["http"])}`,
     adminToken: env["WARREN_ADMIN_TOKEN"] ?? ADMIN_TOKEN,
     ca,
     stop: () => proc.stop(),
