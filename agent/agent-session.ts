@@ -1,15 +1,7 @@
 import tls from "node:tls";
 import http2, { type ClientHttp2Session, type ClientHttp2Stream, type IncomingHttpHeaders } from "node:http2";
 import { create } from "@bufbuild/protobuf";
-import {
-  ControlRequestSchema,
-  ControlResponseSchema,
-  DisconnectReason,
-  type ControlRequest,
-  type ControlResponse,
-  type Welcome,
-  type WorkspaceDesiredState,
-} from "../shared/gen/warren/v1/agent_pb.js";
+import { ControlRequestSchema, ControlResponseSchema, DisconnectReason, type ControlRequest, type ControlResponse, type Welcome, type WorkspaceDesiredState } from "../shared/gen/warren/v1/agent_pb.js";
 import { GrpcFrameDecoder } from "../shared/grpc-frame-decoder.js";
 import { decodeGrpcMessage, encodeGrpcMessage } from "../shared/grpc-message.js";
 import { decodeGrpcMessage as decodeStatusText, GrpcStatus } from "../shared/grpc-status.js";
@@ -358,7 +350,7 @@ export class AgentSession {
     control.on("response", (headers) => {
       const httpStatus = headers[":status"];
       if (httpStatus !== 200) {
-        this.#finish({ kind: "lost", message: `server answered HTTP ${httpStatus} on the agent endpoint; is WARREN_SERVER the agent address?` });
+        this.#finish({ kind: "lost", message: `server answered HTTP ${httpStatus} on the agent endpoint; is WARREN_SERVER the Warren server's public URL (or its agent listener)?` });
         return;
       }
       onStatus(headers);
@@ -366,10 +358,10 @@ export class AgentSession {
     control.on("trailers", onStatus);
     control.on("close", () => {
       clearTimeout(welcomeTimer);
-      // Closed before the peer said a word of HTTP/2: an HTTP/1 server (Warren's HTTP port, or not Warren at all).
+      // Closed before the peer said a word of HTTP/2: an HTTP/1 server (not Warren, or an old Warren's HTTP port).
       const message = this.#peerSpokeHttp2
         ? "control stream closed"
-        : `${this.#options.server.origin} does not answer as a Warren agent listener (no HTTP/2): is WARREN_SERVER the server's agent address (port 8150 by default), not its HTTP port or another server?`;
+        : `${this.#options.server.origin} does not answer as a Warren server (no HTTP/2): is WARREN_SERVER the server's public URL (or its agent listener), not another server or port?`;
       this.#finish({ kind: "lost", message });
     });
     const decoder = new GrpcFrameDecoder(MAX_CONTROL_MESSAGE_BYTES);

@@ -10,7 +10,7 @@ export function parseServerAddress(raw: string): URL {
   try {
     url = /^[a-z][a-z0-9+.-]*:\/\//i.test(value) ? new URL(value) : new URL(`${isLoopback(value) ? "http" : "https"}://${value}`);
   } catch {
-    throw new Error(`"${raw}" is not a server address like https://warren.example.com:8150`);
+    throw new Error(`"${raw}" is not a server address like https://warren.example.com`);
   }
   if (url.protocol !== "http:" && url.protocol !== "https:") throw new Error(`"${raw}": use http:// (h2c) or https://`);
   if (url.pathname !== "/" && url.pathname !== "") throw new Error(`"${raw}": a server address has no path`);
@@ -42,7 +42,7 @@ export const AGENT_SETTINGS = {
     key: "server",
     flag: "server",
     env: "WARREN_SERVER",
-    description: "agent endpoint of the Warren server(s), comma-separated, e.g. https://ws.example.com:8150",
+    description: "the Warren server's public URL, e.g. https://ws.example.com (or its agent listener, https://ws.example.com:8150); comma-separated for several",
     parse: parseServerList,
   }),
   token: setting<string | undefined>({

@@ -11,9 +11,11 @@ import type { WorkloadControl, WorkloadStatusReport } from "./workload-control.j
 import { WorkloadSupervisor } from "./workload-supervisor.js";
 import { WorkloadVariables } from "./workload-variables.js";
 import { listeningPortsMessage, PortDiscovery } from "./port-discovery.js";
+import { runCi } from "./ci-command.js";
 
 const USAGE = `Usage: warren-agent [flags]
        warren-agent run [flags] -- CMD [ARGS...]
+       warren-agent ci [flags] -- CMD [ARGS...]   (a CI job's own workspace: warren-agent ci --help)
 
 Connects this workspace to a Warren server and carries connections to its local ports
 (127.0.0.1 only, and only the ports the workspace exposes). Every setting is a flag, a
@@ -81,6 +83,8 @@ function tokenReader(config: AgentConfig): () => string {
 }
 
 async function main(): Promise<void> {
+  // `ci` creates its own workspace and token: a command of its own (agent/ci-command.ts).
+  if (process.argv[2] === "ci") await runCi(process.argv.slice(3));
   let commandLine: CommandLine;
   try {
     commandLine = loadCommandLine(process.argv.slice(2));

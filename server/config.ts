@@ -1,18 +1,6 @@
 import { DEFAULT_LIVENESS } from "../shared/liveness.js";
 import { ErrorCode, WarrenError } from "../shared/errors.js";
-import {
-  formatDuration,
-  parseDuration,
-  parseHostPort,
-  parseIntegerIn,
-  parseNonEmpty,
-  parseBoolean,
-  parseOneOf,
-  parseReadableFile,
-  setting,
-  type HostPort,
-  type SettingsOf,
-} from "../shared/settings.js";
+import { formatDuration, parseDuration, parseHostPort, parseIntegerIn, parseNonEmpty, parseBoolean, parseOneOf, parseReadableFile, setting, type HostPort, type SettingsOf } from "../shared/settings.js";
 import { homedir } from "node:os";
 import { join } from "node:path";
 import { LOG_FORMATS, type LogFormat } from "../shared/log-format.js";
@@ -20,6 +8,7 @@ import { LOG_LEVELS } from "../shared/logger.js";
 import type { LevelWithSilent } from "pino";
 import { parseRedisUrl, type RedisTarget } from "./cluster/redis-url.js";
 import { OIDC_SETTINGS, oidcConfigOf } from "./oidc/oidc-settings.js";
+import { CI_SETTINGS } from "./ci/ci-issuer-settings.js";
 
 const DNS_NAME = /^(?=.{1,253}$)([a-z0-9]([a-z0-9-]{0,61}[a-z0-9])?)(\.[a-z0-9]([a-z0-9-]{0,61}[a-z0-9])?)*$/;
 
@@ -104,14 +93,14 @@ export const SERVER_SETTINGS = {
     defaultText: "127.0.0.1:8080",
     parse: parseHostPort,
   }),
-  agentAddr: setting({
+  agentAddr: setting<HostPort | undefined>({
     key: "agentAddr",
     flag: "agent-addr",
     env: "WARREN_AGENT_ADDR",
-    description: "agent gRPC listener",
+    description: "separate agent gRPC listener; agents also connect through the public listener (WARREN_HTTP_ADDR), so off is enough for most",
     default: parseHostPort("127.0.0.1:8150"),
     defaultText: "127.0.0.1:8150",
-    parse: parseHostPort,
+    parse: parseListenerOrOff,
   }),
   observabilityAddr: setting({
     key: "observabilityAddr",
@@ -144,8 +133,8 @@ export const SERVER_SETTINGS = {
     key: "publicAgentUrl",
     flag: "public-agent-url",
     env: "WARREN_PUBLIC_AGENT_URL",
-    description: "address agents use to reach the agent listener, e.g. https://ws.example.com:8150 (the agent download's instructions show it)",
-    defaultText: "http://{public host}:{agent port}",
+    description: "address agents use to reach the server, e.g. https://ws.example.com (the agent download's instructions show it)",
+    defaultText: "the public URL",
     parse: parsePublicUrl,
   }),
   agentBinary: setting<string | undefined>({
@@ -476,6 +465,7 @@ export const SERVER_SETTINGS = {
     },
   }),
   ...OIDC_SETTINGS,
+  ...CI_SETTINGS,
 };
 
 export type ServerConfig = SettingsOf<typeof SERVER_SETTINGS>;

@@ -5,9 +5,10 @@ import { readyBanner, type BannerInfo } from "./console-banner.js";
 import { parseCommandLine, readConfigFile, resolveSettings, settingsHelp } from "../shared/settings.js";
 import { VERSION } from "../shared/version.js";
 import { SERVER_SETTINGS, validateServerConfig, type ServerConfig } from "./config.js";
-import { openLocalState, type LocalState } from "./store/local-state.js";
-import { backupCommand, restoreCommand } from "./store/store-commands.js";
+import { openLocalState, type LocalState } from "./local-state.js";
+import { backupCommand, restoreCommand } from "./store-commands.js";
 import { WarrenServer } from "./warren-server.js";
+import { agentUrlFor } from "./http/install-script.js";
 
 const STORE_COMMANDS = ["backup", "restore"] as const;
 type StoreCommand = (typeof STORE_COMMANDS)[number];
@@ -62,13 +63,12 @@ function listenerSetting(config: ServerConfig, port: number | undefined): string
 
 /** Where things are, from the listeners the server actually opened. */
 function bannerInfo(server: WarrenServer, config: ServerConfig, local: LocalState): BannerInfo {
-  const { agent, observability, ssh } = server.addresses;
+  const { observability, ssh } = server.addresses;
   const reachable = (address: string) => (address === "0.0.0.0" || address === "::" ? "127.0.0.1" : address.includes(":") ? `[${address}]` : address);
-  const tls = config.tlsCert !== undefined;
   return {
     version: VERSION,
     publicUrl: server.publicUrl,
-    agentUrl: config.publicAgentUrl ?? `${tls ? "https" : "http"}://${reachable(agent.address)}:${agent.port}`,
+    agentUrl: config.publicAgentUrl ?? agentUrlFor(server.publicUrl),
     metricsUrl: `${config.observabilityTls ? "https" : "http"}://${reachable(observability.address)}:${observability.port}/metrics`,
     ...(ssh ? { ssh: { host: config.rootDomain, port: ssh.port } } : {}),
     adminToken:

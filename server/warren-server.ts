@@ -6,6 +6,11 @@ import { randomBytes } from "node:crypto";
 import type { AddressInfo } from "node:net";
 import { DisconnectReason } from "../shared/gen/warren/v1/agent_pb.js";
 import { UserService } from "../shared/gen/warren/v1/user_pb.js";
+import { CiService } from "../shared/gen/warren/v1/ci_pb.js";
+import { ciApi } from "./api/ci-api.js";
+import { CiEnrollment } from "./ci/ci-enrollment.js";
+import { CiIdTokenVerifier } from "./ci/ci-id-token-verifier.js";
+import { EnrollmentTokens } from "./control/enrollment-tokens.js";
 import { WorkspaceService } from "../shared/gen/warren/v1/workspace_pb.js";
 import type { Logger } from "../shared/logger.js";
 import type { HostPort } from "../shared/settings.js";
@@ -13,13 +18,13 @@ import { TUNNEL_WINDOWS } from "../shared/tunnel-windows.js";
 import { VERSION } from "../shared/version.js";
 import { createApiHandler } from "./api/api-handler.js";
 import { userApi } from "./api/user-api.js";
-import { workspaceApi } from "./api/workspace-api.js";
+import { workspaceApi, workspaceProto } from "./api/workspace-api.js";
 import { Authenticator } from "./auth/authenticator.js";
 import { CredentialLeases } from "./auth/credential-leases.js";
 import { SecretBox } from "./auth/secret-box.js";
 import { generateSecretKey, KeyPurpose, SecretKeys } from "./auth/secret-keys.js";
 import { SessionCookieSigner, withoutSessionCookies } from "./auth/session-cookie.js";
-import { generateAdminToken } from "./auth/tokens.js";
+import { generateAdminToken } from "./domain/tokens.js";
 import { ClusterDialer } from "./cluster/cluster-dialer.js";
 import { LocalPresence, type Presence } from "./cluster/presence.js";
 import { PrivateClient } from "./cluster/private-client.js";
@@ -31,7 +36,8 @@ import { defaultDataDir, storeKindOf, type ServerConfig } from "./config.js";
 import { AgentControl } from "./control/agent-control.js";
 import { SshKeyManager } from "./control/ssh-key-manager.js";
 import { UserManager } from "./control/user-manager.js";
-import { mayReach, WorkspaceManager } from "./control/workspace-manager.js";
+import { WorkspaceManager } from "./control/workspace-manager.js";
+import { mayReach } from "./domain/workspace-policy.js";
 import { LocalEventBus, type EventBus } from "./events/event-bus.js";
 import { RedisEventBus } from "./events/redis-event-bus.js";
 import { AGENT_BINARY_NAME, AgentDownload } from "./http/agent-download.js";
@@ -56,32 +62,34 @@ import { workspaceUrl } from "./http/workspace-host.js";
 import { HealthServer } from "./observability/health-server.js";
 import { ServerMetrics } from "./observability/metrics.js";
 import { TunnelByteMeter } from "./observability/tunnel-byte-meter.js";
-import { rootFallback, rootHandler } from "./root-handler.js";
+import { rootFallback, rootHandler } from "./http/root-handler.js";
 import { PortForwardEndpoint } from "./http/port-forward.js";
 import { SshOverWebSocket } from "./http/ssh-over-websocket.js";
 import { MemoryStore } from "./store/memory-store.js";
 import { TlsCredentials } from "./tls/tls-credentials.js";
-import { workspaceIdOf, type WorkspaceRecord } from "./store/records.js";
+import { workspaceIdOf, type WorkspaceRecord } from "./domain/records.js";
 import { RedisStore } from "./store/redis-store.js";
-import type { ControlStore } from "./store/store.js";
+import type { ControlStore } from "./domain/store.js";
 import type { EmbeddedStore } from "./store/embedded-store.js";
-import type { LocalState } from "./store/local-state.js";
+import type { LocalState } from "./local-state.js";
 import { warnUnlessRedisPersists } from "./store/redis-persistence.js";
 import { WorkspaceCache } from "./store/workspace-cache.js";
 import { KnownHostKeys } from "./ssh/known-host-keys.js";
 import { LoginRateLimiter } from "./ssh/login-rate-limiter.js";
 import { loadServerHostKey } from "./ssh/server-host-key.js";
-import { CredentialSshAccess, provisionalPrincipalOfKeyOwner, type SshAccess } from "./ssh/ssh-access.js";
+import { CredentialSshAccess, type SshAccess } from "./ssh/ssh-access.js";
+import { provisionalPrincipalOfKeyOwner, sshKeyOfCredential } from "./domain/ssh-key-owner.js";
 import { SshFrontDoor } from "./ssh/ssh-front-door.js";
 import { sshPortOf, sshUserOf, WorkspaceSshConnector } from "./ssh/workspace-ssh-client.js";
 import { WorkspaceSshIdentities } from "./ssh/workspace-ssh-identity.js";
-import { AgentEndpoint } from "./tunnel/agent-endpoint.js";
+import { AgentEndpoint, agentHttp2Settings, isAgentRequest } from "./tunnel/agent-endpoint.js";
 import { TunnelDialer, type Dialer } from "./tunnel/tunnel-dialer.js";
 import { TunnelRegistry } from "./tunnel/tunnel-registry.js";
 
 export interface ServerAddresses {
   readonly http: AddressInfo;
-  readonly agent: AddressInfo;
+  /** Absent when the separate agent listener is off (agents come through the public listener). */
+  readonly agent?: AddressInfo;
   readonly observability: AddressInfo;
   /** Absent when the SSH listener is off. */
   readonly ssh?: AddressInfo;
@@ -106,8 +114,15 @@ const LEASE_REVALIDATE_INTERVAL_MS = 15_000;
 
 /** Failed SSH logins allowed per source address, workspace name or user within a minute. */
 const SSH_MAX_FAILURES_PER_MINUTE = 20;
-/** The token id of principals that logged in over SSH with a registered key (see ssh-access.ts). */
-const SSH_KEY_TOKEN_ID = "ssh-key";
+/**
+ * For an SSH session opened with a registered key: re-reads whether the registration is still
+ * there (the lease's periodic check, for a removal whose announcement was missed).
+ */
+function keyRegistrationStillThere(store: { findSshKeys(fingerprint: string): Promise<readonly { user: string }[]> }, tokenId: string) {
+  const key = sshKeyOfCredential(tokenId);
+  if (!key) return undefined;
+  return async () => (await store.findSshKeys(key.fingerprint)).some((r) => r.user === key.user);
+}
 
 /**
  * The composition root of warren-server: builds every module from the config, wires them
@@ -172,7 +187,7 @@ export class WarrenServer {
     const keys = new SecretKeys(config.secretKey ?? local.secretKey?.value ?? generateSecretKey());
     const acceptedKeys = config.secretKeyAccepted.map((secret) => new SecretKeys(secret));
     // The registry tells presence about first and last connections; presence is built below.
-    const registry = new TunnelRegistry({ onWorkspaceChange: (workspace, connected) => this.presence.workspaceChanged(workspace, connected) });
+    const registry = new TunnelRegistry({ onWorkspaceChange: (workspaceId, connected) => this.presence.workspaceChanged(workspaceId, connected) });
     this.registry = registry;
     this.metrics = new ServerMetrics({
       tunnelStats: () => this.#tunnelStats(),
@@ -238,9 +253,14 @@ export class WarrenServer {
         // The holder waits for a stream and for the agent's dial; then it answers.
         answerTimeoutMs: config.streamWaitTimeout + config.dialTimeout + 2000,
         // A peer shutting down: requests on its kept-alive sockets finish, new ones go elsewhere.
+        // A peer that drains sends GOAWAY once its agents have moved: client connections kept
+        // alive here send their next request to the agent's new connection, and WebSockets
+        // through it reconnect now rather than being cut at its shutdown timeout.
         onSessionClosing: (session) => {
           this.#httpAgent.closeIdleSocketsOf(session);
           this.#upstreams.closeIdleOf(session);
+          this.#frontDoor.moveOffSession(session);
+          this.#webSockets.closeRidingOn(session);
         },
       });
       dialer = new ClusterDialer({
@@ -281,7 +301,7 @@ export class WarrenServer {
     const authenticator = new Authenticator({ workspaces: store, tokens: store, adminToken: this.adminToken });
     this.#authenticator = authenticator;
     const leases = this.leases;
-    const isConnected = (name: string) => this.presence.isConnected(name);
+    const isConnected = (workspaceId: string) => this.presence.isConnected(workspaceId);
     const manager = new WorkspaceManager({
       workspaces: store,
       tokens: store,
@@ -297,7 +317,7 @@ export class WarrenServer {
     });
     this.workspaces = manager;
     const users = new UserManager({ users: store, tokens: store, events: this.events, log: log.child({ component: "control" }) });
-    const sshKeys = new SshKeyManager({ keys: store, users: store, log: log.child({ component: "control" }) });
+    const sshKeys = new SshKeyManager({ keys: store, users: store, log: log.child({ component: "control" }), events: this.events });
     const agentControl = new AgentControl({
       manager,
       workspaces: store,
@@ -336,7 +356,7 @@ export class WarrenServer {
         registry.closeOtherIncarnations(event.workspace, event.workspaceId);
       } else if (event.type === "token-revoked") {
         authenticator.forgetToken(event.tokenId);
-        leases.revokeToken(event.tokenId, "the access token was revoked");
+        leases.revokeToken(event.tokenId, sshKeyOfCredential(event.tokenId) ? "the SSH key was removed" : "the access token was revoked");
       }
     });
     const urlsOf = (w: WorkspaceRecord) => w.ports.map((p) => workspaceUrl(this.#publicBase, config.rootDomain, w.name, p.port));
@@ -360,6 +380,7 @@ export class WarrenServer {
         connection.onDraining(() => {
           this.#httpAgent.closeIdleSocketsOf(connection.session);
           this.#upstreams.closeIdleOf(connection.session);
+          this.#frontDoor.moveOffSession(connection.session);
         });
         agentControl.attach(connection);
         limitConnectionAge(connection, config.agentMaxConnectionAge);
@@ -376,6 +397,17 @@ export class WarrenServer {
     // Each kept app connection holds one of the agent's streams (at most 500 per connection):
     // a few dozen per port serve a burst of one-request clients without crowding out the rest.
     this.#upstreams = new UpstreamPool({ maxIdlePerTarget: 32, idleTimeoutMs: 4000, acceptsNewWork });
+    const sshOf = async (w: WorkspaceRecord) => ({ sshPort: sshPortOf(w), sshUser: sshUserOf(w), sshPublicKey: (await identities.get(w)).publicKey });
+    const enrollmentTokens = new EnrollmentTokens({ tokens: store, users: store, log: log.child({ component: "control" }) });
+    const ciEnrollment = new CiEnrollment({
+      verifier: new CiIdTokenVerifier({ issuers: config.ciIssuers, defaultAudience: () => this.#publicBase, log: log.child({ component: "ci" }) }),
+      enrollmentTokens,
+      workspaces: manager,
+      authenticator,
+      provisionUser: (name) => users.provisionUser(name),
+      userExists: async (name) => (await store.getUser(name)) !== undefined,
+      log: log.child({ component: "ci" }),
+    });
     const api = createApiHandler({
       routes: (router) => {
         router.service(
@@ -385,11 +417,19 @@ export class WarrenServer {
             authenticator,
             urlsOf,
             isConnected,
-            sshOf: async (w) => ({ sshPort: sshPortOf(w), sshUser: sshUserOf(w), sshPublicKey: (await identities.get(w)).publicKey }),
+            sshOf,
             forgetHostKey: (workspace) => knownHosts.forget(workspace),
           }),
         );
-        router.service(UserService, userApi({ manager: users, sshKeys, authenticator }));
+        router.service(UserService, userApi({ manager: users, sshKeys, authenticator, enrollmentTokens }));
+        router.service(
+          CiService,
+          ciApi({
+            enrollment: ciEnrollment,
+            toProto: workspaceProto({ urlsOf, isConnected, sshOf }),
+            agentUrlFor: (req) => addressesFor(req as IncomingMessage).agentUrl,
+          }),
+        );
       },
       fallback: rootFallback,
       log: log.child({ component: "api" }),
@@ -402,7 +442,6 @@ export class WarrenServer {
         publicUrl: config.publicUrl,
         publicAgentUrl: config.publicAgentUrl,
         defaultPublicUrl: this.#publicBase,
-        agentPort: this.#addresses?.agent.port ?? config.agentAddr.port,
       });
     const agentDownload = new AgentDownload({
       binaryPath: this.#agentBinary,
@@ -428,6 +467,7 @@ export class WarrenServer {
       providers: [...(oidc ? [oidc] : []), new AccessTokenLogin(authenticator)],
       authenticator,
       loginCodes: store,
+      workspaces: workspaceLookup,
       signer: new SessionCookieSigner({
         key: keys.derive(KeyPurpose.SessionCookie),
         acceptedKeys: acceptedKeys.map((k) => k.derive(KeyPurpose.SessionCookie)),
@@ -504,7 +544,7 @@ export class WarrenServer {
       ...(config.httpFastPath
         ? {
             fastPath: {
-              dial: (target, earlyData) => dialer.dial(target.workspace, target.port, { earlyData }),
+              dial: (target, earlyData) => dialer.dial({ name: target.workspace, id: target.workspaceId }, target.port, { earlyData }),
               upstreams: this.#upstreams,
               upstreamTimeoutMs: config.upstreamTimeout,
               filterCookie: withoutSessionCookies,
@@ -516,6 +556,15 @@ export class WarrenServer {
       onResponse: (target, status, startedAt) => this.metrics.httpResponse(target, status, startedAt),
       onUpgradeDenied: () => this.metrics.webSocketUpgrades.inc({ outcome: "denied" }),
       rootUpgrades: (req, socket, head, path) => portForward.handleUpgrade(req, socket, head, path) || sshOverWebSocket.handleUpgrade(req, socket, head, path),
+      // Browsers over HTTP/2, and agents: one URL (and one port) is all an agent needs.
+      http2: {
+        ...agentHttp2Settings(config.agentMaxStreams),
+        takeStream: (stream, headers) => {
+          if (!isAgentRequest(headers)) return false;
+          this.#agentEndpoint.acceptStream(stream, headers);
+          return true;
+        },
+      },
     });
     if (this.#tls) {
       this.#tls.attach(this.#agentEndpoint);
@@ -569,7 +618,7 @@ export class WarrenServer {
     const ssh = await this.#startSsh();
     this.#addresses = {
       http: httpAddress,
-      agent,
+      ...(agent ? { agent } : {}),
       observability,
       ...(ssh ? { ssh: ssh.address } : {}),
       ...(privateAddress ? { private: privateAddress } : {}),
@@ -591,7 +640,7 @@ export class WarrenServer {
         version: VERSION,
         serverId: this.serverId,
         http: `${httpAddress.address}:${httpAddress.port}`,
-        agent: `${agent.address}:${agent.port}`,
+        ...(agent ? { agent: `${agent.address}:${agent.port}` } : {}),
         observability: `${observability.address}:${observability.port}`,
         ...(ssh ? { ssh: `${ssh.address.address}:${ssh.address.port}`, sshHostKey: ssh.fingerprint } : {}),
         publicUrl: this.#publicBase,
@@ -631,10 +680,11 @@ export class WarrenServer {
       bindSession: ({ principal, workspace }, close) =>
         this.leases.register(
           {
-            // Key logins have no token to revoke; the workspace binds them all.
-            tokenId: principal.tokenId === SSH_KEY_TOKEN_ID ? undefined : principal.tokenId,
+            // A key login is bound to its user's registration of the key (RemoveSshKey revokes it).
+            tokenId: principal.tokenId,
             workspaceId: workspaceIdOf(workspace),
             expiresAt: principal.kind === "user" ? principal.expiresAt : undefined,
+            stillValid: keyRegistrationStillThere(store, principal.tokenId),
           },
           close,
         ),

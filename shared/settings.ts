@@ -19,6 +19,11 @@ export interface SettingSpec<T> {
   readonly default?: T;
   /** A flag that takes no value (--flag sets it true). */
   readonly boolean?: boolean;
+  /**
+   * The value is a list or mapping: the config file may hold it as YAML (passed to parse as
+   * JSON text), the flag and the variable as JSON.
+   */
+  readonly structured?: boolean;
   /** Parses a raw value; throws an Error whose message says what is wrong. */
   readonly parse: (raw: string) => T;
 }
@@ -118,6 +123,10 @@ export function readConfigFile(path: string, specs: Record<string, SettingSpec<u
   const byKey = new Map(Object.values(specs).map((s) => [s.key, s]));
   for (const [key, value] of Object.entries(doc as Record<string, unknown>)) {
     if (!byKey.has(key)) throw invalid(`config file ${path}: unknown setting "${key}"`);
+    if (byKey.get(key)!.structured && value !== null && typeof value === "object") {
+      out.set(key, JSON.stringify(value));
+      continue;
+    }
     if (value === null || typeof value === "object") throw invalid(`config file ${path}: setting "${key}" must be a scalar`);
     out.set(key, String(value));
   }

@@ -121,7 +121,8 @@ describe("agent download", () => {
     expect(run.status).toBe(0);
     expect(sha256(readFileSync(run.target))).toBe(sha256(binary));
     expect(statSync(run.target).mode & 0o777).toBe(0o755);
-    const agentUrl = `http://127.0.0.1:${server.agentPort}`;
+    // The public listener takes agents too: the URL the script came from is the agent's.
+    const agentUrl = `http://127.0.0.1:${server.httpPort}`;
     expect(run.stdout).toContain(`warren-agent ${PACKAGE_VERSION} (linux-x64) installed at ${run.target} (sha256 ${sha256(binary)})`);
     expect(run.stdout).toContain(`WARREN_SERVER=${agentUrl} WARREN_TOKEN=<agent token> ${run.target}\n`);
     expect(run.stdout).toContain(`WARREN_SERVER=${agentUrl} WARREN_TOKEN=<agent token> ${run.target} run -- code-server`);

@@ -18,10 +18,20 @@ describe("agent pointed at the wrong address", () => {
   });
 
   const expected = (origin: string) =>
-    `${origin} does not answer as a Warren agent listener (no HTTP/2): is WARREN_SERVER the server's agent address (port 8150 by default), not its HTTP port or another server?`;
+    `${origin} does not answer as a Warren server (no HTTP/2): is WARREN_SERVER the server's public URL (or its agent listener), not another server or port?`;
+
+  it("the server's HTTP port is an agent address too: a bad token there is refused as a bad token", async () => {
+    const agent = await startAgent({ agentUrl: `http://127.0.0.1:${server.httpPort}` }, "wat_0123456789abcdef0123456789abcdef", { waitReady: false });
+    try {
+      const exit = await agent.proc.exited;
+      expect(exit.code).not.toBe(0);
+      expect(agent.proc.output()).toContain("agent token is invalid, expired or revoked");
+    } finally {
+      await agent.stop();
+    }
+  });
 
   for (const [what, url] of [
-    ["the server's HTTP port", () => `http://127.0.0.1:${server.httpPort}`],
     ["the metrics port", () => `http://127.0.0.1:${server.observabilityPort}`],
     ["an HTTP/1 server that is not Warren", () => `http://127.0.0.1:${other.port}`],
   ] as const) {

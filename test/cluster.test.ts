@@ -205,7 +205,9 @@ describe("cluster: three servers, one Redis", () => {
 
   it("refuses a private call with a wrong or missing cluster secret", async () => {
     const server = servers[1]!;
-    const call = (authorization: string | undefined, workspace = "ws-b") =>
+    const idOf = async (name: string) => (await callApi<{ workspace: { id: string } }>(server, "WorkspaceService/GetWorkspace", { name })).body.workspace.id;
+    const ids: Record<string, string> = { "ws-b": await idOf("ws-b"), "ws-c": await idOf("ws-c") };
+    const call = (authorization: string | undefined, workspace = "ws-b", workspaceId: string | undefined = ids[workspace]) =>
       new Promise<{ status: string | undefined; message: string | undefined; body: Buffer }>((resolve, reject) => {
         const session = http2.connect(`http://127.0.0.1:${server.privatePort}`);
         session.on("error", reject);
@@ -228,7 +230,7 @@ describe("cluster: three servers, one Redis", () => {
           resolve({ status, message, body: Buffer.concat(chunks) });
         });
         // A dial for ws-b, which s2 holds: only the secret stands in the way.
-        stream.end(encodeGrpcMessage(DialRequestSchema, create(DialRequestSchema, { msg: { case: "dial", value: { workspace, port: 80 } } })));
+        stream.end(encodeGrpcMessage(DialRequestSchema, create(DialRequestSchema, { msg: { case: "dial", value: { workspace, workspaceId, port: 80 } } })));
       });
     const wrong = await call("Bearer wrong-secret-0123456789abcdef");
     expect(wrong.status).toBe("16");
@@ -247,20 +249,30 @@ describe("cluster: three servers, one Redis", () => {
       case: "dialResult",
       value: { status: ForwardDialStatus.NOT_CONNECTED, message: 'workspace "ws-c" is not connected to server s2' },
     });
+    // Issue 12, incarnations: a dial naming ws-b with another incarnation's id never reaches
+    // ws-b's agent; one without an id (an older server) is refused with a message that says why.
+    const otherIncarnation = await call(`Bearer ${CLUSTER_SECRET}`, "ws-b", "ws_0123456789abcdef0123456789abcdef");
+    expect(answer(otherIncarnation.body).msg).toMatchObject({
+      case: "dialResult",
+      value: { status: ForwardDialStatus.NOT_CONNECTED, message: 'workspace "ws-b" is not connected to server s2' },
+    });
+    const noId = await call(`Bearer ${CLUSTER_SECRET}`, "ws-b", "");
+    expect(answer(noId.body).msg).toMatchObject({ case: "dialResult", value: { message: expect.stringMatching(/without its id; upgrade every server/) } });
   });
 
   it("a stale presence record (its server gone) costs at most one failed try", async () => {
     const app = await namedApp("ws-stale");
     apps.set("ws-stale", app);
     const ws = await createWorkspace(servers[0]!, "ws-stale", [app.port]);
+    const presenceKey = `warren:presence:${ws.id}`;
     agents.push(await startAgent(servers[2]!, ws.agentToken));
     // A ghost server that still looks alive and claims ws-stale with the freshest record.
     const ghostPort = await freePort();
     const far = Date.now() + 60_000;
     redis.cli("HSET", "warren:servers", "ghost", JSON.stringify({ address: `127.0.0.1:${ghostPort}`, expiresAt: far, startedAt: 0 }));
-    redis.cli("HSET", "warren:presence:ws-stale", "ghost", String(far));
+    redis.cli("HSET", presenceKey, "ghost", String(far));
     // And a server with no heartbeat at all: ruled out without a try.
-    redis.cli("HSET", "warren:presence:ws-stale", "vanished", String(far));
+    redis.cli("HSET", presenceKey, "vanished", String(far));
     const server = servers[0]!;
     const before = metric(await metrics(server), "warren_forwards_total", 'outcome="peer_unreachable"');
     for (let i = 0; i < 5; i++) {
@@ -278,7 +290,7 @@ describe("cluster: three servers, one Redis", () => {
     }
     const after = metric(await metrics(server), "warren_forwards_total", 'outcome="peer_unreachable"');
     expect(after - before).toBe(1);
-    redis.cli("HDEL", "warren:presence:ws-stale", "ghost", "vanished");
+    redis.cli("HDEL", presenceKey, "ghost", "vanished");
     redis.cli("HDEL", "warren:servers", "ghost");
   });
 
@@ -319,7 +331,7 @@ describe("cluster: three servers, one Redis", () => {
     const exit = await agent.proc.exited;
     expect(exit.code).toBe(1);
     // s3 drops its presence record after the unregister linger.
-    await eventually(() => redis.cli("HEXISTS", "warren:presence:ws-del", "s3") === "0", 8000, "ws-del presence record removed");
+    await eventually(() => redis.cli("HEXISTS", `warren:presence:${ws.id}`, "s3") === "0", 8000, "ws-del presence record removed");
     // Every server forgets it at once.
     for (const server of servers) expect((await get(server, "ws-del", app.port)).status).toBe(404);
   });
@@ -357,7 +369,7 @@ describe("cluster: three servers, one Redis", () => {
     agents.push(agent);
     // Past the unregister linger and a refresh: the record must still be there.
     await new Promise((r) => setTimeout(r, 4000));
-    expect(redis.cli("HEXISTS", "warren:presence:ws-flap", "s2")).toBe("1");
+    expect(redis.cli("HEXISTS", `warren:presence:${ws.id}`, "s2")).toBe("1");
     expect(commandCalls(redis, "hdel")).toBe(hdelBefore);
     await eventually(async () => (await get(servers[2]!, "ws-flap", app.port)).status === 200, 5000, "ws-flap through s3");
   });

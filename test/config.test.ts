@@ -106,6 +106,7 @@ const BAD: Record<keyof typeof SERVER_SETTINGS, BadCase> = {
   oidcGroupsClaim: { env: { WARREN_OIDC_GROUPS_CLAIM: "groups?" }, reason: /is not a claim name/ },
   oidcAllowedGroups: { env: { WARREN_OIDC_ALLOWED_GROUPS: "dev,,ops" }, reason: /has an empty item/ },
   oidcAdminGroups: { env: { WARREN_OIDC_ADMIN_GROUPS: "," }, reason: /has an empty item/ },
+  ciIssuers: { env: { WARREN_CI_ISSUERS: '[{"issuer": "https://gitlab.example.com"}]' }, reason: /issuer 1: owner is required/ },
 };
 
 describe("every setting of warren-server", () => {

@@ -85,19 +85,19 @@ describe("Kubernetes manifests (deploy/)", () => {
     expect(listed).toEqual(top.sort());
   });
 
-  it("has one public Service (one address for the one hostname) for HTTPS, agents and SSH, and a private one", () => {
+  it("has one public Service (one address for the one hostname) for HTTPS (browsers and agents) and SSH, and a private one", () => {
     const ports = (name: string) => (named("Service", name)?.["spec"]["ports"] ?? []).map((p: Json) => `${p.port}->${p.targetPort ?? p.port}`);
-    expect(ports("warren")).toEqual(["443->http", "8150->agents", "2222->ssh"]);
+    expect(ports("warren")).toEqual(["443->http", "2222->ssh"]);
     expect(ports("warren-private"), "warren-private").toEqual(expect.arrayContaining(["8155->private", "8151->metrics"]));
     // The public one is reachable from outside the cluster, and the only one; the private one only from pods.
     expect(ofKind("Service").filter((s) => s["spec"]["type"] === "LoadBalancer").map((s) => s["metadata"]["name"])).toEqual(["warren"]);
     expect(named("Service", "warren-private")!["spec"]["clusterIP"]).toBe("None");
     // The addresses the server hands out are on that Service's host and ports.
     const publicUrl = new URL(setting(SERVER_SETTINGS.publicUrl)!);
-    const agentUrl = new URL(setting(SERVER_SETTINGS.publicAgentUrl)!);
-    expect(agentUrl.hostname).toBe(publicUrl.hostname);
     expect(publicUrl.protocol).toBe("https:");
-    expect(ports("warren")).toContain(`${agentUrl.port}->agents`);
+    // Agents come through the HTTPS port: no agent listener, and the agent address is the public URL.
+    expect(setting(SERVER_SETTINGS.agentAddr)).toBeUndefined();
+    expect(setting(SERVER_SETTINGS.publicAgentUrl)).toBeUndefined();
   });
 
   it("every Service, PodDisruptionBudget and NetworkPolicy selects pods that exist, on ports they have", () => {
@@ -150,7 +150,7 @@ describe("Kubernetes manifests (deploy/)", () => {
       if (!from) expect(() => spec!.parse(value), `${name}=${value}`).not.toThrow();
     }
     const containerPorts = new Map<string, number>(serverContainer["ports"].map((p: Json) => [p.name, p.containerPort]));
-    const listeners = { http: SERVER_SETTINGS.httpAddr, agents: SERVER_SETTINGS.agentAddr, metrics: SERVER_SETTINGS.observabilityAddr, private: SERVER_SETTINGS.privateAddr };
+    const listeners = { http: SERVER_SETTINGS.httpAddr, metrics: SERVER_SETTINGS.observabilityAddr, private: SERVER_SETTINGS.privateAddr };
     for (const [portName, spec] of Object.entries(listeners)) {
       expect((setting(spec) as { host: string }).host, spec.env).toBe("0.0.0.0");
       expect(containerPorts.get(portName), `${portName} port = ${spec.env}`).toBe(portOf(spec));
@@ -250,11 +250,11 @@ describe("Kubernetes manifests (deploy/)", () => {
     expect(workspace.volumeMounts.find((m: Json) => m.name === shared.name).mountPath).toBe(installDir);
     expect(workspace.command.slice(0, 3)).toEqual([`${installDir}/warren-agent`, "run", "--"]);
     const env = envOf(workspace);
-    // The agent dials the address the server hands out, on the agents Service's port.
+    // The agent dials the public URL, on the public Service's HTTPS port.
     const agentUrl = env.get("WARREN_SERVER")!.value;
-    expect(agentUrl).toBe(setting(SERVER_SETTINGS.publicAgentUrl));
     const [url] = parseServerList(agentUrl);
-    expect(named("Service", "warren")!["spec"]["ports"].find((p: Json) => p.targetPort === "agents").port).toBe(Number(url!.port));
+    expect(url!.origin).toBe(new URL(publicUrl).origin);
+    expect(named("Service", "warren")!["spec"]["ports"].find((p: Json) => p.targetPort === "http").port).toBe(Number(url!.port || 443));
     expect(env.get("WARREN_TOKEN")!.from?.["secretKeyRef"]).toBeDefined();
   });
 });

@@ -71,13 +71,20 @@ async function checkRendering(docs: Json[]): Promise<void> {
   expect(container["readinessProbe"]["httpGet"]).toEqual({ path: "/readyz", port: "metrics" });
   const drainMs = SERVER_SETTINGS.drainDelay.parse(env.get("WARREN_DRAIN_DELAY")!.value) + SERVER_SETTINGS.shutdownTimeout.parse(env.get("WARREN_SHUTDOWN_TIMEOUT")!.value);
   expect(server["spec"]["template"]["spec"]["terminationGracePeriodSeconds"] * 1000).toBeGreaterThan(drainMs);
-  // One public Service: HTTPS on 443 and the agents' port, which the agent URL names.
+  // One public Service: HTTPS on 443, which agents use too unless a separate agent port is set
+  // (then the agent URL names it).
   const publicServices = ofKind("Service").filter((s) => s["spec"]["type"] === "LoadBalancer");
   expect(publicServices.length).toBe(1);
   const ports = new Map<string, Json>(publicServices[0]!["spec"]["ports"].map((p: Json) => [p.name, p]));
   expect(ports.get("https")).toMatchObject({ port: 443, targetPort: "http" });
-  expect(ports.get("agents")!["port"]).toBe(Number(new URL(env.get("WARREN_PUBLIC_AGENT_URL")!.value).port));
-  expect(new URL(env.get("WARREN_PUBLIC_AGENT_URL")!.value).hostname).toBe(env.get("WARREN_ROOT_DOMAIN")!.value);
+  const agentUrl = env.get("WARREN_PUBLIC_AGENT_URL")?.value;
+  if (agentUrl === undefined) {
+    expect(ports.has("agents")).toBe(false);
+    expect(env.get("WARREN_AGENT_ADDR")!.value).toBe("off");
+  } else {
+    expect(ports.get("agents")!["port"]).toBe(Number(new URL(agentUrl).port));
+    expect(new URL(agentUrl).hostname).toBe(env.get("WARREN_ROOT_DOMAIN")!.value);
+  }
   // Pods run as non-root with read-only root filesystems.
   for (const w of pods) {
     expect(w.pod["securityContext"]["runAsNonRoot"], w.name).toBe(true);
@@ -112,7 +119,8 @@ describe("Helm chart (deploy/helm/warren)", () => {
       ].sort(),
     );
     const publicPorts = docs.find((d) => d["metadata"]["name"] === "warren" && d["kind"] === "Service")!["spec"]["ports"].map((p: Json) => `${p.name}:${p.port}`);
-    expect(publicPorts).toEqual(["https:443", "agents:8150", "ssh:2222"]);
+    // Agents come through 443 with everyone else.
+    expect(publicPorts).toEqual(["https:443", "ssh:2222"]);
     // Redis: an append-only file, on a claim; the server reaches it by its Service.
     const redis = docs.find((d) => d["kind"] === "StatefulSet")!;
     expect(redis["spec"]["template"]["spec"]["containers"][0]["args"]).toEqual(expect.arrayContaining(["--appendonly", "yes"]));
@@ -164,6 +172,16 @@ describe("Helm chart (deploy/helm/warren)", () => {
     await checkRendering(external);
     const url = envOf(external.find((d) => d["kind"] === "Deployment")!["spec"]["template"]["spec"]["containers"][0]).get("WARREN_REDIS_URL")!.value;
     expect(url).toBe("redis+sentinel://:0123456789abcdef0123456789abcdef@sentinel-0:26379/mymaster");
+  });
+
+  it("renders a separate agent port when service.agentPort is set", async () => {
+    const docs = render({ set: { "service.agentPort": "8150" } });
+    await checkRendering(docs);
+    const publicPorts = docs.find((d) => d["metadata"]["name"] === "warren" && d["kind"] === "Service")!["spec"]["ports"].map((p: Json) => `${p.name}:${p.port}`);
+    expect(publicPorts).toEqual(["https:443", "agents:8150", "ssh:2222"]);
+    const env = envOf(docs.find((d) => d["kind"] === "Deployment")!["spec"]["template"]["spec"]["containers"][0]);
+    expect(env.get("WARREN_PUBLIC_AGENT_URL")!.value).toBe("https://ws.example.com:8150");
+    expect(env.get("WARREN_AGENT_ADDR")!.value).toBe("0.0.0.0:8150");
   });
 
   it("refuses bad values with helm's own message: the schema, and several servers without Redis", () => {

@@ -4,7 +4,10 @@ import { mkdtempSync, rmSync, writeFileSync } from "node:fs";
 import { tmpdir } from "node:os";
 import { join } from "node:path";
 import { afterAll, beforeAll, describe, expect, it } from "vitest";
+import WebSocket from "ws";
 import { AGENT_BUNDLE, Proc, REPO_ROOT } from "./harness/processes.js";
+import { clientOptions, ensureTestUsers, passwordOptions, run, SSH_EMPTY_PASSWORD_USER, startSshd, type Sshd } from "./harness/sshd.js";
+import { createTestCa } from "./harness/test-ca.js";
 import { createWorkspace, eventually, httpRequest, startServer, workspaceHost, type ServerHandle } from "./harness/warren.js";
 
 const CLI = `${REPO_ROOT}dist/warren.cjs`;
@@ -50,8 +53,8 @@ describe("agent and CLI through an HTTP CONNECT proxy (tinyproxy)", () => {
     });
   }
 
-  function agentInNs(token: string, env: Record<string, string>): Proc {
-    const vars = Object.entries({ PATH, WARREN_SERVER: server.agentUrl, WARREN_TOKEN: token, ...env }).map(([k, v]) => `${k}=${v}`);
+  function agentInNs(token: string, env: Record<string, string>, agentUrl = server.agentUrl): Proc {
+    const vars = Object.entries({ PATH, WARREN_SERVER: agentUrl, WARREN_TOKEN: token, ...env }).map(([k, v]) => `${k}=${v}`);
     const proc = new Proc("ip", ["netns", "exec", ns, "env", "-i", ...vars, process.execPath, AGENT_BUNDLE], { PATH });
     procs.push(proc);
     return proc;
@@ -139,6 +142,73 @@ describe("agent and CLI through an HTTP CONNECT proxy (tinyproxy)", () => {
     await eventually(async () => (await get()).status === 200, 15_000, "the app to answer through the tunnel");
     expect((await get()).body.toString()).toBe("hello through the proxy\n");
     await agent.stop();
+  });
+
+  it("one URL through the proxy: WARREN_SERVER=https://<host> (port 443, agent listener off) carries HTTP, WebSocket and SSH", async () => {
+    // The server's only agent port is its HTTPS port, 443, on a loopback address of the host:
+    // inside the namespace that address is the namespace's own loopback, where nothing listens.
+    const address = `127.${randomInt(1, 255)}.${randomInt(1, 255)}.${randomInt(2, 255)}`;
+    const ca = createTestCa();
+    const cert = ca.issue("warren", ["warren.localhost", "*.warren.localhost", address]);
+    const tlsServer = await startServer({ WARREN_HTTP_ADDR: `${address}:443`, WARREN_AGENT_ADDR: "off", WARREN_TLS_CERT: cert.certFile, WARREN_TLS_KEY: cert.keyFile }, [], ca.ca);
+    ensureTestUsers();
+    let sshd: Sshd | undefined;
+    try {
+      const WS_PORT = 8002;
+      const SSHD_PORT = 8022;
+      // A WebSocket echo app inside the namespace, on its loopback.
+      writeFileSync(
+        join(dir, "ws-app.mjs"),
+        [
+          `import http from "node:http";`,
+          `import { WebSocketServer } from "${REPO_ROOT}node_modules/ws/wrapper.mjs";`,
+          `const server = http.createServer((req, res) => res.end("https through the proxy " + req.url));`,
+          `new WebSocketServer({ server }).on("connection", (ws, req) => {`,
+          `  ws.on("message", (data) => ws.send(String(data)));`,
+          `  ws.send(JSON.stringify({ hello: req.headers["x-forwarded-host"] }));`,
+          `});`,
+          `server.listen(${WS_PORT}, "127.0.0.1");`,
+        ].join("\n"),
+      );
+      procs.push(new Proc("ip", ["netns", "exec", ns, process.execPath, join(dir, "ws-app.mjs")], { PATH }, dir));
+      sshd = await startSshd({ netns: ns, port: SSHD_PORT });
+      const ws = await createWorkspace(tlsServer, "oneurl", [WS_PORT], { sshPort: SSHD_PORT, sshUser: SSH_EMPTY_PASSWORD_USER });
+
+      const direct = agentInNs(ws.agentToken, { WARREN_CA_FILE: ca.caFile }, `https://${address}`);
+      const refused = await direct.waitFor((l) => l.msg === "disconnected; reconnecting", 15_000, "a failed direct connection");
+      expect(String(refused["reason"])).toContain("connection refused");
+      await direct.stop();
+
+      const agent = agentInNs(ws.agentToken, { WARREN_CA_FILE: ca.caFile, HTTPS_PROXY: proxyUrl() }, `https://${address}`);
+      const started = await agent.waitFor((l) => String(l.msg).includes("through the proxy"), 15_000, "proxy line");
+      expect(started.msg).toBe(`connecting to https://${address} through the proxy http://${hostAddr}:${proxyPort}`);
+      await agent.waitFor((l) => l["event"] === "ready", 20_000, "agent ready through the proxy");
+
+      const host = workspaceHost("oneurl", WS_PORT);
+      const get = () => httpRequest({ address, port: 443, host, path: "/via", headers: { "x-warren-token": tlsServer.adminToken }, ca: ca.ca });
+      await eventually(async () => (await get()).status === 200, 15_000, "the app to answer through the tunnel");
+      expect((await get()).body.toString()).toBe("https through the proxy /via");
+
+      const socket = new WebSocket(`wss://${address}/`, { headers: { host, "x-warren-token": tlsServer.adminToken }, ca: ca.ca, ...({ servername: host } as object) });
+      const messages: string[] = [];
+      await new Promise<void>((resolve, reject) => {
+        socket.on("message", (d: Buffer) => {
+          messages.push(d.toString());
+          if (messages.length === 1) socket.send("echo through the proxy");
+          else resolve();
+        });
+        socket.once("error", reject);
+      });
+      socket.close();
+      expect(messages).toEqual([JSON.stringify({ hello: host }), "echo through the proxy"]);
+
+      const ssh = await run("sshpass", ["-p", tlsServer.adminToken, "ssh", ...clientOptions(), ...passwordOptions(), "-p", String(tlsServer.sshPort), "oneurl@127.0.0.1", "echo", "ssh-through-the-proxy"]);
+      expect(ssh.stdout, ssh.stderr).toBe("ssh-through-the-proxy\n");
+      await agent.stop();
+    } finally {
+      await sshd?.stop();
+      await tlsServer.stop();
+    }
   });
 
   it("NO_PROXY names hosts reached directly", async () => {

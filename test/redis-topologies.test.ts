@@ -67,7 +67,7 @@ describe("Redis behind Sentinel and Redis Cluster", () => {
       const slot = redisCluster.nodes[0]!.cli("CLUSTER", "KEYSLOT", "{warren}:x");
       const owner = redisCluster.nodes.find((n) => Number(n.cli("CLUSTER", "COUNTKEYSINSLOT", slot)) > 0)!;
       expect(owner.cli("EXISTS", "{warren}:workspace:rc")).toBe("1");
-      expect(owner.cli("HEXISTS", "{warren}:presence:rc", "s2")).toBe("1");
+      expect(owner.cli("HEXISTS", `{warren}:presence:${ws.id}`, "s2")).toBe("1");
       // Pub/sub crosses the cluster: deleting on s1 drops the agent on s2.
       expect((await callApi(s1!, "WorkspaceService/DeleteWorkspace", { name: "rc" })).status).toBe(200);
       expect((await agent.proc.exited).code).toBe(1);

@@ -4,7 +4,7 @@ import { join } from "node:path";
 import { afterAll, beforeAll, describe, expect, it } from "vitest";
 import { RawAgent } from "./harness/raw-agent.js";
 import { callApi, createWorkspace, startAgent, startServer, type AgentHandle, type ServerHandle } from "./harness/warren.js";
-import { clientOptions, ensureTestUsers, IS_ROOT, passwordOptions, run, SSH_EMPTY_PASSWORD_USER, startSshd, type Sshd } from "./harness/sshd.js";
+import { clientKey, clientOptions, ensureTestUsers, IS_ROOT, keyOptions, keygenFingerprint, passwordOptions, run, SSH_EMPTY_PASSWORD_USER, startSshd, type Sshd } from "./harness/sshd.js";
 
 /** SSH sessions live only as long as the credential that opened them, and only reach their own workspace. */
 describe.skipIf(!IS_ROOT)("SSH sessions bound to their credential", () => {
@@ -50,6 +50,27 @@ describe.skipIf(!IS_ROOT)("SSH sessions bound to their credential", () => {
     // Closed by the server (ssh's own exit status for a lost connection), not by the harness's kill.
     expect(ended.code).toBe(255);
     expect((await sshAs(token, "shell", ["true"])).code).toBe(255);
+  });
+
+  it("regression: an SSH session opened with a key stays open after the key is removed (issue 12)", async () => {
+    const token = await accessToken("erin");
+    const key = clientKey("erin-session");
+    const added = await callApi<{ key: { fingerprint: string } }>(server, "UserService/AddSshKey", { publicKey: key.publicKey }, token);
+    expect(added.status).toBe(200);
+    expect(added.body.key.fingerprint).toBe(keygenFingerprint(`${key.file}.pub`));
+    const created = await createWorkspace(server, "keyed", [], { sshPort: sshd.port, sshUser: SSH_EMPTY_PASSWORD_USER }, token);
+    agents.push(await startAgent(server, created.agentToken, { env: { WARREN_LOG_LEVEL: "info" } }));
+    const sshWithKey = (args: string[], timeoutMs?: number) =>
+      run("ssh", [...clientOptions(), ...keyOptions(key.file), "-p", String(server.sshPort), "keyed@127.0.0.1", ...args], { timeoutMs });
+    expect((await sshWithKey(["echo", "in"])).stdout).toBe("in\n");
+    const logins = () => server.proc.lines.filter((x) => x.msg === "SSH login" && x["workspace"] === "keyed").length;
+    const session = sshWithKey(["sleep", "600"], 60_000);
+    await server.proc.waitFor(() => logins() >= 2, 30_000, "the second SSH login");
+    expect((await callApi(server, "UserService/RemoveSshKey", { fingerprint: added.body.key.fingerprint }, token)).status).toBe(200);
+    const ended = await session;
+    // Closed by the server, not by the harness's kill after 60 s.
+    expect(ended.code).toBe(255);
+    expect((await sshWithKey(["true"])).code).toBe(255);
   });
 
   it("regression: on a squatted name the first SSH dial goes to the squatter's agent (whose sshd host key it would pin)", async () => {

@@ -3,18 +3,21 @@ import { timestampFromMs } from "@bufbuild/protobuf/wkt";
 import type { HandlerContext, ServiceImpl } from "@connectrpc/connect";
 import { WorkspaceDesiredState } from "../../shared/gen/warren/v1/agent_pb.js";
 import { WorkspaceActualState, WorkspaceSchema, WorkspaceService, type Workspace } from "../../shared/gen/warren/v1/workspace_pb.js";
-import type { Authenticator, Principal } from "../auth/authenticator.js";
-import { bearerToken } from "../auth/tokens.js";
-import { statesOf, type WorkspaceManager } from "../control/workspace-manager.js";
-import { ActualState, DesiredState } from "../control/workspace-state.js";
-import type { WorkspaceRecord } from "../store/records.js";
+import type { Authenticator } from "../auth/authenticator.js";
+import type { Principal } from "../domain/principal.js";
+import { bearerToken } from "../domain/tokens.js";
+import { type WorkspaceManager } from "../control/workspace-manager.js";
+import { statesOf } from "../domain/workspace-policy.js";
+import { ActualState, DesiredState } from "../domain/workspace-state.js";
+import { workspaceIdOf, type WorkspaceRecord } from "../domain/records.js";
 
 export interface WorkspaceApiOptions {
   readonly manager: WorkspaceManager;
   readonly authenticator: Authenticator;
   readonly urlsOf: (workspace: WorkspaceRecord) => string[];
   /** Whether an agent of the workspace is connected anywhere in the cluster. */
-  readonly isConnected: (workspace: string) => Promise<boolean>;
+  /** Whether an agent of the workspace incarnation (by id) is connected anywhere in the cluster. */
+  readonly isConnected: (workspaceId: string) => Promise<boolean>;
   /** SSH settings as shown (port, user, and the public key the front door logs in with). */
   readonly sshOf: (workspace: WorkspaceRecord) => Promise<{ sshPort: number; sshUser: string; sshPublicKey: string }>;
   /** Forgets the remembered host key of the workspace's sshd; false when none was remembered. */
@@ -51,16 +54,16 @@ const ACTUAL: Record<ActualState, WorkspaceActualState> = {
   [ActualState.Unknown]: WorkspaceActualState.UNKNOWN,
 };
 
-/** warren.v1.WorkspaceService over the Connect protocol. */
-export function workspaceApi(options: WorkspaceApiOptions): ServiceImpl<typeof WorkspaceService> {
-  const { manager, authenticator } = options;
-  const toProto = async (record: WorkspaceRecord): Promise<Workspace> => {
+/** Turns workspace records into their API form (WorkspaceService, CiService). */
+export function workspaceProto(options: Pick<WorkspaceApiOptions, "urlsOf" | "isConnected" | "sshOf">): (record: WorkspaceRecord) => Promise<Workspace> {
+  return async (record: WorkspaceRecord): Promise<Workspace> => {
     const states = statesOf(record);
     return create(WorkspaceSchema, {
       name: record.name,
+      id: workspaceIdOf(record),
       ports: record.ports.map((p) => ({ port: p.port, public: p.public })),
       urls: options.urlsOf(record),
-      connected: await options.isConnected(record.name),
+      connected: await options.isConnected(workspaceIdOf(record)),
       createTime: timestampFromMs(record.createdAt),
       agentTokenExpireTime: timestampFromMs(record.agentTokenExpiresAt),
       desiredState: DESIRED[states.desired],
@@ -76,8 +79,25 @@ export function workspaceApi(options: WorkspaceApiOptions): ServiceImpl<typeof W
         process: d.process ?? "",
         exposed: record.ports.some((p) => p.port === d.port),
       })),
+      ...(record.ci
+        ? {
+            ci: {
+              issuer: record.ci.issuer,
+              project: record.ci.project ?? "",
+              job: record.ci.job ?? "",
+              jobUrl: record.ci.jobUrl ?? "",
+              ...(record.ci.holdUntil !== undefined ? { holdExpireTime: timestampFromMs(record.ci.holdUntil), exitCode: record.ci.exitCode ?? 0 } : {}),
+            },
+          }
+        : {}),
     });
   };
+}
+
+/** warren.v1.WorkspaceService over the Connect protocol. */
+export function workspaceApi(options: WorkspaceApiOptions): ServiceImpl<typeof WorkspaceService> {
+  const { manager, authenticator } = options;
+  const toProto = workspaceProto(options);
   return {
     async createWorkspace(req, ctx) {
       const principal = await callerOf(authenticator, ctx);

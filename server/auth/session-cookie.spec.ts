@@ -16,6 +16,17 @@ describe("session cookies", () => {
     expect(signer.verify(value, hostA)).toBeUndefined();
   });
 
+  it("a cookie minted for one workspace incarnation is refused on a later workspace of the same name", () => {
+    const value = signer.sign({ host: hostA, user: "alice", tokenId: "0123456789abcdef", expiresAt: now + 60_000, workspaceId: "ws_first" });
+    expect(signer.verify(value, hostA, { id: "ws_first" })).toMatchObject({ user: "alice", workspaceId: "ws_first" });
+    expect(signer.verify(value, hostA, { id: "ws_second" })).toBeUndefined();
+    // The workspace is gone: the person is still known (the answer is a 404 either way).
+    expect(signer.verify(value, hostA, { id: undefined })).toMatchObject({ user: "alice" });
+    // A cookie naming no incarnation (minted before ids, or for a missing workspace) is not valid on one.
+    const bare = signer.sign({ host: hostA, user: "alice", tokenId: "0123456789abcdef", expiresAt: now + 60_000 });
+    expect(signer.verify(bare, hostA, { id: "ws_first" })).toBeUndefined();
+  });
+
   it("refuses a cookie minted for another host, a forged one and one signed with another key", () => {
     const value = signer.sign({ host: hostA, tokenId: "admin:x", expiresAt: now + 60_000 });
     expect(signer.verify(value, hostB)).toBeUndefined();

@@ -8,6 +8,11 @@ export interface SessionClaims {
   readonly user?: string;
   /** The token the login used ("admin:..." for the admin token): the session ends with it. */
   readonly tokenId: string;
+  /**
+   * On a workspace host: the workspace incarnation (id) it was minted for. A workspace created
+   * later under the same name is another workspace, and the cookie is not valid there.
+   */
+  readonly workspaceId?: string;
   /** Milliseconds since the epoch. */
   readonly expiresAt: number;
 }
@@ -47,12 +52,18 @@ export class SessionCookieSigner {
   }
 
   sign(claims: SessionClaims): string {
-    const payload = Buffer.from(JSON.stringify({ h: claims.host, u: claims.user, t: claims.tokenId, e: claims.expiresAt })).toString("base64url");
+    const payload = Buffer.from(JSON.stringify({ h: claims.host, u: claims.user, t: claims.tokenId, e: claims.expiresAt, w: claims.workspaceId })).toString("base64url");
     return `${payload}.${this.#mac(payload).toString("base64url")}`;
   }
 
-  /** The claims when the value is authentic, unexpired and minted for `host`; else undefined. */
-  verify(value: string, host: string): SessionClaims | undefined {
+  /**
+   * The claims when the value is authentic, unexpired and minted for `host`; else undefined.
+   * `workspace` names the incarnation a workspace host serves now: a cookie minted for another
+   * incarnation (or for none) is refused. Leave it out on the root domain; pass
+   * `{ id: undefined }` for a workspace host whose workspace does not exist (any answer there is
+   * a 404, and the person's identity decides only 401 or 404).
+   */
+  verify(value: string, host: string, workspace?: { readonly id: string | undefined }): SessionClaims | undefined {
     if (value.length > MAX_COOKIE_CHARS) return undefined;
     const dot = value.indexOf(".");
     if (dot <= 0) return undefined;
@@ -65,7 +76,7 @@ export class SessionCookieSigner {
       authentic = (mac.length === expected.length && timingSafeEqual(mac, expected)) || authentic;
     }
     if (!authentic) return undefined;
-    let raw: { h?: unknown; u?: unknown; t?: unknown; e?: unknown };
+    let raw: { h?: unknown; u?: unknown; t?: unknown; e?: unknown; w?: unknown };
     try {
       raw = JSON.parse(Buffer.from(payload, "base64url").toString("utf8")) as typeof raw;
     } catch {
@@ -73,8 +84,10 @@ export class SessionCookieSigner {
     }
     if (typeof raw.h !== "string" || typeof raw.t !== "string" || typeof raw.e !== "number") return undefined;
     if (raw.u !== undefined && typeof raw.u !== "string") return undefined;
+    if (raw.w !== undefined && typeof raw.w !== "string") return undefined;
     if (raw.h !== host || raw.e <= this.#now()) return undefined;
-    return { host: raw.h, user: raw.u as string | undefined, tokenId: raw.t, expiresAt: raw.e };
+    if (workspace && workspace.id !== undefined && raw.w !== workspace.id) return undefined;
+    return { host: raw.h, user: raw.u as string | undefined, tokenId: raw.t, expiresAt: raw.e, ...(raw.w !== undefined ? { workspaceId: raw.w as string } : {}) };
   }
 
   #mac(payload: string, key: Buffer = this.#key): Buffer {

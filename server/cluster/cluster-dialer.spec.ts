@@ -4,6 +4,7 @@ import { createLogger } from "../../shared/logger.js";
 import type { TunnelSocket } from "../../shared/tunnel-socket.js";
 import type { DialOptions, Dialer } from "../tunnel/tunnel-dialer.js";
 import { ClusterDialer, type ForwardOutcome } from "./cluster-dialer.js";
+import type { WorkspaceRef } from "../domain/workspace-ref.js";
 import type { HolderMiss, PresenceHolder, PresenceLookup } from "./presence.js";
 import type { PeerDialer } from "./private-client.js";
 import { HolderNotConnected, HolderUnreachable } from "./private-protocol.js";
@@ -34,7 +35,7 @@ class FakePresence implements PresenceLookup {
 class FakePeers implements PeerDialer {
   tried: string[] = [];
   constructor(readonly behaviour: Record<string, Error | "ok">) {}
-  async dial(h: PresenceHolder, _w: string, _p: number, _o: DialOptions): Promise<TunnelSocket> {
+  async dial(h: PresenceHolder, _w: WorkspaceRef, _p: number, _o: DialOptions): Promise<TunnelSocket> {
     this.tried.push(h.serverId);
     const b = this.behaviour[h.serverId] ?? new HolderUnreachable("no such peer");
     if (b === "ok") return SOCKET;
@@ -53,11 +54,13 @@ function dialer(options: { local?: Dialer; localHas?: boolean; presence: FakePre
   });
 }
 
+const W: WorkspaceRef = { name: "w", id: "ws_w" };
+
 describe("ClusterDialer", () => {
   it("dials a local agent without asking presence", async () => {
     const presence = new FakePresence([[]]);
     const d = dialer({ local: { dial: async () => SOCKET }, localHas: true, presence, peers: new FakePeers({}) });
-    expect(await d.dial("w", 80)).toBe(SOCKET);
+    expect(await d.dial(W, 80)).toBe(SOCKET);
     expect(presence.lookups).toBe(0);
   });
 
@@ -69,7 +72,7 @@ describe("ClusterDialer", () => {
       presence,
       peers: new FakePeers({ b: "ok" }),
     });
-    await expect(d.dial("w", 80)).rejects.toMatchObject({ code: "bad_gateway" });
+    await expect(d.dial(W, 80)).rejects.toMatchObject({ code: "bad_gateway" });
     expect(presence.lookups).toBe(0);
   });
 
@@ -77,7 +80,7 @@ describe("ClusterDialer", () => {
     const outcomes: ForwardOutcome[] = [];
     const presence = new FakePresence([[holder("stale"), holder("gone"), holder("live")]]);
     const peers = new FakePeers({ stale: new HolderNotConnected("not here"), gone: new HolderUnreachable("refused"), live: "ok" });
-    expect(await dialer({ presence, peers, outcomes }).dial("w", 80)).toBe(SOCKET);
+    expect(await dialer({ presence, peers, outcomes }).dial(W, 80)).toBe(SOCKET);
     expect(peers.tried).toEqual(["stale", "gone", "live"]);
     expect(presence.forgotten).toEqual([
       ["stale", "not-connected"],
@@ -89,7 +92,7 @@ describe("ClusterDialer", () => {
   it("reads presence once more after a miss (the first answer may be cached), never trying a holder twice", async () => {
     const presence = new FakePresence([[holder("old")], [holder("old"), holder("new")]]);
     const peers = new FakePeers({ old: new HolderNotConnected("moved"), new: "ok" });
-    expect(await dialer({ presence, peers }).dial("w", 80)).toBe(SOCKET);
+    expect(await dialer({ presence, peers }).dial(W, 80)).toBe(SOCKET);
     expect(peers.tried).toEqual(["old", "new"]);
     expect(presence.lookups).toBe(2);
   });
@@ -97,10 +100,10 @@ describe("ClusterDialer", () => {
   it("answers a clear 503 when no holder serves, after at most two lookups", async () => {
     const presence = new FakePresence([[holder("a")], [holder("a")]]);
     const peers = new FakePeers({ a: new HolderUnreachable("refused") });
-    await expect(dialer({ presence, peers }).dial("w", 80)).rejects.toThrow('workspace "w" is not connected (server a does not answer)');
+    await expect(dialer({ presence, peers }).dial(W, 80)).rejects.toThrow('workspace "w" is not connected (server a does not answer)');
     expect(presence.lookups).toBe(2);
     const none = new FakePresence([[]]);
-    await expect(dialer({ presence: none, peers }).dial("w", 80)).rejects.toThrow(/^workspace "w" is not connected$/);
+    await expect(dialer({ presence: none, peers }).dial(W, 80)).rejects.toThrow(/^workspace "w" is not connected$/);
     expect(none.lookups).toBe(1);
   });
 
@@ -108,14 +111,14 @@ describe("ClusterDialer", () => {
     for (const code of [ErrorCode.BadGateway, ErrorCode.PermissionDenied, ErrorCode.DeadlineExceeded, ErrorCode.Unavailable]) {
       const presence = new FakePresence([[holder("a"), holder("b")]]);
       const peers = new FakePeers({ a: new WarrenError(code, `from a: ${code}`), b: "ok" });
-      await expect(dialer({ presence, peers }).dial("w", 80)).rejects.toMatchObject({ code, message: `from a: ${code}` });
+      await expect(dialer({ presence, peers }).dial(W, 80)).rejects.toMatchObject({ code, message: `from a: ${code}` });
       expect(peers.tried).toEqual(["a"]);
     }
   });
 
   it("fails fast with unavailable when presence cannot be read", async () => {
     const presence = new FakePresence([new WarrenError(ErrorCode.Unavailable, "the cluster's Redis is unreachable")]);
-    await expect(dialer({ presence, peers: new FakePeers({}) }).dial("w", 80)).rejects.toMatchObject({
+    await expect(dialer({ presence, peers: new FakePeers({}) }).dial(W, 80)).rejects.toMatchObject({
       code: "unavailable",
       message: expect.stringMatching(/not connected to this server.*Redis is unreachable/),
     });
@@ -135,6 +138,6 @@ describe("ClusterDialer", () => {
       peers: new FakePeers({ b: "ok" }),
       log,
     });
-    expect(await d.dial("w", 80)).toBe(SOCKET);
+    expect(await d.dial(W, 80)).toBe(SOCKET);
   });
 });

@@ -3,6 +3,7 @@ import { ErrorCode, WarrenError } from "../../shared/errors.js";
 import type { Logger } from "../../shared/logger.js";
 import type { TunnelSocket } from "../../shared/tunnel-socket.js";
 import { dialOutcomeOf, type DialOptions, type Dialer } from "../tunnel/tunnel-dialer.js";
+import type { WorkspaceRef } from "../domain/workspace-ref.js";
 import type { PresenceHolder, PresenceLookup } from "./presence.js";
 import type { PeerDialer } from "./private-client.js";
 import { HolderNotConnected, HolderUnreachable } from "./private-protocol.js";
@@ -29,7 +30,8 @@ export type ForwardOutcome =
 export interface ClusterDialerOptions {
   /** Dials this server's own agents. */
   readonly local: Dialer;
-  readonly localAgents: { isConnected(workspace: string): boolean };
+  /** This server's agents, by workspace id. */
+  readonly localAgents: { isConnected(workspaceId: string): boolean };
   readonly presence: PresenceLookup;
   readonly peers: PeerDialer;
   readonly log: Logger;
@@ -51,29 +53,29 @@ export class ClusterDialer implements Dialer {
     this.#options = options;
   }
 
-  async dial(workspace: string, port: number, options: DialOptions = {}): Promise<TunnelSocket> {
+  async dial(workspace: WorkspaceRef, port: number, options: DialOptions = {}): Promise<TunnelSocket> {
     const { local, localAgents } = this.#options;
     const connectionId = options.connectionId ?? randomBytes(6).toString("hex");
-    if (localAgents.isConnected(workspace)) {
+    if (localAgents.isConnected(workspace.id)) {
       try {
         return await local.dial(workspace, port, { ...options, connectionId });
       } catch (err) {
         // The agent left while we dialed: it may have reconnected elsewhere already.
-        if (!(err instanceof WarrenError && err.code === ErrorCode.Unavailable && !localAgents.isConnected(workspace))) throw err;
+        if (!(err instanceof WarrenError && err.code === ErrorCode.Unavailable && !localAgents.isConnected(workspace.id))) throw err;
       }
     }
     try {
       return await this.#forward(workspace, port, { ...options, connectionId });
     } catch (err) {
       // The agent moved here while we forwarded (its old server is draining): dial it here.
-      if (err instanceof WarrenError && err.code === ErrorCode.Unavailable && localAgents.isConnected(workspace)) {
+      if (err instanceof WarrenError && err.code === ErrorCode.Unavailable && localAgents.isConnected(workspace.id)) {
         return local.dial(workspace, port, { ...options, connectionId });
       }
       throw err;
     }
   }
 
-  async #forward(workspace: string, port: number, options: DialOptions & { connectionId: string }): Promise<TunnelSocket> {
+  async #forward(workspace: WorkspaceRef, port: number, options: DialOptions & { connectionId: string }): Promise<TunnelSocket> {
     const tried = new Set<string>();
     const missed: string[] = [];
     let sawNotConnected = false;
@@ -81,12 +83,12 @@ export class ClusterDialer implements Dialer {
     for (let round = 0; round < 2; round++) {
       let holders: readonly PresenceHolder[];
       try {
-        holders = await this.#options.presence.holders(workspace);
+        holders = await this.#options.presence.holders(workspace.id);
       } catch (err) {
         this.#options.onForward?.("lookup_failed");
         throw new WarrenError(
           ErrorCode.Unavailable,
-          `workspace "${workspace}" is not connected to this server, and the cluster state that says where it is cannot be read now (${WarrenError.from(err).message}); try again`,
+          `workspace "${workspace.name}" is not connected to this server, and the cluster state that says where it is cannot be read now (${WarrenError.from(err).message}); try again`,
         );
       }
       const fresh = holders.filter((h) => !tried.has(h.serverId));
@@ -104,8 +106,8 @@ export class ClusterDialer implements Dialer {
             const why = err instanceof HolderNotConnected ? "not-connected" : "unreachable";
             if (why === "not-connected") sawNotConnected = true;
             this.#options.onForward?.(why === "not-connected" ? "not_connected" : "peer_unreachable");
-            this.#options.presence.forget(workspace, holder, why);
-            this.#options.log.debug({ workspace, server: holder.serverId, err: err.message }, "forward missed; trying the next holder");
+            this.#options.presence.forget(workspace.id, holder, why);
+            this.#options.log.debug({ workspace: workspace.name, server: holder.serverId, err: err.message }, "forward missed; trying the next holder");
             missed.push(`server ${holder.serverId} ${why === "not-connected" ? "no longer holds it" : "does not answer"}`);
             continue;
           }
@@ -120,6 +122,6 @@ export class ClusterDialer implements Dialer {
       if (round === 0 && sawNotConnected) await sleep(MOVE_GRACE_MS);
     }
     const detail = missed.length > 0 ? ` (${missed.join(", ")})` : "";
-    throw new WarrenError(ErrorCode.Unavailable, `workspace "${workspace}" is not connected${detail}`);
+    throw new WarrenError(ErrorCode.Unavailable, `workspace "${workspace.name}" is not connected${detail}`);
   }
 }

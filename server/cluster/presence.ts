@@ -1,5 +1,7 @@
 /**
- * Presence: which server holds which workspace's agent. Split by role, like the tunnel
+ * Presence: which server holds which workspace's agent. Keyed by workspace id (the
+ * incarnation, tunnel/workspace-ref.ts), never by name: a record of an agent of an earlier
+ * workspace of the same name never sends a dial its way. Split by role, like the tunnel
  * registry: the dialer sees only PresenceLookup, the registry only PresenceRecorder.
  * Two implementations chosen at the composition root: LocalPresence (one server: only its own
  * registry) and RedisPresence (cluster mode).
@@ -27,13 +29,13 @@ export interface PresenceLookup {
    * share one Redis round trip. Never waits longer than its lookup timeout: rejects with
    * unavailable when the cluster state cannot be read in time. Not cancellable; bounded.
    */
-  holders(workspace: string): Promise<readonly PresenceHolder[]>;
+  holders(workspaceId: string): Promise<readonly PresenceHolder[]>;
   /**
    * A holder did not serve a dial: drop the cached answer for the workspace, and leave out
    * that holder (for the workspace, or the whole server when it was unreachable) until its
    * record changes. Never blocks.
    */
-  forget(workspace: string, holder: PresenceHolder, why: HolderMiss): void;
+  forget(workspaceId: string, holder: PresenceHolder, why: HolderMiss): void;
 }
 
 /** What the tunnel registry tells presence. */
@@ -43,12 +45,12 @@ export interface PresenceRecorder {
    * one. Never blocks and never fails: writes are batched, and a record is removed only a
    * few seconds after the last connection went, so that a flapping agent does not churn Redis.
    */
-  workspaceChanged(workspace: string, connected: boolean): void;
+  workspaceChanged(workspaceId: string, connected: boolean): void;
 }
 
 export interface Presence extends PresenceLookup, PresenceRecorder {
   /** Whether an agent of the workspace is connected here or anywhere in the cluster; false when unknown. Bounded like holders(). */
-  isConnected(workspace: string): Promise<boolean>;
+  isConnected(workspaceId: string): Promise<boolean>;
   /** Starts recording (cluster: writes this server's record). Resolves once done or failed once; never rejects. */
   start(): Promise<void>;
   /** Removes this server's records (bounded, best effort) and stops its timers. Never rejects. */
@@ -57,9 +59,9 @@ export interface Presence extends PresenceLookup, PresenceRecorder {
 
 /** One server, no Redis: nothing is anywhere else. */
 export class LocalPresence implements Presence {
-  readonly #local: { isConnected(workspace: string): boolean };
+  readonly #local: { isConnected(workspaceId: string): boolean };
 
-  constructor(options: { local: { isConnected(workspace: string): boolean } }) {
+  constructor(options: { local: { isConnected(workspaceId: string): boolean } }) {
     this.#local = options.local;
   }
 
@@ -71,8 +73,8 @@ export class LocalPresence implements Presence {
 
   workspaceChanged(): void {}
 
-  async isConnected(workspace: string): Promise<boolean> {
-    return this.#local.isConnected(workspace);
+  async isConnected(workspaceId: string): Promise<boolean> {
+    return this.#local.isConnected(workspaceId);
   }
 
   async start(): Promise<void> {}

@@ -9,6 +9,7 @@ import { TunnelSocket } from "../../shared/tunnel-socket.js";
 import { noDelayConnector } from "../../shared/http2-sockets.js";
 import { TUNNEL_WINDOWS } from "../../shared/tunnel-windows.js";
 import type { DialOptions } from "../tunnel/tunnel-dialer.js";
+import type { WorkspaceRef } from "../domain/workspace-ref.js";
 import type { PresenceHolder } from "./presence.js";
 import { errorOfForwardStatus, HolderUnreachable, PRIVATE_DIAL_PATH } from "./private-protocol.js";
 
@@ -21,7 +22,7 @@ export interface PeerDialer {
    * (bad_gateway, permission_denied, deadline_exceeded, unavailable), deadline_exceeded when it
    * does not answer in time, or canceled when options.signal aborts.
    */
-  dial(holder: PresenceHolder, workspace: string, port: number, options: DialOptions & { connectionId: string }): Promise<TunnelSocket>;
+  dial(holder: PresenceHolder, workspace: WorkspaceRef, port: number, options: DialOptions & { connectionId: string }): Promise<TunnelSocket>;
 }
 
 export interface PrivateClientOptions {
@@ -77,7 +78,7 @@ export class PrivateClient implements PeerDialer {
     this.#sessions.clear();
   }
 
-  dial(holder: PresenceHolder, workspace: string, port: number, options: DialOptions & { connectionId: string }): Promise<TunnelSocket> {
+  dial(holder: PresenceHolder, workspace: WorkspaceRef, port: number, options: DialOptions & { connectionId: string }): Promise<TunnelSocket> {
     const peer = `server ${holder.serverId} (${holder.address})`;
     let stream: ClientHttp2Stream;
     try {
@@ -147,14 +148,14 @@ export class PrivateClient implements PeerDialer {
       const onAbort = () => settle(new WarrenError(ErrorCode.Canceled, "request canceled"));
       options.signal?.addEventListener("abort", onAbort, { once: true });
       const timer = setTimeout(
-        () => settle(new WarrenError(ErrorCode.DeadlineExceeded, `${peer} did not answer a forwarded dial to workspace "${workspace}" within ${this.#options.answerTimeoutMs} ms`)),
+        () => settle(new WarrenError(ErrorCode.DeadlineExceeded, `${peer} did not answer a forwarded dial to workspace "${workspace.name}" within ${this.#options.answerTimeoutMs} ms`)),
         this.#options.answerTimeoutMs,
       );
       stream.write(
         encodeGrpcMessage(
           DialRequestSchema,
           create(DialRequestSchema, {
-            msg: { case: "dial", value: { workspace, port, connectionId: options.connectionId, originServerId: this.#options.serverId } },
+            msg: { case: "dial", value: { workspace: workspace.name, workspaceId: workspace.id, port, connectionId: options.connectionId, originServerId: this.#options.serverId } },
           }),
         ),
       );

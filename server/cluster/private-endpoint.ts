@@ -9,25 +9,19 @@ import http2, {
 import type { AddressInfo } from "node:net";
 import { create } from "@bufbuild/protobuf";
 import { ErrorCode, WarrenError } from "../../shared/errors.js";
-import {
-  DialRequestSchema,
-  DialResponseSchema,
-  ForwardDialStatus,
-  type DialRequest,
-  type ForwardDial,
-} from "../../shared/gen/warren/v1/private_pb.js";
+import { DialRequestSchema, DialResponseSchema, ForwardDialStatus, type DialRequest, type ForwardDial } from "../../shared/gen/warren/v1/private_pb.js";
 import { encodeGrpcMessage } from "../../shared/grpc-message.js";
 import type { Logger } from "../../shared/logger.js";
 import type { HostPort } from "../../shared/settings.js";
 import { TunnelSocket } from "../../shared/tunnel-socket.js";
 import { acceptWithNoDelay } from "../../shared/http2-sockets.js";
 import { TUNNEL_WINDOWS } from "../../shared/tunnel-windows.js";
-import { bearerToken, constantTimeEquals } from "../auth/tokens.js";
+import { bearerToken, constantTimeEquals } from "../domain/tokens.js";
 import type { Dialer } from "../tunnel/tunnel-dialer.js";
 import { endWithStatus, respondOk, respondWithError } from "../tunnel/grpc-responses.js";
 import { forwardStatusOf, HolderNotConnected, PRIVATE_DIAL_PATH } from "./private-protocol.js";
 import { spliceTunnels } from "./splice.js";
-import { listenOn } from "../listen.js";
+import { listenOn } from "../net/listen.js";
 
 /** A call must send its dial within this time. */
 const DIAL_MESSAGE_TIMEOUT_MS = 10_000;
@@ -48,7 +42,8 @@ export interface PrivateEndpointOptions {
    * impossible (a forwarded dial is never forwarded again).
    */
   readonly local: Dialer;
-  readonly agents: { isConnected(workspace: string): boolean };
+  /** This server's agents, by workspace id. */
+  readonly agents: { isConnected(workspaceId: string): boolean };
   readonly log: Logger;
   readonly onOutcome?: (outcome: ForwardedDialOutcome) => void;
 }
@@ -175,7 +170,9 @@ export class PrivateEndpoint {
   }
 
   async #dial(stream: ServerHttp2Stream, socket: TunnelSocket, dial: ForwardDial, signal: AbortSignal): Promise<void> {
-    const { workspace, port, connectionId } = dial;
+    const { port, connectionId } = dial;
+    const workspace = dial.workspace;
+    const ref = { name: dial.workspace, id: dial.workspaceId };
     const { serverId, agents, log } = this.#options;
     const answer = (error: WarrenError) => {
       const status = forwardStatusOf(error);
@@ -188,13 +185,19 @@ export class PrivateEndpoint {
       answer(new WarrenError(ErrorCode.Internal, `two servers of the cluster share the id "${serverId}": give each its own WARREN_SERVER_ID`));
       return;
     }
-    if (!agents.isConnected(workspace)) {
+    if (ref.id === "") {
+      // A server that names the workspace without its incarnation could reach an agent of an
+      // earlier workspace of that name: every server of a cluster must run this version.
+      answer(new WarrenError(ErrorCode.InvalidArgument, `server ${dial.originServerId} forwarded a dial to workspace "${workspace}" without its id; upgrade every server of the cluster to the same version`));
+      return;
+    }
+    if (!agents.isConnected(ref.id)) {
       answer(new HolderNotConnected(`workspace "${workspace}" is not connected to server ${serverId}`));
       return;
     }
     let upstream: TunnelSocket;
     try {
-      upstream = await this.#options.local.dial(workspace, port, { connectionId, signal });
+      upstream = await this.#options.local.dial(ref, port, { connectionId, signal });
     } catch (err) {
       let e = WarrenError.from(err);
       if (e.code === ErrorCode.Canceled) {
@@ -202,7 +205,7 @@ export class PrivateEndpoint {
         socket.destroy();
         return;
       }
-      if (e.code === ErrorCode.Unavailable && !agents.isConnected(workspace)) {
+      if (e.code === ErrorCode.Unavailable && !agents.isConnected(ref.id)) {
         e = new HolderNotConnected(`workspace "${workspace}" is not connected to server ${serverId}`);
       }
       answer(e);

@@ -61,9 +61,9 @@ const NOT_HERE_MS = 1000;
  * Presence in Redis. Keys (under the cluster prefix P):
  *
  *   P:servers               hash  server id -> {"address","expiresAt","startedAt"} (heartbeat)
- *   P:presence:<workspace>  hash  server id -> expiresAt (ms); key TTL refreshed with it
+ *   P:presence:<workspace id>  hash  server id -> expiresAt (ms); key TTL refreshed with it
  *   P:held:<server id>      set   workspaces the server holds (to remove a dead server's records)
- *   P:presence-events       channel  a workspace just recorded (drops cached empty lookups)
+ *   P:presence-events       channel  a workspace id just recorded (drops cached empty lookups)
  *
  * Each server owns its own fields only, so servers never race on each other's records. All
  * writes go through one connection in the order they are decided, and whether a workspace is

@@ -1,16 +1,19 @@
 import { ErrorCode, WarrenError } from "../../shared/errors.js";
 import type { Logger } from "../../shared/logger.js";
-import type { Principal } from "../auth/authenticator.js";
-import type { SshKeyRecord } from "../store/records.js";
-import type { SshKeyStore, UserStore } from "../store/store.js";
-import { ADMIN_KEY_OWNER } from "../ssh/ssh-access.js";
-import { parsePublicKey } from "../ssh/ssh-public-key.js";
+import type { Principal } from "../domain/principal.js";
+import type { SshKeyRecord } from "../domain/records.js";
+import type { SshKeyStore, UserStore } from "../domain/store.js";
+import type { EventBus } from "../events/event-bus.js";
+import { ADMIN_KEY_OWNER, sshKeyCredentialId } from "../domain/ssh-key-owner.js";
+import { parsePublicKey } from "../domain/ssh-public-key.js";
 
 export interface SshKeyManagerOptions {
   readonly keys: SshKeyStore;
   readonly users: UserStore;
   readonly log: Logger;
   readonly now?: () => number;
+  /** Removals are announced cluster-wide: SSH sessions opened with the key close. */
+  readonly events?: EventBus;
 }
 
 const MAX_TITLE = 200;
@@ -54,6 +57,8 @@ export class SshKeyManager {
       throw new WarrenError(ErrorCode.NotFound, `user "${user}" has no SSH key ${input.fingerprint.slice(0, 80)}`);
     }
     this.#options.log.info({ user, fingerprint: input.fingerprint }, "SSH key removed");
+    // Stored first, announced second: a login racing with the removal is either refused or closed.
+    await this.#options.events?.publish({ type: "token-revoked", tokenId: sshKeyCredentialId({ user, fingerprint: input.fingerprint }) });
   }
 
   /** Whose keys the call is about: the caller's own, or (admin) the named user's. */

@@ -1,25 +1,15 @@
 import { randomBytes } from "node:crypto";
 import { ErrorCode, WarrenError } from "../../shared/errors.js";
 import type { Logger } from "../../shared/logger.js";
-import { isAdmin, type Principal } from "../auth/authenticator.js";
+import type { Principal } from "../domain/principal.js";
+import { mayReach, statesOf } from "../domain/workspace-policy.js";
 import type { SecretBox } from "../auth/secret-box.js";
-import { mintToken, TokenKind } from "../auth/tokens.js";
+import { mintToken, TokenKind } from "../domain/tokens.js";
 import type { EventBus } from "../events/event-bus.js";
-import { isValidNewWorkspaceName, isValidWorkspaceName, MAX_NEW_WORKSPACE_NAME_CHARS } from "../http/workspace-host.js";
-import { dialablePorts, workspaceIdOf, type DetectedPortRecord, type PortRecord, type VariableRecord, type WorkspaceRecord } from "../store/records.js";
-import type { TokenStore, UserStore, WorkspaceStore } from "../store/store.js";
-import {
-  acceptsTraffic,
-  ActualState,
-  applyAction,
-  applyAgentGone,
-  applyReport,
-  DesiredState,
-  isLegalTransition,
-  type LifecycleAction,
-  type WorkloadStatus,
-  type WorkspaceStates,
-} from "./workspace-state.js";
+import { isValidNewWorkspaceName, isValidWorkspaceName, MAX_NEW_WORKSPACE_NAME_CHARS } from "../domain/workspace-name.js";
+import { dialablePorts, workspaceIdOf, type CiJobRecord, type DetectedPortRecord, type PortRecord, type VariableRecord, type WorkspaceRecord } from "../domain/records.js";
+import type { TokenStore, UserStore, WorkspaceStore } from "../domain/store.js";
+import { ActualState, applyAction, applyAgentGone, applyReport, DesiredState, isLegalTransition, type LifecycleAction, type WorkloadStatus, type WorkspaceStates } from "../domain/workspace-state.js";
 
 export interface CreateWorkspaceInput {
   readonly name: string;
@@ -35,6 +25,8 @@ export interface CreateWorkspaceInput {
   readonly sshPort?: number;
   /** User the SSH front door logs in as; the default when empty or absent. */
   readonly sshUser?: string;
+  /** A CI job enrolled it (CiService only: never from WorkspaceService's request). */
+  readonly ci?: CiJobRecord;
 }
 
 export interface WorkspaceManagerOptions {
@@ -46,7 +38,8 @@ export interface WorkspaceManagerOptions {
   readonly secretBox: SecretBox;
   readonly agentTokenTtlMs: number;
   /** Whether an agent of the workspace is connected anywhere in the cluster. */
-  readonly isConnected: (workspace: string) => Promise<boolean>;
+  /** Whether an agent of the workspace incarnation (by id) is connected anywhere in the cluster. */
+  readonly isConnected: (workspaceId: string) => Promise<boolean>;
   readonly log: Logger;
   /** How long a terminating workspace's agent gets to stop its workload before Terminated. */
   readonly terminateGraceMs?: number;
@@ -63,28 +56,6 @@ const MAX_TTL_MS = 366 * 86_400_000;
 const VARIABLE_NAME_RE = /^[A-Za-z_][A-Za-z0-9_]{0,127}$/;
 const MUTATE_ATTEMPTS = 20;
 
-/** The states of a record, with the defaults of records written before states existed. */
-export function statesOf(record: WorkspaceRecord): WorkspaceStates {
-  return { desired: record.desiredState ?? DesiredState.Running, actual: record.actualState ?? ActualState.CreationRequested };
-}
-
-/**
- * Why the workspace takes no traffic now (terminated: not_found; stopped: unavailable), or
- * undefined when it does. HTTP, WebSocket and SSH answer with the same words.
- */
-export function trafficRefusal(workspace: WorkspaceRecord): WarrenError | undefined {
-  const { desired } = statesOf(workspace);
-  if (desired === DesiredState.Terminated) return new WarrenError(ErrorCode.NotFound, `workspace "${workspace.name}" is terminated`);
-  if (!acceptsTraffic(desired)) {
-    return new WarrenError(ErrorCode.Unavailable, `workspace "${workspace.name}" is stopped (start it with StartWorkspace or \`warren workspace start\`)`);
-  }
-  return undefined;
-}
-
-/** Whether the principal may see and use the workspace: its owner, or an admin. */
-export function mayReach(principal: Principal, workspace: WorkspaceRecord): boolean {
-  return isAdmin(principal) || (principal.kind === "user" && workspace.owner !== undefined && workspace.owner === principal.user);
-}
 
 /**
  * The control module's rules for workspaces: validation, ownership, tokens, the lifecycle
@@ -139,6 +110,7 @@ export class WorkspaceManager {
       ...(variables.length > 0 ? { sealedVariables: this.#options.secretBox.seal(JSON.stringify(variables), sealContext(input.name)) } : {}),
       revision: 1,
       ...ssh,
+      ...(input.ci ? { ci: input.ci } : {}),
     };
     await this.#replaceTerminated(input.name);
     await this.#options.workspaces.createWorkspace(workspace);
@@ -319,6 +291,31 @@ export class WorkspaceManager {
     }
   }
 
+  /**
+   * A CI job's command failed: the workspace stays for a person to look inside until
+   * `holdMs` from now (never beyond its time to live, which the hold becomes). Only for the
+   * workspace incarnation the caller's agent token belongs to.
+   */
+  async holdCiWorkspace(name: string, workspaceId: string, holdMs: number, exitCode: number): Promise<WorkspaceRecord> {
+    const now = this.#now();
+    const result = await this.#mutate(name, "CI job failed: held", (r) => {
+      if (workspaceIdOf(r) !== workspaceId || !r.ci) throw notFound(name);
+      refuseIfTerminated(r);
+      const holdUntil = Math.min(now + holdMs, r.expiresAt ?? Infinity);
+      return { ...r, expiresAt: holdUntil, ci: { ...r.ci, holdUntil, exitCode } };
+    });
+    if (!result) throw notFound(name);
+    this.#log.info({ workspace: name, holdUntil: new Date(result.after.ci?.holdUntil ?? now).toISOString(), exitCode }, "CI workspace held after its job failed");
+    return result.after;
+  }
+
+  /** A CI job ended: its workspace is terminated at once (its agent token's incarnation only). */
+  async finishCiWorkspace(name: string, workspaceId: string, why: string): Promise<void> {
+    const current = await this.#options.workspaces.getWorkspace(name);
+    if (!current || workspaceIdOf(current) !== workspaceId || !current.ci) throw notFound(name);
+    await this.#terminate(name, why);
+  }
+
   /** The workspace's variables in plaintext, for its agent only. Never log them. */
   variablesOf(workspace: WorkspaceRecord): VariableRecord[] {
     if (!workspace.sealedVariables) return [];
@@ -367,7 +364,7 @@ export class WorkspaceManager {
     if (result.before === result.after) return result.after;
     // The token goes at once: no new agent gets in while the connected one stops its workload.
     await this.#options.tokens.deleteToken(result.after.agentTokenId);
-    if (!(await this.#options.isConnected(name))) return this.#finishTermination(name, "no agent is connected");
+    if (!(await this.#options.isConnected(workspaceIdOf(result.after)))) return this.#finishTermination(name, "no agent is connected");
     return result.after;
   }
 

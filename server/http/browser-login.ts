@@ -1,14 +1,17 @@
 import type { IncomingMessage, ServerResponse } from "node:http";
 import { ErrorCode, WarrenError } from "../../shared/errors.js";
 import type { Logger } from "../../shared/logger.js";
-import type { Authenticator, Principal } from "../auth/authenticator.js";
+import type { Authenticator } from "../auth/authenticator.js";
+import type { Principal } from "../domain/principal.js";
 import { cookieValues, sessionCookieName, setCookieHeader, type SessionCookieSigner } from "../auth/session-cookie.js";
-import { mintToken, parseToken, secretMatches, TokenKind } from "../auth/tokens.js";
-import type { LoginCodeStore } from "../store/store.js";
+import { mintToken, parseToken, secretMatches, TokenKind } from "../domain/tokens.js";
+import type { LoginCodeStore } from "../domain/store.js";
 import { sendError } from "./error-response.js";
 import { WARREN_TOKEN_HEADER } from "./headers.js";
 import type { LoginProvider } from "./login-provider.js";
 import type { SessionReader } from "./workspace-access.js";
+import type { WorkspaceLookup } from "../domain/store.js";
+import { workspaceIdOf } from "../domain/records.js";
 import { parseHost } from "./workspace-host.js";
 import { sendPage } from "../web/page.js";
 
@@ -26,6 +29,8 @@ export interface BrowserLoginOptions {
   readonly providers: readonly LoginProvider[];
   readonly authenticator: Authenticator;
   readonly loginCodes: LoginCodeStore;
+  /** Which workspace incarnation a host serves: login codes and cookies are bound to it. */
+  readonly workspaces: WorkspaceLookup;
   readonly signer: SessionCookieSigner;
   /** Lifetime of a session cookie (capped by the token's own expiry). */
   readonly sessionTtlMs: number;
@@ -79,9 +84,9 @@ export class BrowserLogin implements SessionReader {
   }
 
   /** The principal of the request's session cookie for this host, or undefined. */
-  async principalOf(req: IncomingMessage, host: string): Promise<Principal | undefined> {
+  async principalOf(req: IncomingMessage, host: string, workspace?: { readonly id: string | undefined }): Promise<Principal | undefined> {
     for (const value of cookieValues(req.headers.cookie, this.#cookieName)) {
-      const claims = this.#options.signer.verify(value, host);
+      const claims = this.#options.signer.verify(value, host, workspace);
       if (!claims) continue;
       try {
         return await this.#options.authenticator.principalOfSession(claims);
@@ -106,10 +111,10 @@ export class BrowserLogin implements SessionReader {
   }
 
   /** Workspace-host routes: the login callback and logout. True when handled. */
-  handleWorkspace(req: IncomingMessage, res: ServerResponse, host: string): boolean {
+  handleWorkspace(req: IncomingMessage, res: ServerResponse, host: string, workspace: string): boolean {
     const url = new URL(req.url ?? "/", "http://x");
     if (url.pathname === CALLBACK_PATH) {
-      this.#callback(res, host, url).catch((err) => sendError(res, err));
+      this.#callback(res, host, workspace, url).catch((err) => sendError(res, err));
       return true;
     }
     if (url.pathname === LOGOUT_PATH) {
@@ -178,10 +183,13 @@ export class BrowserLogin implements SessionReader {
       return redirect(res, 303, `${returnTo.origin}${pathOnThisHost(`${returnTo.pathname}${returnTo.search}`)}`);
     }
     const code = mintToken(TokenKind.LoginCode);
+    const target = workspaceHostOf(returnTo, this.#options.rootDomain);
+    const workspaceId = await this.#currentIncarnation(target.workspace);
     await this.#options.loginCodes.putLoginCode({
       id: code.id,
       hash: code.hash,
-      host: canonicalHost(returnTo, this.#options.rootDomain),
+      host: target.host,
+      ...(workspaceId !== undefined ? { workspaceId } : {}),
       ...(principal.kind === "user" ? { user: principal.user } : {}),
       tokenId: principal.tokenId,
       expiresAt: this.#now() + this.#options.loginCodeTtlMs,
@@ -192,7 +200,13 @@ export class BrowserLogin implements SessionReader {
     redirect(res, 303, back.toString());
   }
 
-  async #callback(res: ServerResponse, host: string, url: URL): Promise<void> {
+  /** The id of the workspace of that name now, or undefined when there is none. */
+  async #currentIncarnation(name: string): Promise<string | undefined> {
+    const record = await this.#options.workspaces.getWorkspace(name);
+    return record ? workspaceIdOf(record) : undefined;
+  }
+
+  async #callback(res: ServerResponse, host: string, workspace: string, url: URL): Promise<void> {
     const refused = new WarrenError(
       ErrorCode.Unauthenticated,
       `login code is invalid, expired or already used; log in again at ${new URL(this.#options.publicBase()).origin}${LOGIN_PATH}`,
@@ -202,15 +216,18 @@ export class BrowserLogin implements SessionReader {
     // Taken out of the store before anything else: a code works once, even when it fails.
     const record = await this.#options.loginCodes.takeLoginCode(parsed.id);
     if (!record || !secretMatches(parsed.secret, record.hash) || record.expiresAt <= this.#now() || record.host !== host) throw refused;
+    // Minted for the workspace this host served then: not valid on a workspace created since under the same name.
+    const workspaceId = await this.#currentIncarnation(workspace);
+    if (record.workspaceId !== workspaceId) throw refused;
     const principal = await this.#options.authenticator.principalOfSession(record).catch(() => {
       throw refused;
     });
     const path = pathOnThisHost(url.searchParams.get("path"));
-    await this.#setCookie(res, principal, host);
+    await this.#setCookie(res, principal, host, workspaceId);
     redirect(res, 303, path);
   }
 
-  async #setCookie(res: ServerResponse, principal: Principal, host: string): Promise<void> {
+  async #setCookie(res: ServerResponse, principal: Principal, host: string, workspaceId?: string): Promise<void> {
     const now = this.#now();
     const tokenExpiry = await this.#options.authenticator.tokenExpiry(principal);
     const expiresAt = Math.min(now + this.#options.sessionTtlMs, tokenExpiry ?? Infinity);
@@ -219,6 +236,7 @@ export class BrowserLogin implements SessionReader {
       ...(principal.kind === "user" ? { user: principal.user } : {}),
       tokenId: principal.tokenId,
       expiresAt,
+      ...(workspaceId !== undefined ? { workspaceId } : {}),
     });
     appendSetCookie(res, setCookieHeader({ name: this.#cookieName, value, maxAgeSeconds: (expiresAt - now) / 1000, secure: this.#secure }));
   }
@@ -284,10 +302,10 @@ export function pathOnThisHost(raw: string | null): string {
 }
 
 /** `{port}-{workspace}.{root}` of a validated workspace URL: what cookies and codes are bound to. */
-function canonicalHost(url: URL, rootDomain: string): string {
+function workspaceHostOf(url: URL, rootDomain: string): { host: string; workspace: string } {
   const target = parseHost(url.host, rootDomain);
   if (target.kind !== "workspace") throw new WarrenError(ErrorCode.InvalidArgument, "return_to: not a workspace URL");
-  return `${target.port}-${target.workspace}.${rootDomain}`;
+  return { host: `${target.port}-${target.workspace}.${rootDomain}`, workspace: target.workspace };
 }
 
 function redirect(res: ServerResponse, status: 302 | 303, location: string): void {

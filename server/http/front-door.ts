@@ -17,7 +17,11 @@ import { SplicedConnection, type SpliceDecision, type SplicedRequest } from "./s
 import type { UpstreamPool } from "./upstream-pool.js";
 import { parseHost, type HostTarget } from "./workspace-host.js";
 import type { ProxyTarget } from "./reverse-proxy.js";
-import { listenOn } from "../listen.js";
+import { listenOn } from "../net/listen.js";
+import type { Http2Session, IncomingHttpHeaders, ServerHttp2Stream, Settings } from "node:http2";
+import { Http2Front } from "./front-door-h2.js";
+import { readFirstBytes } from "./h2c-preface.js";
+import { workspaceIdOf } from "../domain/records.js";
 
 /** The spliced fast path (see spliced-connection.ts); absent: every request goes through node's HTTP server. */
 export interface FastPathOptions {
@@ -95,7 +99,19 @@ export interface FrontDoorOptions {
   readonly rootUpgrades?: (req: IncomingMessage, socket: Duplex, head: Buffer, path: string) => boolean;
   /** Observes each upgrade refused before it reached the WebSocket proxy (metrics). */
   readonly onUpgradeDenied?: () => void;
+  /**
+   * HTTP/2 on this listener (ALPN h2 with TLS, prior knowledge without): its settings, and who
+   * takes the streams that are not browsers' (agents). Absent: HTTP/1.1 only.
+   */
+  readonly http2?: {
+    readonly settings: Settings;
+    readonly maxSessionMemory: number;
+    readonly takeStream: (stream: ServerHttp2Stream, headers: IncomingHttpHeaders) => boolean;
+  };
 }
+
+/** How long a new plain connection may take to send its first bytes. */
+const FIRST_BYTES_TIMEOUT_MS = 30_000;
 
 /** The public HTTP listener: the Host header picks the root domain or a workspace port. */
 export class FrontDoor {
@@ -103,6 +119,7 @@ export class FrontDoor {
   readonly #server: http.Server;
   readonly #proto: "http" | "https";
   readonly #spliced = new Set<SplicedConnection>();
+  readonly #h2: Http2Front | undefined;
   #inFlight = 0;
 
   constructor(options: FrontDoorOptions) {
@@ -115,12 +132,23 @@ export class FrontDoor {
       keepAliveTimeout: 65_000,
       maxHeaderSize: MAX_HEAD_BYTES,
     };
-    this.#server = options.tls ? https.createServer({ ...serverOptions, ...options.tls }) : http.createServer(serverOptions);
+    this.#server = options.tls
+      ? https.createServer({ ...serverOptions, ...options.tls, ALPNProtocols: options.http2 ? ["h2", "http/1.1"] : ["http/1.1"] })
+      : http.createServer(serverOptions);
     // Every header is kept, so that a head's size is counted whole (see headTooLarge).
     this.#server.maxHeadersCount = 0;
     this.#server.on("request", (req: IncomingMessage, res: ServerResponse) => this.#onRequest(req, res));
     this.#server.on("upgrade", (req: IncomingMessage, socket: Duplex, head: Buffer) => this.#onUpgrade(req, socket, head));
-    if (options.fastPath) this.#interceptConnections(options.fastPath);
+    if (options.http2) {
+      this.#h2 = new Http2Front({
+        settings: options.http2.settings,
+        maxSessionMemory: options.http2.maxSessionMemory,
+        takeStream: (stream, headers) => this.#takeStream(stream, headers),
+        onRequest: (req, res) => this.#onRequest(req, res),
+        log: options.log,
+      });
+    }
+    this.#interceptConnections(options.fastPath);
     this.#server.on("clientError", (err: NodeJS.ErrnoException & { reason?: string }, socket: Duplex) => {
       if (!socket.writable || err.code === "ECONNRESET") {
         socket.destroy();
@@ -170,35 +198,63 @@ export class FrontDoor {
     // No new client will come to use a kept-alive app connection.
     this.#options.fastPath?.upstreams?.close();
     for (const connection of this.#spliced) connection.closeWhenIdle();
-    await new Promise<void>((resolve) => {
-      this.#server.close(() => resolve());
-      this.#server.closeIdleConnections();
-    });
-    while (this.#spliced.size > 0) await new Promise((r) => setTimeout(r, 50));
+    this.#h2?.closeBrowserSessions();
+    this.#server.close();
+    this.#server.closeIdleConnections();
+    // Agents' HTTP/2 connections stay: the agent drain moves them (see WarrenServer.shutdown).
+    while (this.#spliced.size > 0 || (await this.#connectionCount()) > (this.#h2?.agentSessions ?? 0)) await new Promise((r) => setTimeout(r, 50));
+  }
+
+  #connectionCount(): Promise<number> {
+    return new Promise((resolve) => this.#server.getConnections((err, count) => resolve(err ? 0 : count)));
   }
 
   /** Closes keep-alive connections that have become idle (during a drain). */
   closeIdleConnections(): void {
     this.#server.closeIdleConnections();
     for (const connection of this.#spliced) connection.closeWhenIdle();
+    this.#h2?.closeBrowserSessions();
+  }
+
+  /**
+   * An agent or peer server session stops taking new work: client connections kept alive on it
+   * finish their request in flight there and send the next one to the agent's new connection.
+   */
+  moveOffSession(session: Http2Session): void {
+    for (const connection of this.#spliced) connection.moveOffSession(session);
   }
 
   closeAllConnections(): void {
     this.#server.closeAllConnections();
     for (const connection of this.#spliced) connection.destroy();
+    this.#h2?.destroyAll();
+  }
+
+  /** An HTTP/2 stream for the agent endpoint: gRPC to the agent service, on any host but a workspace's. */
+  #takeStream(stream: ServerHttp2Stream, headers: IncomingHttpHeaders): boolean {
+    const http2 = this.#options.http2;
+    if (!http2) return false;
+    const authority = headers[":authority"] ?? headers.host;
+    if (parseHost(authority, this.#options.rootDomain).kind === "workspace") return false;
+    return http2.takeStream(stream, headers);
   }
 
   /**
-   * Every new connection meets the fast path first: node's own connection listener (the
-   * first one the server registered) runs only for connections handed off to it.
+   * Every new connection meets the protocol choice first (HTTP/2 by ALPN with TLS, by its
+   * preface without), then the fast path: node's own connection listener (the first one the
+   * server registered) runs only for HTTP/1 connections handed off to it.
    */
-  #interceptConnections(fastPath: FastPathOptions): void {
+  #interceptConnections(fastPath: FastPathOptions | undefined): void {
     const event = this.#options.tls ? "secureConnection" : "connection";
     const nodeListener = this.#server.listeners(event)[0] as ((socket: Socket) => void) | undefined;
     if (!nodeListener) throw new Error(`node's HTTP server has no ${event} listener to intercept`);
     this.#server.removeListener(event, nodeListener);
     const server = this.#server;
-    this.#server.prependListener(event, (socket: Socket) => {
+    const http1 = (socket: Socket) => {
+      if (!fastPath) {
+        nodeListener.call(server, socket);
+        return;
+      }
       const connection = new SplicedConnection({
         socket,
         proto: this.#proto,
@@ -220,6 +276,26 @@ export class FrontDoor {
         log: this.#options.log,
       });
       this.#spliced.add(connection);
+    };
+    const h2 = this.#h2;
+    this.#server.prependListener(event, (socket: Socket) => {
+      if (!h2) {
+        http1(socket);
+        return;
+      }
+      if (this.#options.tls) {
+        if ((socket as Socket & { alpnProtocol?: string | false }).alpnProtocol === "h2") h2.accept(socket);
+        else http1(socket);
+        return;
+      }
+      void readFirstBytes(socket, FIRST_BYTES_TIMEOUT_MS).then((first) => {
+        if (first === "gone") socket.destroy();
+        else if (first === "h2c") h2.accept(socket);
+        else {
+          http1(socket);
+          socket.resume();
+        }
+      });
     });
   }
 
@@ -253,8 +329,8 @@ export class FrontDoor {
       return { kind: "slow" };
     }
     try {
-      await this.#options.access.authorize(req as unknown as IncomingMessage, target.workspace, target.port);
-      return { kind: "forward", target: { workspace: target.workspace, port: target.port } };
+      const workspace = await this.#options.access.authorize(req as unknown as IncomingMessage, target.workspace, target.port);
+      return { kind: "forward", target: { workspace: target.workspace, workspaceId: workspaceIdOf(workspace), port: target.port } };
     } catch (err) {
       // Node's HTTP server gives the first request the full answer (login redirect included);
       // later, a browser that must log in is sent there by a retry on a new connection.
@@ -297,9 +373,9 @@ export class FrontDoor {
     }
     req.url = url;
     const login = this.#options.login;
-    if (login?.handleWorkspace(req, res, `${target.port}-${target.workspace}.${this.#options.rootDomain}`)) return;
+    if (login?.handleWorkspace(req, res, `${target.port}-${target.workspace}.${this.#options.rootDomain}`, target.workspace)) return;
     this.#options.access.authorize(req, target.workspace, target.port).then(
-      () => this.#options.proxy.handle(req, res, { workspace: target.workspace, port: target.port }, this.#forwarded(req)),
+      (workspace) => this.#options.proxy.handle(req, res, { workspace: target.workspace, workspaceId: workspaceIdOf(workspace), port: target.port }, this.#forwarded(req)),
       (err) => {
         // Drain an unread body so the connection can be kept alive.
         req.resume();
@@ -344,8 +420,8 @@ export class FrontDoor {
     }
     req.url = url;
     this.#options.access.authorize(req, target.workspace, target.port).then(
-      () =>
-        this.#options.webSockets.handle(req, socket, head, { workspace: target.workspace, port: target.port }, this.#forwarded(req), (s, unread) =>
+      (workspace) =>
+        this.#options.webSockets.handle(req, socket, head, { workspace: target.workspace, workspaceId: workspaceIdOf(workspace), port: target.port }, this.#forwarded(req), (s, unread) =>
           this.#resumeHttp(s, unread),
         ),
       (err) => {

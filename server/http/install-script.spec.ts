@@ -8,18 +8,18 @@ function request(host: string | undefined, encrypted = false): IncomingMessage {
 }
 
 describe("installAddresses", () => {
-  const defaults = { publicUrl: undefined, publicAgentUrl: undefined, defaultPublicUrl: "http://warren.localhost:8080", agentPort: 8150 };
+  const defaults = { publicUrl: undefined, publicAgentUrl: undefined, defaultPublicUrl: "http://warren.localhost:8080" };
 
-  it("uses the origin the client reached, with the agent port on the same host", () => {
-    expect(installAddresses({ ...defaults, req: request("10.0.0.1:8080") })).toEqual({ publicUrl: "http://10.0.0.1:8080", agentUrl: "http://10.0.0.1:8150" });
+  it("uses the origin the client reached, for the download and for the agent (the public listener takes agents)", () => {
+    expect(installAddresses({ ...defaults, req: request("10.0.0.1:8080") })).toEqual({ publicUrl: "http://10.0.0.1:8080", agentUrl: "http://10.0.0.1:8080" });
     expect(installAddresses({ ...defaults, req: request("ws.example.com", true) })).toEqual({
       publicUrl: "https://ws.example.com",
-      agentUrl: "http://ws.example.com:8150",
+      agentUrl: "https://ws.example.com",
     });
   });
 
   it("points the agent at loopback for *.localhost, which not every resolver knows", () => {
-    expect(installAddresses({ ...defaults, req: request("warren.localhost:8080") }).agentUrl).toBe("http://127.0.0.1:8150");
+    expect(installAddresses({ ...defaults, req: request("warren.localhost:8080") }).agentUrl).toBe("http://127.0.0.1:8080");
   });
 
   it("prefers configured URLs, and ignores a Host header unfit for a script", () => {

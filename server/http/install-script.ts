@@ -5,7 +5,7 @@ import type { TLSSocket } from "node:tls";
 export interface InstallAddresses {
   /** Origin of the public HTTP listener, e.g. https://ws.example.com. */
   readonly publicUrl: string;
-  /** What the agent's WARREN_SERVER should be, e.g. https://ws.example.com:8150. */
+  /** What the agent's WARREN_SERVER should be, e.g. https://ws.example.com. */
   readonly agentUrl: string;
 }
 
@@ -13,10 +13,20 @@ export interface InstallAddresses {
 const SAFE_HOST = /^(?:[a-z0-9](?:[a-z0-9.-]{0,252})|\[[0-9a-f:.]+\])(?::\d{1,5})?$/i;
 
 /**
+ * What an agent's WARREN_SERVER is for a public URL: the URL itself, since the public listener
+ * takes agents too; a *.localhost host becomes 127.0.0.1 (browsers and curl resolve it to
+ * loopback, not every resolver node uses).
+ */
+export function agentUrlFor(publicUrl: string): string {
+  const url = new URL(publicUrl);
+  if (url.hostname === "localhost" || url.hostname.endsWith(".localhost")) url.hostname = "127.0.0.1";
+  return url.origin;
+}
+
+/**
  * The addresses for one request. Configured URLs win (behind a load balancer or TLS proxy the
  * Host header is not what clients use). Otherwise the script downloads from the origin the
- * client reached us at, which worked for it, and the agent address is that host with the
- * agent listener's port.
+ * client reached us at, which worked for it, and agents connect to that same origin.
  */
 export function installAddresses(options: {
   readonly req: IncomingMessage;
@@ -24,7 +34,6 @@ export function installAddresses(options: {
   readonly publicAgentUrl: string | undefined;
   /** The server's own idea of its public origin (used when the Host header is unusable). */
   readonly defaultPublicUrl: string;
-  readonly agentPort: number;
 }): InstallAddresses {
   let publicUrl = options.publicUrl;
   if (!publicUrl) {
@@ -32,14 +41,7 @@ export function installAddresses(options: {
     const scheme = (options.req.socket as TLSSocket).encrypted ? "https" : "http";
     publicUrl = SAFE_HOST.test(host) ? new URL(`${scheme}://${host}`).origin : options.defaultPublicUrl;
   }
-  let agentUrl = options.publicAgentUrl;
-  if (!agentUrl) {
-    const url = new URL(publicUrl);
-    // *.localhost resolves to loopback in browsers and curl, not in every resolver node uses.
-    const host = url.hostname === "localhost" || url.hostname.endsWith(".localhost") ? "127.0.0.1" : url.hostname;
-    agentUrl = `http://${host}:${options.agentPort}`;
-  }
-  return { publicUrl, agentUrl };
+  return { publicUrl, agentUrl: options.publicAgentUrl ?? agentUrlFor(publicUrl) };
 }
 
 /** A value as one single-quoted shell word. */

@@ -4,13 +4,14 @@ import { WebSocketServer, type WebSocket } from "ws";
 import { ErrorCode, WarrenError } from "../../shared/errors.js";
 import type { Logger } from "../../shared/logger.js";
 import { bridgeWebSocket } from "../../shared/websocket-bridge.js";
-import type { Principal } from "../auth/authenticator.js";
-import { bearerToken } from "../auth/tokens.js";
-import { mayReach, trafficRefusal } from "../control/workspace-manager.js";
-import type { WorkspaceRecord } from "../store/records.js";
+import type { Principal } from "../domain/principal.js";
+import { bearerToken } from "../domain/tokens.js";
+import { mayReach, trafficRefusal } from "../domain/workspace-policy.js";
+import { workspaceRefOf, type WorkspaceRecord } from "../domain/records.js";
+import type { WorkspaceRef } from "../domain/workspace-ref.js";
 import type { Dialer } from "../tunnel/tunnel-dialer.js";
 import { sendUpgradeError } from "./error-response.js";
-import type { WorkspaceLookup } from "./workspace-access.js";
+import type { WorkspaceLookup } from "../domain/store.js";
 
 /** `warren port-forward`: one WebSocket per forwarded TCP connection, on the root domain. */
 export const PORT_FORWARD_PATH = "/-/port-forward";
@@ -65,10 +66,10 @@ export class PortForwardEndpoint {
    * request): the client is waiting anyway, so a dial that found no free stream is tried again
    * a few times before the refusal goes back.
    */
-  async #dial(name: string, port: number, signal: AbortSignal) {
+  async #dial(workspace: WorkspaceRef, port: number, signal: AbortSignal) {
     for (let attempt = 1; ; attempt++) {
       try {
-        return await this.#options.dialer.dial(name, port, { signal });
+        return await this.#options.dialer.dial(workspace, port, { signal });
       } catch (err) {
         const e = WarrenError.from(err);
         if (attempt >= BUSY_DIAL_ATTEMPTS || e.code !== ErrorCode.Unavailable || !/no free tunnel stream/.test(e.message) || signal.aborted) throw e;
@@ -93,7 +94,7 @@ export class PortForwardEndpoint {
     if (refusal) throw refusal;
     const abort = new AbortController();
     socket.once("close", () => abort.abort());
-    const tunnel = await this.#dial(name, port, abort.signal);
+    const tunnel = await this.#dial(workspaceRefOf(workspace), port, abort.signal);
     if (socket.destroyed) {
       tunnel.destroy();
       return;

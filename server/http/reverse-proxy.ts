@@ -6,7 +6,9 @@ import { requestHeadersForUpstream, responseHeadersForClient, type ForwardedInfo
 import type { TunnelHttpAgent, TunnelRequestArgs } from "./tunnel-http-agent.js";
 
 export interface ProxyTarget {
+  /** The workspace's name (for messages) and the id of the incarnation that was authorized. */
   readonly workspace: string;
+  readonly workspaceId: string;
   readonly port: number;
 }
 
@@ -44,6 +46,7 @@ export class ReverseProxy {
       const args: TunnelRequestArgs = {
         agent: this.#options.agent,
         workspace: target.workspace,
+        workspaceId: target.workspaceId,
         workspacePort: target.port,
         host: "127.0.0.1",
         port: target.port,

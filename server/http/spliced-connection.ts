@@ -1,8 +1,10 @@
 import type { IncomingHttpHeaders, IncomingMessage } from "node:http";
+import type { Http2Session } from "node:http2";
 import type { Socket } from "node:net";
 import type { Duplex } from "node:stream";
 import { ErrorCode, WarrenError } from "../../shared/errors.js";
 import type { Logger } from "../../shared/logger.js";
+import type { TunnelSocket } from "../../shared/tunnel-socket.js";
 import { httpStatusOf } from "../../shared/http-status.js";
 import { endAndDrain, sendUpgradeError, type ErrorRequest } from "./error-response.js";
 import { requestHeadersForUpstream, responseHeadForClient, responseHeadNeedsRewrite, type ForwardedInfo } from "./headers.js";
@@ -202,6 +204,17 @@ export class SplicedConnection {
     if (this.#pending.length === 0 && !this.#processing && !this.#upgraded) this.#finish();
   }
 
+  /**
+   * The agent or peer server session under this connection's app connection takes no new work
+   * (its server drains, the agent moves): the request in flight finishes there, and the next
+   * one is dialed afresh, to the agent's new connection. The client connection stays open.
+   */
+  moveOffSession(session: Http2Session): void {
+    if (this.#done || this.#upgraded) return;
+    if ((this.#upstream as TunnelSocket | undefined)?.http2Stream?.session !== session) return;
+    this.#moveIfIdle();
+  }
+
   /** Closes at once. */
   destroy(): void {
     this.#destroy();
@@ -311,6 +324,8 @@ export class SplicedConnection {
       }
     }
     if (decision.kind === "forward" && (!this.#target || sameTarget(this.#target, decision.target))) {
+      // An app connection whose session stopped taking work carries no new request.
+      if (this.#upstream && this.#pending.length === 0) this.#moveIfIdle();
       const requestHead = this.#begin(req, head);
       const pooled = this.#upstream ? undefined : this.#options.upstreams?.take(decision.target);
       if (pooled) {
@@ -543,9 +558,32 @@ export class SplicedConnection {
       this.#pending.shift();
       this.#responseStage = ResponseStage.Head;
       this.#options.onResponse?.(this.#lastStatusCode, current.startedAt);
+      if (this.#closing === undefined) this.#moveIfIdle();
       this.#answered();
       if (this.#closing !== undefined && this.#events.length === 0 && !this.#processing) this.#finish();
     }
+  }
+
+  /**
+   * At a response boundary, lets go of an app connection whose agent or peer session takes no
+   * new work: a clean end (the app sees a FIN), and the next request dials anew.
+   */
+  #moveIfIdle(): void {
+    const upstream = this.#upstream;
+    if (!upstream || !this.#upstreamReusable() || this.#closing !== undefined) return;
+    if (this.#options.upstreams?.usable(upstream) ?? true) return;
+    this.#detachUpstream(upstream);
+    this.#responses?.close();
+    this.#responses = undefined;
+    this.#upstream = undefined;
+    this.#retryHead = undefined;
+    upstream.on("error", () => {});
+    upstream.end();
+    // The app normally closes its side at once; a stream left half-open would hold the drain.
+    setTimeout(() => {
+      if (!upstream.destroyed) upstream.destroy();
+    }, 5000).unref();
+    this.#options.log.debug({ workspace: this.#target?.workspace, port: this.#target?.port }, "app connection's session is draining: the next request dials anew");
   }
 
   /** Lets the next request go to the app. */
@@ -777,7 +815,7 @@ function chunked(chunk: Buffer): Buffer[] {
 }
 
 function sameTarget(a: ProxyTarget, b: ProxyTarget): boolean {
-  return a.workspace === b.workspace && a.port === b.port;
+  return a.workspaceId === b.workspaceId && a.port === b.port;
 }
 
 function clientIp(socket: Socket): string {

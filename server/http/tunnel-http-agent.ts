@@ -7,6 +7,8 @@ import type { Dialer } from "../tunnel/tunnel-dialer.js";
 /** Request options that name the workspace port a request goes to. */
 export interface TunnelRequestArgs extends ClientRequestArgs {
   readonly workspace: string;
+  /** The incarnation authorized: pooled sockets are never shared between incarnations of a name. */
+  readonly workspaceId: string;
   readonly workspacePort: number;
 }
 
@@ -51,7 +53,7 @@ export class TunnelHttpAgent extends http.Agent {
 
   override getName(options?: ClientRequestArgs): string {
     const o = options as TunnelRequestArgs;
-    return `${o.workspace}:${o.workspacePort}`;
+    return `${o.workspaceId}:${o.workspacePort}`;
   }
 
   /**
@@ -76,7 +78,7 @@ export class TunnelHttpAgent extends http.Agent {
 
   override createConnection(options: ClientRequestArgs, callback?: (err: Error | null, stream: Duplex) => void): undefined {
     const o = options as TunnelRequestArgs;
-    this.#dialer.dial(o.workspace, o.workspacePort).then(
+    this.#dialer.dial({ name: o.workspace, id: o.workspaceId }, o.workspacePort).then(
       (socket) => {
         // A kept-alive connection the app closes (it exited, or its keep-alive timer ran out)
         // must leave the pool at once: the next request on it would never be answered.

@@ -2,8 +2,8 @@ import { Duplex, PassThrough } from "node:stream";
 import { afterEach, describe, expect, it, vi } from "vitest";
 import { UpstreamPool } from "./upstream-pool.js";
 
-const A = { workspace: "alpha", port: 8080 };
-const B = { workspace: "beta", port: 8080 };
+const A = { workspace: "alpha", workspaceId: "ws_alpha", port: 8080 };
+const B = { workspace: "beta", workspaceId: "ws_beta", port: 8080 };
 
 function pool(overrides: Partial<ConstructorParameters<typeof UpstreamPool>[0]> = {}): UpstreamPool {
   return new UpstreamPool({ maxIdlePerTarget: 2, idleTimeoutMs: 1000, acceptsNewWork: () => true, ...overrides });
@@ -19,7 +19,7 @@ describe("UpstreamPool", () => {
     p.give(A, first);
     p.give(A, second);
     expect(p.take(B)).toBeUndefined();
-    expect(p.take({ workspace: "alpha", port: 3000 })).toBeUndefined();
+    expect(p.take({ workspace: "alpha", workspaceId: "ws_alpha", port: 3000 })).toBeUndefined();
     expect(p.take(A)).toBe(second);
     expect(p.take(A)).toBe(first);
     expect(p.take(A)).toBeUndefined();

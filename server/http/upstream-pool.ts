@@ -50,7 +50,7 @@ export class UpstreamPool {
       const idle = list.pop()!;
       this.#forget(idle);
       if (list.length === 0) this.#idle.delete(keyOf(target));
-      if (this.#usable(idle.upstream)) return idle.upstream;
+      if (this.usable(idle.upstream)) return idle.upstream;
       idle.upstream.destroy();
     }
     return undefined;
@@ -63,7 +63,7 @@ export class UpstreamPool {
   give(target: ProxyTarget, upstream: Duplex): void {
     const key = keyOf(target);
     const list = this.#idle.get(key) ?? [];
-    if (this.#closed || list.length >= this.#options.maxIdlePerTarget || !this.#usable(upstream)) {
+    if (this.#closed || list.length >= this.#options.maxIdlePerTarget || !this.usable(upstream)) {
       upstream.end();
       return;
     }
@@ -114,7 +114,11 @@ export class UpstreamPool {
     idle.upstream.off("close", idle.drop);
   }
 
-  #usable(upstream: Duplex): boolean {
+  /**
+   * Whether a kept-alive app connection may carry a new request: open both ways, and its agent
+   * (or peer server) session still takes new work.
+   */
+  usable(upstream: Duplex): boolean {
     if (upstream.destroyed || !upstream.writable || upstream.readableEnded) return false;
     const tunnel = upstream as TunnelSocket;
     if (tunnel.peerEnded === true) return false;
@@ -124,5 +128,5 @@ export class UpstreamPool {
 }
 
 function keyOf(target: ProxyTarget): string {
-  return `${target.port}-${target.workspace}`;
+  return `${target.port}-${target.workspaceId}`;
 }

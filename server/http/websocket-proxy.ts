@@ -1,7 +1,9 @@
 import type { IncomingMessage } from "node:http";
+import type { Http2Session } from "node:http2";
 import type { Duplex } from "node:stream";
 import { ErrorCode, WarrenError } from "../../shared/errors.js";
 import type { Logger } from "../../shared/logger.js";
+import type { TunnelSocket } from "../../shared/tunnel-socket.js";
 import type { Dialer } from "../tunnel/tunnel-dialer.js";
 import { sendUpgradeError } from "./error-response.js";
 import { requestHeadersForUpstream, responseHeadForClient, responseHeadNeedsRewrite, type ForwardedInfo } from "./headers.js";
@@ -26,8 +28,8 @@ export interface WebSocketProxyOptions {
 export class WebSocketProxy {
   readonly #options: WebSocketProxyOptions;
   #open = 0;
-  /** Client sockets of the upgraded connections, for closeAll() at shutdown. */
-  readonly #clients = new Set<Duplex>();
+  /** Client socket of each upgraded connection -> its tunnel, for closeAll() and closeRidingOn(). */
+  readonly #upstreamOf = new Map<Duplex, Duplex>();
 
   constructor(options: WebSocketProxyOptions) {
     this.#options = options;
@@ -40,7 +42,19 @@ export class WebSocketProxy {
 
   /** Closes every upgraded connection (shutdown: their clients reconnect elsewhere). Never blocks. */
   closeAll(): void {
-    for (const client of this.#clients) client.destroy();
+    for (const client of this.#upstreamOf.keys()) client.destroy();
+  }
+
+  /**
+   * Closes the upgraded connections that ride on a peer server's session which has stopped
+   * taking work (that server drains and its agents have moved): their clients reconnect now,
+   * through this server to the agent's new connection, instead of at that server's shutdown
+   * timeout. Never blocks.
+   */
+  closeRidingOn(session: Http2Session): void {
+    for (const [client, upstream] of this.#upstreamOf) {
+      if ((upstream as TunnelSocket).http2Stream?.session === session) client.destroy();
+    }
   }
 
   /**
@@ -62,7 +76,7 @@ export class WebSocketProxy {
     client.pause();
     let upstream;
     try {
-      upstream = await this.#options.dialer.dial(target.workspace, target.port);
+      upstream = await this.#options.dialer.dial({ name: target.workspace, id: target.workspaceId }, target.port);
     } catch (err) {
       this.#options.onOutcome?.("failed");
       sendUpgradeError(client, err);
@@ -73,10 +87,10 @@ export class WebSocketProxy {
       return;
     }
     this.#open++;
-    this.#clients.add(client);
+    this.#upstreamOf.set(client, upstream);
     upstream.once("close", () => {
       this.#open--;
-      this.#clients.delete(client);
+      this.#upstreamOf.delete(client);
     });
     const headers = requestHeadersForUpstream(req, forwarded, { upgrade: true, filterCookie: this.#options.filterCookie });
     let text = `${req.method ?? "GET"} ${req.url ?? "/"} HTTP/1.1\r\n`;

@@ -2,21 +2,22 @@ import type { IncomingMessage } from "node:http";
 import type { Socket } from "node:net";
 import type { CredentialLeases } from "../auth/credential-leases.js";
 import { ErrorCode, WarrenError } from "../../shared/errors.js";
-import type { Authenticator, Principal } from "../auth/authenticator.js";
-import { mayReach, statesOf, trafficRefusal } from "../control/workspace-manager.js";
-import { DesiredState } from "../control/workspace-state.js";
-import { workspaceIdOf, type WorkspaceRecord } from "../store/records.js";
+import type { Authenticator } from "../auth/authenticator.js";
+import type { Principal } from "../domain/principal.js";
+import { mayReach, statesOf, trafficRefusal } from "../domain/workspace-policy.js";
+import { DesiredState } from "../domain/workspace-state.js";
+import { workspaceIdOf, type WorkspaceRecord } from "../domain/records.js";
 import { WARREN_TOKEN_HEADER } from "./headers.js";
-
-export interface WorkspaceLookup {
-  /** The workspace record, or undefined; may serve from a short-lived cache. */
-  getWorkspace(name: string): Promise<WorkspaceRecord | undefined>;
-}
+import type { WorkspaceLookup } from "../domain/store.js";
 
 /** Browser sessions (the host's own session cookie). */
 export interface SessionReader {
-  /** The principal of the request's valid session cookie for `host`, or undefined. Never rejects on a bad cookie. */
-  principalOf(req: IncomingMessage, host: string): Promise<Principal | undefined>;
+  /**
+   * The principal of the request's valid session cookie for `host`, or undefined. Never rejects
+   * on a bad cookie. On a workspace host, `workspace` is the incarnation it serves now (id
+   * undefined when none exists): a cookie minted for another incarnation is not valid.
+   */
+  principalOf(req: IncomingMessage, host: string, workspace?: { readonly id: string | undefined }): Promise<Principal | undefined>;
 }
 
 export interface WorkspaceAccessOptions {
@@ -55,7 +56,7 @@ export class WorkspaceAccess {
     const desired = workspace ? statesOf(workspace).desired : undefined;
     let principal: Principal | undefined;
     if (!(exposed?.public && desired !== DesiredState.Terminated)) {
-      principal = await this.#principalOf(req, `${port}-${workspaceName}.${this.#options.rootDomain}`);
+      principal = await this.#principalOf(req, `${port}-${workspaceName}.${this.#options.rootDomain}`, { id: workspace ? workspaceIdOf(workspace) : undefined });
       if (!workspace || !mayReach(principal, workspace)) throw notFound(workspaceName);
     }
     if (!workspace || desired === undefined) throw notFound(workspaceName);
@@ -96,11 +97,11 @@ export class WorkspaceAccess {
     socket.once("close", () => lease.release());
   }
 
-  async #principalOf(req: IncomingMessage, host: string): Promise<Principal> {
+  async #principalOf(req: IncomingMessage, host: string, workspace: { readonly id: string | undefined }): Promise<Principal> {
     const header = req.headers[WARREN_TOKEN_HEADER];
     const token = Array.isArray(header) ? header[0] : header;
     if (token) return this.#options.authenticator.authenticateCaller(token);
-    const session = await this.#options.sessions?.principalOf(req, host);
+    const session = await this.#options.sessions?.principalOf(req, host, workspace);
     if (session) return session;
     throw new WarrenError(ErrorCode.Unauthenticated, `this workspace needs credentials: send the header X-Warren-Token: <token>, or log in with a browser`);
   }

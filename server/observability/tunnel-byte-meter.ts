@@ -1,5 +1,6 @@
 import type { TunnelSocket } from "../../shared/tunnel-socket.js";
 import type { DialOptions, Dialer } from "../tunnel/tunnel-dialer.js";
+import type { WorkspaceRef } from "../domain/workspace-ref.js";
 
 /**
  * Counts the bytes of the tunnel sockets this server's front doors use. Sockets still open
@@ -40,7 +41,7 @@ export class TunnelByteMeter {
   /** The same dialer, with every socket it returns counted. */
   wrap(dialer: Dialer): Dialer {
     return {
-      dial: async (workspace: string, port: number, options?: DialOptions) => {
+      dial: async (workspace: WorkspaceRef, port: number, options?: DialOptions) => {
         const socket = await dialer.dial(workspace, port, options);
         this.track(socket);
         return socket;

@@ -1,7 +1,8 @@
-import type { Principal } from "../auth/authenticator.js";
-import { isValidWorkspaceName } from "../http/workspace-host.js";
-import type { SshKeyRecord, WorkspaceRecord } from "../store/records.js";
-import type { PublicKey } from "./ssh-public-key.js";
+import type { Principal } from "../domain/principal.js";
+import { isValidWorkspaceName } from "../domain/workspace-name.js";
+import type { SshKeyRecord, WorkspaceRecord } from "../domain/records.js";
+import { ADMIN_KEY_OWNER } from "../domain/ssh-key-owner.js";
+import type { PublicKey } from "../domain/ssh-public-key.js";
 
 export type SshCredential =
   | { readonly kind: "password"; readonly password: string }
@@ -108,14 +109,4 @@ export class CredentialSshAccess implements SshAccess {
 function rank(record: SshKeyRecord, workspace: WorkspaceRecord): number {
   if (workspace.owner !== undefined && record.user === workspace.owner) return 0;
   return record.user === ADMIN_KEY_OWNER ? 1 : 2;
-}
-
-/**
- * Keys registered to the reserved user name "admin" log in as the admin (there is no admin
- * user record; the admin is whoever holds the admin token); every other key owner is that user.
- */
-export const ADMIN_KEY_OWNER = "admin";
-
-export async function provisionalPrincipalOfKeyOwner(record: Pick<SshKeyRecord, "user">): Promise<Principal> {
-  return record.user === ADMIN_KEY_OWNER ? { kind: "admin", tokenId: "ssh-key" } : { kind: "user", user: record.user, tokenId: "ssh-key" };
 }

@@ -2,7 +2,7 @@ import type { Duplex } from "node:stream";
 import type { Client, ClientChannel, Connection, ServerChannel, TcpConnectionDetails } from "ssh2";
 import { ErrorCode, WarrenError } from "../../shared/errors.js";
 import type { Logger } from "../../shared/logger.js";
-import type { WorkspaceRecord } from "../store/records.js";
+import { workspaceRefOf, type WorkspaceRecord } from "../domain/records.js";
 import type { Dialer } from "../tunnel/tunnel-dialer.js";
 import { SessionRelay } from "./ssh-session-relay.js";
 
@@ -153,7 +153,7 @@ export class ConnectionRelay {
         flog.info("refused a forward to a port the workspace does not expose");
         return reject();
       }
-      socket = await this.#options.dialer.dial(workspace.name, port, { connectionId: this.#options.connectionId });
+      socket = await this.#options.dialer.dial(workspaceRefOf(workspace), port, { connectionId: this.#options.connectionId });
     } catch (err) {
       flog.info({ err: WarrenError.from(err).message }, "forward failed");
       return reject();

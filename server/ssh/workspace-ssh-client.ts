@@ -1,8 +1,8 @@
 import { Client, type AnyAuthMethod, type AuthenticationType } from "ssh2";
 import { ErrorCode, WarrenError } from "../../shared/errors.js";
 import type { Logger } from "../../shared/logger.js";
-import { DEFAULT_SSH_PORT, DEFAULT_SSH_USER, type WorkspaceRecord } from "../store/records.js";
-import { trafficRefusal } from "../control/workspace-manager.js";
+import { DEFAULT_SSH_PORT, DEFAULT_SSH_USER, workspaceRefOf, type WorkspaceRecord } from "../domain/records.js";
+import { trafficRefusal } from "../domain/workspace-policy.js";
 import type { Dialer } from "../tunnel/tunnel-dialer.js";
 import type { KnownHostKeys } from "./known-host-keys.js";
 import { SSH_ALGORITHMS, WORKSPACE_HOST_KEY_ALGORITHMS } from "./ssh-algorithms.js";
@@ -50,7 +50,7 @@ export class WorkspaceSshConnector {
     if (refusal) throw refusal;
     const port = sshPortOf(workspace);
     const user = sshUserOf(workspace);
-    const socket = await this.#options.dialer.dial(workspace.name, port, { connectionId }).catch((err: unknown) => {
+    const socket = await this.#options.dialer.dial(workspaceRefOf(workspace), port, { connectionId }).catch((err: unknown) => {
       throw dialFailure(workspace.name, port, WarrenError.from(err));
     });
     let identity;

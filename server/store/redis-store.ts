@@ -1,9 +1,9 @@
 import { ErrorCode, WarrenError } from "../../shared/errors.js";
-import { TokenKind } from "../auth/tokens.js";
+import { TokenKind } from "../domain/tokens.js";
 import type { RedisConnection } from "../cluster/redis-connection.js";
-import type { LoginCodeRecord, PinnedHostKey, SshKeyRecord, TokenRecord, UserRecord, WorkspaceRecord, WorkspaceSshIdentity } from "./records.js";
+import type { LoginCodeRecord, PinnedHostKey, SshKeyRecord, TokenRecord, UserRecord, WorkspaceRecord, WorkspaceSshIdentity } from "../domain/records.js";
 import { SnapshotKind, type SnapshotEntry, type SnapshotSource } from "./snapshot.js";
-import type { ControlStore } from "./store.js";
+import type { ControlStore } from "../domain/store.js";
 
 /** Record key parts per kind a backup carries (login codes expire in seconds: left out). */
 const SNAPSHOT_KEYS: ReadonlyArray<[SnapshotKind, string]> = [
@@ -160,11 +160,11 @@ export class RedisStore implements ControlStore, SnapshotSource {
   }
 
   async putToken(token: TokenRecord): Promise<void> {
-    if (token.kind !== TokenKind.Access) {
+    if (!indexedByUser(token)) {
       await this.#redis.run("putToken", (c) => c.set(this.#tokenKey(token.id), JSON.stringify(token)));
       return;
     }
-    // Access tokens are indexed by user (P:tokens:<user>), for listing.
+    // Access and enrollment tokens are indexed by user (P:tokens:<user>), for listing.
     const results = await this.#redis.run("putToken", (c) =>
       c.multi().set(this.#tokenKey(token.id), JSON.stringify(token)).sadd(this.#redis.key("tokens", token.subject), token.id).exec(),
     );
@@ -183,7 +183,7 @@ export class RedisStore implements ControlStore, SnapshotSource {
 
   async deleteToken(id: string): Promise<void> {
     const token = await this.getToken(id);
-    if (token?.kind !== TokenKind.Access) {
+    if (!token || !indexedByUser(token)) {
       await this.#redis.run("deleteToken", (c) => c.del(this.#tokenKey(id)));
       return;
     }
@@ -343,4 +343,9 @@ function repliesOf(results: Array<[Error | null, unknown]> | null): unknown[] {
   const failed = results.find(([err]) => err);
   if (failed) throw WarrenError.from(failed[0], ErrorCode.Unavailable);
   return results.map(([, value]) => value);
+}
+
+/** Tokens listed per user: access and enrollment tokens (agent tokens belong to a workspace). */
+function indexedByUser(token: TokenRecord): boolean {
+  return token.kind === TokenKind.Access || token.kind === TokenKind.Enrollment;
 }

@@ -9,33 +9,29 @@ import http2, {
 } from "node:http2";
 import type { AddressInfo } from "node:net";
 import { create } from "@bufbuild/protobuf";
-import {
-  ControlRequestSchema,
-  ControlResponseSchema,
-  DisconnectReason,
-  type ControlRequest,
-  type AgentHello,
-} from "../../shared/gen/warren/v1/agent_pb.js";
+import { ControlRequestSchema, ControlResponseSchema, DisconnectReason, type ControlRequest, type AgentHello } from "../../shared/gen/warren/v1/agent_pb.js";
 import { GrpcFrameDecoder } from "../../shared/grpc-frame-decoder.js";
 import { decodeGrpcMessage } from "../../shared/grpc-message.js";
 import { ErrorCode, WarrenError } from "../../shared/errors.js";
 import type { Logger } from "../../shared/logger.js";
 import type { HostPort } from "../../shared/settings.js";
 import { VERSION } from "../../shared/version.js";
-import { bearerToken, constantTimeEquals } from "../auth/tokens.js";
+import { bearerToken, constantTimeEquals } from "../domain/tokens.js";
 import type { AuthenticatedAgent, Authenticator } from "../auth/authenticator.js";
 import type { CredentialLeases } from "../auth/credential-leases.js";
-import { dialablePorts, workspaceIdOf, type WorkspaceRecord } from "../store/records.js";
+import { dialablePorts, workspaceIdOf, type WorkspaceRecord } from "../domain/records.js";
 import { AgentConnection } from "./agent-connection.js";
 import { respondOk, respondWithError } from "./grpc-responses.js";
 import type { AgentRegistrar } from "./tunnel-registry.js";
 import { acceptWithNoDelay } from "../../shared/http2-sockets.js";
 import { TUNNEL_WINDOWS } from "../../shared/tunnel-windows.js";
-import { listenOn } from "../listen.js";
+import { listenOn } from "../net/listen.js";
 import { DEFAULT_LIVENESS, type LivenessSettings } from "../../shared/liveness.js";
 
-const CONTROL_PATH = "/warren.v1.AgentService/Control";
-const TUNNEL_PATH = "/warren.v1.AgentService/Tunnel";
+/** Paths of the agent service: on the public listener, streams to these with a gRPC content type are the agents'. */
+export const AGENT_SERVICE_PREFIX = "/warren.v1.AgentService/";
+const CONTROL_PATH = `${AGENT_SERVICE_PREFIX}Control`;
+const TUNNEL_PATH = `${AGENT_SERVICE_PREFIX}Tunnel`;
 /** A session must open its control stream and say hello within this time. */
 const HELLO_TIMEOUT_MS = 10_000;
 /** What a refused hello is told: the same words as a refused token, nothing about which part failed. */
@@ -66,8 +62,32 @@ const PING_GROUPS = 4;
  */
 const LISTEN_BACKLOG = 65_535;
 
+/** Whether an HTTP/2 request is an agent's (gRPC to the agent service). */
+export function isAgentRequest(headers: IncomingHttpHeaders): boolean {
+  const path = headers[":path"];
+  return typeof path === "string" && path.startsWith(AGENT_SERVICE_PREFIX) && (headers["content-type"] ?? "").startsWith("application/grpc");
+}
+
+/**
+ * HTTP/2 settings of every listener that takes agents: large receive windows (the speed of a
+ * download from the workspace) and a stream limit above the agent's own.
+ */
+export function agentHttp2Settings(maxStreams: number): { settings: http2.Settings; maxSessionMemory: number; peerMaxConcurrentStreams: number } {
+  return {
+    settings: {
+      initialWindowSize: TUNNEL_WINDOWS.streamWindowBytes,
+      maxFrameSize: TUNNEL_WINDOWS.maxFrameBytes,
+      // Our own per-connection limit answers with a clear status; this is the hard stop.
+      maxConcurrentStreams: maxStreams + 8,
+    },
+    maxSessionMemory: TUNNEL_WINDOWS.maxSessionMemoryMb,
+    peerMaxConcurrentStreams: 100,
+  };
+}
+
 export interface AgentEndpointOptions {
-  readonly listen: HostPort;
+  /** The separate agent listener; absent: agents come only through the public listener (acceptStream). */
+  readonly listen: HostPort | undefined;
   readonly tls?: SecureServerOptions;
   readonly authenticator: Authenticator;
   readonly registry: AgentRegistrar;
@@ -135,7 +155,7 @@ function raiseSessionWindow(this: ServerHttp2Session): void {
  */
 export class AgentEndpoint {
   readonly #options: AgentEndpointOptions;
-  readonly #server: Http2Server | Http2SecureServer;
+  readonly #server: Http2Server | Http2SecureServer | undefined;
   readonly #sessions = new Map<ServerHttp2Session, SessionState>();
   #draining = false;
   #pingTimer: NodeJS.Timeout | undefined;
@@ -151,29 +171,39 @@ export class AgentEndpoint {
       if (state) clearTimeout(state.helloTimer);
       sessions.delete(this);
     };
-    const settings = {
-      initialWindowSize: TUNNEL_WINDOWS.streamWindowBytes,
-      maxFrameSize: TUNNEL_WINDOWS.maxFrameBytes,
-      // Our own per-connection limit answers with a clear status; this is the hard stop.
-      maxConcurrentStreams: options.maxStreams + 8,
-    };
-    const common = { settings, maxSessionMemory: TUNNEL_WINDOWS.maxSessionMemoryMb, peerMaxConcurrentStreams: 100 };
-    this.#server = options.tls
-      ? http2.createSecureServer({ ...options.tls, ...common, allowHTTP1: false })
-      : http2.createServer(common);
-    acceptWithNoDelay(this.#server);
-    this.#server.on("session", (session: ServerHttp2Session) => this.#onSession(session));
-    this.#server.on("stream", (stream: ServerHttp2Stream, headers: IncomingHttpHeaders) => this.#onStream(stream, headers));
+    if (!options.listen) return;
+    const common = agentHttp2Settings(options.maxStreams);
+    const server = options.tls ? http2.createSecureServer({ ...options.tls, ...common, allowHTTP1: false }) : http2.createServer(common);
+    this.#server = server;
+    acceptWithNoDelay(server);
+    server.on("session", (session: ServerHttp2Session) => this.#onSession(session));
+    server.on("stream", (stream: ServerHttp2Stream, headers: IncomingHttpHeaders) => this.#onStream(stream, headers));
     // A peer that does not speak HTTP/2 (bad preface, broken frames): drop it.
-    this.#server.on("sessionError", (err: Error, session: ServerHttp2Session) => {
+    server.on("sessionError", (err: Error, session: ServerHttp2Session) => {
       options.log.debug({ err: err.message }, "agent session error");
       session.destroy();
     });
-    this.#server.on("unknownProtocol", (socket) => socket.destroy());
+    server.on("unknownProtocol", (socket) => socket.destroy());
   }
 
-  async listen(): Promise<AddressInfo> {
-    const address = await listenOn(this.#server, this.#options.listen, LISTEN_BACKLOG);
+  /**
+   * An agent's stream that came to the public listener (see isAgentRequest): its session is
+   * an agent session from now on, checked for liveness and hello like those of the agent listener.
+   */
+  acceptStream(stream: ServerHttp2Stream, headers: IncomingHttpHeaders): void {
+    const session = stream.session as ServerHttp2Session | undefined;
+    if (!session || session.destroyed) return;
+    if (!this.#sessions.has(session)) {
+      this.#onSession(session);
+      // Its SETTINGS came long ago, with the first request.
+      raiseSessionWindow.call(session);
+    }
+    this.#onStream(stream, headers);
+  }
+
+  /** Starts the liveness checks and the agent listener, when there is one (its address; else undefined). */
+  async listen(): Promise<AddressInfo | undefined> {
+    const address = this.#server && this.#options.listen ? await listenOn(this.#server, this.#options.listen, LISTEN_BACKLOG) : undefined;
     const { intervalMs, timeoutMs } = this.#liveness;
     const tickMs = Math.max(25, Math.min(intervalMs, timeoutMs) / 4 / PING_GROUPS);
     let lastTick = Date.now();
@@ -195,13 +225,13 @@ export class AgentEndpoint {
 
   /** Swaps the TLS certificate for new connections. */
   setSecureContext(options: SecureServerOptions): void {
-    if ("setSecureContext" in this.#server) this.#server.setSecureContext(options);
+    if (this.#server && "setSecureContext" in this.#server) this.#server.setSecureContext(options);
   }
 
   /** Stops accepting new agent connections; existing ones stay. */
   stopAccepting(): void {
     this.#draining = true;
-    this.#server.close();
+    this.#server?.close();
   }
 
   /** Destroys every session at once. */

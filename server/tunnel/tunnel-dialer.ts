@@ -2,12 +2,7 @@ import { randomBytes } from "node:crypto";
 import type { ServerHttp2Stream } from "node:http2";
 import { create } from "@bufbuild/protobuf";
 import { ErrorCode, WarrenError } from "../../shared/errors.js";
-import {
-  DialStatus,
-  TunnelRequestSchema,
-  TunnelResponseSchema,
-  type TunnelRequest,
-} from "../../shared/gen/warren/v1/agent_pb.js";
+import { DialStatus, TunnelRequestSchema, TunnelResponseSchema, type TunnelRequest } from "../../shared/gen/warren/v1/agent_pb.js";
 import { encodeGrpcMessage } from "../../shared/grpc-message.js";
 import { encodeTunnelData } from "../../shared/tunnel-codec.js";
 import { TunnelSocket } from "../../shared/tunnel-socket.js";
@@ -15,6 +10,7 @@ import type { Logger } from "../../shared/logger.js";
 import type { AcquiredStream, StreamFinder } from "./tunnel-registry.js";
 import { endWithStatus } from "./grpc-responses.js";
 import { PortDialGate } from "./port-dial-gate.js";
+import type { WorkspaceRef } from "../domain/workspace-ref.js";
 
 export interface DialOptions {
   readonly signal?: AbortSignal;
@@ -31,12 +27,13 @@ export interface DialOptions {
 /** The one primitive everything is built on: a byte stream to a port inside a workspace. */
 export interface Dialer {
   /**
-   * Resolves with a connected byte stream to 127.0.0.1:port in the workspace. Rejects with a
+   * Resolves with a connected byte stream to 127.0.0.1:port in the workspace incarnation named
+   * (its agent only, never an agent of another workspace of the same name). Rejects with a
    * WarrenError: unavailable (not connected, no free stream), bad_gateway (nothing listens),
    * permission_denied (port not allowed by the agent), deadline_exceeded (connect timed out),
    * canceled (signal). The caller owns the socket and must destroy or end it.
    */
-  dial(workspace: string, port: number, options?: DialOptions): Promise<TunnelSocket>;
+  dial(workspace: WorkspaceRef, port: number, options?: DialOptions): Promise<TunnelSocket>;
 }
 
 export interface TunnelDialerOptions {
@@ -71,12 +68,12 @@ export class TunnelDialer implements Dialer {
     this.#gate = options.maxDialsPerPort ? new PortDialGate(options.maxDialsPerPort) : undefined;
   }
 
-  async dial(workspace: string, port: number, options: DialOptions = {}): Promise<TunnelSocket> {
+  async dial(workspace: WorkspaceRef, port: number, options: DialOptions = {}): Promise<TunnelSocket> {
     const deadline = Date.now() + this.#options.streamWaitMs;
     if (!this.#gate) return this.#dial(workspace, port, options, deadline);
     let release: () => void;
     try {
-      release = await this.#gate.enter(workspace, port, this.#options.streamWaitMs, options.signal);
+      release = await this.#gate.enter(workspace.id, port, this.#options.streamWaitMs, options.signal);
     } catch (err) {
       const e = WarrenError.from(err);
       this.#options.onOutcome?.(e.code === ErrorCode.Canceled ? "canceled" : "unavailable");
@@ -89,7 +86,7 @@ export class TunnelDialer implements Dialer {
     }
   }
 
-  async #dial(workspace: string, port: number, options: DialOptions, deadline: number): Promise<TunnelSocket> {
+  async #dial(workspace: WorkspaceRef, port: number, options: DialOptions, deadline: number): Promise<TunnelSocket> {
     const connectionId = options.connectionId ?? randomBytes(6).toString("hex");
     for (let attempt = 1; ; attempt++) {
       let acquired: AcquiredStream;
@@ -109,7 +106,7 @@ export class TunnelDialer implements Dialer {
           acquired.connection.log.debug({ connectionId, attempt }, "tunnel stream closed while claimed; taking another");
           continue;
         }
-        const e = err instanceof StreamLost ? new WarrenError(ErrorCode.Unavailable, `workspace "${workspace}" dropped every tunnel stream offered`) : WarrenError.from(err);
+        const e = err instanceof StreamLost ? new WarrenError(ErrorCode.Unavailable, `workspace "${workspace.name}" dropped every tunnel stream offered`) : WarrenError.from(err);
         this.#options.onOutcome?.(dialOutcomeOf(e));
         throw e;
       }

@@ -2,6 +2,7 @@ import type { Http2Session, ServerHttp2Stream } from "node:http2";
 import { ErrorCode, WarrenError } from "../../shared/errors.js";
 import { DisconnectReason } from "../../shared/gen/warren/v1/agent_pb.js";
 import type { AgentConnection } from "./agent-connection.js";
+import type { WorkspaceRef } from "../domain/workspace-ref.js";
 
 /** A claimed idle stream and the connection it belongs to. */
 export interface AcquiredStream {
@@ -15,6 +16,7 @@ interface Waiter {
 }
 
 interface WorkspaceTunnels {
+  readonly name: string;
   readonly connections: AgentConnection[];
   readonly waiters: Waiter[];
   /** Round-robin position among connections. */
@@ -41,28 +43,36 @@ export interface AgentRegistrar {
 /** What dialing needs: finding idle streams of a workspace. */
 export interface StreamFinder {
   /**
-   * Resolves with an idle stream of the workspace, waiting up to `waitMs` for one to be
-   * parked (asking the agent for more meanwhile). Rejects with unavailable when no agent of
-   * the workspace is connected here or none frees a stream in time; with canceled when
-   * `signal` aborts. The caller owns the stream from then on.
+   * Resolves with an idle stream of the workspace incarnation, waiting up to `waitMs` for one
+   * to be parked (asking the agent for more meanwhile). Rejects with unavailable when no agent
+   * of that incarnation is connected here (an agent of an earlier workspace of the same name
+   * never counts) or none frees a stream in time; with canceled when `signal` aborts. The
+   * caller owns the stream from then on.
    */
-  acquire(workspace: string, waitMs: number, signal?: AbortSignal): Promise<AcquiredStream>;
-  isConnected(workspace: string): boolean;
+  acquire(workspace: WorkspaceRef, waitMs: number, signal?: AbortSignal): Promise<AcquiredStream>;
+  /** Whether a usable agent connection of the incarnation (by workspace id) is here. */
+  isConnected(workspaceId: string): boolean;
 }
 
 export interface TunnelRegistryOptions {
   /**
-   * Told when a workspace gets its first connection here (true) and loses its last (false):
-   * presence records it. Called synchronously; must not throw.
+   * Told when a workspace incarnation (by id) gets its first connection here (true) and loses
+   * its last (false): presence records it. Called synchronously; must not throw.
    */
-  readonly onWorkspaceChange?: (workspace: string, connected: boolean) => void;
+  readonly onWorkspaceChange?: (workspaceId: string, connected: boolean) => void;
 }
 
-/** Every connected agent of this server, by workspace. */
+/**
+ * Every connected agent of this server, by workspace incarnation (id). A name maps to at most
+ * one incarnation here: the newest one registered.
+ */
 export class TunnelRegistry implements AgentRegistrar, StreamFinder {
+  /** By workspace id. */
   readonly #workspaces = new Map<string, WorkspaceTunnels>();
+  /** Workspace name -> the id of its incarnation held here. */
+  readonly #idByName = new Map<string, string>();
   readonly #bySession = new WeakMap<Http2Session, AgentConnection>();
-  readonly #onWorkspaceChange: ((workspace: string, connected: boolean) => void) | undefined;
+  readonly #onWorkspaceChange: ((workspaceId: string, connected: boolean) => void) | undefined;
 
   constructor(options: TunnelRegistryOptions = {}) {
     this.#onWorkspaceChange = options.onWorkspaceChange;
@@ -77,12 +87,13 @@ export class TunnelRegistry implements AgentRegistrar, StreamFinder {
     // One incarnation per name: the one registering passed its check just now, so the others
     // belong to a workspace that is gone (their revocation was missed, or the store lost it).
     this.closeOtherIncarnations(connection.workspace, connection.workspaceId);
-    let tunnels = this.#workspaces.get(connection.workspace);
+    let tunnels = this.#workspaces.get(connection.workspaceId);
     const first = !tunnels;
     if (!tunnels) {
-      tunnels = { connections: [], waiters: [], next: 0, requested: 0, reaskTimer: undefined };
-      this.#workspaces.set(connection.workspace, tunnels);
+      tunnels = { name: connection.workspace, connections: [], waiters: [], next: 0, requested: 0, reaskTimer: undefined };
+      this.#workspaces.set(connection.workspaceId, tunnels);
     }
+    this.#idByName.set(connection.workspace, connection.workspaceId);
     // The agent process connected again: its older connections may be dead without a FIN
     // having reached us (a network cut), and their streams would swallow dials until a
     // timeout. New dials go to the new connection; requests in flight on the old one go on
@@ -99,27 +110,28 @@ export class TunnelRegistry implements AgentRegistrar, StreamFinder {
       this.#serveWaiters(t);
     });
     connection.onClose(() => this.#remove(connection));
-    if (first) this.#onWorkspaceChange?.(connection.workspace, true);
+    if (first) this.#onWorkspaceChange?.(connection.workspaceId, true);
     this.#serveWaiters(tunnels);
   }
 
-  /** Whether any connection of the workspace is here, usable or draining. */
-  holds(workspace: string): boolean {
-    return this.#workspaces.has(workspace);
+  /** Whether any connection of the incarnation (by id) is here, usable or draining. */
+  holds(workspaceId: string): boolean {
+    return this.#workspaces.has(workspaceId);
   }
 
-  /** Workspaces with at least one connection here. */
+  /** Ids of the incarnations with at least one connection here. */
   heldWorkspaces(): Iterable<string> {
     return this.#workspaces.keys();
   }
 
-  isConnected(workspace: string): boolean {
-    return this.#workspaces.get(workspace)?.connections.some((c) => c.usable) ?? false;
+  isConnected(workspaceId: string): boolean {
+    return this.#workspaces.get(workspaceId)?.connections.some((c) => c.usable) ?? false;
   }
 
-  /** Connections of a workspace on this server (for status and tests). */
+  /** Connections of the workspace of that name held here (its newest incarnation), for status and tests. */
   connectionsOf(workspace: string): readonly AgentConnection[] {
-    return this.#workspaces.get(workspace)?.connections ?? [];
+    const id = this.#idByName.get(workspace);
+    return (id !== undefined && this.#workspaces.get(id)?.connections) || [];
   }
 
   /** Every connection (for metrics and shutdown). */
@@ -131,8 +143,9 @@ export class TunnelRegistry implements AgentRegistrar, StreamFinder {
     return this.#workspaces.size;
   }
 
-  acquire(workspace: string, waitMs: number, signal?: AbortSignal): Promise<AcquiredStream> {
-    const tunnels = this.#workspaces.get(workspace);
+  acquire(ref: WorkspaceRef, waitMs: number, signal?: AbortSignal): Promise<AcquiredStream> {
+    const workspace = ref.name;
+    const tunnels = this.#workspaces.get(ref.id);
     if (!tunnels || !tunnels.connections.some((c) => c.usable)) {
       return Promise.reject(notConnected(workspace));
     }
@@ -180,9 +193,10 @@ export class TunnelRegistry implements AgentRegistrar, StreamFinder {
    * workspace of that name exists now). Returns how many. Never blocks.
    */
   closeOtherIncarnations(workspace: string, workspaceId: string): number {
-    const tunnels = this.#workspaces.get(workspace);
-    if (!tunnels) return 0;
-    const stale = tunnels.connections.filter((c) => c.workspaceId !== workspaceId);
+    const stale: AgentConnection[] = [];
+    for (const [id, tunnels] of this.#workspaces) {
+      if (id !== workspaceId && tunnels.name === workspace) stale.push(...tunnels.connections);
+    }
     for (const connection of stale) {
       connection.disconnect(DisconnectReason.REVOKED, `workspace "${workspace}" was replaced by a new workspace of the same name`, 0);
     }
@@ -191,9 +205,8 @@ export class TunnelRegistry implements AgentRegistrar, StreamFinder {
 
   /** Drops every agent of the workspace on this server (revoked, deleted). */
   disconnectWorkspace(workspace: string, reason: DisconnectReason, message: string): number {
-    const tunnels = this.#workspaces.get(workspace);
-    if (!tunnels) return 0;
-    const connections = [...tunnels.connections];
+    const connections: AgentConnection[] = [];
+    for (const tunnels of this.#workspaces.values()) if (tunnels.name === workspace) connections.push(...tunnels.connections);
     for (const connection of connections) connection.disconnect(reason, message);
     return connections.length;
   }
@@ -233,15 +246,16 @@ export class TunnelRegistry implements AgentRegistrar, StreamFinder {
   }
 
   #remove(connection: AgentConnection): void {
-    const tunnels = this.#workspaces.get(connection.workspace);
+    const tunnels = this.#workspaces.get(connection.workspaceId);
     if (!tunnels) return;
     const i = tunnels.connections.indexOf(connection);
     if (i >= 0) tunnels.connections.splice(i, 1);
     if (tunnels.connections.length === 0) {
-      this.#workspaces.delete(connection.workspace);
+      this.#workspaces.delete(connection.workspaceId);
+      if (this.#idByName.get(connection.workspace) === connection.workspaceId) this.#idByName.delete(connection.workspace);
       clearInterval(tunnels.reaskTimer);
       for (const waiter of [...tunnels.waiters]) waiter.reject(notConnected(connection.workspace));
-      this.#onWorkspaceChange?.(connection.workspace, false);
+      this.#onWorkspaceChange?.(connection.workspaceId, false);
     }
   }
 }

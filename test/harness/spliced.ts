@@ -17,7 +17,7 @@ export async function startSplicedFrontDoor(appPort: number, options: { headTime
     const connection = new SplicedConnection({
       socket,
       proto: "http",
-      decide: async () => ({ kind: "forward", target: { workspace: "spec", port: appPort } }),
+      decide: async () => ({ kind: "forward", target: { workspace: "spec", workspaceId: "ws_spec", port: appPort } }),
       dial: async (_target, earlyData) => {
         const upstream = net.connect(appPort, "127.0.0.1");
         appConnections++;

@@ -41,7 +41,7 @@ export interface Sshd {
 }
 
 /** Starts sshd on a free loopback port; `hostKeyFile` reuses a host key (new one when absent). */
-export async function startSshd(options: { hostKeyFile?: string; port?: number } = {}): Promise<Sshd> {
+export async function startSshd(options: { hostKeyFile?: string; port?: number; /** Run it inside this network namespace (give `port`). */ netns?: string } = {}): Promise<Sshd> {
   const dir = mkdtempSync(join(tmpdir(), "warren-sshd-"));
   // sshd reads authorized_keys as the logged-in user.
   chmodSync(dir, 0o755);
@@ -77,8 +77,12 @@ export async function startSshd(options: { hostKeyFile?: string; port?: number }
   );
   // sshd insists on its privilege separation directory.
   mkdirSync("/run/sshd", { recursive: true });
-  const proc = new Proc("/usr/sbin/sshd", ["-D", "-e", "-f", join(dir, "sshd_config")], process.env);
-  await waitForTcp(port, 10_000, () => proc.output());
+  const sshdArgs = ["-D", "-e", "-f", join(dir, "sshd_config")];
+  const proc = options.netns
+    ? new Proc("ip", ["netns", "exec", options.netns, "/usr/sbin/sshd", ...sshdArgs], process.env)
+    : new Proc("/usr/sbin/sshd", sshdArgs, process.env);
+  if (options.netns) await waitForTcpInNetns(options.netns, port, 10_000, () => proc.output());
+  else await waitForTcp(port, 10_000, () => proc.output());
   return {
     port,
     dir,
@@ -87,6 +91,14 @@ export async function startSshd(options: { hostKeyFile?: string; port?: number }
     authorize: (keys) => writeFileSync(authorizedKeys, keys.map((k) => `${k.trim()}\n`).join("")),
     stop: () => proc.stop(),
   };
+}
+
+async function waitForTcpInNetns(netns: string, port: number, timeoutMs: number, output: () => string): Promise<void> {
+  const deadline = Date.now() + timeoutMs;
+  while (spawnSync("ip", ["netns", "exec", netns, "bash", "-c", `exec 3<>/dev/tcp/127.0.0.1/${port}`], { stdio: "ignore" }).status !== 0) {
+    if (Date.now() > deadline) throw new Error(`sshd did not listen on ${port} in ${netns}: ${output()}`);
+    await new Promise((r) => setTimeout(r, 50));
+  }
 }
 
 async function waitForTcp(port: number, timeoutMs: number, output: () => string): Promise<void> {

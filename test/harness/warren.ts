@@ -22,6 +22,7 @@ export interface ServerHandle {
   readonly httpPort: number;
   /** Address the HTTP listener is reachable at (127.0.0.1 unless WARREN_HTTP_ADDR says otherwise). */
   readonly httpHost: string;
+  /** Port of the separate agent listener (0 when it is off). */
   readonly agentPort: number;
   readonly observabilityPort: number;
   /** Port of the SSH listener (0 when it is off). */
@@ -81,7 +82,8 @@ export async function startServer(
     }),
   );
   const ready = await proc.waitFor((l) => l.msg === "warren server ready", 15_000, "server ready");
-  const agentPort = portOf(ready["agent"]);
+  // Without a separate agent listener (WARREN_AGENT_ADDR=off), agents use the HTTP listener.
+  const agentPort = ready["agent"] ? portOf(ready["agent"]) : 0;
   return {
     proc,
     httpPort: portOf(ready["http"]),
@@ -89,7 +91,7 @@ export async function startServer(
     agentPort,
     observabilityPort: portOf(ready["observability"]),
     sshPort: ready["ssh"] ? portOf(ready["ssh"]) : 0,
-    agentUrl: `http://${hostOf(ready["agent"])}:${agentPort}`,
+    agentUrl: ready["agent"] ? `http://${hostOf(ready["agent"])}:${agentPort}` : `http://${hostOf(ready["http"])}:${portOf(ready["http"])}`,
     adminToken: env["WARREN_ADMIN_TOKEN"] ?? ADMIN_TOKEN,
     ca,
     stop: () => proc.stop(),
@@ -150,6 +152,8 @@ export async function callApi<T = Record<string, unknown>>(
 
 export interface CreatedWorkspace {
   readonly name: string;
+  /** The immutable workspace id (ws_...): presence records and dials are keyed by it. */
+  readonly id: string;
   readonly agentToken: string;
   readonly urls: string[];
 }
@@ -162,14 +166,14 @@ export async function createWorkspace(
   /** Whose workspace: the admin's unless a user's access token is given. */
   token: string = server.adminToken,
 ): Promise<CreatedWorkspace> {
-  const res = await callApi<{ workspace: { name: string; urls: string[] }; agentToken: string }>(
+  const res = await callApi<{ workspace: { name: string; id: string; urls: string[] }; agentToken: string }>(
     server,
     "WorkspaceService/CreateWorkspace",
     { name, ports: ports.map((p) => (typeof p === "number" ? { port: p } : p)), ...extra },
     token,
   );
   if (res.status !== 200) throw new Error(`CreateWorkspace failed: ${res.status} ${JSON.stringify(res.body)}`);
-  return { name, agentToken: res.body.agentToken, urls: res.body.workspace.urls };
+  return { name, id: res.body.workspace.id, agentToken: res.body.agentToken, urls: res.body.workspace.urls };
 }
 
 export interface HttpResult {

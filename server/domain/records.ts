@@ -1,5 +1,5 @@
-import type { TokenKind } from "../auth/tokens.js";
-import type { ActualState, DesiredState } from "../control/workspace-state.js";
+import type { TokenKind } from "./tokens.js";
+import type { ActualState, DesiredState } from "./workspace-state.js";
 
 /** A port a workspace exposes through the tunnel. */
 export interface PortRecord {
@@ -54,6 +54,27 @@ export interface WorkspaceRecord {
   readonly sshUser?: string;
   /** TCP ports listening inside the workspace, as its agent last reported them (informational). */
   readonly detectedPorts?: readonly DetectedPortRecord[];
+  /** Workspaces a CI job enrolled for itself (`warren-agent ci`): who vouched for the job, and its hold. */
+  readonly ci?: CiJobRecord;
+}
+
+/**
+ * The CI job behind a workspace made by `warren-agent ci`. With an ID token, issuer, project
+ * and job come from its verified claims; with an enrollment token they are what the job said.
+ */
+export interface CiJobRecord {
+  /** The ID token's issuer URL, or `enrollment token <id>`. */
+  readonly issuer: string;
+  readonly project?: string;
+  readonly job?: string;
+  /** A link to the job in the CI system, when known. */
+  readonly jobUrl?: string;
+  /** The enrollment token it was made with (absent for ID tokens). */
+  readonly enrollmentTokenId?: string;
+  /** The job's command failed: the workspace is held for a person to look inside until then (ms since the epoch). */
+  readonly holdUntil?: number;
+  /** The failed command's exit code, during a hold. */
+  readonly exitCode?: number;
 }
 
 /** A port the agent saw listening inside the workspace; being detected makes nothing reachable. */
@@ -100,7 +121,7 @@ export interface TokenRecord {
   readonly kind: TokenKind;
   /** Hex SHA-256 of the token's secret part; the token itself is never stored. */
   readonly hash: string;
-  /** Workspace name for agent tokens, user name for access tokens. */
+  /** Workspace name for agent tokens, user name for access and enrollment tokens. */
   readonly subject: string;
   readonly createdAt: number;
   readonly expiresAt: number;
@@ -110,6 +131,10 @@ export interface TokenRecord {
   readonly admin?: boolean;
   /** Access tokens minted for one browser session (single sign-on): signing out revokes them. */
   readonly browserSession?: boolean;
+  /** Enrollment tokens: the longest time to live a workspace enrolled with it may have. */
+  readonly maxWorkspaceTtlMs?: number;
+  /** Enrollment tokens: the only ports its workspaces may expose (none listed: any). */
+  readonly allowedPorts?: readonly number[];
 }
 
 /** A public key a user registered for SSH logins. A key belongs to one user at most. */
@@ -139,6 +164,11 @@ export interface LoginCodeRecord {
   readonly hash: string;
   /** The workspace host label it may be redeemed on: `{port}-{workspace}`. */
   readonly host: string;
+  /**
+   * The workspace incarnation (id) the host served when the code was minted; undefined when no
+   * workspace of that name existed. Redeemed only while the host serves the same one.
+   */
+  readonly workspaceId?: string;
   /** Who logged in: a user name, or undefined for the admin. */
   readonly user?: string;
   /** Id of the access token used to log in ("admin" for the admin token): sessions end with it. */
@@ -175,4 +205,9 @@ export interface PinnedHostKey {
   readonly publicKey: string;
   readonly fingerprint: string;
   readonly pinnedAt: number;
+}
+
+/** The workspace incarnation a record describes, for dials and presence (tunnel/workspace-ref.ts). */
+export function workspaceRefOf(workspace: Pick<WorkspaceRecord, "id" | "name" | "createdAt">): { readonly name: string; readonly id: string } {
+  return { name: workspace.name, id: workspaceIdOf(workspace) };
 }

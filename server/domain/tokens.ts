@@ -10,12 +10,17 @@ export const TokenKind = {
   Access: "wut",
   /** One-time browser login code (never a bearer token: only redeemable once, on one host). */
   LoginCode: "wlc",
+  /**
+   * Enrollment token of a CI system without OIDC: its holder may only enroll short-lived
+   * workspaces of its user (CiService/EnrollWorkspace), nothing else.
+   */
+  Enrollment: "wen",
 } as const;
 export type TokenKind = (typeof TokenKind)[keyof typeof TokenKind];
 
 const ID_HEX = 16;
 const SECRET_CHARS = 43;
-const TOKEN_RE = /^(wat|wut|wlc)_([0-9a-f]{16})([A-Za-z0-9_-]{43})$/;
+const TOKEN_RE = /^(wat|wut|wlc|wen)_([0-9a-f]{16})([A-Za-z0-9_-]{43})$/;
 
 export interface MintedToken {
   readonly token: string;
