@@ -1,4 +1,5 @@
 import { appendFileSync, readFileSync } from "node:fs";
+import { basename } from "node:path";
 import { WorkspaceDesiredState } from "../shared/gen/warren/v1/agent_pb.js";
 import { createLogger, type Logger } from "../shared/logger.js";
 import { formatDuration, parseCommandLine, parseDuration, parsePort, readConfigFile, resolveSettings } from "../shared/settings.js";
@@ -181,6 +182,11 @@ async function githubIdToken(requestUrl: string, requestToken: string, audience:
   return body.value;
 }
 
+/** The command as people call it: `node`, not `/usr/bin/node`. */
+function commandName(options: CiOptions): string {
+  return basename(options.command[0]);
+}
+
 /** A line for people in the job's log (stdout: the log lines of the agent are JSON). */
 function say(line: string): void {
   process.stdout.write(`warren: ${line}\n`);
@@ -335,7 +341,7 @@ async function superviseJob(options: CiOptions, enrolled: EnrollAnswer, log: Log
     // Already ended (terminated by its owner, time to live): nothing left to do.
     if ((err as CiApiError).code !== "unauthenticated") log.warn({ err: (err as Error).message }, "could not end the workspace; it ends with its time to live");
   }
-  say(`${options.command[0]} exited with code ${exitCode}; workspace ${name} is terminated`);
+  say(`${commandName(options)} exited with code ${exitCode}; workspace ${name} is terminated`);
   // The server completes the termination once it hears the command is over.
   await agent.reportWorkload(DesiredStateReconciler.toMessage(finalReport), 1000);
   await agent.stop(Math.min(config.shutdownTimeout, 2000));
@@ -360,13 +366,13 @@ async function hold(
     answer = await callControlApi(options.server, "CiService/HoldWorkspace", { holdSeconds: Math.ceil(options.holdOnFailureMs / 1000), exitCode }, agentToken, ca);
   } catch (err) {
     log.warn({ err: (err as Error).message }, "could not hold the workspace");
-    say(`${options.command[0]} failed with exit code ${exitCode}; the workspace could not be held: ${(err as Error).message}`);
+    say(`${commandName(options)} failed with exit code ${exitCode}; the workspace could not be held: ${(err as Error).message}`);
     return;
   }
   const until = answer.workspace.ci?.holdExpireTime ? new Date(answer.workspace.ci.holdExpireTime) : new Date(Date.now() + options.holdOnFailureMs);
   const ms = Math.max(0, until.getTime() - Date.now());
   say(
-    `${options.command[0]} failed with exit code ${exitCode}; workspace ${name} is held for ${formatDuration(Math.round(ms / 1000) * 1000)} (until ${until.toISOString()}) at ${(answer.workspace.urls ?? []).join(" ")} and by ssh ${name}@<server>; terminate it to end the hold`,
+    `${commandName(options)} failed with exit code ${exitCode}; workspace ${name} is held for ${formatDuration(Math.round(ms / 1000) * 1000)} (until ${until.toISOString()}) at ${(answer.workspace.urls ?? []).join(" ")} and over SSH as ${name}@ the server; terminate it to end the hold`,
   );
   await new Promise<void>((resolve) => {
     const timer = setTimeout(resolve, ms);
