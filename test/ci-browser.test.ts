@@ -65,7 +65,7 @@ describe("a CI job's workspace in the browser", () => {
     await tab.goto(`${url}exit?code=3`);
     await job.waitFor(/^warren: node failed with exit code 3; workspace \S+ is held for 10m/m);
     await card.locator("[data-hold]").waitFor();
-    await expect(card.locator("[data-hold]").textContent()).resolves.toMatch(/the job's command failed \(exit code 3\); the workspace ends in (9|10)m/);
+    await expect(card.locator("[data-hold]").textContent()).resolves.toMatch(/the job's command failed \(exit code 3\); the workspace ends in (9|10) min, or when you terminate it\./);
     const held = await runCli(cliHome(), ["workspace", "list"], cli);
     expect(held.stdout).toMatch(/job 88 \(enrollment token [0-9a-f]{16}\), held, ends in \d+m \(exit 3\)/);
 
