@@ -32,6 +32,8 @@ Flags:
   --audience AUD            audience of the ID token asked for in GitHub Actions (default: WARREN_SERVER)
   --ssh-port N              port of the job's sshd, for ssh <workspace>@<server> (default 22)
   --ssh-user USER           user the SSH front door logs in as on that sshd (default warren)
+  --authorize-ssh-key FILE  append the workspace's SSH key (the one the server logs in with) to FILE,
+                            e.g. ~/.ssh/authorized_keys of that user
   and the agent's settings (warren-agent --help), e.g. --ca-file, --log-level (default warn here).
 
 Exit codes: CMD's exit code; 1 the server refused the credential or could not be reached;
@@ -49,18 +51,19 @@ interface CiOptions {
   readonly audience?: string;
   readonly sshPort: number;
   readonly sshUser: string;
+  readonly authorizeSshKey?: string;
   readonly command: readonly [string, ...string[]];
   readonly logLevelSet: boolean;
 }
 
 interface EnrollAnswer {
-  workspace: { name: string; urls?: string[]; owner?: string; expireTime?: string };
+  workspace: { name: string; urls?: string[]; owner?: string; expireTime?: string; sshPublicKey?: string };
   agentToken: string;
   agentUrl: string;
 }
 
 /** Flags of `ci` itself; the rest are the agent's settings. */
-const CI_FLAGS = new Set(["port", "public-port", "name", "hold-on-failure", "ttl", "id-token-file", "audience", "ssh-port", "ssh-user"]);
+const CI_FLAGS = new Set(["port", "public-port", "name", "hold-on-failure", "ttl", "id-token-file", "audience", "ssh-port", "ssh-user", "authorize-ssh-key"]);
 
 function fail(code: number, message: string): never {
   process.stderr.write(`warren-agent ci: ${message}\n`);
@@ -129,6 +132,7 @@ export function parseCiCommandLine(argv: readonly string[], env: NodeJS.ProcessE
   const audience = one("audience");
   const sshPort = one("ssh-port");
   const sshUser = one("ssh-user");
+  const authorizeSshKey = one("authorize-ssh-key");
   return {
     config,
     server: config.server[0]!,
@@ -140,6 +144,7 @@ export function parseCiCommandLine(argv: readonly string[], env: NodeJS.ProcessE
     ...(audience !== undefined ? { audience } : {}),
     sshPort: sshPort === undefined ? 0 : port("ssh-port", sshPort),
     sshUser: sshUser ?? "",
+    ...(authorizeSshKey !== undefined ? { authorizeSshKey } : {}),
     command: command as [string, ...string[]],
     logLevelSet: cli.values.has("log-level") || Boolean(env["WARREN_LOG_LEVEL"]) || Boolean(file?.has("logLevel")),
   };
@@ -241,6 +246,13 @@ export async function runCi(argv: readonly string[], env: NodeJS.ProcessEnv = pr
   } catch (err) {
     const e = err as CiApiError;
     fail(AgentExit.Rejected, e.code === "unauthenticated" || e.code === "permission_denied" ? `the server refused the job: ${e.message}` : e.message);
+  }
+  if (options.authorizeSshKey && enrolled.workspace.sshPublicKey) {
+    try {
+      appendFileSync(options.authorizeSshKey, `${enrolled.workspace.sshPublicKey}\n`, { mode: 0o600 });
+    } catch (err) {
+      process.stderr.write(`warren-agent ci: could not append the workspace's SSH key to ${options.authorizeSshKey}: ${(err as Error).message}\n`);
+    }
   }
   const urls = enrolled.workspace.urls ?? [];
   say(`workspace ${name} is open at ${urls.join(" ") || "(no ports exposed)"} for ${enrolled.workspace.owner || "its owner"}; it ends with this job`);
