@@ -37,7 +37,7 @@ Flags:
   and the agent's settings (warren-agent --help), e.g. --ca-file, --log-level (default warn here).
 
 Exit codes: CMD's exit code; 1 the server refused the credential or could not be reached;
-2 bad command line.
+2 bad command line or settings (no credential, a name or port the server finds invalid).
 `;
 
 interface CiOptions {
@@ -245,6 +245,7 @@ export async function runCi(argv: readonly string[], env: NodeJS.ProcessEnv = pr
     );
   } catch (err) {
     const e = err as CiApiError;
+    if (e.code === "invalid_argument") fail(AgentExit.Usage, e.message);
     fail(AgentExit.Rejected, e.code === "unauthenticated" || e.code === "permission_denied" ? `the server refused the job: ${e.message}` : e.message);
   }
   if (options.authorizeSshKey && enrolled.workspace.sshPublicKey) {
