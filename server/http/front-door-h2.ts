@@ -12,6 +12,9 @@ import type { Duplex } from "node:stream";
 import type { Logger } from "../../shared/logger.js";
 import { TUNNEL_WINDOWS } from "../../shared/tunnel-windows.js";
 
+/** A browser's HTTP/2 connection with no stream for this long is closed (HTTP/1.1's keep-alive timeout). */
+const IDLE_TIMEOUT_MS = 65_000;
+
 /** Response headers HTTP/2 forbids (RFC 9113 8.2.2): node throws on them, an HTTP/1.1 app may send them. */
 const CONNECTION_SPECIFIC = new Set(["connection", "keep-alive", "proxy-connection", "transfer-encoding", "upgrade", "http2-settings", "te"]);
 
@@ -106,6 +109,11 @@ export class Http2Front {
       this.#sessions.add(session);
       session.on("error", () => session.destroy());
       session.once("close", () => this.#sessions.delete(session));
+      // A browser's idle connection goes as an HTTP/1.1 keep-alive one would; an agent's stays
+      // (it pings, and the agent endpoint watches it).
+      session.setTimeout(IDLE_TIMEOUT_MS, () => {
+        if (!this.#agentSessions.has(session)) session.close();
+      });
       // Uploads run at the speed of the connection window, 64 KiB by default.
       session.once("remoteSettings", () => {
         try {
@@ -155,7 +163,11 @@ export class Http2Front {
       // A reset stream: its request and response see the close.
     });
     if (this.#options.takeStream?.(stream, headers)) {
-      this.#agentSessions.add(stream.session as ServerHttp2Session);
+      const session = stream.session as ServerHttp2Session;
+      if (!this.#agentSessions.has(session)) {
+        this.#agentSessions.add(session);
+        session.setTimeout(0);
+      }
       return;
     }
     const view = http1View(stream, headers, rawHeaders);

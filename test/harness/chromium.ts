@@ -8,7 +8,7 @@ export const CHROMIUM = "/usr/bin/chromium";
  * Debian's Chromium, headless, with a fresh profile (playwright gives launch() a new
  * --user-data-dir of its own and removes it); one per test file (2-core CI).
  */
-export async function launchChromium(): Promise<{ context: (options?: { viewport?: { width: number; height: number } }) => Promise<BrowserContext>; close: () => Promise<void> }> {
+export async function launchChromium(): Promise<{ context: (options?: { viewport?: { width: number; height: number }; ignoreHTTPSErrors?: boolean }) => Promise<BrowserContext>; close: () => Promise<void> }> {
   const browser = await chromium.launch({
     executablePath: CHROMIUM,
     args: [
