@@ -11,6 +11,7 @@ import { sshConfigBlock, sshInteractive, sshStdio, writeSshConfig } from "./comm
 import { readSecret } from "./commands/read-secret.js";
 import { loginThroughBrowser } from "./commands/browser-login.js";
 import { hostname } from "node:os";
+import { ciSummary, type CiJobJson } from "./ci-workspace.js";
 import { relativeTime } from "./relative-time.js";
 import { closest } from "./suggest.js";
 import { rmSync } from "node:fs";
@@ -78,6 +79,7 @@ interface WorkspaceJson {
   owner?: string;
   variableNames?: string[];
   detectedPorts?: Array<{ port: number; address?: string; process?: string; exposed?: boolean }>;
+  ci?: CiJobJson;
 }
 
 const OPTIONS = {
@@ -236,6 +238,8 @@ async function workspace(values: Values, rest: string[]): Promise<void> {
         process.stdout.write("No workspaces.\n");
         return;
       }
+      // CI workspaces (warren-agent ci) get a column saying which job and whether it is held.
+      const ci = list.some((w) => w.ci);
       const rows = list.map((w) => [
         w.name,
         stateName(w.desiredState),
@@ -243,9 +247,10 @@ async function workspace(values: Values, rest: string[]): Promise<void> {
         w.connected ? "yes" : "no",
         w.owner || "-",
         w.expireTime ? relativeTime(w.expireTime) : "-",
+        ...(ci ? [ciSummary(w.ci)] : []),
         w.urls?.[0] ?? "-",
       ]);
-      process.stdout.write(`${formatTable(["NAME", "DESIRED", "ACTUAL", "CONNECTED", "OWNER", "EXPIRES", "URL"], rows)}\n`);
+      process.stdout.write(`${formatTable(["NAME", "DESIRED", "ACTUAL", "CONNECTED", "OWNER", "EXPIRES", ...(ci ? ["CI"] : []), "URL"], rows)}\n`);
       return;
     }
     case "get": {
@@ -460,6 +465,7 @@ function describe(w: WorkspaceJson): string {
     ["Ports", (w.ports ?? []).map((p) => `${p.port}${p.public ? " (public)" : ""}`).join(", ") || "-"],
     ["URLs", (w.urls ?? []).join(" ") || "-"],
     ["Variables", (w.variableNames ?? []).join(", ") || "-"],
+    ...(w.ci ? ([["CI job", `${ciSummary(w.ci)}${w.ci.jobUrl ? ` ${w.ci.jobUrl}` : ""}`]] as Array<[string, string]>) : []),
   ];
   return rows.map(([k, v]) => `${`${k}:`.padEnd(15)}${v}`).join("\n");
 }

@@ -1,18 +1,6 @@
 import { DEFAULT_LIVENESS } from "../shared/liveness.js";
 import { ErrorCode, WarrenError } from "../shared/errors.js";
-import {
-  formatDuration,
-  parseDuration,
-  parseHostPort,
-  parseIntegerIn,
-  parseNonEmpty,
-  parseBoolean,
-  parseOneOf,
-  parseReadableFile,
-  setting,
-  type HostPort,
-  type SettingsOf,
-} from "../shared/settings.js";
+import { formatDuration, parseDuration, parseHostPort, parseIntegerIn, parseNonEmpty, parseBoolean, parseOneOf, parseReadableFile, setting, type HostPort, type SettingsOf } from "../shared/settings.js";
 import { homedir } from "node:os";
 import { join } from "node:path";
 import { LOG_FORMATS, type LogFormat } from "../shared/log-format.js";

@@ -5,8 +5,8 @@ import { readyBanner, type BannerInfo } from "./console-banner.js";
 import { parseCommandLine, readConfigFile, resolveSettings, settingsHelp } from "../shared/settings.js";
 import { VERSION } from "../shared/version.js";
 import { SERVER_SETTINGS, validateServerConfig, type ServerConfig } from "./config.js";
-import { openLocalState, type LocalState } from "./store/local-state.js";
-import { backupCommand, restoreCommand } from "./store/store-commands.js";
+import { openLocalState, type LocalState } from "./local-state.js";
+import { backupCommand, restoreCommand } from "./store-commands.js";
 import { WarrenServer } from "./warren-server.js";
 import { agentUrlFor } from "./http/install-script.js";
 

@@ -3,13 +3,7 @@ import net from "node:net";
 import type { AddressInfo } from "node:net";
 import { create } from "@bufbuild/protobuf";
 import { afterAll, beforeAll, describe, expect, it } from "vitest";
-import {
-  ControlResponseSchema,
-  DialStatus,
-  TunnelRequestSchema,
-  TunnelResponseSchema,
-  type DialResult,
-} from "../shared/gen/warren/v1/agent_pb.js";
+import { ControlResponseSchema, DialStatus, TunnelRequestSchema, TunnelResponseSchema, type DialResult } from "../shared/gen/warren/v1/agent_pb.js";
 import { GrpcFrameDecoder } from "../shared/grpc-frame-decoder.js";
 import { decodeGrpcMessage, encodeGrpcMessage } from "../shared/grpc-message.js";
 import { listen } from "./harness/apps.js";

@@ -5,16 +5,7 @@ import { tmpdir } from "node:os";
 import { join } from "node:path";
 import { afterAll, beforeAll, describe, expect, it } from "vitest";
 import { listen, startApp, type App } from "./harness/apps.js";
-import {
-  callApi,
-  createWorkspace,
-  eventually,
-  httpRequest,
-  startAgent,
-  startServer,
-  workspaceHost,
-  type ServerHandle,
-} from "./harness/warren.js";
+import { callApi, createWorkspace, eventually, httpRequest, startAgent, startServer, workspaceHost, type ServerHandle } from "./harness/warren.js";
 
 describe("agent lifecycle", () => {
   let server: ServerHandle;

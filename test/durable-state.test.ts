@@ -2,25 +2,14 @@ import { execFile, spawnSync } from "node:child_process";
 import { mkdirSync, readFileSync, rmSync, statSync, writeFileSync } from "node:fs";
 import { join } from "node:path";
 import { afterAll, afterEach, describe, expect, it } from "vitest";
-import { parsePublicKey } from "../server/ssh/ssh-public-key.js";
+import { parsePublicKey } from "../server/domain/ssh-public-key.js";
 import { generateEd25519KeyPair } from "../server/ssh/ssh-keygen.js";
 import { EmbeddedStore } from "../server/store/embedded-store.js";
 import { freePort, startApp, type App } from "./harness/apps.js";
 import { CLUSTER_SECRET, startCluster, startClusterServer, startRedis, type RedisHandle } from "./harness/cluster.js";
 import { SERVER_BUNDLE } from "./harness/processes.js";
 import { IS_ROOT } from "./harness/sshd.js";
-import {
-  callApi,
-  cleanEnv,
-  eventually,
-  httpRequest,
-  startAgent,
-  startServer,
-  testDataDir,
-  workspaceHost,
-  type AgentHandle,
-  type ServerHandle,
-} from "./harness/warren.js";
+import { callApi, cleanEnv, eventually, httpRequest, startAgent, startServer, testDataDir, workspaceHost, type AgentHandle, type ServerHandle } from "./harness/warren.js";
 
 const SECRET_KEY = "durable-state-test-secret-0123456789abcdef";
 

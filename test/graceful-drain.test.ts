@@ -2,17 +2,7 @@ import { afterAll, beforeAll, describe, expect, it } from "vitest";
 import { freePort, startApp, type App } from "./harness/apps.js";
 import { CheckedLoad, startCheckedApp, summarize, type CheckedApp } from "./harness/checked-load.js";
 import { agentServerList, CLUSTER_SECRET, startCluster, startClusterServer, startRedis, type ClusterServerHandle, type RedisHandle } from "./harness/cluster.js";
-import {
-  createWorkspace,
-  eventually,
-  httpRequest,
-  startAgent,
-  startServer,
-  workspaceHost,
-  type AgentHandle,
-  type HttpResult,
-  type ServerHandle,
-} from "./harness/warren.js";
+import { createWorkspace, eventually, httpRequest, startAgent, startServer, workspaceHost, type AgentHandle, type HttpResult, type ServerHandle } from "./harness/warren.js";
 
 const sleep = (ms: number) => new Promise((r) => setTimeout(r, ms));
 

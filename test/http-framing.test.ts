@@ -2,18 +2,7 @@ import http from "node:http";
 import net from "node:net";
 import { afterAll, beforeAll, describe, expect, it } from "vitest";
 import { startApp, type App } from "./harness/apps.js";
-import {
-  callApi,
-  createWorkspace,
-  eventually,
-  httpRequest,
-  ROOT_DOMAIN,
-  startAgent,
-  startServer,
-  workspaceHost,
-  type AgentHandle,
-  type ServerHandle,
-} from "./harness/warren.js";
+import { callApi, createWorkspace, eventually, httpRequest, ROOT_DOMAIN, startAgent, startServer, workspaceHost, type AgentHandle, type ServerHandle } from "./harness/warren.js";
 
 /**
  * Sends raw bytes on a new connection and reads until the server closes it, or until `until`

@@ -2,15 +2,7 @@ import http from "node:http";
 import net from "node:net";
 import { afterAll, beforeAll, describe, expect, it } from "vitest";
 import { freePort, listen, startApp, type App } from "./harness/apps.js";
-import {
-  createWorkspace,
-  httpRequest,
-  startAgent,
-  startServer,
-  workspaceHost,
-  type AgentHandle,
-  type ServerHandle,
-} from "./harness/warren.js";
+import { createWorkspace, httpRequest, startAgent, startServer, workspaceHost, type AgentHandle, type ServerHandle } from "./harness/warren.js";
 
 // Both ways through the front door: the spliced fast path (default) and node's HTTP client.
 describe.each([

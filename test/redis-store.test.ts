@@ -1,5 +1,5 @@
 import { afterAll, beforeAll, describe, expect, it } from "vitest";
-import { TokenKind } from "../server/auth/tokens.js";
+import { TokenKind } from "../server/domain/tokens.js";
 import { RedisConnection } from "../server/cluster/redis-connection.js";
 import { parseRedisUrl } from "../server/cluster/redis-url.js";
 import type { ClusterEvent } from "../server/events/event-bus.js";
@@ -11,9 +11,9 @@ import { PassThrough } from "node:stream";
 import { EmbeddedStore } from "../server/store/embedded-store.js";
 import { MemoryStore } from "../server/store/memory-store.js";
 import { restoreBackup, writeBackup, type SnapshotSource } from "../server/store/snapshot.js";
-import type { TokenRecord, WorkspaceRecord } from "../server/store/records.js";
+import type { TokenRecord, WorkspaceRecord } from "../server/domain/records.js";
 import { RedisStore } from "../server/store/redis-store.js";
-import type { ControlStore } from "../server/store/store.js";
+import type { ControlStore } from "../server/domain/store.js";
 import { createLogger } from "../shared/logger.js";
 import { startRedis, type RedisHandle } from "./harness/cluster.js";
 import { eventually } from "./harness/warren.js";

@@ -7,20 +7,7 @@ import { afterAll, beforeAll, describe, expect, it } from "vitest";
 import { freePort } from "./harness/apps.js";
 import { requireBuilt, SERVER_BUNDLE } from "./harness/processes.js";
 import { callApi, cleanEnv, createWorkspace, startAgent, startServer, type AgentHandle, type ServerHandle } from "./harness/warren.js";
-import {
-  clientKey,
-  clientOptions,
-  ensureTestUsers,
-  IS_ROOT,
-  keygenFingerprint,
-  keyOptions,
-  passwordOptions,
-  run,
-  SSH_EMPTY_PASSWORD_USER,
-  SSH_KEY_USER,
-  startSshd,
-  type Sshd,
-} from "./harness/sshd.js";
+import { clientKey, clientOptions, ensureTestUsers, IS_ROOT, keygenFingerprint, keyOptions, passwordOptions, run, SSH_EMPTY_PASSWORD_USER, SSH_KEY_USER, startSshd, type Sshd } from "./harness/sshd.js";
 
 /** Who gets in, what people are told when they do not, and what the server remembers. */
 describe.skipIf(!IS_ROOT)("SSH front door access and trust", () => {

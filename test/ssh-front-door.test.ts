@@ -6,18 +6,7 @@ import { join } from "node:path";
 import { afterAll, beforeAll, describe, expect, it } from "vitest";
 import { freePort, startApp, type App } from "./harness/apps.js";
 import { callApi, createWorkspace, eventually, startAgent, startServer, type AgentHandle, type ServerHandle } from "./harness/warren.js";
-import {
-  clientKey,
-  clientOptions,
-  ensureTestUsers,
-  IS_ROOT,
-  keyOptions,
-  passwordOptions,
-  run,
-  SSH_EMPTY_PASSWORD_USER,
-  startSshd,
-  type Sshd,
-} from "./harness/sshd.js";
+import { clientKey, clientOptions, ensureTestUsers, IS_ROOT, keyOptions, passwordOptions, run, SSH_EMPTY_PASSWORD_USER, startSshd, type Sshd } from "./harness/sshd.js";
 
 const MiB = 1024 * 1024;
 

@@ -1,5 +1,5 @@
 import { afterAll, beforeAll, describe, expect, it } from "vitest";
-import { isLegalTransition, type ActualState } from "../server/control/workspace-state.js";
+import { isLegalTransition, type ActualState } from "../server/domain/workspace-state.js";
 import { freePort } from "./harness/apps.js";
 import { callApi, eventually, httpRequest, startAgent, startServer, workspaceHost, type AgentHandle, type ServerHandle } from "./harness/warren.js";
 

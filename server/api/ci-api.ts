@@ -2,9 +2,9 @@ import type { IncomingMessage } from "node:http";
 import type { ServiceImpl } from "@connectrpc/connect";
 import { CiService } from "../../shared/gen/warren/v1/ci_pb.js";
 import type { Workspace } from "../../shared/gen/warren/v1/workspace_pb.js";
-import { bearerToken } from "../auth/tokens.js";
+import { bearerToken } from "../domain/tokens.js";
 import type { CiEnrollment } from "../ci/ci-enrollment.js";
-import type { WorkspaceRecord } from "../store/records.js";
+import type { WorkspaceRecord } from "../domain/records.js";
 
 export interface CiApiOptions {
   readonly enrollment: CiEnrollment;

@@ -5,7 +5,7 @@ import type { Authenticator } from "../auth/authenticator.js";
 import type { SshKeyManager } from "../control/ssh-key-manager.js";
 import type { UserManager } from "../control/user-manager.js";
 import type { EnrollmentTokens } from "../control/enrollment-tokens.js";
-import type { SshKeyRecord, TokenRecord, UserRecord } from "../store/records.js";
+import type { SshKeyRecord, TokenRecord, UserRecord } from "../domain/records.js";
 import { callerOf } from "./workspace-api.js";
 
 const toProto = (u: UserRecord) => ({ name: u.name, createTime: timestampFromMs(u.createdAt) });

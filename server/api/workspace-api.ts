@@ -3,11 +3,13 @@ import { timestampFromMs } from "@bufbuild/protobuf/wkt";
 import type { HandlerContext, ServiceImpl } from "@connectrpc/connect";
 import { WorkspaceDesiredState } from "../../shared/gen/warren/v1/agent_pb.js";
 import { WorkspaceActualState, WorkspaceSchema, WorkspaceService, type Workspace } from "../../shared/gen/warren/v1/workspace_pb.js";
-import type { Authenticator, Principal } from "../auth/authenticator.js";
-import { bearerToken } from "../auth/tokens.js";
-import { statesOf, type WorkspaceManager } from "../control/workspace-manager.js";
-import { ActualState, DesiredState } from "../control/workspace-state.js";
-import { workspaceIdOf, type WorkspaceRecord } from "../store/records.js";
+import type { Authenticator } from "../auth/authenticator.js";
+import type { Principal } from "../domain/principal.js";
+import { bearerToken } from "../domain/tokens.js";
+import { type WorkspaceManager } from "../control/workspace-manager.js";
+import { statesOf } from "../domain/workspace-policy.js";
+import { ActualState, DesiredState } from "../domain/workspace-state.js";
+import { workspaceIdOf, type WorkspaceRecord } from "../domain/records.js";
 
 export interface WorkspaceApiOptions {
   readonly manager: WorkspaceManager;

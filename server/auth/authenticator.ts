@@ -1,26 +1,11 @@
 import { ErrorCode, WarrenError } from "../../shared/errors.js";
-import type { TokenStore, WorkspaceStore } from "../store/store.js";
-import { workspaceIdOf, type WorkspaceRecord } from "../store/records.js";
+import type { Principal } from "../domain/principal.js";
+import type { TokenStore, WorkspaceStore } from "../domain/store.js";
+import { workspaceIdOf, type WorkspaceRecord } from "../domain/records.js";
 import type { SessionClaims } from "./session-cookie.js";
 import { TokenCache } from "./token-cache.js";
-import { constantTimeEquals, parseToken, secretMatches, sha256Hex, TokenKind } from "./tokens.js";
+import { constantTimeEquals, parseToken, secretMatches, sha256Hex, TokenKind } from "../domain/tokens.js";
 
-/**
- * Who is calling, once authenticated, and with which token (so that a browser session made
- * with a token ends when the token is revoked).
- */
-export type Principal =
-  | { readonly kind: "admin"; readonly tokenId: string }
-  /** `expiresAt`: when the token expires (ms since the epoch), where it was read. */
-  | { readonly kind: "user"; readonly user: string; readonly tokenId: string; readonly expiresAt?: number; readonly admin?: boolean };
-
-/**
- * Whether the principal has the admin's rights: the admin token, or a user signed in through
- * single sign-on as a member of WARREN_OIDC_ADMIN_GROUPS (their session's token says so).
- */
-export function isAdmin(principal: Principal): boolean {
-  return principal.kind === "admin" || principal.admin === true;
-}
 
 export interface AuthenticatedAgent {
   readonly workspace: WorkspaceRecord;

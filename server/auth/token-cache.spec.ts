@@ -1,6 +1,6 @@
 import { describe, expect, it } from "vitest";
-import { TokenKind } from "./tokens.js";
-import type { TokenRecord } from "../store/records.js";
+import { TokenKind } from "../domain/tokens.js";
+import type { TokenRecord } from "../domain/records.js";
 import { TokenCache } from "./token-cache.js";
 
 const record: TokenRecord = { id: "t1", kind: TokenKind.Access, hash: "h", subject: "alice", createdAt: 0, expiresAt: 10 };

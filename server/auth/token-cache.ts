@@ -1,5 +1,5 @@
-import type { TokenRecord } from "../store/records.js";
-import type { TokenStore } from "../store/store.js";
+import type { TokenRecord } from "../domain/records.js";
+import type { TokenStore } from "../domain/store.js";
 
 /**
  * Access-token records for the request path: every request of a browser session or a script

@@ -1,10 +1,11 @@
 import { ErrorCode, WarrenError } from "../../shared/errors.js";
 import type { Logger } from "../../shared/logger.js";
-import type { Authenticator, Principal } from "../auth/authenticator.js";
-import { parseToken, TokenKind } from "../auth/tokens.js";
+import type { Authenticator } from "../auth/authenticator.js";
+import type { Principal } from "../domain/principal.js";
+import { parseToken, TokenKind } from "../domain/tokens.js";
 import type { EnrollmentTokens } from "../control/enrollment-tokens.js";
 import type { WorkspaceManager } from "../control/workspace-manager.js";
-import { workspaceIdOf, type CiJobRecord, type PortRecord, type WorkspaceRecord } from "../store/records.js";
+import { workspaceIdOf, type CiJobRecord, type PortRecord, type WorkspaceRecord } from "../domain/records.js";
 import type { CiIdTokenVerifier } from "./ci-id-token-verifier.js";
 
 export interface EnrollInput {

@@ -4,7 +4,7 @@ import { createLogger } from "../../shared/logger.js";
 import type { TunnelSocket } from "../../shared/tunnel-socket.js";
 import type { DialOptions, Dialer } from "../tunnel/tunnel-dialer.js";
 import { ClusterDialer, type ForwardOutcome } from "./cluster-dialer.js";
-import type { WorkspaceRef } from "../tunnel/workspace-ref.js";
+import type { WorkspaceRef } from "../domain/workspace-ref.js";
 import type { HolderMiss, PresenceHolder, PresenceLookup } from "./presence.js";
 import type { PeerDialer } from "./private-client.js";
 import { HolderNotConnected, HolderUnreachable } from "./private-protocol.js";

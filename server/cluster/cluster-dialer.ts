@@ -3,7 +3,7 @@ import { ErrorCode, WarrenError } from "../../shared/errors.js";
 import type { Logger } from "../../shared/logger.js";
 import type { TunnelSocket } from "../../shared/tunnel-socket.js";
 import { dialOutcomeOf, type DialOptions, type Dialer } from "../tunnel/tunnel-dialer.js";
-import type { WorkspaceRef } from "../tunnel/workspace-ref.js";
+import type { WorkspaceRef } from "../domain/workspace-ref.js";
 import type { PresenceHolder, PresenceLookup } from "./presence.js";
 import type { PeerDialer } from "./private-client.js";
 import { HolderNotConnected, HolderUnreachable } from "./private-protocol.js";

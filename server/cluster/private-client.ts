@@ -9,7 +9,7 @@ import { TunnelSocket } from "../../shared/tunnel-socket.js";
 import { noDelayConnector } from "../../shared/http2-sockets.js";
 import { TUNNEL_WINDOWS } from "../../shared/tunnel-windows.js";
 import type { DialOptions } from "../tunnel/tunnel-dialer.js";
-import type { WorkspaceRef } from "../tunnel/workspace-ref.js";
+import type { WorkspaceRef } from "../domain/workspace-ref.js";
 import type { PresenceHolder } from "./presence.js";
 import { errorOfForwardStatus, HolderUnreachable, PRIVATE_DIAL_PATH } from "./private-protocol.js";
 

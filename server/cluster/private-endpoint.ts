@@ -9,25 +9,19 @@ import http2, {
 import type { AddressInfo } from "node:net";
 import { create } from "@bufbuild/protobuf";
 import { ErrorCode, WarrenError } from "../../shared/errors.js";
-import {
-  DialRequestSchema,
-  DialResponseSchema,
-  ForwardDialStatus,
-  type DialRequest,
-  type ForwardDial,
-} from "../../shared/gen/warren/v1/private_pb.js";
+import { DialRequestSchema, DialResponseSchema, ForwardDialStatus, type DialRequest, type ForwardDial } from "../../shared/gen/warren/v1/private_pb.js";
 import { encodeGrpcMessage } from "../../shared/grpc-message.js";
 import type { Logger } from "../../shared/logger.js";
 import type { HostPort } from "../../shared/settings.js";
 import { TunnelSocket } from "../../shared/tunnel-socket.js";
 import { acceptWithNoDelay } from "../../shared/http2-sockets.js";
 import { TUNNEL_WINDOWS } from "../../shared/tunnel-windows.js";
-import { bearerToken, constantTimeEquals } from "../auth/tokens.js";
+import { bearerToken, constantTimeEquals } from "../domain/tokens.js";
 import type { Dialer } from "../tunnel/tunnel-dialer.js";
 import { endWithStatus, respondOk, respondWithError } from "../tunnel/grpc-responses.js";
 import { forwardStatusOf, HolderNotConnected, PRIVATE_DIAL_PATH } from "./private-protocol.js";
 import { spliceTunnels } from "./splice.js";
-import { listenOn } from "../listen.js";
+import { listenOn } from "../net/listen.js";
 
 /** A call must send its dial within this time. */
 const DIAL_MESSAGE_TIMEOUT_MS = 10_000;

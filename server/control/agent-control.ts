@@ -1,18 +1,12 @@
 import { create } from "@bufbuild/protobuf";
-import {
-  ControlResponseSchema,
-  WorkloadState,
-  WorkspaceDesiredState,
-  type ControlResponse,
-  type ListeningPorts,
-  type WorkloadReport,
-} from "../../shared/gen/warren/v1/agent_pb.js";
+import { ControlResponseSchema, WorkloadState, WorkspaceDesiredState, type ControlResponse, type ListeningPorts, type WorkloadReport } from "../../shared/gen/warren/v1/agent_pb.js";
 import type { Logger } from "../../shared/logger.js";
 import type { ClusterEvent, EventBus } from "../events/event-bus.js";
-import { dialablePorts, workspaceIdOf, type WorkspaceRecord } from "../store/records.js";
-import type { WorkspaceLookup } from "../http/workspace-access.js";
-import { statesOf, type WorkspaceManager } from "./workspace-manager.js";
-import { DesiredState, type WorkloadStatus } from "./workspace-state.js";
+import { dialablePorts, workspaceIdOf, type WorkspaceRecord } from "../domain/records.js";
+import type { WorkspaceLookup } from "../domain/store.js";
+import { type WorkspaceManager } from "./workspace-manager.js";
+import { statesOf } from "../domain/workspace-policy.js";
+import { DesiredState, type WorkloadStatus } from "../domain/workspace-state.js";
 
 /** The side of an agent connection the control module drives. */
 export interface ControlledConnection {

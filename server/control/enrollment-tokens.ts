@@ -1,9 +1,9 @@
 import { ErrorCode, WarrenError } from "../../shared/errors.js";
 import type { Logger } from "../../shared/logger.js";
-import { isAdmin, type Principal } from "../auth/authenticator.js";
-import { mintToken, parseToken, secretMatches, TokenKind } from "../auth/tokens.js";
-import type { TokenRecord } from "../store/records.js";
-import type { TokenStore, UserStore } from "../store/store.js";
+import { isAdmin, type Principal } from "../domain/principal.js";
+import { mintToken, parseToken, secretMatches, TokenKind } from "../domain/tokens.js";
+import type { TokenRecord } from "../domain/records.js";
+import type { TokenStore, UserStore } from "../domain/store.js";
 
 export interface EnrollmentTokensOptions {
   readonly tokens: TokenStore;

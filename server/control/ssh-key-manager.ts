@@ -1,11 +1,11 @@
 import { ErrorCode, WarrenError } from "../../shared/errors.js";
 import type { Logger } from "../../shared/logger.js";
-import type { Principal } from "../auth/authenticator.js";
-import type { SshKeyRecord } from "../store/records.js";
-import type { SshKeyStore, UserStore } from "../store/store.js";
+import type { Principal } from "../domain/principal.js";
+import type { SshKeyRecord } from "../domain/records.js";
+import type { SshKeyStore, UserStore } from "../domain/store.js";
 import type { EventBus } from "../events/event-bus.js";
-import { ADMIN_KEY_OWNER, sshKeyCredentialId } from "../ssh/ssh-access.js";
-import { parsePublicKey } from "../ssh/ssh-public-key.js";
+import { ADMIN_KEY_OWNER, sshKeyCredentialId } from "../domain/ssh-key-owner.js";
+import { parsePublicKey } from "../domain/ssh-public-key.js";
 
 export interface SshKeyManagerOptions {
   readonly keys: SshKeyStore;

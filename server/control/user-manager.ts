@@ -1,11 +1,11 @@
 import { ErrorCode, WarrenError } from "../../shared/errors.js";
 import type { Logger } from "../../shared/logger.js";
-import { isAdmin, type Principal } from "../auth/authenticator.js";
-import { mintToken, parseToken, TokenKind } from "../auth/tokens.js";
-import type { TokenRecord, UserRecord } from "../store/records.js";
-import { ADMIN_KEY_OWNER } from "../ssh/ssh-access.js";
+import { isAdmin, type Principal } from "../domain/principal.js";
+import { mintToken, parseToken, TokenKind } from "../domain/tokens.js";
+import type { TokenRecord, UserRecord } from "../domain/records.js";
+import { ADMIN_KEY_OWNER } from "../domain/ssh-key-owner.js";
 import type { EventBus } from "../events/event-bus.js";
-import type { TokenStore, UserStore } from "../store/store.js";
+import type { TokenStore, UserStore } from "../domain/store.js";
 
 export interface UserManagerOptions {
   readonly users: UserStore;

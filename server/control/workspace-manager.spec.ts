@@ -1,11 +1,11 @@
 import { pino } from "pino";
 import { describe, expect, it } from "vitest";
-import type { Principal } from "../auth/authenticator.js";
+import type { Principal } from "../domain/principal.js";
 import { SecretBox } from "../auth/secret-box.js";
 import { KeyPurpose, SecretKeys } from "../auth/secret-keys.js";
 import { LocalEventBus, type ClusterEvent } from "../events/event-bus.js";
 import { MemoryStore } from "../store/memory-store.js";
-import { workspaceIdOf } from "../store/records.js";
+import { workspaceIdOf } from "../domain/records.js";
 import { WorkspaceManager } from "./workspace-manager.js";
 
 const admin: Principal = { kind: "admin", tokenId: "admin:x" };

@@ -1,25 +1,15 @@
 import { randomBytes } from "node:crypto";
 import { ErrorCode, WarrenError } from "../../shared/errors.js";
 import type { Logger } from "../../shared/logger.js";
-import { isAdmin, type Principal } from "../auth/authenticator.js";
+import type { Principal } from "../domain/principal.js";
+import { mayReach, statesOf } from "../domain/workspace-policy.js";
 import type { SecretBox } from "../auth/secret-box.js";
-import { mintToken, TokenKind } from "../auth/tokens.js";
+import { mintToken, TokenKind } from "../domain/tokens.js";
 import type { EventBus } from "../events/event-bus.js";
-import { isValidNewWorkspaceName, isValidWorkspaceName, MAX_NEW_WORKSPACE_NAME_CHARS } from "../http/workspace-host.js";
-import { dialablePorts, workspaceIdOf, type CiJobRecord, type DetectedPortRecord, type PortRecord, type VariableRecord, type WorkspaceRecord } from "../store/records.js";
-import type { TokenStore, UserStore, WorkspaceStore } from "../store/store.js";
-import {
-  acceptsTraffic,
-  ActualState,
-  applyAction,
-  applyAgentGone,
-  applyReport,
-  DesiredState,
-  isLegalTransition,
-  type LifecycleAction,
-  type WorkloadStatus,
-  type WorkspaceStates,
-} from "./workspace-state.js";
+import { isValidNewWorkspaceName, isValidWorkspaceName, MAX_NEW_WORKSPACE_NAME_CHARS } from "../domain/workspace-name.js";
+import { dialablePorts, workspaceIdOf, type CiJobRecord, type DetectedPortRecord, type PortRecord, type VariableRecord, type WorkspaceRecord } from "../domain/records.js";
+import type { TokenStore, UserStore, WorkspaceStore } from "../domain/store.js";
+import { ActualState, applyAction, applyAgentGone, applyReport, DesiredState, isLegalTransition, type LifecycleAction, type WorkloadStatus, type WorkspaceStates } from "../domain/workspace-state.js";
 
 export interface CreateWorkspaceInput {
   readonly name: string;
@@ -66,28 +56,6 @@ const MAX_TTL_MS = 366 * 86_400_000;
 const VARIABLE_NAME_RE = /^[A-Za-z_][A-Za-z0-9_]{0,127}$/;
 const MUTATE_ATTEMPTS = 20;
 
-/** The states of a record, with the defaults of records written before states existed. */
-export function statesOf(record: WorkspaceRecord): WorkspaceStates {
-  return { desired: record.desiredState ?? DesiredState.Running, actual: record.actualState ?? ActualState.CreationRequested };
-}
-
-/**
- * Why the workspace takes no traffic now (terminated: not_found; stopped: unavailable), or
- * undefined when it does. HTTP, WebSocket and SSH answer with the same words.
- */
-export function trafficRefusal(workspace: WorkspaceRecord): WarrenError | undefined {
-  const { desired } = statesOf(workspace);
-  if (desired === DesiredState.Terminated) return new WarrenError(ErrorCode.NotFound, `workspace "${workspace.name}" is terminated`);
-  if (!acceptsTraffic(desired)) {
-    return new WarrenError(ErrorCode.Unavailable, `workspace "${workspace.name}" is stopped (start it with StartWorkspace or \`warren workspace start\`)`);
-  }
-  return undefined;
-}
-
-/** Whether the principal may see and use the workspace: its owner, or an admin. */
-export function mayReach(principal: Principal, workspace: WorkspaceRecord): boolean {
-  return isAdmin(principal) || (principal.kind === "user" && workspace.owner !== undefined && workspace.owner === principal.user);
-}
 
 /**
  * The control module's rules for workspaces: validation, ownership, tokens, the lifecycle

@@ -7,7 +7,7 @@ import { promisify } from "node:util";
 import { gzip } from "node:zlib";
 import { ErrorCode, WarrenError } from "../../shared/errors.js";
 import type { Logger } from "../../shared/logger.js";
-import type { RootRoute } from "../root-handler.js";
+import type { RootRoute } from "./root-handler.js";
 import { sendError } from "./error-response.js";
 import { installScript, type InstallAddresses } from "./install-script.js";
 

@@ -1,15 +1,17 @@
 import type { IncomingMessage, ServerResponse } from "node:http";
 import { ErrorCode, WarrenError } from "../../shared/errors.js";
 import type { Logger } from "../../shared/logger.js";
-import type { Authenticator, Principal } from "../auth/authenticator.js";
+import type { Authenticator } from "../auth/authenticator.js";
+import type { Principal } from "../domain/principal.js";
 import { cookieValues, sessionCookieName, setCookieHeader, type SessionCookieSigner } from "../auth/session-cookie.js";
-import { mintToken, parseToken, secretMatches, TokenKind } from "../auth/tokens.js";
-import type { LoginCodeStore } from "../store/store.js";
+import { mintToken, parseToken, secretMatches, TokenKind } from "../domain/tokens.js";
+import type { LoginCodeStore } from "../domain/store.js";
 import { sendError } from "./error-response.js";
 import { WARREN_TOKEN_HEADER } from "./headers.js";
 import type { LoginProvider } from "./login-provider.js";
-import type { SessionReader, WorkspaceLookup } from "./workspace-access.js";
-import { workspaceIdOf } from "../store/records.js";
+import type { SessionReader } from "./workspace-access.js";
+import type { WorkspaceLookup } from "../domain/store.js";
+import { workspaceIdOf } from "../domain/records.js";
 import { parseHost } from "./workspace-host.js";
 import { sendPage } from "../web/page.js";
 

@@ -17,11 +17,11 @@ import { SplicedConnection, type SpliceDecision, type SplicedRequest } from "./s
 import type { UpstreamPool } from "./upstream-pool.js";
 import { parseHost, type HostTarget } from "./workspace-host.js";
 import type { ProxyTarget } from "./reverse-proxy.js";
-import { listenOn } from "../listen.js";
+import { listenOn } from "../net/listen.js";
 import type { Http2Session, IncomingHttpHeaders, ServerHttp2Stream, Settings } from "node:http2";
 import { Http2Front } from "./front-door-h2.js";
 import { readFirstBytes } from "./h2c-preface.js";
-import { workspaceIdOf } from "../store/records.js";
+import { workspaceIdOf } from "../domain/records.js";
 
 /** The spliced fast path (see spliced-connection.ts); absent: every request goes through node's HTTP server. */
 export interface FastPathOptions {

@@ -1,6 +1,7 @@
 import type { IncomingMessage, ServerResponse } from "node:http";
 import { ErrorCode, WarrenError } from "../../shared/errors.js";
-import type { Authenticator, Principal } from "../auth/authenticator.js";
+import type { Authenticator } from "../auth/authenticator.js";
+import type { Principal } from "../domain/principal.js";
 
 /** What a login provider gets to work with for one request. */
 export interface LoginRequest {

@@ -4,14 +4,14 @@ import { WebSocketServer, type WebSocket } from "ws";
 import { ErrorCode, WarrenError } from "../../shared/errors.js";
 import type { Logger } from "../../shared/logger.js";
 import { bridgeWebSocket } from "../../shared/websocket-bridge.js";
-import type { Principal } from "../auth/authenticator.js";
-import { bearerToken } from "../auth/tokens.js";
-import { mayReach, trafficRefusal } from "../control/workspace-manager.js";
-import { workspaceRefOf, type WorkspaceRecord } from "../store/records.js";
-import type { WorkspaceRef } from "../tunnel/workspace-ref.js";
+import type { Principal } from "../domain/principal.js";
+import { bearerToken } from "../domain/tokens.js";
+import { mayReach, trafficRefusal } from "../domain/workspace-policy.js";
+import { workspaceRefOf, type WorkspaceRecord } from "../domain/records.js";
+import type { WorkspaceRef } from "../domain/workspace-ref.js";
 import type { Dialer } from "../tunnel/tunnel-dialer.js";
 import { sendUpgradeError } from "./error-response.js";
-import type { WorkspaceLookup } from "./workspace-access.js";
+import type { WorkspaceLookup } from "../domain/store.js";
 
 /** `warren port-forward`: one WebSocket per forwarded TCP connection, on the root domain. */
 export const PORT_FORWARD_PATH = "/-/port-forward";

@@ -3,8 +3,8 @@ import type { Duplex } from "node:stream";
 import { createWebSocketStream, WebSocketServer, type WebSocket } from "ws";
 import { ErrorCode, WarrenError } from "../../shared/errors.js";
 import type { Logger } from "../../shared/logger.js";
-import { bearerToken } from "../auth/tokens.js";
-import { trafficRefusal } from "../control/workspace-manager.js";
+import { bearerToken } from "../domain/tokens.js";
+import { trafficRefusal } from "../domain/workspace-policy.js";
 import type { SshAccess, SshAccessDecision } from "../ssh/ssh-access.js";
 import { sendUpgradeError } from "./error-response.js";
 

@@ -2,16 +2,13 @@ import type { IncomingMessage } from "node:http";
 import type { Socket } from "node:net";
 import type { CredentialLeases } from "../auth/credential-leases.js";
 import { ErrorCode, WarrenError } from "../../shared/errors.js";
-import type { Authenticator, Principal } from "../auth/authenticator.js";
-import { mayReach, statesOf, trafficRefusal } from "../control/workspace-manager.js";
-import { DesiredState } from "../control/workspace-state.js";
-import { workspaceIdOf, type WorkspaceRecord } from "../store/records.js";
+import type { Authenticator } from "../auth/authenticator.js";
+import type { Principal } from "../domain/principal.js";
+import { mayReach, statesOf, trafficRefusal } from "../domain/workspace-policy.js";
+import { DesiredState } from "../domain/workspace-state.js";
+import { workspaceIdOf, type WorkspaceRecord } from "../domain/records.js";
 import { WARREN_TOKEN_HEADER } from "./headers.js";
-
-export interface WorkspaceLookup {
-  /** The workspace record, or undefined; may serve from a short-lived cache. */
-  getWorkspace(name: string): Promise<WorkspaceRecord | undefined>;
-}
+import type { WorkspaceLookup } from "../domain/store.js";
 
 /** Browser sessions (the host's own session cookie). */
 export interface SessionReader {

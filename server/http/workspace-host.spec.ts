@@ -1,5 +1,6 @@
 import { describe, expect, it } from "vitest";
-import { isValidNewWorkspaceName, isValidWorkspaceName, parseHost, workspaceUrl } from "./workspace-host.js";
+import { parseHost, workspaceUrl } from "./workspace-host.js";
+import { isValidNewWorkspaceName, isValidWorkspaceName } from "../domain/workspace-name.js";
 
 describe("workspace host names", () => {
   const root = "warren.localhost";

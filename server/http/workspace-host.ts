@@ -1,32 +1,15 @@
 import { isIP } from "node:net";
+import { isValidWorkspaceName } from "../domain/workspace-name.js";
 
 /**
  * Workspace host names: `{port}-{workspace}.{root}`. The workspace name is a DNS label
- * (lowercase letters, digits and hyphens, not at either end), so the host is parsed by taking
- * the digits before the first hyphen as the port.
+ * (domain/workspace-name.ts), so the host is parsed by taking the digits before the first
+ * hyphen as the port.
  */
-export const WORKSPACE_NAME_RE = /^[a-z0-9](?:[a-z0-9-]{0,61}[a-z0-9])?$/;
-
-/**
- * Longest name a new workspace may take: `{port}-{name}` is one DNS label (63 octets at most)
- * and the longest port is 5 digits and a hyphen.
- */
-export const MAX_NEW_WORKSPACE_NAME_CHARS = 63 - "65535-".length;
-
 export type HostTarget =
   | { readonly kind: "root" }
   | { readonly kind: "workspace"; readonly workspace: string; readonly port: number }
   | { readonly kind: "invalid"; readonly reason: string };
-
-/** A name a workspace may have (ones created before names were capped at 57 included). */
-export function isValidWorkspaceName(name: string): boolean {
-  return WORKSPACE_NAME_RE.test(name);
-}
-
-/** A name a new workspace may take: every `{port}-{name}` of it fits a DNS label. */
-export function isValidNewWorkspaceName(name: string): boolean {
-  return name.length <= MAX_NEW_WORKSPACE_NAME_CHARS && WORKSPACE_NAME_RE.test(name);
-}
 
 /** Strips the port of a Host header value ("a.b:8080" -> "a.b", "[::1]:80" -> "::1"). */
 export function hostWithoutPort(host: string): string {

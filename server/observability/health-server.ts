@@ -4,7 +4,7 @@ import type { SecureContextOptions } from "node:tls";
 import type { AddressInfo } from "node:net";
 import type { Registry } from "prom-client";
 import type { HostPort } from "../../shared/settings.js";
-import { listenOn } from "../listen.js";
+import { listenOn } from "../net/listen.js";
 
 export interface HealthServerOptions {
   readonly listen: HostPort;

@@ -1,6 +1,6 @@
 import type { TunnelSocket } from "../../shared/tunnel-socket.js";
 import type { DialOptions, Dialer } from "../tunnel/tunnel-dialer.js";
-import type { WorkspaceRef } from "../tunnel/workspace-ref.js";
+import type { WorkspaceRef } from "../domain/workspace-ref.js";
 
 /**
  * Counts the bytes of the tunnel sockets this server's front doors use. Sockets still open

@@ -3,7 +3,7 @@ import * as client from "openid-client";
 import { ErrorCode, WarrenError } from "../../shared/errors.js";
 import { httpStatusOf } from "../../shared/http-status.js";
 import type { Logger } from "../../shared/logger.js";
-import type { Principal } from "../auth/authenticator.js";
+import type { Principal } from "../domain/principal.js";
 import { cookieValues, setCookieHeader } from "../auth/session-cookie.js";
 import type { UserManager } from "../control/user-manager.js";
 import type { LoginProvider, LoginRequest } from "../http/login-provider.js";

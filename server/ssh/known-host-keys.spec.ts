@@ -2,7 +2,7 @@ import { describe, expect, it } from "vitest";
 import { MemoryStore } from "../store/memory-store.js";
 import { KnownHostKeys } from "./known-host-keys.js";
 import { generateEd25519KeyPair } from "./ssh-keygen.js";
-import { parsePublicKey } from "./ssh-public-key.js";
+import { parsePublicKey } from "../domain/ssh-public-key.js";
 
 const blob = () => parsePublicKey(generateEd25519KeyPair("").publicKey).blob;
 

@@ -1,6 +1,6 @@
-import type { WorkspaceRecord } from "../store/records.js";
-import type { WorkspaceSshStore } from "../store/store.js";
-import { fingerprintOf } from "./ssh-public-key.js";
+import type { WorkspaceRecord } from "../domain/records.js";
+import type { WorkspaceSshStore } from "../domain/store.js";
+import { fingerprintOf } from "../domain/ssh-public-key.js";
 
 export type HostKeyCheck =
   | { readonly ok: true; readonly firstUse: boolean; readonly fingerprint: string }

@@ -2,7 +2,8 @@ import { mkdtempSync, readFileSync, statSync, writeFileSync } from "node:fs";
 import { tmpdir } from "node:os";
 import { join } from "node:path";
 import { describe, expect, it } from "vitest";
-import { GENERATED_HOST_KEY_FILE, loadServerHostKey } from "./server-host-key.js";
+import { loadServerHostKey } from "./server-host-key.js";
+import { GENERATED_HOST_KEY_FILE } from "../store/data-dir-files.js";
 
 describe("loadServerHostKey", () => {
   it("generates a key once into the data directory, private to the owner, and reads it back", () => {

@@ -4,9 +4,9 @@ import { randomBytes } from "node:crypto";
 import { utils, type ParsedKey } from "ssh2";
 import { ErrorCode, WarrenError } from "../../shared/errors.js";
 import { generateEd25519KeyPair } from "./ssh-keygen.js";
-import { fingerprintOf } from "./ssh-public-key.js";
+import { fingerprintOf } from "../domain/ssh-public-key.js";
+import { GENERATED_HOST_KEY_FILE } from "../store/data-dir-files.js";
 
-export const GENERATED_HOST_KEY_FILE = "ssh_host_ed25519_key";
 
 export interface ServerHostKey {
   /** The private key as read or generated (OpenSSH or PEM text). */

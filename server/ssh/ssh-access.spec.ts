@@ -1,10 +1,11 @@
 import { describe, expect, it } from "vitest";
 import { ErrorCode, WarrenError } from "../../shared/errors.js";
-import type { Principal } from "../auth/authenticator.js";
-import type { SshKeyRecord, WorkspaceRecord } from "../store/records.js";
-import { CredentialSshAccess, provisionalPrincipalOfKeyOwner } from "./ssh-access.js";
+import type { Principal } from "../domain/principal.js";
+import type { SshKeyRecord, WorkspaceRecord } from "../domain/records.js";
+import { CredentialSshAccess } from "./ssh-access.js";
+import { provisionalPrincipalOfKeyOwner } from "../domain/ssh-key-owner.js";
 import { generateEd25519KeyPair } from "./ssh-keygen.js";
-import { parsePublicKey } from "./ssh-public-key.js";
+import { parsePublicKey } from "../domain/ssh-public-key.js";
 
 const workspace: WorkspaceRecord = { name: "alpha", ports: [], createdAt: 1, agentTokenId: "t", agentTokenExpiresAt: 2 };
 const bobs: WorkspaceRecord = { name: "bobs", owner: "bob", ports: [], createdAt: 1, agentTokenId: "t2", agentTokenExpiresAt: 2 };

@@ -1,7 +1,8 @@
-import type { Principal } from "../auth/authenticator.js";
-import { isValidWorkspaceName } from "../http/workspace-host.js";
-import type { SshKeyRecord, WorkspaceRecord } from "../store/records.js";
-import type { PublicKey } from "./ssh-public-key.js";
+import type { Principal } from "../domain/principal.js";
+import { isValidWorkspaceName } from "../domain/workspace-name.js";
+import type { SshKeyRecord, WorkspaceRecord } from "../domain/records.js";
+import { ADMIN_KEY_OWNER } from "../domain/ssh-key-owner.js";
+import type { PublicKey } from "../domain/ssh-public-key.js";
 
 export type SshCredential =
   | { readonly kind: "password"; readonly password: string }
@@ -108,34 +109,4 @@ export class CredentialSshAccess implements SshAccess {
 function rank(record: SshKeyRecord, workspace: WorkspaceRecord): number {
   if (workspace.owner !== undefined && record.user === workspace.owner) return 0;
   return record.user === ADMIN_KEY_OWNER ? 1 : 2;
-}
-
-/**
- * Keys registered to the reserved user name "admin" log in as the admin (there is no admin
- * user record; the admin is whoever holds the admin token); every other key owner is that user.
- */
-export const ADMIN_KEY_OWNER = "admin";
-
-export async function provisionalPrincipalOfKeyOwner(record: Pick<SshKeyRecord, "user" | "fingerprint">): Promise<Principal> {
-  const tokenId = sshKeyCredentialId(record);
-  return record.user === ADMIN_KEY_OWNER ? { kind: "admin", tokenId } : { kind: "user", user: record.user, tokenId };
-}
-
-const SSH_KEY_CREDENTIAL_PREFIX = "ssh-key:";
-
-/**
- * The credential id of a key login: one user's registration of one key. Sessions opened with
- * it are leased on it, and removing the registration (RemoveSshKey) revokes it, closing them.
- */
-export function sshKeyCredentialId(record: Pick<SshKeyRecord, "user" | "fingerprint">): string {
-  return `${SSH_KEY_CREDENTIAL_PREFIX}${record.user}:${record.fingerprint}`;
-}
-
-/** The registration behind a key login's credential id, or undefined for any other credential. */
-export function sshKeyOfCredential(tokenId: string): { user: string; fingerprint: string } | undefined {
-  if (!tokenId.startsWith(SSH_KEY_CREDENTIAL_PREFIX)) return undefined;
-  const rest = tokenId.slice(SSH_KEY_CREDENTIAL_PREFIX.length);
-  // Fingerprints ("SHA256:...") hold a colon; user names never do.
-  const colon = rest.indexOf(":");
-  return colon > 0 ? { user: rest.slice(0, colon), fingerprint: rest.slice(colon + 1) } : undefined;
 }

@@ -2,7 +2,7 @@ import type { Duplex } from "node:stream";
 import type { Client, ClientChannel, Connection, ServerChannel, TcpConnectionDetails } from "ssh2";
 import { ErrorCode, WarrenError } from "../../shared/errors.js";
 import type { Logger } from "../../shared/logger.js";
-import { workspaceRefOf, type WorkspaceRecord } from "../store/records.js";
+import { workspaceRefOf, type WorkspaceRecord } from "../domain/records.js";
 import type { Dialer } from "../tunnel/tunnel-dialer.js";
 import { SessionRelay } from "./ssh-session-relay.js";
 

@@ -6,17 +6,17 @@ import { ErrorCode, WarrenError } from "../../shared/errors.js";
 import type { Logger } from "../../shared/logger.js";
 import type { HostPort } from "../../shared/settings.js";
 import { VERSION } from "../../shared/version.js";
-import type { Principal } from "../auth/authenticator.js";
-import { trafficRefusal } from "../control/workspace-manager.js";
-import { workspaceIdOf, type WorkspaceRecord } from "../store/records.js";
+import type { Principal } from "../domain/principal.js";
+import { trafficRefusal } from "../domain/workspace-policy.js";
+import { workspaceIdOf, type WorkspaceRecord } from "../domain/records.js";
 import type { Dialer } from "../tunnel/tunnel-dialer.js";
 import type { LoginRateLimiter } from "./login-rate-limiter.js";
 import { loginSourceOf } from "./login-source.js";
 import type { SshAccess, SshAccessDecision } from "./ssh-access.js";
 import { SSH_ALGORITHMS } from "./ssh-algorithms.js";
 import { ConnectionRelay } from "./ssh-connection-relay.js";
-import { parsePublicKey, type PublicKey } from "./ssh-public-key.js";
-import { listenOn } from "../listen.js";
+import { parsePublicKey, type PublicKey } from "../domain/ssh-public-key.js";
+import { listenOn } from "../net/listen.js";
 
 /** What a client may try; "none" and keyboard-interactive are answered with this list. */
 const METHODS = ["publickey", "password"] as const;

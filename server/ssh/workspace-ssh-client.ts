@@ -1,8 +1,8 @@
 import { Client, type AnyAuthMethod, type AuthenticationType } from "ssh2";
 import { ErrorCode, WarrenError } from "../../shared/errors.js";
 import type { Logger } from "../../shared/logger.js";
-import { DEFAULT_SSH_PORT, DEFAULT_SSH_USER, workspaceRefOf, type WorkspaceRecord } from "../store/records.js";
-import { trafficRefusal } from "../control/workspace-manager.js";
+import { DEFAULT_SSH_PORT, DEFAULT_SSH_USER, workspaceRefOf, type WorkspaceRecord } from "../domain/records.js";
+import { trafficRefusal } from "../domain/workspace-policy.js";
 import type { Dialer } from "../tunnel/tunnel-dialer.js";
 import type { KnownHostKeys } from "./known-host-keys.js";
 import { SSH_ALGORITHMS, WORKSPACE_HOST_KEY_ALGORITHMS } from "./ssh-algorithms.js";

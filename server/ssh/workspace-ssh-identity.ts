@@ -1,5 +1,5 @@
-import type { WorkspaceRecord, WorkspaceSshIdentity } from "../store/records.js";
-import type { WorkspaceSshStore } from "../store/store.js";
+import type { WorkspaceRecord, WorkspaceSshIdentity } from "../domain/records.js";
+import type { WorkspaceSshStore } from "../domain/store.js";
 import { generateEd25519KeyPair } from "./ssh-keygen.js";
 
 export interface WorkspaceSshIdentitiesOptions {

@@ -3,7 +3,7 @@ import { join } from "node:path";
 import type { Logger } from "pino";
 import { ErrorCode, WarrenError } from "../../shared/errors.js";
 import { VERSION } from "../../shared/version.js";
-import { GENERATED_HOST_KEY_FILE } from "../ssh/server-host-key.js";
+import { GENERATED_HOST_KEY_FILE } from "./data-dir-files.js";
 import { DataDirLock } from "./data-dir-lock.js";
 import { EmbeddedStore } from "./embedded-store.js";
 import { CURRENT_SCHEMA_VERSION, migrationsFrom, type Migration } from "./schema.js";

@@ -1,8 +1,8 @@
 import type { RootDatabase } from "lmdb";
 import { ErrorCode, WarrenError } from "../../shared/errors.js";
-import type { LoginCodeRecord, PinnedHostKey, SshKeyRecord, TokenRecord, UserRecord, WorkspaceRecord, WorkspaceSshIdentity } from "./records.js";
+import type { LoginCodeRecord, PinnedHostKey, SshKeyRecord, TokenRecord, UserRecord, WorkspaceRecord, WorkspaceSshIdentity } from "../domain/records.js";
 import { SnapshotKind, type SnapshotEntry, type SnapshotSource } from "./snapshot.js";
-import type { ControlStore } from "./store.js";
+import type { ControlStore } from "../domain/store.js";
 
 /** Key prefixes, one per entity; a record is stored as opaque JSON under `<prefix>:<id>`. */
 const Prefix = {

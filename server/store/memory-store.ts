@@ -1,6 +1,6 @@
 import { ErrorCode, WarrenError } from "../../shared/errors.js";
-import type { LoginCodeRecord, PinnedHostKey, SshKeyRecord, TokenRecord, UserRecord, WorkspaceRecord, WorkspaceSshIdentity } from "./records.js";
-import type { ControlStore } from "./store.js";
+import type { LoginCodeRecord, PinnedHostKey, SshKeyRecord, TokenRecord, UserRecord, WorkspaceRecord, WorkspaceSshIdentity } from "../domain/records.js";
+import type { ControlStore } from "../domain/store.js";
 
 /**
  * The embedded store: everything in this process's memory, gone when it exits. Records are

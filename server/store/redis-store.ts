@@ -1,9 +1,9 @@
 import { ErrorCode, WarrenError } from "../../shared/errors.js";
-import { TokenKind } from "../auth/tokens.js";
+import { TokenKind } from "../domain/tokens.js";
 import type { RedisConnection } from "../cluster/redis-connection.js";
-import type { LoginCodeRecord, PinnedHostKey, SshKeyRecord, TokenRecord, UserRecord, WorkspaceRecord, WorkspaceSshIdentity } from "./records.js";
+import type { LoginCodeRecord, PinnedHostKey, SshKeyRecord, TokenRecord, UserRecord, WorkspaceRecord, WorkspaceSshIdentity } from "../domain/records.js";
 import { SnapshotKind, type SnapshotEntry, type SnapshotSource } from "./snapshot.js";
-import type { ControlStore } from "./store.js";
+import type { ControlStore } from "../domain/store.js";
 
 /** Record key parts per kind a backup carries (login codes expire in seconds: left out). */
 const SNAPSHOT_KEYS: ReadonlyArray<[SnapshotKind, string]> = [

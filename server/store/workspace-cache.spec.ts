@@ -1,6 +1,6 @@
 import { describe, expect, it } from "vitest";
 import { ErrorCode, WarrenError } from "../../shared/errors.js";
-import type { WorkspaceRecord } from "./records.js";
+import type { WorkspaceRecord } from "../domain/records.js";
 import { WorkspaceCache } from "./workspace-cache.js";
 
 function record(name: string, port = 8000): WorkspaceRecord {

@@ -1,5 +1,5 @@
-import type { WorkspaceRecord } from "./records.js";
-import type { WorkspaceStore } from "./store.js";
+import type { WorkspaceRecord } from "../domain/records.js";
+import type { WorkspaceStore } from "../domain/store.js";
 
 export interface WorkspaceCacheOptions {
   readonly store: Pick<WorkspaceStore, "getWorkspace">;

@@ -1,12 +1,7 @@
 import type { ServerHttp2Session, ServerHttp2Stream } from "node:http2";
 import { create } from "@bufbuild/protobuf";
 import type { Logger } from "../../shared/logger.js";
-import {
-  ControlResponseSchema,
-  DisconnectReason,
-  type ControlResponse,
-  type WorkspaceDesiredState,
-} from "../../shared/gen/warren/v1/agent_pb.js";
+import { ControlResponseSchema, DisconnectReason, type ControlResponse, type WorkspaceDesiredState } from "../../shared/gen/warren/v1/agent_pb.js";
 import { encodeGrpcMessage } from "../../shared/grpc-message.js";
 import { ErrorCode, WarrenError } from "../../shared/errors.js";
 import { endWithStatus } from "./grpc-responses.js";

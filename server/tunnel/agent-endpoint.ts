@@ -9,29 +9,23 @@ import http2, {
 } from "node:http2";
 import type { AddressInfo } from "node:net";
 import { create } from "@bufbuild/protobuf";
-import {
-  ControlRequestSchema,
-  ControlResponseSchema,
-  DisconnectReason,
-  type ControlRequest,
-  type AgentHello,
-} from "../../shared/gen/warren/v1/agent_pb.js";
+import { ControlRequestSchema, ControlResponseSchema, DisconnectReason, type ControlRequest, type AgentHello } from "../../shared/gen/warren/v1/agent_pb.js";
 import { GrpcFrameDecoder } from "../../shared/grpc-frame-decoder.js";
 import { decodeGrpcMessage } from "../../shared/grpc-message.js";
 import { ErrorCode, WarrenError } from "../../shared/errors.js";
 import type { Logger } from "../../shared/logger.js";
 import type { HostPort } from "../../shared/settings.js";
 import { VERSION } from "../../shared/version.js";
-import { bearerToken, constantTimeEquals } from "../auth/tokens.js";
+import { bearerToken, constantTimeEquals } from "../domain/tokens.js";
 import type { AuthenticatedAgent, Authenticator } from "../auth/authenticator.js";
 import type { CredentialLeases } from "../auth/credential-leases.js";
-import { dialablePorts, workspaceIdOf, type WorkspaceRecord } from "../store/records.js";
+import { dialablePorts, workspaceIdOf, type WorkspaceRecord } from "../domain/records.js";
 import { AgentConnection } from "./agent-connection.js";
 import { respondOk, respondWithError } from "./grpc-responses.js";
 import type { AgentRegistrar } from "./tunnel-registry.js";
 import { acceptWithNoDelay } from "../../shared/http2-sockets.js";
 import { TUNNEL_WINDOWS } from "../../shared/tunnel-windows.js";
-import { listenOn } from "../listen.js";
+import { listenOn } from "../net/listen.js";
 import { DEFAULT_LIVENESS, type LivenessSettings } from "../../shared/liveness.js";
 
 /** Paths of the agent service: on the public listener, streams to these with a gRPC content type are the agents'. */

@@ -2,12 +2,7 @@ import { randomBytes } from "node:crypto";
 import type { ServerHttp2Stream } from "node:http2";
 import { create } from "@bufbuild/protobuf";
 import { ErrorCode, WarrenError } from "../../shared/errors.js";
-import {
-  DialStatus,
-  TunnelRequestSchema,
-  TunnelResponseSchema,
-  type TunnelRequest,
-} from "../../shared/gen/warren/v1/agent_pb.js";
+import { DialStatus, TunnelRequestSchema, TunnelResponseSchema, type TunnelRequest } from "../../shared/gen/warren/v1/agent_pb.js";
 import { encodeGrpcMessage } from "../../shared/grpc-message.js";
 import { encodeTunnelData } from "../../shared/tunnel-codec.js";
 import { TunnelSocket } from "../../shared/tunnel-socket.js";
@@ -15,7 +10,7 @@ import type { Logger } from "../../shared/logger.js";
 import type { AcquiredStream, StreamFinder } from "./tunnel-registry.js";
 import { endWithStatus } from "./grpc-responses.js";
 import { PortDialGate } from "./port-dial-gate.js";
-import type { WorkspaceRef } from "./workspace-ref.js";
+import type { WorkspaceRef } from "../domain/workspace-ref.js";
 
 export interface DialOptions {
   readonly signal?: AbortSignal;

@@ -2,7 +2,7 @@ import type { Http2Session, ServerHttp2Stream } from "node:http2";
 import { ErrorCode, WarrenError } from "../../shared/errors.js";
 import { DisconnectReason } from "../../shared/gen/warren/v1/agent_pb.js";
 import type { AgentConnection } from "./agent-connection.js";
-import type { WorkspaceRef } from "./workspace-ref.js";
+import type { WorkspaceRef } from "../domain/workspace-ref.js";
 
 /** A claimed idle stream and the connection it belongs to. */
 export interface AcquiredStream {

@@ -1,5 +1,5 @@
 import { describe, expect, it } from "vitest";
-import type { Principal } from "../auth/authenticator.js";
+import type { Principal } from "../domain/principal.js";
 import { apiSessionReader } from "./api-session.js";
 
 const alice: Principal = { kind: "user", user: "alice", tokenId: "0123456789abcdef" };

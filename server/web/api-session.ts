@@ -1,6 +1,6 @@
 import type { IncomingMessage } from "node:http";
 import { ErrorCode, WarrenError } from "../../shared/errors.js";
-import type { Principal } from "../auth/authenticator.js";
+import type { Principal } from "../domain/principal.js";
 
 /** The header the dashboard sends with every API call; other sites cannot send it without CORS. */
 export const CSRF_HEADER = "x-warren-csrf";

@@ -1,6 +1,6 @@
 import type { IncomingMessage, ServerResponse } from "node:http";
 import { ErrorCode, WarrenError } from "../../shared/errors.js";
-import { isAdmin, type Principal } from "../auth/authenticator.js";
+import { isAdmin, type Principal } from "../domain/principal.js";
 import { escapeHtml, sendPage } from "./page.js";
 
 declare const __WARREN_DASHBOARD_JS__: string | undefined;

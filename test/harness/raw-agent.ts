@@ -1,12 +1,6 @@
 import http2, { type ClientHttp2Session, type ClientHttp2Stream, type IncomingHttpHeaders } from "node:http2";
 import { create } from "@bufbuild/protobuf";
-import {
-  ControlRequestSchema,
-  ControlResponseSchema,
-  TunnelResponseSchema,
-  type ControlResponse,
-  type WorkloadState,
-} from "../../shared/gen/warren/v1/agent_pb.js";
+import { ControlRequestSchema, ControlResponseSchema, TunnelResponseSchema, type ControlResponse, type WorkloadState } from "../../shared/gen/warren/v1/agent_pb.js";
 import { GrpcFrameDecoder } from "../../shared/grpc-frame-decoder.js";
 import { decodeGrpcMessage, encodeGrpcMessage } from "../../shared/grpc-message.js";
 

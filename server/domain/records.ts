@@ -1,5 +1,5 @@
-import type { TokenKind } from "../auth/tokens.js";
-import type { ActualState, DesiredState } from "../control/workspace-state.js";
+import type { TokenKind } from "./tokens.js";
+import type { ActualState, DesiredState } from "./workspace-state.js";
 
 /** A port a workspace exposes through the tunnel. */
 export interface PortRecord {

@@ -1,10 +1,10 @@
 import type { Logger } from "pino";
-import { generateSecretKey } from "../auth/secret-keys.js";
-import { generateAdminToken } from "../auth/tokens.js";
-import { dataDirOf, storeKindOf, type ServerConfig } from "../config.js";
-import { openEmbeddedStore } from "./embedded-data-dir.js";
-import type { EmbeddedStore } from "./embedded-store.js";
-import { ADMIN_TOKEN_FILE, loadOrGenerateSecret, SECRET_KEY_FILE, type GeneratedSecret } from "./generated-secret.js";
+import { generateSecretKey } from "./auth/secret-keys.js";
+import { generateAdminToken } from "./domain/tokens.js";
+import { dataDirOf, storeKindOf, type ServerConfig } from "./config.js";
+import { openEmbeddedStore } from "./store/embedded-data-dir.js";
+import type { EmbeddedStore } from "./store/embedded-store.js";
+import { ADMIN_TOKEN_FILE, loadOrGenerateSecret, SECRET_KEY_FILE, type GeneratedSecret } from "./store/generated-secret.js";
 
 /** What a server keeps in its data directory, opened before the server is built. */
 export interface LocalState {

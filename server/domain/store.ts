@@ -87,3 +87,9 @@ export interface WorkspaceSshStore {
   /** Forgets the pinned host key (the workspace's sshd got a new one on purpose); false when none was pinned. */
   forgetHostKey(workspace: string): Promise<boolean>;
 }
+
+/** Reading one workspace by name, for the front doors; may serve from a short-lived cache. */
+export interface WorkspaceLookup {
+  /** The workspace record, or undefined; may serve from a short-lived cache. */
+  getWorkspace(name: string): Promise<WorkspaceRecord | undefined>;
+}

@@ -1,11 +1,11 @@
 import type { Readable, Writable } from "node:stream";
 import { pino } from "pino";
-import { ErrorCode, WarrenError } from "../../shared/errors.js";
-import { RedisConnection } from "../cluster/redis-connection.js";
-import { dataDirOf, storeKindOf, type ServerConfig } from "../config.js";
-import { openEmbeddedStore, openEmbeddedStoreForReading } from "./embedded-data-dir.js";
-import { RedisStore } from "./redis-store.js";
-import { restoreBackup, writeBackup, type SnapshotSource } from "./snapshot.js";
+import { ErrorCode, WarrenError } from "../shared/errors.js";
+import { RedisConnection } from "./cluster/redis-connection.js";
+import { dataDirOf, storeKindOf, type ServerConfig } from "./config.js";
+import { openEmbeddedStore, openEmbeddedStoreForReading } from "./store/embedded-data-dir.js";
+import { RedisStore } from "./store/redis-store.js";
+import { restoreBackup, writeBackup, type SnapshotSource } from "./store/snapshot.js";
 
 /** How long backup and restore wait for Redis to answer before they give up. */
 const REDIS_READY_TIMEOUT_MS = 15_000;

@@ -4,7 +4,7 @@ import { tmpdir } from "node:os";
 import { join } from "node:path";
 import { utils } from "ssh2";
 import { describe, expect, it } from "vitest";
-import { generateEd25519KeyPair } from "./ssh-keygen.js";
+import { generateEd25519KeyPair } from "../ssh/ssh-keygen.js";
 import { parsePublicKey } from "./ssh-public-key.js";
 
 describe("parsePublicKey", () => {

@@ -1,5 +1,5 @@
 import type { AddressInfo, Server } from "node:net";
-import type { HostPort } from "../shared/settings.js";
+import type { HostPort } from "../../shared/settings.js";
 
 /**
  * Binds a listener and resolves with its address; rejects (EADDRINUSE, EACCES...) instead of
