@@ -1,3 +1,4 @@
+import tls from "node:tls";
 import http2, { type ClientHttp2Session, type ClientHttp2Stream, type IncomingHttpHeaders } from "node:http2";
 import { create } from "@bufbuild/protobuf";
 import { ControlRequestSchema, ControlResponseSchema, DisconnectReason, type ControlRequest, type ControlResponse, type Welcome, type WorkspaceDesiredState } from "../shared/gen/warren/v1/agent_pb.js";
@@ -5,7 +6,7 @@ import { GrpcFrameDecoder } from "../shared/grpc-frame-decoder.js";
 import { decodeGrpcMessage, encodeGrpcMessage } from "../shared/grpc-message.js";
 import { decodeGrpcStatusMessage as decodeStatusText, GrpcStatus } from "../shared/grpc-status.js";
 import type { Logger } from "../shared/logger.js";
-import { noDelayConnector, overSocket } from "../shared/http2-sockets.js";
+import { AlwaysReadingSocket, noDelayConnector, overSocket } from "../shared/http2-sockets.js";
 import { openTunnel, proxyFor } from "../shared/proxy.js";
 import type { Duplex } from "node:stream";
 import { TUNNEL_WINDOWS } from "../shared/tunnel-windows.js";
@@ -185,7 +186,43 @@ export class AgentSession {
     );
   }
 
+  /**
+   * Makes the connection, then the HTTP/2 session on it once it is up (TLS: verified): node
+   * wraps the stream-like socket handed to it at once, so a failure to connect is reported here.
+   */
   #connectVia(createConnection: () => Duplex): void {
+    let socket: Duplex;
+    try {
+      socket = createConnection();
+    } catch (err) {
+      this.#finish({ kind: "lost", message: (err as Error).message });
+      return;
+    }
+    const state = socket as Duplex & { connecting?: boolean; secureConnecting?: boolean };
+    if (!state.connecting && !state.secureConnecting) {
+      this.#startSession(socket);
+      return;
+    }
+    const event = socket instanceof tls.TLSSocket ? "secureConnect" : "connect";
+    const onError = (err: NodeJS.ErrnoException) => {
+      socket.off(event, onReady);
+      socket.destroy();
+      this.#finish({ kind: "lost", message: this.#connectFailure(err) });
+    };
+    const onReady = () => {
+      socket.off("error", onError);
+      if (this.#end) socket.destroy();
+      else this.#startSession(socket);
+    };
+    socket.once("error", onError);
+    socket.once(event, onReady);
+  }
+
+  #connectFailure(err: NodeJS.ErrnoException): string {
+    return err.code === "ECONNREFUSED" ? `connection refused by ${this.#options.server.host}` : err.message;
+  }
+
+  #startSession(socket: Duplex): void {
     const { server, log } = this.#options;
     let session: ClientHttp2Session;
     try {
@@ -196,7 +233,8 @@ export class AgentSession {
           enablePush: false,
         },
         maxSessionMemory: TUNNEL_WINDOWS.maxSessionMemoryMb,
-        createConnection,
+        // Reads on while a write is blocked: bulk both ways cannot deadlock the connection.
+        createConnection: () => new AlwaysReadingSocket(socket),
       });
     } catch (err) {
       this.#finish({ kind: "lost", message: (err as Error).message });
@@ -206,9 +244,7 @@ export class AgentSession {
     session.once("remoteSettings", () => {
       this.#peerSpokeHttp2 = true;
     });
-    session.on("error", (err: NodeJS.ErrnoException) => {
-      this.#finish({ kind: "lost", message: err.code === "ECONNREFUSED" ? `connection refused by ${server.host}` : err.message });
-    });
+    session.on("error", (err: NodeJS.ErrnoException) => this.#finish({ kind: "lost", message: this.#connectFailure(err) }));
     session.on("close", () => this.#finish({ kind: "lost", message: "connection closed" }));
     session.on("goaway", (code) => {
       log.debug({ code }, "server sent GOAWAY");

@@ -1,4 +1,5 @@
 import { appendFileSync, readFileSync } from "node:fs";
+import { basename } from "node:path";
 import { WorkspaceDesiredState } from "../shared/gen/warren/v1/agent_pb.js";
 import { createLogger, type Logger } from "../shared/logger.js";
 import { formatDuration, parseCommandLine, parseDuration, parsePort, readConfigFile, resolveSettings } from "../shared/settings.js";
@@ -31,10 +32,12 @@ Flags:
   --audience AUD            audience of the ID token asked for in GitHub Actions (default: WARREN_SERVER)
   --ssh-port N              port of the job's sshd, for ssh <workspace>@<server> (default 22)
   --ssh-user USER           user the SSH front door logs in as on that sshd (default warren)
+  --authorize-ssh-key FILE  append the workspace's SSH key (the one the server logs in with) to FILE,
+                            e.g. ~/.ssh/authorized_keys of that user
   and the agent's settings (warren-agent --help), e.g. --ca-file, --log-level (default warn here).
 
 Exit codes: CMD's exit code; 1 the server refused the credential or could not be reached;
-2 bad command line.
+2 bad command line or settings (no credential, a name or port the server finds invalid).
 `;
 
 interface CiOptions {
@@ -48,18 +51,19 @@ interface CiOptions {
   readonly audience?: string;
   readonly sshPort: number;
   readonly sshUser: string;
+  readonly authorizeSshKey?: string;
   readonly command: readonly [string, ...string[]];
   readonly logLevelSet: boolean;
 }
 
 interface EnrollAnswer {
-  workspace: { name: string; urls?: string[]; owner?: string; expireTime?: string };
+  workspace: { name: string; urls?: string[]; owner?: string; expireTime?: string; sshPublicKey?: string };
   agentToken: string;
   agentUrl: string;
 }
 
 /** Flags of `ci` itself; the rest are the agent's settings. */
-const CI_FLAGS = new Set(["port", "public-port", "name", "hold-on-failure", "ttl", "id-token-file", "audience", "ssh-port", "ssh-user"]);
+const CI_FLAGS = new Set(["port", "public-port", "name", "hold-on-failure", "ttl", "id-token-file", "audience", "ssh-port", "ssh-user", "authorize-ssh-key"]);
 
 function fail(code: number, message: string): never {
   process.stderr.write(`warren-agent ci: ${message}\n`);
@@ -128,6 +132,7 @@ export function parseCiCommandLine(argv: readonly string[], env: NodeJS.ProcessE
   const audience = one("audience");
   const sshPort = one("ssh-port");
   const sshUser = one("ssh-user");
+  const authorizeSshKey = one("authorize-ssh-key");
   return {
     config,
     server: config.server[0]!,
@@ -139,6 +144,7 @@ export function parseCiCommandLine(argv: readonly string[], env: NodeJS.ProcessE
     ...(audience !== undefined ? { audience } : {}),
     sshPort: sshPort === undefined ? 0 : port("ssh-port", sshPort),
     sshUser: sshUser ?? "",
+    ...(authorizeSshKey !== undefined ? { authorizeSshKey } : {}),
     command: command as [string, ...string[]],
     logLevelSet: cli.values.has("log-level") || Boolean(env["WARREN_LOG_LEVEL"]) || Boolean(file?.has("logLevel")),
   };
@@ -179,6 +185,11 @@ async function githubIdToken(requestUrl: string, requestToken: string, audience:
   const body = (await res.json().catch(() => ({}))) as { value?: unknown };
   if (!res.ok || typeof body.value !== "string") throw new CiApiError(`GitHub Actions did not give an ID token (HTTP ${res.status}): does the job have \`permissions: id-token: write\`?`, "unavailable");
   return body.value;
+}
+
+/** The command as people call it: `node`, not `/usr/bin/node`. */
+function commandName(options: CiOptions): string {
+  return basename(options.command[0]);
 }
 
 /** A line for people in the job's log (stdout: the log lines of the agent are JSON). */
@@ -234,7 +245,15 @@ export async function runCi(argv: readonly string[], env: NodeJS.ProcessEnv = pr
     );
   } catch (err) {
     const e = err as CiApiError;
+    if (e.code === "invalid_argument") fail(AgentExit.Usage, e.message);
     fail(AgentExit.Rejected, e.code === "unauthenticated" || e.code === "permission_denied" ? `the server refused the job: ${e.message}` : e.message);
+  }
+  if (options.authorizeSshKey && enrolled.workspace.sshPublicKey) {
+    try {
+      appendFileSync(options.authorizeSshKey, `${enrolled.workspace.sshPublicKey}\n`, { mode: 0o600 });
+    } catch (err) {
+      process.stderr.write(`warren-agent ci: could not append the workspace's SSH key to ${options.authorizeSshKey}: ${(err as Error).message}\n`);
+    }
   }
   const urls = enrolled.workspace.urls ?? [];
   say(`workspace ${name} is open at ${urls.join(" ") || "(no ports exposed)"} for ${enrolled.workspace.owner || "its owner"}; it ends with this job`);
@@ -335,7 +354,7 @@ async function superviseJob(options: CiOptions, enrolled: EnrollAnswer, log: Log
     // Already ended (terminated by its owner, time to live): nothing left to do.
     if ((err as CiApiError).code !== "unauthenticated") log.warn({ err: (err as Error).message }, "could not end the workspace; it ends with its time to live");
   }
-  say(`${options.command[0]} exited with code ${exitCode}; workspace ${name} is terminated`);
+  say(`${commandName(options)} exited with code ${exitCode}; workspace ${name} is terminated`);
   // The server completes the termination once it hears the command is over.
   await agent.reportWorkload(DesiredStateReconciler.toMessage(finalReport), 1000);
   await agent.stop(Math.min(config.shutdownTimeout, 2000));
@@ -360,13 +379,13 @@ async function hold(
     answer = await callControlApi(options.server, "CiService/HoldWorkspace", { holdSeconds: Math.ceil(options.holdOnFailureMs / 1000), exitCode }, agentToken, ca);
   } catch (err) {
     log.warn({ err: (err as Error).message }, "could not hold the workspace");
-    say(`${options.command[0]} failed with exit code ${exitCode}; the workspace could not be held: ${(err as Error).message}`);
+    say(`${commandName(options)} failed with exit code ${exitCode}; the workspace could not be held: ${(err as Error).message}`);
     return;
   }
   const until = answer.workspace.ci?.holdExpireTime ? new Date(answer.workspace.ci.holdExpireTime) : new Date(Date.now() + options.holdOnFailureMs);
   const ms = Math.max(0, until.getTime() - Date.now());
   say(
-    `${options.command[0]} failed with exit code ${exitCode}; workspace ${name} is held for ${formatDuration(Math.round(ms / 1000) * 1000)} (until ${until.toISOString()}) at ${(answer.workspace.urls ?? []).join(" ")} and by ssh ${name}@<server>; terminate it to end the hold`,
+    `${commandName(options)} failed with exit code ${exitCode}; workspace ${name} is held for ${formatDuration(Math.round(ms / 1000) * 1000)} (until ${until.toISOString()}) at ${(answer.workspace.urls ?? []).join(" ")} and over SSH as ${name}@ the server; terminate it to end the hold`,
   );
   await new Promise<void>((resolve) => {
     const timer = setTimeout(resolve, ms);

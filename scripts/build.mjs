@@ -29,6 +29,8 @@ const common = {
   define: { __WARREN_VERSION__: JSON.stringify(pkg.version) },
   metafile: true,
   legalComments: "none",
+  // ws masks WebSocket frames byte by byte unless it finds bufferutil: ours works by words.
+  alias: { bufferutil: "./shared/websocket-mask.ts" },
 };
 
 const agent = { entryPoints: ["agent/main.ts"], outfile: "dist/warren-agent.cjs", plugins: [nativeStubs()] };

@@ -1,6 +1,6 @@
 import net from "node:net";
 import tls from "node:tls";
-import type { Duplex } from "node:stream";
+import { Duplex } from "node:stream";
 
 /**
  * node:http2 leaves Nagle's algorithm on for its TCP sockets. A tunnel sends many small
@@ -37,4 +37,63 @@ export function overSocket(url: URL, transport: () => net.Socket, options: { ca?
 /** Turns Nagle off on every connection a server accepts (before HTTP/2 takes the socket). */
 export function acceptWithNoDelay(server: net.Server): void {
   server.on("connection", (socket: net.Socket) => socket.setNoDelay(true));
+}
+
+/**
+ * A connection for node:http2 that keeps reading from the network while a write is blocked.
+ *
+ * node's HTTP/2 session stops reading its socket while a write to it is in progress (the
+ * kernel's send buffer is full). Two such peers moving bulk data both ways at once (50 port
+ * forwards uploading and downloading through one agent connection) fill both send buffers,
+ * both stop reading, and neither write ever completes: the connection hangs until liveness
+ * drops it. Wrapped in this stream, one side (the agent) reads on regardless: what arrives
+ * while HTTP/2 is not reading waits here, bounded by the flow-control windows this side
+ * advertised, and the peer's writes complete.
+ */
+export class AlwaysReadingSocket extends Duplex {
+  readonly #socket: Duplex & { bytesRead?: number; bytesWritten?: number };
+
+  constructor(socket: Duplex) {
+    // Nothing is held back on this side: the HTTP/2 windows bound what can arrive.
+    super({ allowHalfOpen: false, readableHighWaterMark: 64 * 1024 * 1024 });
+    this.#socket = socket;
+    socket.on("data", (chunk: Buffer) => this.push(chunk));
+    socket.on("end", () => this.push(null));
+    socket.on("error", (err: Error) => this.destroy(err));
+    socket.on("close", () => this.destroy());
+  }
+
+  /** Bytes received from the network (liveness counts them, read by HTTP/2 or not yet). */
+  get bytesRead(): number {
+    return this.#socket.bytesRead ?? 0;
+  }
+
+  get bytesWritten(): number {
+    return this.#socket.bytesWritten ?? 0;
+  }
+
+  override _read(): void {
+    // Always flowing from the socket (see above).
+  }
+
+  override _write(chunk: Buffer, encoding: BufferEncoding, callback: (err?: Error | null) => void): void {
+    this.#socket.write(chunk, encoding, callback);
+  }
+
+  override _writev(chunks: Array<{ chunk: Buffer; encoding: BufferEncoding }>, callback: (err?: Error | null) => void): void {
+    const socket = this.#socket as Duplex & { cork(): void; uncork(): void };
+    socket.cork();
+    for (let i = 0; i < chunks.length - 1; i++) socket.write(chunks[i]!.chunk);
+    socket.write(chunks[chunks.length - 1]!.chunk, callback);
+    socket.uncork();
+  }
+
+  override _final(callback: (err?: Error | null) => void): void {
+    this.#socket.end(callback);
+  }
+
+  override _destroy(err: Error | null, callback: (err?: Error | null) => void): void {
+    this.#socket.destroy(err ?? undefined);
+    callback(err);
+  }
 }

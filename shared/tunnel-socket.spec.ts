@@ -15,7 +15,7 @@ describe("TunnelSocket.detach", () => {
   });
 
   /** A real HTTP/2 stream pair in this process: the server side, and a writer for the client side. */
-  async function streamPair(): Promise<{ server: ServerHttp2Stream; write: (b: Buffer) => void; end: () => void }> {
+  async function streamPair(): Promise<{ server: ServerHttp2Stream; write: (b: Buffer) => void; end: () => void; cancel: () => void }> {
     const h2 = http2.createServer();
     const serverStream = new Promise<ServerHttp2Stream>((resolve) => h2.on("stream", (s) => resolve(s)));
     await new Promise<void>((resolve) => h2.listen(0, "127.0.0.1", () => resolve()));
@@ -29,7 +29,7 @@ describe("TunnelSocket.detach", () => {
     req.write(Buffer.alloc(0));
     const server = await serverStream;
     server.respond({ ":status": 200 });
-    return { server, write: (b) => req.write(b), end: () => req.end() };
+    return { server, write: (b) => req.write(b), end: () => req.end(), cancel: () => req.close(http2.constants.NGHTTP2_CANCEL) };
   }
 
   it("hands back unread data, the peer's half-close and a partial frame as raw frames, leaving the stream open", async () => {
@@ -54,5 +54,23 @@ describe("TunnelSocket.detach", () => {
     write(Buffer.from("x"));
     await new Promise((r) => setTimeout(r, 50));
     expect(Buffer.concat(later).toString()).toBe("x");
+  });
+
+  it("regression: a stream the peer resets is a reset, not a clean end (node ends a reset stream's readable side too)", async () => {
+    const { server, write, cancel } = await streamPair();
+    const socket = new TunnelSocket({ stream: server, inbound: TunnelRequestSchema, maxMessageBytes: 1 << 20, finish: () => {} });
+    // This side has finished writing, as a forwarded connection whose upload is done.
+    socket.end();
+    const got: Buffer[] = [];
+    socket.on("data", (c: Buffer) => got.push(c));
+    const outcome = new Promise<string>((resolve) => {
+      socket.once("end", () => resolve("end"));
+      socket.once("error", (err) => resolve(`error: ${err.message}`));
+    });
+    write(Buffer.concat(encodeTunnelData(Buffer.from("partial"))));
+    await new Promise((r) => setTimeout(r, 50));
+    cancel();
+    expect(await outcome).toBe("error: tunnel closed by the other side");
+    expect(Buffer.concat(got).toString()).toBe("partial");
   });
 });

@@ -255,7 +255,16 @@ export class TunnelSocket<In extends DescMessage = DescMessage> extends Duplex {
   }
 
   #onRemoteEnd(): void {
-    // The peer ended its HTTP/2 side without close_write: treat it as a half-close.
+    if (this.#readEnded) return;
+    // Once data may flow, a peer always half-closes with close_write before it ends its HTTP/2
+    // side. node also ends the readable side of a stream that was reset (RST_STREAM), before it
+    // tells the reset: an end without close_write is that, and taking it for a half-close
+    // would end a cut-off transfer as if it were complete.
+    if (!this.#awaitingHandshake) {
+      this.#reset("tunnel closed by the other side");
+      return;
+    }
+    // Before the dial completed (a refusal, a trailers-only answer): the peer is done.
     this.#endRead();
   }
 
@@ -279,10 +288,15 @@ export class TunnelSocket<In extends DescMessage = DescMessage> extends Duplex {
   #onStreamClose(): void {
     if (this.#finished || this.destroyed) return;
     const code = this.#stream.rstCode;
-    const reason =
+    this.#reset(
       code === h2constants.NGHTTP2_CANCEL || code === h2constants.NGHTTP2_NO_ERROR
         ? "tunnel closed by the other side"
-        : `tunnel stream reset (HTTP/2 error ${code})`;
+        : `tunnel stream reset (HTTP/2 error ${code})`,
+    );
+  }
+
+  /** Destroys the socket as a reset connection (ECONNRESET, as net.Socket reports one). */
+  #reset(reason: string): void {
     const err = new WarrenError(ErrorCode.Unavailable, reason);
     (err as NodeJS.ErrnoException & WarrenError).errno = undefined;
     Object.assign(err, { syscall: "read", errnoCode: "ECONNRESET" });

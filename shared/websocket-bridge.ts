@@ -48,9 +48,15 @@ export function bridgeWebSocket(ws: WebSocket, socket: Duplex): Promise<BridgeEn
       if (sentEof && gotEof && ws.readyState === ws.OPEN) ws.close(1000);
     };
 
+    // The frames of one turn of the event loop go out in one write (writev), not one system
+    // call each: a tunnel read often holds several messages. (Not the socket's writes: corked,
+    // each would report a full buffer and pause the WebSocket until the turn ends.)
+    const corkWebSocket = corkerFor((ws as unknown as { _socket?: Duplex })._socket);
+
     // Socket -> WebSocket, pausing while too much waits to be written out.
     socket.on("data", (chunk: Buffer) => {
       if (ws.readyState !== ws.OPEN) return;
+      corkWebSocket();
       pending += chunk.length;
       ws.send(chunk, { binary: true }, () => {
         pending -= chunk.length;
@@ -112,4 +118,19 @@ function destroyWithReset(socket: Duplex): void {
   const tcp = socket as Duplex & { resetAndDestroy?: () => void; _handle?: unknown };
   if (typeof tcp.resetAndDestroy === "function" && tcp._handle) tcp.resetAndDestroy();
   else socket.destroy();
+}
+
+/** Corks `stream` until the end of the current tick, once per tick however often it is called. */
+function corkerFor(stream: Duplex | undefined): () => void {
+  let corked = false;
+  const uncork = () => {
+    corked = false;
+    stream!.uncork();
+  };
+  return () => {
+    if (corked || !stream || stream.destroyed) return;
+    corked = true;
+    stream.cork();
+    process.nextTick(uncork);
+  };
 }

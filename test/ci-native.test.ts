@@ -7,7 +7,7 @@ import { freePort } from "./harness/apps.js";
 import { gitlabClaims, githubClaims, TestCiIssuer } from "./harness/ci-issuer.js";
 import { jobDir, JobProcess, runJob } from "./harness/ci-job.js";
 import { AGENT_BUNDLE } from "./harness/processes.js";
-import { clientOptions, ensureTestUsers, IS_ROOT, passwordOptions, run, SSH_EMPTY_PASSWORD_USER, startSshd, type Sshd } from "./harness/sshd.js";
+import { clientOptions, ensureTestUsers, IS_ROOT, passwordOptions, run, SSH_EMPTY_PASSWORD_USER, SSH_KEY_USER, startSshd, type Sshd } from "./harness/sshd.js";
 import { callApi, eventually, httpRequest, ROOT_DOMAIN, startServer, workspaceHost, type ServerHandle } from "./harness/warren.js";
 
 function listening(port: number): Promise<boolean> {
@@ -238,9 +238,11 @@ describe("CI jobs enroll their own workspaces", () => {
       const wen = (await callApi<{ token: string }>(server, "UserService/CreateEnrollmentToken", { maxWorkspaceTtlSeconds: 600 }, alice)).body.token;
       // The job's app runs beside the command that fails (a test suite, say).
       const app = new JobProcess(process.execPath, [join(dir, "app.cjs")], { APP_PORT: String(appPort) });
-      const flags = ["--port", String(appPort), "--ssh-port", String(sshd.port), "--ssh-user", SSH_EMPTY_PASSWORD_USER];
-      const long = agentCi([...flags, "--hold-on-failure", "10m", "--name", "held-long", "--", "sh", "-c", "exit 5"], { WARREN_ENROLL_TOKEN: wen });
-      const short = agentCi([...flags, "--hold-on-failure", "2s", "--name", "held-short", "--", "sh", "-c", "exit 4"], { WARREN_ENROLL_TOKEN: wen });
+      const flags = ["--port", String(appPort), "--ssh-port", String(sshd.port)];
+      // The job's sshd trusts the key the server logs in with: the agent writes it in.
+      const sshKey = ["--ssh-user", SSH_KEY_USER, "--authorize-ssh-key", join(sshd.dir, "authorized_keys")];
+      const long = agentCi([...flags, ...sshKey, "--hold-on-failure", "10m", "--name", "held-long", "--", "sh", "-c", "exit 5"], { WARREN_ENROLL_TOKEN: wen });
+      const short = agentCi([...flags, "--ssh-user", SSH_EMPTY_PASSWORD_USER, "--hold-on-failure", "2s", "--name", "held-short", "--", "sh", "-c", "exit 4"], { WARREN_ENROLL_TOKEN: wen });
       await long.waitFor(/^warren: sh failed with exit code 5; workspace held-long is held for 10m/m);
       const held = await workspace("held-long");
       expect(held.ci?.exitCode).toBe(5);

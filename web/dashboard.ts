@@ -21,6 +21,8 @@ interface Workspace {
   desiredState?: string;
   actualState?: string;
   owner?: string;
+  /** Set for a workspace a CI job enrolled for itself (`warren-agent ci`). */
+  ci?: { issuer?: string; project?: string; job?: string; jobUrl?: string; holdExpireTime?: string; exitCode?: number };
 }
 
 interface AccessToken {
@@ -199,6 +201,7 @@ function workspaceCard(w: Workspace): HTMLElement {
       h("div", {}, h("span", { class: "muted" }, "Time to live: "), ttl),
       data.admin && w.owner ? h("div", {}, h("span", { class: "muted" }, "Owner: "), w.owner) : null,
     ),
+    w.ci ? ciJob(w) : null,
     links.length > 0 ? h("ul", { "aria-label": `ports of ${w.name}` }, ...links) : null,
     // SSH may be off on this server (WARREN_SSH_ADDR=off).
     data.sshPort > 0 ? h("div", { class: "row" }, h("code", {}, ssh), copyButton(ssh, `Copy the ssh command for ${w.name}`)) : null,
@@ -211,6 +214,25 @@ function workspaceCard(w: Workspace): HTMLElement {
       act("Terminate", "TerminateWorkspace", `Terminate ${w.name}? Its agent is disconnected and its token revoked; this cannot be undone.`, "danger"),
       act("Delete", "DeleteWorkspace", `Delete ${w.name}? The workspace and its record are removed.`, "danger"),
     ),
+  );
+}
+
+/** Where a CI workspace comes from (issuer, project, job) and, after its job failed, its hold. */
+function ciJob(w: Workspace): HTMLElement {
+  const ci = w.ci!;
+  const job = ci.job ? (ci.jobUrl ? h("a", { href: ci.jobUrl, target: "_blank", rel: "noopener" }, `job ${ci.job}`) : `job ${ci.job}`) : "a job";
+  const holding = ci.holdExpireTime && Date.parse(ci.holdExpireTime) > Date.now();
+  return h(
+    "div",
+    { class: "ci", "data-ci": ci.issuer ?? "" },
+    h("div", {}, h("span", { class: "muted" }, "CI: "), job, ci.project ? ` of ${ci.project}` : "", h("span", { class: "muted" }, ` (${ci.issuer ?? ""})`)),
+    holding
+      ? h(
+          "p",
+          { class: "hold", "data-hold": ci.holdExpireTime! },
+          `Held for a look inside: the job's command failed (exit code ${ci.exitCode ?? 0}); the workspace ends in ${span((Date.parse(ci.holdExpireTime!) - Date.now()) / 1000)}, or when you terminate it.`,
+        )
+      : null,
   );
 }
 

@@ -50,6 +50,10 @@ export function openTunnelSocket(target: ForwardTarget, url: string): Promise<We
       lookup,
       handshakeTimeout: 30_000,
       maxPayload: 16 * 1024 * 1024,
+      // Masking (an XOR of every byte sent, in JavaScript here) keeps a script in a browser from
+      // steering bytes on the wire that a transparent proxy might misread; under TLS no
+      // intermediary sees them, and a zero mask lets both ends skip the work.
+      ...(url.startsWith("wss:") ? { generateMask: (mask: Buffer) => void mask.fill(0) } : {}),
     });
     // Paused until the caller attaches its listeners: a server that speaks first (an SSH
     // banner, a database greeting) may have its first message in the same read as the 101.

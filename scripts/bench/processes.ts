@@ -133,10 +133,11 @@ export async function waitForPort(port: number, timeoutMs = 10_000, what = `port
 }
 
 /**
- * Extra node flags for the Warren processes a benchmark starts, from WARREN_BENCH_SERVER_FLAGS
- * or WARREN_BENCH_AGENT_FLAGS: e.g. "--cpu-prof --cpu-prof-dir=/tmp/prof" for profiles of the
- * hot paths (summarize them with `node scripts/profile-top.mjs /tmp/prof/*.cpuprofile`).
+ * Extra node flags for the Warren processes a benchmark starts, from WARREN_BENCH_SERVER_FLAGS,
+ * WARREN_BENCH_AGENT_FLAGS or WARREN_BENCH_CLI_FLAGS (`warren port-forward`): e.g.
+ * "--cpu-prof --cpu-prof-dir=/tmp/prof" for profiles of the hot paths (summarize them with `node scripts/profile-top.mjs /tmp/prof/*.cpuprofile`).
  */
-export function benchNodeFlags(kind: "server" | "agent"): string[] {
-  return (process.env[kind === "server" ? "WARREN_BENCH_SERVER_FLAGS" : "WARREN_BENCH_AGENT_FLAGS"] ?? "").split(" ").filter(Boolean);
+export function benchNodeFlags(kind: "server" | "agent" | "cli"): string[] {
+  const variable = { server: "WARREN_BENCH_SERVER_FLAGS", agent: "WARREN_BENCH_AGENT_FLAGS", cli: "WARREN_BENCH_CLI_FLAGS" }[kind];
+  return (process.env[variable] ?? "").split(" ").filter(Boolean);
 }

@@ -112,6 +112,8 @@ Run it with the workspace's agent token:
   WARREN_SERVER=$agent_server WARREN_TOKEN=<agent token> $target
 or let it start and supervise your app, e.g.:
   WARREN_SERVER=$agent_server WARREN_TOKEN=<agent token> $target run -- code-server --bind-addr 127.0.0.1:8000
+In a CI job, let it create the job's own workspace (ID token or enrollment token; see docs/ci.md):
+  WARREN_SERVER=${publicUrl} $target ci --port 8000 -- code-server --bind-addr 127.0.0.1:8000 --auth none
 EOF
 `;
 }
