@@ -9,12 +9,21 @@ import { afterAll, beforeAll, describe, expect, it } from "vitest";
 import { Browser } from "./harness/browser.js";
 import { launchChromium } from "./harness/chromium.js";
 import { CLI, cliEnv, cliHome, runCli, spawnCli } from "./harness/cli.js";
+import { OIDC_CLIENT_ID, OIDC_CLIENT_SECRET, TestOidcProvider } from "./harness/oidc-provider.js";
 import { callApi, eventually, httpRequest, ROOT_DOMAIN, startServer, type ServerHandle } from "./harness/warren.js";
+
+/** One Chromium for the file (2-core CI). */
+let chromium: Awaited<ReturnType<typeof launchChromium>>;
+beforeAll(async () => {
+  chromium = await launchChromium();
+});
+afterAll(async () => {
+  await chromium?.close();
+});
 
 /** `warren login` through the browser: loopback redirect, PKCE, a new token of the user's own. */
 describe("warren login through the browser", () => {
   let server: ServerHandle;
-  let chromium: Awaited<ReturnType<typeof launchChromium>>;
   let context: BrowserContext;
   let aliceToken: string;
   const homes: string[] = [];
@@ -29,12 +38,11 @@ describe("warren login through the browser", () => {
     server = await startServer();
     await callApi(server, "UserService/CreateUser", { name: "alice" });
     aliceToken = (await callApi<{ token: string }>(server, "UserService/CreateAccessToken", { user: "alice", ttlSeconds: 3600 })).body.token;
-    chromium = await launchChromium();
     context = await chromium.context();
   });
 
   afterAll(async () => {
-    await chromium?.close();
+    await context?.close();
     await server?.stop();
     for (const h of homes) rmSync(h, { recursive: true, force: true });
   });
@@ -226,5 +234,56 @@ describe("warren login through the browser", () => {
     expect(screen).not.toContain(aliceToken);
     expect(screen).not.toContain(aliceToken.slice(4, 20));
     expect(JSON.parse(readFileSync(join(dir, ".config", "warren", "config.json"), "utf8"))).toEqual({ server: root(), token: aliceToken });
+  });
+});
+
+/** The same flow with single sign-on as the way of signing in (oidc-provider). */
+describe("warren login through the browser, signing in with single sign-on", () => {
+  let provider: TestOidcProvider;
+  let server: ServerHandle;
+  let home: string;
+  const root = () => `http://${ROOT_DOMAIN}:${server.httpPort}`;
+
+  beforeAll(async () => {
+    provider = new TestOidcProvider();
+    await provider.listen();
+    server = await startServer({
+      WARREN_OIDC_ISSUER: provider.issuer,
+      WARREN_OIDC_CLIENT_ID: OIDC_CLIENT_ID,
+      WARREN_OIDC_CLIENT_SECRET: OIDC_CLIENT_SECRET,
+      WARREN_OIDC_ALLOWED_GROUPS: "developers",
+      WARREN_SECRET_KEY: "cli-login-test-secret-0123456789abcdef",
+    });
+    provider.configure({ redirectUri: `${root()}/-/oidc/callback` });
+    home = cliHome();
+  });
+
+  afterAll(async () => {
+    await server?.stop();
+    await provider?.close();
+    if (home) rmSync(home, { recursive: true, force: true });
+  });
+
+  it("signs in at the identity provider, comes back to the confirmation, and the CLI gets a token of that user", async () => {
+    const child = spawnCli(home, ["login", "--server", root(), "--no-browser"]);
+    child.stdin!.end();
+    const exit = new Promise<number | null>((resolve) => child.once("exit", resolve));
+    let url = "";
+    await eventually(() => (url = /^ {2}(http\S+)$/m.exec(child.output())?.[1] ?? "") !== "", 10_000, "the login URL");
+    const context = await chromium.context();
+    const page = await context.newPage();
+    await page.goto(url);
+    await page.getByRole("link", { name: "Sign in with single sign-on" }).click();
+    await page.locator('input[name="login"]').fill("alice");
+    await page.locator('input[name="password"]').fill("any password");
+    await page.getByRole("button", { name: "Sign-in" }).click();
+    await page.getByRole("heading", { name: "Sign in the warren CLI?" }).waitFor();
+    await page.getByRole("button", { name: "Allow" }).click();
+    await page.getByRole("heading", { name: "Logged in" }).waitFor();
+    await context.close();
+    expect(await exit).toBe(0);
+    expect(child.output()).toContain(`Logged in to ${root()} as user alice`);
+    const me = await runCli(home, ["whoami", "--json"]);
+    expect(JSON.parse(me.stdout)).toMatchObject({ user: "alice", server: root() });
   });
 });
