@@ -4,7 +4,7 @@ import { create } from "@bufbuild/protobuf";
 import { ControlRequestSchema, ControlResponseSchema, DisconnectReason, type ControlRequest, type ControlResponse, type Welcome, type WorkspaceDesiredState } from "../shared/gen/warren/v1/agent_pb.js";
 import { GrpcFrameDecoder } from "../shared/grpc-frame-decoder.js";
 import { decodeGrpcMessage, encodeGrpcMessage } from "../shared/grpc-message.js";
-import { decodeGrpcMessage as decodeStatusText, GrpcStatus } from "../shared/grpc-status.js";
+import { decodeGrpcStatusMessage as decodeStatusText, GrpcStatus } from "../shared/grpc-status.js";
 import type { Logger } from "../shared/logger.js";
 import { AlwaysReadingSocket, noDelayConnector, overSocket } from "../shared/http2-sockets.js";
 import { openTunnel, proxyFor } from "../shared/proxy.js";
@@ -14,8 +14,8 @@ import { VERSION } from "../shared/version.js";
 import { DEFAULT_LIVENESS, type LivenessSettings } from "../shared/liveness.js";
 import { TunnelPool, type PoolSettings } from "./tunnel-pool.js";
 import { AllowedPorts } from "./allowed-ports.js";
+import { AGENT_CONTROL_PATH } from "../shared/dial-protocol.js";
 
-const CONTROL_PATH = "/warren.v1.AgentService/Control";
 const WELCOME_TIMEOUT_MS = 15_000;
 const MAX_CONTROL_MESSAGE_BYTES = 4 * 1024 * 1024;
 
@@ -329,7 +329,7 @@ export class AgentSession {
   }
 
   #openControl(session: ClientHttp2Session): void {
-    const control = session.request({ ":method": "POST", ":path": CONTROL_PATH, ...this.#headers() }, { endStream: false });
+    const control = session.request({ ":method": "POST", ":path": AGENT_CONTROL_PATH, ...this.#headers() }, { endStream: false });
     this.#control = control;
     const welcomeTimer = setTimeout(() => {
       if (!this.#welcome) this.#finish({ kind: "lost", message: "server sent no welcome in time" });

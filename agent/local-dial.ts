@@ -3,6 +3,7 @@ import type { ClientHttp2Stream } from "node:http2";
 import { create } from "@bufbuild/protobuf";
 import { DialStatus, TunnelRequestSchema, type Dial } from "../shared/gen/warren/v1/agent_pb.js";
 import { encodeGrpcMessage } from "../shared/grpc-message.js";
+import { dialStatusOfConnectError } from "../shared/dial-protocol.js";
 import type { Logger } from "../shared/logger.js";
 import type { TunnelSocket } from "../shared/tunnel-socket.js";
 import type { AllowedPorts } from "./allowed-ports.js";
@@ -71,7 +72,7 @@ export function handleDial(options: LocalDialOptions): Promise<void> {
     local.on("error", (err: NodeJS.ErrnoException) => {
       if (!connected) {
         clearTimeout(timer);
-        const status = err.code === "ECONNREFUSED" ? DialStatus.REFUSED : DialStatus.ERROR;
+        const status = dialStatusOfConnectError(err.code);
         clog.debug({ err: err.message }, "local connect failed");
         refuse(options, status, err.code ?? err.message);
         resolve();

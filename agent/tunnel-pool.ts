@@ -1,12 +1,13 @@
 import type { ClientHttp2Session, ClientHttp2Stream } from "node:http2";
 import { TunnelResponseSchema, type TunnelResponse } from "../shared/gen/warren/v1/agent_pb.js";
 import { ErrorCode, WarrenError } from "../shared/errors.js";
-import { decodeGrpcMessage as decodeStatusText } from "../shared/grpc-status.js";
+import { decodeGrpcStatusMessage as decodeStatusText } from "../shared/grpc-status.js";
 import type { Logger } from "../shared/logger.js";
 import { TunnelSocket } from "../shared/tunnel-socket.js";
 import { TUNNEL_WINDOWS } from "../shared/tunnel-windows.js";
 import { handleDial } from "./local-dial.js";
 import type { AllowedPorts } from "./allowed-ports.js";
+import { AGENT_TUNNEL_PATH } from "../shared/dial-protocol.js";
 
 export interface PoolSettings {
   readonly minIdle: number;
@@ -31,7 +32,6 @@ interface PoolEntry {
   idleSince: number;
 }
 
-const TUNNEL_PATH = "/warren.v1.AgentService/Tunnel";
 /** After the server refuses a stream, wait this long before opening more. */
 const REFUSAL_COOLDOWN_MS = 1000;
 const RETIRE_CHECK_MS = 5000;
@@ -129,7 +129,7 @@ export class TunnelPool {
   #openOne(): void {
     let stream: ClientHttp2Stream;
     try {
-      stream = this.#options.session.request({ ":method": "POST", ":path": TUNNEL_PATH, ...this.#options.headers }, { endStream: false });
+      stream = this.#options.session.request({ ":method": "POST", ":path": AGENT_TUNNEL_PATH, ...this.#options.headers }, { endStream: false });
     } catch (err) {
       this.#options.log.debug({ err: (err as Error).message }, "could not open a tunnel stream");
       return;

@@ -12,6 +12,7 @@ import { readSecret } from "./commands/read-secret.js";
 import { loginThroughBrowser } from "./commands/browser-login.js";
 import { hostname } from "node:os";
 import { ciSummary, type CiJobJson } from "./ci-workspace.js";
+import { enrollmentTokenCommand } from "./commands/enrollment-token.js";
 import { relativeTime } from "./relative-time.js";
 import { closest } from "./suggest.js";
 import { rmSync } from "node:fs";
@@ -29,6 +30,10 @@ Commands:
   token create [--name LABEL] [--ttl DURATION]   a new access token of your own (shown once)
   token list                             your access tokens (never the tokens themselves)
   token revoke ID                        revoke one of your access tokens
+  enrollment-token create [--name LABEL] [--ttl DURATION] [--max-workspace-ttl DURATION] [--port N]...
+                                         a token for CI systems without OIDC (WARREN_ENROLL_TOKEN of
+                                         warren-agent ci): it only enrolls short-lived workspaces of yours
+  enrollment-token list | revoke ID      your enrollment tokens; revoke one (its running jobs' workspaces stay)
   workspace create NAME [flags]          create a workspace; prints its agent token once
       --port N            expose port N (private: owner and admins only); repeatable
       --public-port N     expose port N to everyone; repeatable
@@ -95,6 +100,7 @@ const OPTIONS = {
   public: { type: "boolean" },
   tcp: { type: "string", multiple: true },
   name: { type: "string" },
+  "max-workspace-ttl": { type: "string" },
   stdio: { type: "boolean" },
   "no-browser": { type: "boolean" },
   remove: { type: "boolean" },
@@ -137,6 +143,13 @@ async function main(argv: string[]): Promise<void> {
       return openCommand(values, rest);
     case "token":
       return tokenCommand(values, rest);
+    case "enrollment-token":
+      return enrollmentTokenCommand(
+        clientFrom(values),
+        { json: values.json, name: values.name, ttl: values.ttl, maxWorkspaceTtl: values["max-workspace-ttl"], ports: values.port },
+        rest,
+        (message) => new UsageError(message),
+      );
     case "ssh":
       return sshCommand(values, rest);
     case "config-ssh":
@@ -474,7 +487,7 @@ function print(value: unknown): void {
   process.stdout.write(`${JSON.stringify(value, null, 2)}\n`);
 }
 
-const COMMANDS = ["login", "logout", "whoami", "token", "workspace", "open", "port-forward", "ssh", "config-ssh", "help"];
+const COMMANDS = ["login", "logout", "whoami", "token", "enrollment-token", "workspace", "open", "port-forward", "ssh", "config-ssh", "help"];
 
 async function sshCommand(values: Values, rest: string[]): Promise<void> {
   const [name, ...command] = rest;

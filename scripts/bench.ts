@@ -1,11 +1,12 @@
 // npm run bench -- --only soak [--duration 30m]: random faults on a cluster under checked load (scripts/bench/soak.ts).
-// npm run bench [-- --quick] [-- --only tunnel,cluster,ssh,port-forward,agent-binary,transports,scale,store]: starts
+// npm run bench [-- --quick] [-- --only tunnel,cluster,ssh,port-forward,agent-binary,transports,scale,store,workbench]: starts
 // everything it needs, measures Warren against a direct connection and OpenSSH's reverse tunnel
 // in one run (tunnel), the cross-server path (cluster), the SSH front door (ssh), `warren
 // port-forward` against `ssh -L` (port-forward), the agent
 // binary (agent-binary) and Warren's gRPC framing against grpc-js and connect-node
 // (transports), thousands of agents on one server (scale), the embedded store against memory
-// while the API writes (store), prints a table with the
+// while the API writes (store), a VS Code workbench load in Chromium directly, over HTTP/1.1 and
+// over HTTP/2 through Warren (workbench), prints a table with the
 // ratios and writes it as JSON under .bench/ for comparison between commits.
 import { existsSync, mkdirSync, writeFileSync } from "node:fs";
 import { cpus } from "node:os";
@@ -25,6 +26,7 @@ import { benchStore } from "./bench/store.js";
 import { runTransportRole } from "./bench/transport-peers.js";
 import { benchTransports } from "./bench/transports.js";
 import { benchTunnel } from "./bench/tunnel.js";
+import { benchWorkbench, runWorkbenchApp } from "./bench/workbench.js";
 
 const SECTIONS: Record<string, (ctx: BenchContext) => Promise<BenchSection>> = {
   tunnel: benchTunnel,
@@ -35,6 +37,7 @@ const SECTIONS: Record<string, (ctx: BenchContext) => Promise<BenchSection>> = {
   transports: benchTransports,
   scale: benchScale,
   store: benchStore,
+  workbench: benchWorkbench,
 };
 
 /** Run only when named (`--only soak`): it lasts `--duration` (default 30m). */
@@ -78,6 +81,11 @@ async function main(): Promise<void> {
   const appIndex = args.indexOf("--app");
   if (appIndex >= 0) {
     runBenchApp(Number(args[appIndex + 1]));
+    return;
+  }
+  const workbenchAppIndex = args.indexOf("--workbench-app");
+  if (workbenchAppIndex >= 0) {
+    runWorkbenchApp(Number(args[workbenchAppIndex + 1]));
     return;
   }
   const scaleAppIndex = args.indexOf("--scale-app");

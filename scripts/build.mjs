@@ -51,7 +51,8 @@ const entries = agentOnly
         plugins: [lmdbNative()],
         define: { ...common.define, __WARREN_DASHBOARD_JS__: JSON.stringify(dashboardJs) },
       },
-      { entryPoints: ["scripts/bench.ts"], outfile: "dist/bench.cjs" },
+      // The workbench section drives Chromium with playwright-core from node_modules (a dev dependency).
+      { entryPoints: ["scripts/bench.ts"], outfile: "dist/bench.cjs", external: ["playwright-core"] },
     ];
 
 const results = await Promise.all(entries.map((e) => build({ ...common, ...e })));

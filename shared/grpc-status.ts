@@ -51,11 +51,11 @@ export function errorCodeOfGrpc(status: number): ErrorCode {
 }
 
 /** gRPC carries messages percent-encoded in the grpc-message trailer. */
-export function encodeGrpcMessage(message: string): string {
+export function encodeGrpcStatusMessage(message: string): string {
   return encodeURIComponent(message).replace(/%20/g, " ");
 }
 
-export function decodeGrpcMessage(value: string | string[] | undefined): string {
+export function decodeGrpcStatusMessage(value: string | string[] | undefined): string {
   const raw = Array.isArray(value) ? value[0] : value;
   if (!raw) return "";
   try {

@@ -31,7 +31,13 @@ describe("a CI job's workspace in the browser", () => {
 
   it("opens the job's WebSocket app through Warren, shows the job and its hold, and ends with the owner's terminate", async () => {
     const appPort = await freePort();
-    const wen = (await callApi<{ token: string }>(server, "UserService/CreateEnrollmentToken", { maxWorkspaceTtlSeconds: 1800 }, alice)).body.token;
+    // Alice makes the job's enrollment token with the CLI, as she would for a CI system without OIDC.
+    const cli = { env: { WARREN_URL: root(), WARREN_ACCESS_TOKEN: alice } };
+    const made = await runCli(cliHome(), ["enrollment-token", "create", "--name", "runner", "--max-workspace-ttl", "30m", "--port", String(appPort)], cli);
+    expect(made.stderr).toBe("");
+    expect(made.stdout).toMatch(/^New enrollment token [0-9a-f]{16} \(shown once; expires in 29d; workspaces live at most 1800s, ports \d+\):\n  wen_\S+\n/);
+    const wen = /(wen_\S+)/.exec(made.stdout)![1]!;
+    expect((await runCli(cliHome(), ["enrollment-token", "list"], cli)).stdout).toMatch(/^[0-9a-f]{16}\s+runner\s+just now\s+in 29d\s+1800s\s+\d+$/m);
     const job = runJob(jobDir(), {
       WARREN_SERVER: root(),
       WARREN_ENROLL_TOKEN: wen,
@@ -56,7 +62,6 @@ describe("a CI job's workspace in the browser", () => {
     await tab.goto(`${url}ws-page`);
     await tab.getByText("echo: job says ping from the browser").waitFor();
 
-    const cli = { env: { WARREN_URL: root(), WARREN_ACCESS_TOKEN: alice } };
     const listed = await runCli(cliHome(), ["workspace", "list"], cli);
     expect(listed.stdout).toMatch(/^NAME\s+DESIRED\s+ACTUAL\s+CONNECTED\s+OWNER\s+EXPIRES\s+CI\s+URL$/m);
     expect(listed.stdout).toMatch(new RegExp(`^${name}\\s.*\\sjob 88 \\(enrollment token [0-9a-f]{16}\\)\\s+${url}$`, "m"));

@@ -150,6 +150,17 @@ describe.each(stores)("%s store", (_name, make) => {
     expect(await store.listTokens("carol")).toEqual([]);
   });
 
+  it("lists a user's enrollment tokens beside their access tokens, and forgets a revoked one", async () => {
+    const store = await make();
+    const enrollment: TokenRecord = { ...token, id: "4444444444444444", kind: TokenKind.Enrollment, subject: "dora", maxWorkspaceTtlMs: 3_600_000, allowedPorts: [8000] };
+    await store.putToken(enrollment);
+    await store.putToken({ ...token, id: "5555555555555555", kind: TokenKind.Access, subject: "dora" });
+    expect((await store.listTokens("dora")).map((t) => [t.id, t.kind]).sort()).toEqual([["4444444444444444", "wen"], ["5555555555555555", "wut"]]);
+    expect(await store.getToken(enrollment.id)).toEqual(enrollment);
+    await store.deleteToken(enrollment.id);
+    expect((await store.listTokens("dora")).map((t) => t.id)).toEqual(["5555555555555555"]);
+  });
+
   it("updates a workspace only from the revision it was read at (compare-and-set)", async () => {
     const store = await make();
     await store.createWorkspace(workspace("cas"));

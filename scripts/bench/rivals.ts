@@ -1,5 +1,7 @@
 import { chmodSync, mkdirSync, mkdtempSync, writeFileSync } from "node:fs";
 import { tmpdir } from "node:os";
+import http from "node:http";
+import https from "node:https";
 import { join } from "node:path";
 import { BackgroundProcess, benchNodeFlags, freePort, run, waitForPort } from "./processes.js";
 
@@ -52,18 +54,18 @@ export async function startWarren(
   });
   await server.waitFor(/warren server ready/);
   await new Promise((r) => setTimeout(r, 200));
-  const res = await fetch(`http://127.0.0.1:${httpPort}/warren.v1.WorkspaceService/CreateWorkspace`, {
-    method: "POST",
-    headers: { "content-type": "application/json", authorization: `Bearer ${ADMIN_TOKEN}` },
-    body: JSON.stringify({ name: "bench", ports: [{ port: appPort }], ...workspace }),
-  });
-  if (!res.ok) throw new Error(`CreateWorkspace: ${res.status} ${await res.text()}`);
-  const { agentToken } = (await res.json()) as { agentToken: string };
+  // With TLS (a self-signed certificate for the bench): the agent trusts that certificate.
+  const tlsCert = env["WARREN_TLS_CERT"];
+  const scheme = tlsCert ? "https" : "http";
+  const created = await postJson(`${scheme}://127.0.0.1:${httpPort}/warren.v1.WorkspaceService/CreateWorkspace`, { name: "bench", ports: [{ port: appPort }], ...workspace });
+  if (created.status !== 200) throw new Error(`CreateWorkspace: ${created.status} ${created.body}`);
+  const { agentToken } = JSON.parse(created.body) as { agentToken: string };
   const agent = new BackgroundProcess(process.execPath, [...benchNodeFlags("agent"), `${root}dist/warren-agent.cjs`], {
     ...process.env,
-    WARREN_SERVER: `http://127.0.0.1:${agentPort}`,
+    WARREN_SERVER: `${scheme}://127.0.0.1:${agentPort}`,
     WARREN_TOKEN: agentToken,
     WARREN_LOG_LEVEL: "info",
+    ...(tlsCert ? { WARREN_CA_FILE: tlsCert } : {}),
   });
   await agent.waitFor(/"event":"ready"/);
   return {
@@ -79,6 +81,31 @@ export async function startWarren(
       await server.stop();
     },
   };
+}
+
+/** POSTs JSON to the root domain's API with the admin token (https: the bench's own self-signed certificate). */
+function postJson(url: string, body: unknown): Promise<{ status: number; body: string }> {
+  return new Promise((resolve, reject) => {
+    const u = new URL(url);
+    const request = u.protocol === "https:" ? https.request : http.request;
+    const req = request(
+      {
+        host: u.hostname,
+        port: u.port,
+        path: u.pathname,
+        method: "POST",
+        headers: { "content-type": "application/json", authorization: `Bearer ${ADMIN_TOKEN}` },
+        rejectUnauthorized: false,
+      },
+      (res) => {
+        let text = "";
+        res.setEncoding("utf8").on("data", (c: string) => (text += c));
+        res.on("end", () => resolve({ status: res.statusCode ?? 0, body: text }));
+      },
+    );
+    req.on("error", reject);
+    req.end(JSON.stringify(body));
+  });
 }
 
 /**

@@ -19,7 +19,7 @@ import { TUNNEL_WINDOWS } from "../../shared/tunnel-windows.js";
 import { endWithStatus, respondOk } from "../../server/tunnel/grpc-responses.js";
 import { waitForPort } from "./processes.js";
 
-export const TUNNEL_PATH = "/warren.v1.AgentService/Tunnel";
+import { AGENT_TUNNEL_PATH as TUNNEL_PATH } from "../../shared/dial-protocol.js";
 /** Request header (gRPC metadata) that tells the server what the client expects of this call. */
 const TRANSFER_HEADER = "x-bench-transfer";
 

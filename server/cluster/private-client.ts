@@ -3,15 +3,17 @@ import { create } from "@bufbuild/protobuf";
 import { ErrorCode, WarrenError } from "../../shared/errors.js";
 import { DialRequestSchema, DialResponseSchema, ForwardDialStatus, type DialResponse } from "../../shared/gen/warren/v1/private_pb.js";
 import { encodeGrpcMessage } from "../../shared/grpc-message.js";
-import { decodeGrpcMessage as decodeStatusText, GrpcStatus, errorFromGrpc } from "../../shared/grpc-status.js";
+import { decodeGrpcStatusMessage as decodeStatusText, GrpcStatus, errorFromGrpc } from "../../shared/grpc-status.js";
 import type { Logger } from "../../shared/logger.js";
-import { TunnelSocket } from "../../shared/tunnel-socket.js";
+import type { TunnelSocket } from "../../shared/tunnel-socket.js";
+import { runDialHandshake } from "../../shared/dial-handshake.js";
 import { noDelayConnector } from "../../shared/http2-sockets.js";
 import { TUNNEL_WINDOWS } from "../../shared/tunnel-windows.js";
 import type { DialOptions } from "../tunnel/tunnel-dialer.js";
 import type { WorkspaceRef } from "../domain/workspace-ref.js";
 import type { PresenceHolder } from "./presence.js";
-import { errorOfForwardStatus, HolderUnreachable, PRIVATE_DIAL_PATH } from "./private-protocol.js";
+import { errorOfForwardStatus, HolderUnreachable } from "./private-protocol.js";
+import { PRIVATE_DIAL_PATH } from "../../shared/dial-protocol.js";
 
 /** What the cluster dialer needs from the private API. */
 export interface PeerDialer {
@@ -98,68 +100,41 @@ export class PrivateClient implements PeerDialer {
     stream.on("error", () => {
       // Reported through the socket's close.
     });
-    return new Promise<TunnelSocket>((resolve, reject) => {
-      let settled = false;
-      let lastError: Error | undefined;
-      const settle = (err: Error | undefined) => {
-        if (settled) return;
-        settled = true;
-        clearTimeout(timer);
-        options.signal?.removeEventListener("abort", onAbort);
-        if (err) {
-          if (!socket.destroyed) socket.destroy();
-          reject(err);
-        } else {
-          resolve(socket);
-        }
-      };
-      const socket = new TunnelSocket({
-        stream,
-        inbound: DialResponseSchema,
-        maxMessageBytes: TUNNEL_WINDOWS.maxMessageBytes,
-        handshake: true,
-        finish: (s) => s.end(),
-        onControlMessage: (message: DialResponse) => {
-          if (message.msg.case !== "dialResult" || settled) {
-            throw new WarrenError(ErrorCode.InvalidArgument, `unexpected ${message.msg.case ?? "empty"} message from ${peer}`);
-          }
-          const result = message.msg.value;
-          if (result.status === ForwardDialStatus.OK) {
-            socket.completeHandshake();
-            settle(undefined);
-          } else {
-            settle(errorOfForwardStatus(result.status, result.message));
-          }
-        },
-      });
-      socket.on("error", (err) => (lastError = err));
-      socket.on("close", () => {
+    let failDial: ((err: Error) => void) | undefined;
+    const dialed = runDialHandshake({
+      stream,
+      inbound: DialResponseSchema,
+      maxMessageBytes: TUNNEL_WINDOWS.maxMessageBytes,
+      finish: (s) => s.end(),
+      request: encodeGrpcMessage(
+        DialRequestSchema,
+        create(DialRequestSchema, {
+          msg: { case: "dial", value: { workspace: workspace.name, workspaceId: workspace.id, port, connectionId: options.connectionId, originServerId: this.#options.serverId } },
+        }),
+      ),
+      answerOf: (message: DialResponse) => {
+        if (message.msg.case !== "dialResult") return undefined;
+        const result = message.msg.value;
+        return result.status === ForwardDialStatus.OK ? { ok: true } : { ok: false, error: errorOfForwardStatus(result.status, result.message) };
+      },
+      closedEarly: (lastError) => {
         const why = lastError ? `: ${(lastError as NodeJS.ErrnoException).code ?? lastError.message}` : "";
-        settle(new HolderUnreachable(`${peer} closed the forwarded dial before answering${why}`));
-      });
-      stream.once("response", (headers) => {
-        const status = Number(headers["grpc-status"] ?? GrpcStatus.OK);
-        if (status === GrpcStatus.OK) return;
-        const message = decodeStatusText(headers["grpc-message"] as string | undefined);
-        if (status === GrpcStatus.UNAUTHENTICATED) this.#logAuthFailure(peer);
-        // Refused before the dial started: the next holder may do better.
-        settle(new HolderUnreachable(`${peer} refused the forwarded dial: ${errorFromGrpc(status, message).message}`));
-      });
-      const onAbort = () => settle(new WarrenError(ErrorCode.Canceled, "request canceled"));
-      options.signal?.addEventListener("abort", onAbort, { once: true });
-      const timer = setTimeout(
-        () => settle(new WarrenError(ErrorCode.DeadlineExceeded, `${peer} did not answer a forwarded dial to workspace "${workspace.name}" within ${this.#options.answerTimeoutMs} ms`)),
-        this.#options.answerTimeoutMs,
-      );
-      stream.write(
-        encodeGrpcMessage(
-          DialRequestSchema,
-          create(DialRequestSchema, {
-            msg: { case: "dial", value: { workspace: workspace.name, workspaceId: workspace.id, port, connectionId: options.connectionId, originServerId: this.#options.serverId } },
-          }),
-        ),
-      );
+        return new HolderUnreachable(`${peer} closed the forwarded dial before answering${why}`);
+      },
+      timeoutMs: this.#options.answerTimeoutMs,
+      timeoutError: () => new WarrenError(ErrorCode.DeadlineExceeded, `${peer} did not answer a forwarded dial to workspace "${workspace.name}" within ${this.#options.answerTimeoutMs} ms`),
+      signal: options.signal,
+      onSocket: (_socket, fail) => (failDial = fail),
     });
+    stream.once("response", (headers) => {
+      const status = Number(headers["grpc-status"] ?? GrpcStatus.OK);
+      if (status === GrpcStatus.OK) return;
+      const message = decodeStatusText(headers["grpc-message"] as string | undefined);
+      if (status === GrpcStatus.UNAUTHENTICATED) this.#logAuthFailure(peer);
+      // Refused before the dial started: the next holder may do better.
+      failDial?.(new HolderUnreachable(`${peer} refused the forwarded dial: ${errorFromGrpc(status, message).message}`));
+    });
+    return dialed;
   }
 
   #session(address: string): ClientHttp2Session {

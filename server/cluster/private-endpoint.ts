@@ -1,4 +1,4 @@
-import http2, {
+import {
   type Http2SecureServer,
   type Http2Server,
   type IncomingHttpHeaders,
@@ -14,12 +14,13 @@ import { encodeGrpcMessage } from "../../shared/grpc-message.js";
 import type { Logger } from "../../shared/logger.js";
 import type { HostPort } from "../../shared/settings.js";
 import { TunnelSocket } from "../../shared/tunnel-socket.js";
-import { acceptWithNoDelay } from "../../shared/http2-sockets.js";
+import { createGrpcServer } from "../net/grpc-server.js";
 import { TUNNEL_WINDOWS } from "../../shared/tunnel-windows.js";
 import { bearerToken, constantTimeEquals } from "../domain/tokens.js";
 import type { Dialer } from "../tunnel/tunnel-dialer.js";
 import { endWithStatus, respondOk, respondWithError } from "../tunnel/grpc-responses.js";
-import { forwardStatusOf, HolderNotConnected, PRIVATE_DIAL_PATH } from "./private-protocol.js";
+import { forwardStatusOf, HolderNotConnected } from "./private-protocol.js";
+import { PRIVATE_DIAL_PATH } from "../../shared/dial-protocol.js";
 import { spliceTunnels } from "./splice.js";
 import { listenOn } from "../net/listen.js";
 
@@ -62,27 +63,26 @@ export class PrivateEndpoint {
 
   constructor(options: PrivateEndpointOptions) {
     this.#options = options;
-    const common = {
+    this.#server = createGrpcServer({
+      tls: options.tls,
       settings: { initialWindowSize: TUNNEL_WINDOWS.streamWindowBytes, maxFrameSize: TUNNEL_WINDOWS.maxFrameBytes },
       maxSessionMemory: TUNNEL_WINDOWS.maxSessionMemoryMb,
-    };
-    this.#server = options.tls ? http2.createSecureServer({ ...options.tls, ...common, allowHTTP1: false }) : http2.createServer(common);
-    acceptWithNoDelay(this.#server);
-    this.#server.on("session", (session: ServerHttp2Session) => {
-      this.#sessions.add(session);
-      session.on("error", () => session.destroy());
-      session.once("close", () => this.#sessions.delete(session));
-      session.once("remoteSettings", () => {
-        try {
-          session.setLocalWindowSize(TUNNEL_WINDOWS.sessionWindowBytes);
-        } catch {
-          // Session already gone.
-        }
-      });
+      onSession: (session) => this.#onSession(session),
+      onStream: (stream, headers) => this.#onStream(stream, headers),
     });
-    this.#server.on("stream", (stream: ServerHttp2Stream, headers: IncomingHttpHeaders) => this.#onStream(stream, headers));
-    this.#server.on("sessionError", (_err: Error, session: ServerHttp2Session) => session.destroy());
-    this.#server.on("unknownProtocol", (socket) => socket.destroy());
+  }
+
+  #onSession(session: ServerHttp2Session): void {
+    this.#sessions.add(session);
+    session.on("error", () => session.destroy());
+    session.once("close", () => this.#sessions.delete(session));
+    session.once("remoteSettings", () => {
+      try {
+        session.setLocalWindowSize(TUNNEL_WINDOWS.sessionWindowBytes);
+      } catch {
+        // Session already gone.
+      }
+    });
   }
 
   async listen(): Promise<AddressInfo> {

@@ -1,9 +1,6 @@
 import { ErrorCode, WarrenError } from "../../shared/errors.js";
 import { ForwardDialStatus } from "../../shared/gen/warren/v1/private_pb.js";
 
-/** The one method of the private API. */
-export const PRIVATE_DIAL_PATH = "/warren.v1.PrivateService/Dial";
-
 /** The holder had no agent of the workspace (stale presence): the caller tries the next one. */
 export class HolderNotConnected extends WarrenError {
   constructor(message: string) {

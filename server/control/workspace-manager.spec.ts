@@ -12,7 +12,7 @@ const admin: Principal = { kind: "admin", tokenId: "admin:x" };
 const alice: Principal = { kind: "user", user: "alice", tokenId: "aaaaaaaaaaaaaaaa" };
 const bob: Principal = { kind: "user", user: "bob", tokenId: "bbbbbbbbbbbbbbbb" };
 
-function setup(options: { connected?: boolean } = {}) {
+function setup(options: { connected?: boolean | (() => boolean) } = {}) {
   let now = 1_700_000_000_000;
   const store = new MemoryStore({ now: () => now });
   const events = new LocalEventBus();
@@ -25,7 +25,7 @@ function setup(options: { connected?: boolean } = {}) {
     events,
     secretBox: new SecretBox(new SecretKeys("a server secret of at least thirty-two characters").derive(KeyPurpose.Variables)),
     agentTokenTtlMs: 86_400_000,
-    isConnected: async () => options.connected ?? true,
+    isConnected: async () => (typeof options.connected === "function" ? options.connected() : (options.connected ?? true)),
     log: pino({ level: "silent" }),
     terminateGraceMs: 10_000,
     now: () => now,
@@ -54,6 +54,28 @@ describe("workspace manager", () => {
     advance(3_600_000);
     await manager.sweep();
     expect(await store.getWorkspace("short")).toBeUndefined();
+  });
+
+  it("terminates a CI job's workspace whose agent is gone for two minutes; other workspaces wait for theirs", async () => {
+    let connected = true;
+    const { manager, store, advance } = setup({ connected: () => connected });
+    const ci = { issuer: "https://gitlab.example.com", project: "group/app", job: "302" };
+    const job = (await manager.create(alice, { name: "job", ports: [], ttlMs: 6 * 3_600_000, ci })).workspace;
+    await manager.create(alice, { name: "never", ports: [], ttlMs: 6 * 3_600_000, ci });
+    const plain = (await manager.create(alice, { name: "plain", ports: [] })).workspace;
+    for (const w of [job, plain]) await manager.report(w.name, w.id!, "c1", "Running");
+    advance(60_000);
+    connected = false;
+    for (const w of [job, plain]) await manager.agentGone(w.name, w.id!, "c1");
+    advance(60_000);
+    await manager.sweep();
+    // No agent ever came for "never" in two minutes: its job is over.
+    expect((await store.getWorkspace("never"))!.desiredState).toBe("Terminated");
+    expect((await store.getWorkspace("job"))!.actualState).toBe("Unknown");
+    advance(60_000);
+    await manager.sweep();
+    expect((await store.getWorkspace("job"))!.desiredState).toBe("Terminated");
+    expect((await store.getWorkspace("plain"))!.desiredState).toBe("Running");
   });
 
   it("waits for the connected agent to stop its workload, then gives up after the grace period", async () => {

@@ -45,6 +45,8 @@ export interface WorkspaceManagerOptions {
   readonly terminateGraceMs?: number;
   /** How long a terminated workspace stays readable before it is removed. */
   readonly terminatedRetentionMs?: number;
+  /** How long a CI job's workspace waits for its agent (to connect, or to come back) before it is terminated. */
+  readonly ciAgentGoneGraceMs?: number;
   readonly now?: () => number;
 }
 
@@ -55,6 +57,8 @@ const MAX_VARIABLES_BYTES = 512 * 1024;
 const MAX_TTL_MS = 366 * 86_400_000;
 const VARIABLE_NAME_RE = /^[A-Za-z_][A-Za-z0-9_]{0,127}$/;
 const MUTATE_ATTEMPTS = 20;
+/** Longer than an agent's reconnect backoff (20 s at most) and a server drain, far shorter than a CI time to live. */
+const CI_AGENT_GONE_GRACE_MS = 2 * 60_000;
 
 
 /**
@@ -342,6 +346,8 @@ export class WorkspaceManager {
         const { desired, actual } = statesOf(w);
         if (desired !== DesiredState.Terminated && w.expiresAt !== undefined && w.expiresAt <= now) {
           await this.#terminate(w.name, "its time to live passed");
+        } else if (desired !== DesiredState.Terminated && this.#ciJobGone(w, now) && !(await this.#options.isConnected(w.name))) {
+          await this.#terminate(w.name, "its CI job's agent has been gone too long");
         } else if (actual === ActualState.Terminating && (w.terminatingSince ?? 0) + this.#terminateGraceMs <= now) {
           await this.#finishTermination(w.name, "the agent did not stop its workload in time");
         } else if (actual === ActualState.Terminated && (w.terminatingSince ?? w.createdAt) + (this.#options.terminatedRetentionMs ?? 3_600_000) <= now) {
@@ -351,6 +357,17 @@ export class WorkspaceManager {
         this.#log.warn({ workspace: w.name, err: (err as Error).message }, "workspace sweep failed for a workspace");
       }
     }
+  }
+
+  /**
+   * A CI job's workspace whose agent never came or left and has not come back within the
+   * grace: the job is over (its runner died, the agent was killed), so nobody can end it but us.
+   */
+  #ciJobGone(w: WorkspaceRecord, now: number): boolean {
+    if (!w.ci) return false;
+    const { actual } = statesOf(w);
+    if (actual !== ActualState.Unknown && actual !== ActualState.CreationRequested) return false;
+    return (w.actualStateAt ?? w.createdAt) + (this.#options.ciAgentGoneGraceMs ?? CI_AGENT_GONE_GRACE_MS) <= now;
   }
 
   async #terminate(name: string, why: string): Promise<WorkspaceRecord> {

@@ -23,15 +23,13 @@ import { dialablePorts, workspaceIdOf, type WorkspaceRecord } from "../domain/re
 import { AgentConnection } from "./agent-connection.js";
 import { respondOk, respondWithError } from "./grpc-responses.js";
 import type { AgentRegistrar } from "./tunnel-registry.js";
-import { acceptWithNoDelay } from "../../shared/http2-sockets.js";
+import { createGrpcServer } from "../net/grpc-server.js";
 import { TUNNEL_WINDOWS } from "../../shared/tunnel-windows.js";
 import { listenOn } from "../net/listen.js";
+import { AGENT_CONTROL_PATH, AGENT_SERVICE_PREFIX, AGENT_TUNNEL_PATH } from "../../shared/dial-protocol.js";
 import { DEFAULT_LIVENESS, type LivenessSettings } from "../../shared/liveness.js";
 
 /** Paths of the agent service: on the public listener, streams to these with a gRPC content type are the agents'. */
-export const AGENT_SERVICE_PREFIX = "/warren.v1.AgentService/";
-const CONTROL_PATH = `${AGENT_SERVICE_PREFIX}Control`;
-const TUNNEL_PATH = `${AGENT_SERVICE_PREFIX}Tunnel`;
 /** A session must open its control stream and say hello within this time. */
 const HELLO_TIMEOUT_MS = 10_000;
 /** What a refused hello is told: the same words as a refused token, nothing about which part failed. */
@@ -172,18 +170,13 @@ export class AgentEndpoint {
       sessions.delete(this);
     };
     if (!options.listen) return;
-    const common = agentHttp2Settings(options.maxStreams);
-    const server = options.tls ? http2.createSecureServer({ ...options.tls, ...common, allowHTTP1: false }) : http2.createServer(common);
-    this.#server = server;
-    acceptWithNoDelay(server);
-    server.on("session", (session: ServerHttp2Session) => this.#onSession(session));
-    server.on("stream", (stream: ServerHttp2Stream, headers: IncomingHttpHeaders) => this.#onStream(stream, headers));
-    // A peer that does not speak HTTP/2 (bad preface, broken frames): drop it.
-    server.on("sessionError", (err: Error, session: ServerHttp2Session) => {
-      options.log.debug({ err: err.message }, "agent session error");
-      session.destroy();
+    this.#server = createGrpcServer({
+      tls: options.tls,
+      ...agentHttp2Settings(options.maxStreams),
+      onSession: (session) => this.#onSession(session),
+      onStream: (stream, headers) => this.#onStream(stream, headers),
+      onSessionError: (err) => options.log.debug({ err: err.message }, "agent session error"),
     });
-    server.on("unknownProtocol", (socket) => socket.destroy());
   }
 
   /**
@@ -314,8 +307,8 @@ export class AgentEndpoint {
       stream.end("the agent endpoint speaks gRPC only\n");
       return;
     }
-    if (path === TUNNEL_PATH) this.#onTunnel(stream, headers, state);
-    else if (path === CONTROL_PATH) void this.#onControl(stream, headers, state);
+    if (path === AGENT_TUNNEL_PATH) this.#onTunnel(stream, headers, state);
+    else if (path === AGENT_CONTROL_PATH) void this.#onControl(stream, headers, state);
     else respondWithError(stream, new WarrenError(ErrorCode.Unimplemented, `unknown method ${path}`));
   }
 

@@ -1,6 +1,6 @@
 import type { ServerHttp2Stream } from "node:http2";
 import { WarrenError } from "../../shared/errors.js";
-import { encodeGrpcMessage as encodeStatusMessage, GrpcStatus, grpcStatusOf } from "../../shared/grpc-status.js";
+import { encodeGrpcStatusMessage as encodeStatusMessage, GrpcStatus, grpcStatusOf } from "../../shared/grpc-status.js";
 
 /**
  * Helpers for gRPC responses on a raw node:http2 server stream. The server sends its

@@ -3,9 +3,11 @@ import type { ServerHttp2Stream } from "node:http2";
 import { create } from "@bufbuild/protobuf";
 import { ErrorCode, WarrenError } from "../../shared/errors.js";
 import { DialStatus, TunnelRequestSchema, TunnelResponseSchema, type TunnelRequest } from "../../shared/gen/warren/v1/agent_pb.js";
+import { runDialHandshake } from "../../shared/dial-handshake.js";
+import { errorOfDialStatus } from "../../shared/dial-protocol.js";
 import { encodeGrpcMessage } from "../../shared/grpc-message.js";
 import { encodeTunnelData } from "../../shared/tunnel-codec.js";
-import { TunnelSocket } from "../../shared/tunnel-socket.js";
+import type { TunnelSocket } from "../../shared/tunnel-socket.js";
 import type { Logger } from "../../shared/logger.js";
 import type { AcquiredStream, StreamFinder } from "./tunnel-registry.js";
 import { endWithStatus } from "./grpc-responses.js";
@@ -115,79 +117,40 @@ export class TunnelDialer implements Dialer {
 
   #claim(acquired: AcquiredStream, port: number, connectionId: string, signal?: AbortSignal, earlyData?: readonly Buffer[]): Promise<TunnelSocket> {
     const { stream, connection } = acquired;
-    return new Promise<TunnelSocket>((resolve, reject) => {
-      let settled = false;
-      const settle = (err: Error | undefined) => {
-        if (settled) return;
-        settled = true;
-        clearTimeout(timer);
-        signal?.removeEventListener("abort", onAbort);
-        socket.off("close", onClose);
-        if (err) {
-          // A reset sent by the server costs the agent's session nothing (node counts only the
-          // resets a server receives) and closes the agent's answered stream at once.
-          if (!socket.destroyed) socket.destroy();
-          reject(err);
-        } else {
-          resolve(socket);
-        }
-      };
-      const socket = new TunnelSocket({
-        stream,
-        inbound: TunnelRequestSchema,
-        maxMessageBytes: this.#options.maxMessageBytes,
-        handshake: true,
-        finish: (s) => endWithStatus(s as ServerHttp2Stream),
-        onControlMessage: (message: TunnelRequest) => {
-          if (message.msg.case !== "dialResult" || settled) {
-            throw new WarrenError(ErrorCode.InvalidArgument, `unexpected ${message.msg.case ?? "empty"} message on a tunnel stream`);
+    return runDialHandshake({
+      stream,
+      inbound: TunnelRequestSchema,
+      maxMessageBytes: this.#options.maxMessageBytes,
+      finish: (s) => endWithStatus(s as ServerHttp2Stream),
+      request: encodeGrpcMessage(TunnelResponseSchema, create(TunnelResponseSchema, { msg: { case: "dial", value: { port, connectionId } } })),
+      answerOf: (message: TunnelRequest) => {
+        if (message.msg.case !== "dialResult") return undefined;
+        const { status, message: detail } = message.msg.value;
+        if (status === DialStatus.OK) return { ok: true };
+        // A draining agent answers no new dials: the stream is lost, take another.
+        if (status === DialStatus.DRAINING) return { ok: false, error: new StreamLost() };
+        return { ok: false, error: errorOfDialStatus(connection.workspace, port, status, detail) };
+      },
+      // A stream retired (or its agent gone) at the moment it was claimed: take another, unseen by the caller.
+      closedEarly: () => new StreamLost(),
+      timeoutMs: this.#options.dialTimeoutMs,
+      timeoutError: () => new WarrenError(ErrorCode.DeadlineExceeded, `workspace "${connection.workspace}" did not connect to port ${port} within ${this.#options.dialTimeoutMs} ms`),
+      signal,
+      onSocket: (socket) =>
+        // Protocol violations on a claimed stream drop the agent's whole connection.
+        socket.on("error", (err) => {
+          if (err instanceof WarrenError && (err.code === ErrorCode.InvalidArgument || err.code === ErrorCode.ResourceExhausted)) {
+            connection.protocolViolation(err);
           }
-          const result = message.msg.value;
-          if (result.status === DialStatus.OK) {
-            socket.completeHandshake();
-            settle(undefined);
-            return;
-          }
-          settle(dialError(connection.workspace, port, result.status, result.message));
-        },
-      });
-      // Protocol violations on a claimed stream drop the agent's whole connection.
-      socket.on("error", (err) => {
-        if (err instanceof WarrenError && (err.code === ErrorCode.InvalidArgument || err.code === ErrorCode.ResourceExhausted)) {
-          connection.protocolViolation(err);
-        }
-      });
-      const onClose = () => settle(new StreamLost());
-      const onAbort = () => settle(new WarrenError(ErrorCode.Canceled, "request canceled"));
-      socket.on("close", onClose);
-      signal?.addEventListener("abort", onAbort, { once: true });
-      const timer = setTimeout(
-        () => settle(new WarrenError(ErrorCode.DeadlineExceeded, `workspace "${connection.workspace}" did not connect to port ${port} within ${this.#options.dialTimeoutMs} ms`)),
-        this.#options.dialTimeoutMs,
-      );
-      stream.write(encodeGrpcMessage(TunnelResponseSchema, create(TunnelResponseSchema, { msg: { case: "dial", value: { port, connectionId } } })));
+        }),
       // Sent right behind the dial: a stream lost meanwhile is retried with them on the next one.
-      for (const data of earlyData ?? []) {
-        socket.bytesWritten += data.length;
-        for (const part of encodeTunnelData(data)) stream.write(part);
-      }
+      afterRequest: (socket) => {
+        for (const data of earlyData ?? []) {
+          socket.bytesWritten += data.length;
+          for (const part of encodeTunnelData(data)) stream.write(part);
+        }
+      },
     });
-  }
-}
-
-function dialError(workspace: string, port: number, status: DialStatus, message: string): Error {
-  const detail = message ? `: ${message}` : "";
-  switch (status) {
-    case DialStatus.REFUSED:
-      return new WarrenError(ErrorCode.BadGateway, `nothing is listening on port ${port} in workspace "${workspace}"${detail}`);
-    case DialStatus.PORT_NOT_ALLOWED:
-      return new WarrenError(ErrorCode.PermissionDenied, `port ${port} is not exposed by workspace "${workspace}"`);
-    case DialStatus.TIMEOUT:
-      return new WarrenError(ErrorCode.DeadlineExceeded, `workspace "${workspace}" timed out connecting to port ${port}${detail}`);
-    case DialStatus.DRAINING:
-      return new StreamLost();
-    default:
-      return new WarrenError(ErrorCode.BadGateway, `workspace "${workspace}" could not connect to port ${port}${detail}`);
   }
 }
 
