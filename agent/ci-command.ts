@@ -60,6 +60,7 @@ interface EnrollAnswer {
   workspace: { name: string; urls?: string[]; owner?: string; expireTime?: string; sshPublicKey?: string };
   agentToken: string;
   agentUrl: string;
+  sshCommand?: string;
 }
 
 /** Flags of `ci` itself; the rest are the agent's settings. */
@@ -344,7 +345,7 @@ async function superviseJob(options: CiOptions, enrolled: EnrollAnswer, log: Log
   finalReport = first.report;
   exitCode = first.report.exitCode ?? 0;
   if (exitCode !== 0 && options.holdOnFailureMs > 0 && !signalled) {
-    await hold(options, name, agentToken, exitCode, log, ca, agentDone, stopped, (wake) => (wakeHold = wake));
+    await hold(options, name, enrolled.sshCommand ?? "", exitCode, agentToken, log, ca, agentDone, stopped, (wake) => (wakeHold = wake));
   }
   finishing = true;
   clearInterval(orphanWatch);
@@ -366,8 +367,9 @@ async function superviseJob(options: CiOptions, enrolled: EnrollAnswer, log: Log
 async function hold(
   options: CiOptions,
   name: string,
-  agentToken: string,
+  sshCommand: string,
   exitCode: number,
+  agentToken: string,
   log: Logger,
   ca: Buffer | undefined,
   agentDone: Promise<number>,
@@ -384,8 +386,11 @@ async function hold(
   }
   const until = answer.workspace.ci?.holdExpireTime ? new Date(answer.workspace.ci.holdExpireTime) : new Date(Date.now() + options.holdOnFailureMs);
   const ms = Math.max(0, until.getTime() - Date.now());
+  // The hold asked for, unless the workspace's time to live cut it short (the call itself takes a moment).
+  const capped = ms < options.holdOnFailureMs - 5000;
+  const length = capped ? `${formatDuration(Math.round(ms / 1000) * 1000)}, all its time to live allows` : formatDuration(options.holdOnFailureMs);
   say(
-    `${commandName(options)} failed with exit code ${exitCode}; workspace ${name} is held for ${formatDuration(Math.round(ms / 1000) * 1000)} (until ${until.toISOString()}) at ${(answer.workspace.urls ?? []).join(" ")} and over SSH as ${name}@ the server; terminate it to end the hold`,
+    `${commandName(options)} failed with exit code ${exitCode}; workspace ${name} is held for ${length} (until ${until.toISOString()}) at ${(answer.workspace.urls ?? []).join(" ")}${sshCommand ? ` and by ${sshCommand}` : ""}; terminate it to end the hold`,
   );
   await new Promise<void>((resolve) => {
     const timer = setTimeout(resolve, ms);

@@ -428,6 +428,13 @@ export class WarrenServer {
             enrollment: ciEnrollment,
             toProto: workspaceProto({ urlsOf, isConnected, sshOf }),
             agentUrlFor: (req) => addressesFor(req as IncomingMessage).agentUrl,
+            sshCommandFor: (req, workspace) => {
+              const port = this.#addresses?.ssh?.port;
+              if (!port) return "";
+              const host = new URL(addressesFor(req as IncomingMessage).publicUrl).hostname;
+              // ssh does not resolve *.localhost the way browsers and curl do.
+              return `ssh -p ${port} ${workspace}@${host === "localhost" || host.endsWith(".localhost") ? "127.0.0.1" : host}`;
+            },
           }),
         );
       },

@@ -25,7 +25,7 @@ describe("agent download", () => {
     binary = readFileSync(AGENT_BINARY);
     dir = mkdtempSync(join(tmpdir(), "warren-download-"));
     // The default: the binary beside the server bundle in dist/.
-    server = await startServer();
+    server = await startServer({ WARREN_LOG_LEVEL: "info" });
     mkdirSync(join(dir, "small"));
     writeFileSync(join(dir, "small", "warren-agent-linux-x64"), smallBinary);
     writeFileSync(join(dir, "small", "warren-agent-linux-x64.json"), JSON.stringify({ version: PACKAGE_VERSION }));
@@ -63,11 +63,11 @@ describe("agent download", () => {
     expect(Number(first.headers["content-length"])).toBe(first.body.length);
     expect(first.body.length).toBeLessThan(binary.length / 2);
     expect(sha256(gunzipSync(first.body))).toBe(sha256(binary));
-    // The second answer is the same bytes, and quick: nothing is compressed again.
-    const started = Date.now();
+    // The second answer is the same bytes, and nothing is compressed again (regression: a
+    // timed assertion here failed on a loaded machine; the server's log tells it exactly).
     const second = await get("/-/agent/linux-x64", { "accept-encoding": "gzip" });
-    expect(Date.now() - started).toBeLessThan(1500);
     expect(second.body.equals(first.body)).toBe(true);
+    expect(server.proc.lines.filter((l) => l.msg === "compressing the agent binary for download (once per version)")).toHaveLength(1);
     // gzip refused with q=0: identity.
     const refused = await get("/-/agent/linux-x64", { "accept-encoding": "gzip;q=0, identity" });
     expect(refused.headers["content-encoding"]).toBeUndefined();

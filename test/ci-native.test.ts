@@ -243,7 +243,7 @@ describe("CI jobs enroll their own workspaces", () => {
       const sshKey = ["--ssh-user", SSH_KEY_USER, "--authorize-ssh-key", join(sshd.dir, "authorized_keys")];
       const long = agentCi([...flags, ...sshKey, "--hold-on-failure", "10m", "--name", "held-long", "--", "sh", "-c", "exit 5"], { WARREN_ENROLL_TOKEN: wen });
       const short = agentCi([...flags, "--ssh-user", SSH_EMPTY_PASSWORD_USER, "--hold-on-failure", "2s", "--name", "held-short", "--", "sh", "-c", "exit 4"], { WARREN_ENROLL_TOKEN: wen });
-      await long.waitFor(/^warren: sh failed with exit code 5; workspace held-long is held for 10m/m);
+      await long.waitFor(new RegExp(`^warren: sh failed with exit code 5; workspace held-long is held for 10m \\(until \\S+\\) at \\S+ and by ssh -p ${server.sshPort} held-long@127\\.0\\.0\\.1; terminate it to end the hold$`, "m"));
       const held = await workspace("held-long");
       expect(held.ci?.exitCode).toBe(5);
       expect(Date.parse(held.ci!.holdExpireTime!)).toBeGreaterThan(Date.now() + 9 * 60_000);

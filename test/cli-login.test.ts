@@ -9,7 +9,7 @@ import { afterAll, beforeAll, describe, expect, it } from "vitest";
 import { Browser } from "./harness/browser.js";
 import { launchChromium } from "./harness/chromium.js";
 import { CLI, cliEnv, cliHome, runCli, spawnCli } from "./harness/cli.js";
-import { OIDC_CLIENT_ID, OIDC_CLIENT_SECRET, TestOidcProvider } from "./harness/oidc-provider.js";
+import { oidcServerEnv, TestOidcProvider } from "./harness/oidc-provider.js";
 import { callApi, eventually, httpRequest, ROOT_DOMAIN, startServer, type ServerHandle } from "./harness/warren.js";
 
 /** One Chromium for the file (2-core CI). */
@@ -247,13 +247,11 @@ describe("warren login through the browser, signing in with single sign-on", () 
   beforeAll(async () => {
     provider = new TestOidcProvider();
     await provider.listen();
-    server = await startServer({
-      WARREN_OIDC_ISSUER: provider.issuer,
-      WARREN_OIDC_CLIENT_ID: OIDC_CLIENT_ID,
-      WARREN_OIDC_CLIENT_SECRET: OIDC_CLIENT_SECRET,
-      WARREN_OIDC_ALLOWED_GROUPS: "developers",
-      WARREN_SECRET_KEY: "cli-login-test-secret-0123456789abcdef",
-    });
+    server = await startServer(
+      oidcServerEnv(provider, {
+        WARREN_SECRET_KEY: "cli-login-test-secret-0123456789abcdef",
+      }),
+    );
     provider.configure({ redirectUri: `${root()}/-/oidc/callback` });
     home = cliHome();
   });

@@ -3,7 +3,7 @@ import { afterAll, beforeAll, describe, expect, it } from "vitest";
 import type { BrowserContext, Page } from "playwright-core";
 import { freePort } from "./harness/apps.js";
 import { launchChromium } from "./harness/chromium.js";
-import { OIDC_CLIENT_ID, OIDC_CLIENT_SECRET, TestOidcProvider } from "./harness/oidc-provider.js";
+import { oidcServerEnv, OIDC_CLIENT_ID, OIDC_CLIENT_SECRET, TestOidcProvider } from "./harness/oidc-provider.js";
 import { ROOT_DOMAIN, startServer, type ServerHandle } from "./harness/warren.js";
 
 /**
@@ -20,13 +20,11 @@ describe("single sign-on failures", () => {
   beforeAll(async () => {
     provider = new TestOidcProvider();
     await provider.listen();
-    server = await startServer({
-      WARREN_OIDC_ISSUER: provider.issuer,
-      WARREN_OIDC_CLIENT_ID: OIDC_CLIENT_ID,
-      WARREN_OIDC_CLIENT_SECRET: OIDC_CLIENT_SECRET,
-      WARREN_OIDC_ALLOWED_GROUPS: "developers",
-      WARREN_SECRET_KEY: "oidc-failures-test-secret-0123456789abcdef",
-    });
+    server = await startServer(
+      oidcServerEnv(provider, {
+        WARREN_SECRET_KEY: "oidc-failures-test-secret-0123456789abcdef",
+      }),
+    );
     provider.configure({ redirectUri: redirectUri() });
     chromium = await launchChromium();
   });

@@ -124,6 +124,22 @@ describe("agents on the public listener (WARREN_AGENT_ADDR=off)", () => {
     expect(agent.proc.output()).toContain("agent token is invalid, expired or revoked");
   });
 
+  it("a server draining with agents on its public listener asks them to move and stops without waiting out the shutdown timeout", async () => {
+    const draining = await startServer({ WARREN_AGENT_ADDR: "off", WARREN_SHUTDOWN_TIMEOUT: "20s" });
+    const ws = await createWorkspace(draining, "onedrain", [app.port]);
+    const agent = await startAgent({ agentUrl: `http://127.0.0.1:${draining.httpPort}` }, ws.agentToken);
+    agents.push(agent);
+    // A browser's HTTP/2 connection (prior knowledge) is open too, idle after its request.
+    const host = workspaceHost("onedrain", app.port);
+    expect((await curl(["--http2-prior-knowledge", "-H", `host: ${host}`, "-H", `x-warren-token: ${draining.adminToken}`, `http://127.0.0.1:${draining.httpPort}/before`])).status).toBe("200");
+    draining.proc.kill("SIGTERM");
+    expect(await draining.proc.exited).toEqual({ code: 0, signal: null });
+    expect(draining.proc.lines.some((l) => l.msg === "shutdown timeout: closing what is still open")).toBe(false);
+    // The agent was told to move: it connects again (to nothing here) rather than exiting.
+    await agent.proc.waitFor((l) => l.msg === "disconnected; reconnecting", 10_000, "the agent to reconnect");
+    expect(agent.proc.child.exitCode).toBeNull();
+  });
+
   it("a workspace app's own gRPC-looking paths stay the app's: only the root domain's agent paths reach the agent endpoint", async () => {
     const ws = await createWorkspace(plainServer, "grpcish", [app.port]);
     const agent = await startAgent({ agentUrl: `http://127.0.0.1:${plainServer.httpPort}` }, ws.agentToken);

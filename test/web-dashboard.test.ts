@@ -3,7 +3,7 @@ import type { BrowserContext, Page } from "playwright-core";
 import { freePort, type App } from "./harness/apps.js";
 import { launchChromium, seriousAccessibilityViolations } from "./harness/chromium.js";
 import { clientKey, keygenFingerprint } from "./harness/sshd.js";
-import { OIDC_CLIENT_ID, OIDC_CLIENT_SECRET, TestOidcProvider } from "./harness/oidc-provider.js";
+import { oidcServerEnv, TestOidcProvider } from "./harness/oidc-provider.js";
 import { callApi, httpRequest, ROOT_DOMAIN, startAgent, startServer, workspaceHost, type AgentHandle, type ServerHandle } from "./harness/warren.js";
 
 /**
@@ -24,14 +24,12 @@ describe("dashboard with single sign-on", () => {
   beforeAll(async () => {
     provider = new TestOidcProvider();
     await provider.listen();
-    server = await startServer({
-      WARREN_OIDC_ISSUER: provider.issuer,
-      WARREN_OIDC_CLIENT_ID: OIDC_CLIENT_ID,
-      WARREN_OIDC_CLIENT_SECRET: OIDC_CLIENT_SECRET,
-      WARREN_OIDC_ALLOWED_GROUPS: "developers",
-      WARREN_OIDC_ADMIN_GROUPS: "warren-admins",
-      WARREN_SECRET_KEY: "dashboard-test-secret-0123456789abcdef",
-    });
+    server = await startServer(
+      oidcServerEnv(provider, {
+        WARREN_OIDC_ADMIN_GROUPS: "warren-admins",
+        WARREN_SECRET_KEY: "dashboard-test-secret-0123456789abcdef",
+      }),
+    );
     provider.configure({ redirectUri: `${root()}/-/oidc/callback` });
     chromium = await launchChromium();
     alice = await chromium.context();

@@ -11,6 +11,8 @@ export interface CiApiOptions {
   readonly toProto: (record: WorkspaceRecord) => Promise<Workspace>;
   /** Where agents connect, for a request that reached the server with these headers (see install-script.ts). */
   readonly agentUrlFor: (request: Pick<IncomingMessage, "headers" | "socket">) => string;
+  /** `ssh -p PORT NAME@HOST` for a request like that one; empty without an SSH listener. */
+  readonly sshCommandFor: (request: Pick<IncomingMessage, "headers" | "socket">, workspace: string) => string;
 }
 
 /** warren.v1.CiService over the Connect protocol: `warren-agent ci` enrolls, holds and ends its workspace. */
@@ -30,11 +32,11 @@ export function ciApi(options: CiApiOptions): ServiceImpl<typeof CiService> {
         sshUser: req.sshUser,
       });
       const url = new URL(ctx.url);
-      const agentUrl = options.agentUrlFor({
+      const request = {
         headers: { host: ctx.requestHeader.get("host") ?? url.host },
         socket: { encrypted: url.protocol === "https:" } as unknown as IncomingMessage["socket"],
-      });
-      return { workspace: await toProto(workspace), agentToken, agentUrl };
+      };
+      return { workspace: await toProto(workspace), agentToken, agentUrl: options.agentUrlFor(request), sshCommand: options.sshCommandFor(request, workspace.name) };
     },
     async holdWorkspace(req, ctx) {
       return { workspace: await toProto(await enrollment.hold(tokenOf(ctx.requestHeader), req.holdSeconds * 1000, req.exitCode)) };

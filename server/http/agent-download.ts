@@ -116,6 +116,7 @@ export class AgentDownload {
     const tag = binary.sha256.slice(0, 32);
     if (acceptsGzip(req.headers["accept-encoding"])) {
       if (!binary.gzipped) {
+        this.#options.log.info({ path: fileName, bytes: binary.bytes.length }, "compressing the agent binary for download (once per version)");
         const gzipped = gzipAsync(binary.bytes);
         binary.gzipped = gzipped;
         // A failure is retried by the next request.

@@ -20,6 +20,20 @@ export const OIDC_ACCOUNTS: Record<string, readonly string[]> = {
  * Warren's redirect URI is known, and again with other keys or a skewed clock for the
  * failure tests (same issuer, so Warren cannot tell it is another instance).
  */
+/**
+ * A Warren server's settings for single sign-on through this provider: members of "developers"
+ * may sign in. `extra` adds or overrides settings (admin groups, the secret key...).
+ */
+export function oidcServerEnv(provider: TestOidcProvider, extra: Record<string, string> = {}): Record<string, string> {
+  return {
+    WARREN_OIDC_ISSUER: provider.issuer,
+    WARREN_OIDC_CLIENT_ID: OIDC_CLIENT_ID,
+    WARREN_OIDC_CLIENT_SECRET: OIDC_CLIENT_SECRET,
+    WARREN_OIDC_ALLOWED_GROUPS: "developers",
+    ...extra,
+  };
+}
+
 export class TestOidcProvider {
   readonly #server: http.Server;
   #provider: Provider | undefined;
