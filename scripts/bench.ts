@@ -1,3 +1,4 @@
+// npm run bench -- --only soak [--duration 30m]: random faults on a cluster under checked load (scripts/bench/soak.ts).
 // npm run bench [-- --quick] [-- --only tunnel,cluster,ssh,port-forward,agent-binary,transports,scale,store,workbench]: starts
 // everything it needs, measures Warren against a direct connection and OpenSSH's reverse tunnel
 // in one run (tunnel), the cross-server path (cluster), the SSH front door (ssh), `warren
@@ -18,6 +19,7 @@ import { runAgentSimulator } from "./bench/agent-simulator.js";
 import { benchCluster } from "./bench/cluster.js";
 import { runH2FloorClient, runH2FloorServer, runScaleApp, runTcpRelay } from "./bench/scale-app.js";
 import { benchScale } from "./bench/scale.js";
+import { benchSoak } from "./bench/soak.js";
 import { benchSsh } from "./bench/ssh.js";
 import { benchPortForward } from "./bench/port-forward.js";
 import { benchStore } from "./bench/store.js";
@@ -36,6 +38,11 @@ const SECTIONS: Record<string, (ctx: BenchContext) => Promise<BenchSection>> = {
   scale: benchScale,
   store: benchStore,
   workbench: benchWorkbench,
+};
+
+/** Run only when named (`--only soak`): it lasts `--duration` (default 30m). */
+const ON_REQUEST: Record<string, (ctx: BenchContext) => Promise<BenchSection>> = {
+  soak: benchSoak,
 };
 
 function fmt(n: number): string {
@@ -123,8 +130,8 @@ async function main(): Promise<void> {
   const ctx: BenchContext = { quick, root, log };
   const results: BenchSection[] = [];
   for (const name of only) {
-    const section = SECTIONS[name];
-    if (!section) throw new Error(`unknown section ${name}; known: ${Object.keys(SECTIONS).join(", ")}`);
+    const section = SECTIONS[name] ?? ON_REQUEST[name];
+    if (!section) throw new Error(`unknown section ${name}; known: ${[...Object.keys(SECTIONS), ...Object.keys(ON_REQUEST)].join(", ")}`);
     log(`section ${name}`);
     const result = await section(ctx);
     results.push(result);

@@ -150,7 +150,13 @@ describe("drain of the server that holds the agent, with clients only on the oth
 
     // Every HTTP request through the surviving server was answered by the right app with the right bytes.
     const http = summarize(load.outcomes.filter((o) => o.kind !== "websocket"));
-    expect({ failed: http.failed, hung: http.hung, misrouted: http.misrouted, corrupt: http.corrupt }).toEqual({ failed: {}, hung: 0, misrouted: 0, corrupt: 0 });
+    expect({ failed: http.failed, hung: http.hung, misrouted: http.misrouted, corrupt: http.corrupt, retried: http.retried }).toEqual({
+      failed: {},
+      hung: 0,
+      misrouted: 0,
+      corrupt: 0,
+      retried: 0,
+    });
     // Load the whole time: before, during and after the drain.
     for (const [from, to] of [[0, signalledAt], [signalledAt, exitedAt], [exitedAt, Infinity]] as const) {
       expect(summarize(load.between(from, to).filter((o) => o.kind === "keepalive")).ok).toBeGreaterThan(4);

@@ -43,8 +43,16 @@ export interface Outcome {
   readonly misrouted: boolean;
   /** The right app answered with the wrong bytes. */
   readonly corrupt: boolean;
-  /** Index of the entry (server) it went through. */
+  /** The server port it went through. */
   readonly entry: number;
+  /** The app that was to answer (the target's). */
+  readonly app: string;
+  /**
+   * Sent again once: a reused keep-alive connection was reset before any answer (the server
+   * closed it as idle just as the request went out), which HTTP clients retry for idempotent
+   * requests (node's documentation: `request.reusedSocket`; browsers, undici).
+   */
+  readonly retried?: boolean;
 }
 
 export interface LoadSummary {
@@ -55,6 +63,8 @@ export interface LoadSummary {
   hung: number;
   misrouted: number;
   corrupt: number;
+  /** Requests sent a second time after a reset of a reused keep-alive connection (counted ok when then answered). */
+  retried: number;
   /** The first and last failure (hung included), ms since the epoch; undefined when none. */
   firstFailureAt?: number;
   lastFailureAt?: number;
@@ -199,36 +209,74 @@ export class CheckedLoad {
   }
 
   async #httpWorker(kind: Exclude<LoadKind, "websocket">): Promise<void> {
-    // A keep-alive worker keeps one connection per server, as a browser or a client library does.
-    const agent = kind === "fresh" ? undefined : new http.Agent({ keepAlive: true, maxSockets: 1 });
-    if (agent) this.#agents.push(agent);
+    // A keep-alive worker keeps one connection per server and workspace host, as a browser
+    // does per origin (Warren serves one workspace port per connection).
+    const agents = new Map<string, http.Agent>();
+    const agentFor = (target: CheckedTarget) => {
+      if (kind === "fresh") return undefined;
+      let agent = agents.get(target.app);
+      if (!agent) {
+        agent = new http.Agent({ keepAlive: true, maxSockets: 1 });
+        agents.set(target.app, agent);
+        this.#agents.push(agent);
+      }
+      return agent;
+    };
     while (this.#running) {
       const entries = this.#o.entries();
       if (entries.length === 0) {
         await sleep(50);
         continue;
       }
-      const entryIndex = this.#seq % entries.length;
-      const entry = entries[entryIndex]!;
+      const entry = entries[this.#seq % entries.length]!;
       const target = this.#pick(this.#o.targets);
-      this.outcomes.push(await this.#request(kind, entry, entryIndex, target, agent));
+      this.outcomes.push(await this.#request(kind, entry, target, agentFor(target), {}));
       await sleep(this.#o.pauseMs);
     }
   }
 
-  #request(kind: Exclude<LoadKind, "websocket">, entry: CheckedEntry, entryIndex: number, target: CheckedTarget, agent: http.Agent | undefined): Promise<Outcome> {
+  /**
+   * One checked request on a connection of its own, outside the workers (a burst, a slow
+   * client); `stallMs` stops reading the answer that long after its first bytes.
+   */
+  once(kind: Exclude<LoadKind, "websocket">, entry: CheckedEntry, target: CheckedTarget, options: { stallMs?: number; bytes?: number } = {}): Promise<Outcome> {
+    return this.#request(kind, entry, target, undefined, options);
+  }
+
+  async #request(
+    kind: Exclude<LoadKind, "websocket">,
+    entry: CheckedEntry,
+    target: CheckedTarget,
+    agent: http.Agent | undefined,
+    options: { stallMs?: number; bytes?: number },
+  ): Promise<Outcome> {
+    const first = await this.#attempt(kind, entry, target, agent, options);
+    if (!first.resetBeforeAnswer || kind === "upload") return first.outcome;
+    const again = await this.#attempt(kind, entry, target, agent, options);
+    return { ...again.outcome, at: first.outcome.at, ms: again.outcome.at + again.outcome.ms - first.outcome.at, retried: true };
+  }
+
+  #attempt(
+    kind: Exclude<LoadKind, "websocket">,
+    entry: CheckedEntry,
+    target: CheckedTarget,
+    agent: http.Agent | undefined,
+    options: { stallMs?: number; bytes?: number },
+  ): Promise<{ outcome: Outcome; resetBeforeAnswer: boolean }> {
     const seed = `${kind}-${++this.#seq}`;
     const at = Date.now();
     const upload = kind === "upload" ? expectedBody("client", seed, this.#o.uploadBytes) : undefined;
-    const bytes = kind === "download" ? this.#o.downloadBytes : 512;
+    const bytes = options.bytes ?? (kind === "download" ? this.#o.downloadBytes : 512);
     const path = kind === "upload" ? "/upload" : `/data?seed=${seed}&bytes=${bytes}${kind === "slow" ? `&delay=${this.#o.slowMs}` : ""}`;
-    return new Promise<Outcome>((resolve) => {
+    return new Promise((resolve) => {
       let done = false;
+      let answered = false;
       const finish = (result: string, misrouted = false, corrupt = false) => {
         if (done) return;
         done = true;
         clearTimeout(timer);
-        resolve({ kind, at, ms: Date.now() - at, result, misrouted, corrupt, entry: entryIndex });
+        const resetBeforeAnswer = result === "ECONNRESET" && !answered && req.reusedSocket;
+        resolve({ outcome: { kind, at, ms: Date.now() - at, result, misrouted, corrupt, entry: entry.httpPort, app: target.app }, resetBeforeAnswer });
       };
       const req = http.request(
         {
@@ -245,8 +293,15 @@ export class CheckedLoad {
           agent: agent ?? false,
         },
         (res) => {
+          answered = true;
           const chunks: Buffer[] = [];
-          res.on("data", (c: Buffer) => chunks.push(c));
+          res.on("data", (c: Buffer) => {
+            if (chunks.length === 0 && options.stallMs) {
+              res.pause();
+              setTimeout(() => res.resume(), options.stallMs);
+            }
+            chunks.push(c);
+          });
           res.on("error", (err: NodeJS.ErrnoException) => finish(err.code ?? err.message));
           res.on("aborted", () => finish("ECONNRESET"));
           res.on("end", () => {
@@ -284,15 +339,14 @@ export class CheckedLoad {
         await sleep(50);
         continue;
       }
-      const entryIndex = this.#seq % entries.length;
-      const entry = entries[entryIndex]!;
+      const entry = entries[this.#seq % entries.length]!;
       const target = this.#pick(this.#o.targets);
-      await this.#webSocketSession(entry, entryIndex, target);
+      await this.#webSocketSession(entry, target);
       await sleep(this.#o.pauseMs);
     }
   }
 
-  async #webSocketSession(entry: CheckedEntry, entryIndex: number, target: CheckedTarget): Promise<void> {
+  async #webSocketSession(entry: CheckedEntry, target: CheckedTarget): Promise<void> {
     const openedAt = Date.now();
     const ws = new WebSocket(`ws://127.0.0.1:${entry.httpPort}/`, { headers: { host: this.#o.hostOf(target), "x-warren-token": entry.token } });
     this.#sockets.add(ws);
@@ -317,7 +371,7 @@ export class CheckedLoad {
       setTimeout(() => resolve(false), this.#o.hungAfterMs).unref();
     });
     const record = (result: string, at: number, misrouted = false, corrupt = false) =>
-      this.outcomes.push({ kind: "websocket", at, ms: Date.now() - at, result, misrouted, corrupt, entry: entryIndex });
+      this.outcomes.push({ kind: "websocket", at, ms: Date.now() - at, result, misrouted, corrupt, entry: entry.httpPort, app: target.app });
     if (!opened) {
       record("ws-refused", openedAt);
       ws.terminate();
@@ -354,9 +408,10 @@ export class CheckedLoad {
 
 /** Counts outcomes: attempted, ok, failed by result, hung, misrouted, corrupt. */
 export function summarize(outcomes: readonly Outcome[]): LoadSummary {
-  const s: LoadSummary = { attempted: 0, ok: 0, failed: {}, hung: 0, misrouted: 0, corrupt: 0 };
+  const s: LoadSummary = { attempted: 0, ok: 0, failed: {}, hung: 0, misrouted: 0, corrupt: 0, retried: 0 };
   for (const o of outcomes) {
     s.attempted++;
+    if (o.retried) s.retried++;
     if (o.misrouted) s.misrouted++;
     if (o.corrupt) s.corrupt++;
     const failed = o.result !== "ok" || o.misrouted || o.corrupt;

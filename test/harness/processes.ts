@@ -1,8 +1,10 @@
 import { spawn, type ChildProcess } from "node:child_process";
 import { existsSync, readFileSync } from "node:fs";
+import { dirname } from "node:path";
 import { fileURLToPath } from "node:url";
 
-export const REPO_ROOT = fileURLToPath(new URL("../..", import.meta.url));
+/** The checkout: two folders above this file, or above dist/ when bundled into the bench (CommonJS). */
+export const REPO_ROOT = typeof __filename === "string" && __filename.endsWith(".cjs") ? `${dirname(dirname(__filename))}/` : fileURLToPath(new URL("../..", import.meta.url));
 export const SERVER_BUNDLE = `${REPO_ROOT}dist/warren-server.cjs`;
 export const AGENT_BUNDLE = `${REPO_ROOT}dist/warren-agent.cjs`;
 /** The single-file agent (Node SEA), built by `npm run build` on linux-x64. */
