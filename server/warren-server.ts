@@ -85,6 +85,7 @@ import { WorkspaceSshIdentities } from "./ssh/workspace-ssh-identity.js";
 import { AgentEndpoint, agentHttp2Settings, isAgentRequest } from "./tunnel/agent-endpoint.js";
 import { TunnelDialer, type Dialer } from "./tunnel/tunnel-dialer.js";
 import { TunnelRegistry } from "./tunnel/tunnel-registry.js";
+import { runDrainSequence } from "./drain-sequence.js";
 
 export interface ServerAddresses {
   readonly http: AddressInfo;
@@ -701,89 +702,60 @@ export class WarrenServer {
     return { address: await this.#sshFrontDoor.listen(), fingerprint: hostKey.fingerprint };
   }
 
-  /**
-   * Graceful stop, in this order: unready for `drainDelayMs` while everything still works (load
-   * balancers notice and stop sending here); stop accepting connections; ask every agent to
-   * reconnect to another server (it opens its new connection before it lets this one go); in
-   * cluster mode keep serving the other servers' forwards until the agents have moved, then
-   * turn those away too; let what is in flight finish within the shutdown timeout; remove this
-   * server's presence and close everything. Never rejects for a connection that would not end:
-   * the timeout ends it.
-   */
+  /** Graceful stop: the sequence is drain-sequence.ts; this wires it to the modules it acts on. */
   async shutdown(options: { drainDelayMs?: number } = {}): Promise<void> {
     if (this.#draining) return;
     this.#draining = true;
     clearInterval(this.#sweepTimer);
     clearInterval(this.#revalidateTimer);
-    const drainDelayMs = options.drainDelayMs ?? this.config.drainDelay;
-    const timeoutMs = this.config.shutdownTimeout;
-    this.log.info({ drainDelayMs, timeoutMs }, "shutting down: unready, still serving for the drain delay");
-    if (drainDelayMs > 0) await sleep(drainDelayMs);
-    const deadline = Date.now() + timeoutMs;
-    const timeLeft = () => Math.max(0, deadline - Date.now());
-
-    this.#agentEndpoint.stopAccepting();
-    const listenersDone = Promise.all([this.#frontDoor.stopAccepting(), this.#sshFrontDoor?.stopAccepting()]);
-    // Keep-alive connections become idle as their last request ends: close them as they do.
-    const sweeper = setInterval(() => this.#frontDoor.closeIdleConnections(), 200);
-    const agents = [...this.registry.connections()];
-    for (const connection of agents) connection.requestHandoff("server is shutting down; reconnect to another server");
-    this.log.info({ agents: agents.length }, "shutting down: no new connections; asked the agents to reconnect to another server");
     const cluster = this.#cluster;
-    if (cluster) {
-      // Other servers forward here until the agents' new connections are up elsewhere; with
-      // no other server alive, there is nowhere to move to and nobody forwarding.
-      if (agents.length > 0 && (await cluster.presence.hasLivePeers())) {
-        const moved = await until(() => this.#agentsMoved(), timeLeft());
-        if (!moved) this.log.warn({ agents: this.#usableAgents() }, "agents did not reconnect elsewhere in time");
-      }
-      cluster.endpoint.stopAccepting();
-    }
-    // Upgraded connections (WebSockets) never end by themselves: once the HTTP requests in
-    // flight are answered they are closed and their clients reconnect (to another server),
-    // rather than holding the shutdown for the whole timeout while new connections are
-    // refused (a single server with one open WebSocket refused them for 25 s).
-    const requestsDone = until(() => this.#frontDoor.inFlight === 0, timeLeft()).then((done) => {
-      if (done && this.#webSockets.openCount > 0) {
-        this.log.info({ webSockets: this.#webSockets.openCount }, "shutting down: requests answered; closing open WebSockets");
-      }
-      if (!done) return;
-      this.#webSockets.closeAll();
-      this.#frontDoor.closeAllConnections();
-    });
-    const inFlight = Promise.all([requestsDone, listenersDone, cluster?.endpoint.whenIdle()]);
-    const finished = await within(inFlight, timeLeft());
-    clearInterval(sweeper);
-    if (!finished) {
-      this.log.warn(
-        { httpRequests: this.#frontDoor.inFlight, webSockets: this.#webSockets.openCount, sshConnections: this.#sshFrontDoor?.connectionCount ?? 0 },
-        "shutdown timeout: closing what is still open",
-      );
-    }
-    for (const connection of [...this.registry.connections()]) {
-      connection.disconnect(DisconnectReason.SERVER_DRAINING, "server is shutting down; reconnect to another server", 0);
-    }
-    this.#frontDoor.closeAllConnections();
-    this.#sshFrontDoor?.closeAll();
-    this.#httpAgent.destroy();
-    this.#upstreams.close();
-    this.#agentEndpoint.destroyAll();
-    if (cluster) {
-      // Our records go at once, so other servers stop forwarding here before they expire.
-      await this.presence.stop();
-      cluster.endpoint.close();
-      cluster.peers.close();
-      await cluster.redis.close();
-    }
-    await this.#health.close();
-    this.leases.stop();
-    this.#tls?.stop();
-    this.log.info("stopped");
-  }
-
-  /** Whether every agent connection here has stopped taking new dials (moved elsewhere, or gone). */
-  #agentsMoved(): boolean {
-    return this.#usableAgents() === 0;
+    await runDrainSequence(
+      {
+        stopAccepting: () => {
+          this.#agentEndpoint.stopAccepting();
+          return Promise.all([this.#frontDoor.stopAccepting(), this.#sshFrontDoor?.stopAccepting()]);
+        },
+        closeIdleConnections: () => this.#frontDoor.closeIdleConnections(),
+        handOffAgents: (reason) => {
+          const agents = [...this.registry.connections()];
+          for (const connection of agents) connection.requestHandoff(reason);
+          return agents.length;
+        },
+        usableAgents: () => this.#usableAgents(),
+        ...(cluster
+          ? { cluster: { hasLivePeers: () => cluster.presence.hasLivePeers(), stopAccepting: () => cluster.endpoint.stopAccepting(), whenIdle: () => cluster.endpoint.whenIdle() } }
+          : {}),
+        inFlightRequests: () => this.#frontDoor.inFlight,
+        openWebSockets: () => this.#webSockets.openCount,
+        openSshConnections: () => this.#sshFrontDoor?.connectionCount ?? 0,
+        closeClientConnections: () => {
+          this.#webSockets.closeAll();
+          this.#frontDoor.closeAllConnections();
+        },
+        closeEverything: async () => {
+          for (const connection of [...this.registry.connections()]) {
+            connection.disconnect(DisconnectReason.SERVER_DRAINING, "server is shutting down; reconnect to another server", 0);
+          }
+          this.#frontDoor.closeAllConnections();
+          this.#sshFrontDoor?.closeAll();
+          this.#httpAgent.destroy();
+          this.#upstreams.close();
+          this.#agentEndpoint.destroyAll();
+          if (cluster) {
+            // Our records go at once, so other servers stop forwarding here before they expire.
+            await this.presence.stop();
+            cluster.endpoint.close();
+            cluster.peers.close();
+            await cluster.redis.close();
+          }
+          await this.#health.close();
+          this.leases.stop();
+          this.#tls?.stop();
+        },
+      },
+      { drainDelayMs: options.drainDelayMs ?? this.config.drainDelay, timeoutMs: this.config.shutdownTimeout },
+      this.log,
+    );
   }
 
   #usableAgents(): number {
@@ -802,31 +774,6 @@ export class WarrenServer {
       streams += c.streamCount;
     }
     return { agents, idleStreams, streams };
-  }
-}
-
-function sleep(ms: number): Promise<void> {
-  return new Promise((resolve) => setTimeout(resolve, ms));
-}
-
-/** Resolves true once `done()` holds (checked every 50 ms), false when `timeoutMs` passes first. */
-async function until(done: () => boolean, timeoutMs: number): Promise<boolean> {
-  const deadline = Date.now() + timeoutMs;
-  while (!done()) {
-    if (Date.now() >= deadline) return false;
-    await sleep(50);
-  }
-  return true;
-}
-
-/** Resolves true when `work` settles within `timeoutMs`, false otherwise. */
-async function within(work: Promise<unknown>, timeoutMs: number): Promise<boolean> {
-  let timer: NodeJS.Timeout | undefined;
-  const timedOut = new Promise<boolean>((resolve) => (timer = setTimeout(() => resolve(false), timeoutMs)));
-  try {
-    return await Promise.race([work.then(() => true, () => true), timedOut]);
-  } finally {
-    clearTimeout(timer);
   }
 }
 
