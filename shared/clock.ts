@@ -5,28 +5,25 @@
 export interface Clock {
   /** Milliseconds since the epoch, like Date.now(). */
   now(): number;
-  /** Runs `fn` once after `ms`; the timer does not keep the process alive. */
+  /** Runs `fn` once after `ms`; like Node's, the timer keeps the process alive until unref(). */
   setTimeout(fn: () => void, ms: number): Timer;
-  /** Runs `fn` every `ms`; the timer does not keep the process alive. */
+  /** Runs `fn` every `ms`; like Node's, the timer keeps the process alive until unref(). */
   setInterval(fn: () => void, ms: number): Timer;
   /** Cancels a timer of this clock (either kind); undefined is ignored. */
   clearTimer(timer: Timer | undefined): void;
 }
 
-/** An opaque handle of a timer; only the clock that made it can cancel it. */
+/** A handle of a timer; only the clock that made it can cancel it. */
 export interface Timer {
-  readonly __timer?: never;
+  /** Lets the process exit while the timer is pending (Node's Timeout.unref). */
+  unref(): void;
 }
 
-/** The process's clock and timers (unref'd: a pending timer never holds the process open). */
+/** The process's clock and Node's timers. */
 export const systemClock: Clock = {
   now: () => Date.now(),
-  setTimeout(fn, ms) {
-    return setTimeout(fn, ms).unref() as Timer;
-  },
-  setInterval(fn, ms) {
-    return setInterval(fn, ms).unref() as Timer;
-  },
+  setTimeout: (fn, ms) => setTimeout(fn, ms),
+  setInterval: (fn, ms) => setInterval(fn, ms),
   clearTimer(timer) {
     // clearTimeout and clearInterval are interchangeable in Node.
     if (timer !== undefined) clearTimeout(timer as NodeJS.Timeout);

@@ -59,7 +59,7 @@ export class ManualClock implements Clock {
   }
 
   #schedule(fn: () => void, ms: number, every: number): Timer {
-    const timer: Scheduled = { fn, due: this.#now + Math.max(0, ms), every, seq: this.#seq++ };
+    const timer: Scheduled = { fn, due: this.#now + Math.max(0, ms), every, seq: this.#seq++, unref: () => {} };
     this.#timers.add(timer);
     return timer;
   }

@@ -164,8 +164,10 @@ export class RedisPresence implements Presence {
     }
     await this.#refresh();
     this.#refreshTimer = this.#clock.setInterval(() => void this.#refresh(), this.#o.refreshIntervalMs);
+    this.#refreshTimer.unref();
     const gcEvery = this.#o.gcIntervalMs * (0.75 + Math.random() * 0.5);
     this.#gcTimer = this.#clock.setInterval(() => void this.collectGarbage(), gcEvery);
+    this.#gcTimer.unref();
   }
 
   async stop(): Promise<void> {
@@ -233,6 +235,7 @@ export class RedisPresence implements Presence {
       this.#pendingDown.add(workspace);
       this.#scheduleFlush();
     }, this.#o.lingerMs);
+    timer.unref();
     this.#lingering.set(workspace, timer);
   }
 
@@ -242,6 +245,7 @@ export class RedisPresence implements Presence {
       this.#flushTimer = undefined;
       void this.#flush();
     }, FLUSH_DELAY_MS);
+    this.#flushTimer.unref();
   }
 
   /** Writes pending registrations and removals in one pipeline. */

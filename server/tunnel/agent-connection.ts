@@ -299,7 +299,7 @@ export class AgentConnection {
     session.close();
     this.#clock.setTimeout(() => {
       if (!session.destroyed) session.destroy();
-    }, graceMs);
+    }, graceMs).unref();
   }
 
   /** Drops the connection without a word: the network lost it. */
