@@ -144,7 +144,7 @@ export class AgentSession {
     this.#pool?.close({ resetStreams: !session?.closed });
     if (session && !session.destroyed) {
       session.close();
-      setTimeout(() => session.destroy(), 1000).unref();
+      setTimeout(() => destroyQuietly(session, this.#options.log), 1000).unref();
     }
     // A handed-off session has already answered run(); a second resolve does nothing.
     this.#resolveEnd?.(end);
@@ -302,7 +302,7 @@ export class AgentSession {
         clearInterval(timer);
         this.#options.log.warn({ server: this.#options.server.origin, silentMs }, "server stopped answering pings; connecting again");
         this.#finish({ kind: "lost", message: `server stopped answering pings (nothing received for ${silentMs} ms)` });
-        session.destroy();
+        destroyQuietly(session, this.#options.log);
         return;
       }
       if (now - lastPing >= intervalMs) {
@@ -434,5 +434,19 @@ export class AgentSession {
         // A newer server's message: ignore it.
         return;
     }
+  }
+}
+
+/**
+ * Destroys a session that is being given up anyway. Node's JS stream socket (under
+ * AlwaysReadingSocket) can throw an internal assertion when a session is destroyed during a
+ * write; the connection is over either way, and an agent must not die of it (its workload
+ * would go with it).
+ */
+function destroyQuietly(session: ClientHttp2Session, log: Logger): void {
+  try {
+    session.destroy();
+  } catch (err) {
+    log.debug({ err: (err as Error).message }, "error while destroying a finished session (ignored)");
   }
 }

@@ -1,5 +1,5 @@
 import type { IncomingMessage } from "node:http";
-import { existsSync, readFileSync } from "node:fs";
+import { existsSync } from "node:fs";
 import { hostname, networkInterfaces } from "node:os";
 import { join } from "node:path";
 import { randomBytes } from "node:crypto";
@@ -25,21 +25,14 @@ import { SecretBox } from "./auth/secret-box.js";
 import { generateSecretKey, KeyPurpose, SecretKeys } from "./auth/secret-keys.js";
 import { SessionCookieSigner, withoutSessionCookies } from "./auth/session-cookie.js";
 import { generateAdminToken } from "./domain/tokens.js";
-import { ClusterDialer } from "./cluster/cluster-dialer.js";
-import { LocalPresence, type Presence } from "./cluster/presence.js";
-import { PrivateClient } from "./cluster/private-client.js";
-import { PrivateEndpoint } from "./cluster/private-endpoint.js";
-import { RedisConnection } from "./cluster/redis-connection.js";
-import { RedisPresence } from "./cluster/redis-presence.js";
-import { ErrorCode, WarrenError } from "../shared/errors.js";
-import { defaultDataDir, storeKindOf, type ServerConfig } from "./config.js";
+import type { Presence } from "./cluster/presence.js";
+import { defaultDataDir, type ServerConfig } from "./config.js";
 import { AgentControl } from "./control/agent-control.js";
 import { SshKeyManager } from "./control/ssh-key-manager.js";
 import { UserManager } from "./control/user-manager.js";
 import { WorkspaceManager } from "./control/workspace-manager.js";
 import { mayReach } from "./domain/workspace-policy.js";
-import { LocalEventBus, type EventBus } from "./events/event-bus.js";
-import { RedisEventBus } from "./events/redis-event-bus.js";
+import type { EventBus } from "./events/event-bus.js";
 import { AGENT_BINARY_NAME, AgentDownload } from "./http/agent-download.js";
 import { BrowserLogin } from "./http/browser-login.js";
 import { CliLogin } from "./http/cli-login.js";
@@ -65,12 +58,9 @@ import { TunnelByteMeter } from "./observability/tunnel-byte-meter.js";
 import { rootFallback, rootHandler } from "./http/root-handler.js";
 import { PortForwardEndpoint } from "./http/port-forward.js";
 import { SshOverWebSocket } from "./http/ssh-over-websocket.js";
-import { MemoryStore } from "./store/memory-store.js";
 import { TlsCredentials } from "./tls/tls-credentials.js";
 import { workspaceIdOf, type WorkspaceRecord } from "./domain/records.js";
-import { RedisStore } from "./store/redis-store.js";
 import type { ControlStore } from "./domain/store.js";
-import type { EmbeddedStore } from "./store/embedded-store.js";
 import type { LocalState } from "./local-state.js";
 import { warnUnlessRedisPersists } from "./store/redis-persistence.js";
 import { WorkspaceCache } from "./store/workspace-cache.js";
@@ -85,6 +75,10 @@ import { WorkspaceSshIdentities } from "./ssh/workspace-ssh-identity.js";
 import { AgentEndpoint, agentHttp2Settings, isAgentRequest } from "./tunnel/agent-endpoint.js";
 import { TunnelDialer, type Dialer } from "./tunnel/tunnel-dialer.js";
 import { TunnelRegistry } from "./tunnel/tunnel-registry.js";
+import { runDrainSequence } from "./drain-sequence.js";
+import { createClusterMode } from "./cluster-mode.js";
+import { createEmbeddedMode } from "./embedded-mode.js";
+import type { ClusterParts, ServerModeContext } from "./server-mode.js";
 
 export interface ServerAddresses {
   readonly http: AddressInfo;
@@ -98,14 +92,6 @@ export interface ServerAddresses {
 }
 
 /** The parts that exist in cluster mode only. */
-interface ClusterParts {
-  readonly redis: RedisConnection;
-  readonly events: RedisEventBus;
-  readonly presence: RedisPresence;
-  readonly endpoint: PrivateEndpoint;
-  readonly peers: PrivateClient;
-}
-
 /**
  * How often every long-lived connection's credential is read again from the store: what a
  * missed revocation event or a store that lost its data leaves open closes within this time.
@@ -212,91 +198,42 @@ export class WarrenServer {
     });
 
     // Embedded (one server: the data directory's store, or memory for tests) or cluster (Redis): the only place that chooses.
-    let store: ControlStore;
-    let workspaceLookup: { getWorkspace(name: string): Promise<WorkspaceRecord | undefined> };
-    let dialer: Dialer;
-    const localState = local;
-    if (config.redisUrl && config.clusterSecret) {
-      const redis = new RedisConnection({
-        target: config.redisUrl,
-        prefix: config.redisPrefix,
-        log: log.child({ component: "redis" }),
-        onError: (operation) => this.metrics.redisErrors.inc({ operation }),
-        onOperation: (operation, seconds) => this.metrics.redisOperation(operation, seconds),
-        onAvailability: (available) => {
-          if (!available) return;
-          this.#cluster?.presence.refreshNow();
-          // Redis may have come back empty (restarted without persistence): what was cached
-          // or is held on tokens and workspaces read before is checked against it again.
-          this.#authenticator?.forgetAllTokens();
-          void this.leases.revalidate().then((closed) => {
-            if (closed > 0) this.log.warn({ closed }, "closed connections whose credential or workspace is gone after Redis came back");
-          });
-        },
-      });
-      store = new RedisStore({ redis });
-      const events = new RedisEventBus({ redis, serverId: this.serverId, log: log.child({ component: "events" }) });
-      this.events = events;
-      const presence = new RedisPresence({
-        redis,
-        serverId: this.serverId,
-        address: () => this.#privateAdvertised,
-        held: registry,
-        log: log.child({ component: "presence" }),
-      });
-      this.presence = presence;
-      const peers = new PrivateClient({
-        clusterSecret: config.clusterSecret,
-        ...(config.privateTls ? { tls: { serverName: config.rootDomain, ...(config.privateCaFile ? { ca: readFileSync(config.privateCaFile) } : {}) } } : {}),
-        serverId: this.serverId,
-        log: log.child({ component: "private-client" }),
-        // The holder waits for a stream and for the agent's dial; then it answers.
-        answerTimeoutMs: config.streamWaitTimeout + config.dialTimeout + 2000,
-        // A peer shutting down: requests on its kept-alive sockets finish, new ones go elsewhere.
-        // A peer that drains sends GOAWAY once its agents have moved: client connections kept
-        // alive here send their next request to the agent's new connection, and WebSockets
-        // through it reconnect now rather than being cut at its shutdown timeout.
-        onSessionClosing: (session) => {
-          this.#httpAgent.closeIdleSocketsOf(session);
-          this.#upstreams.closeIdleOf(session);
-          this.#frontDoor.moveOffSession(session);
-          this.#webSockets.closeRidingOn(session);
-        },
-      });
-      dialer = new ClusterDialer({
-        local: localDialer,
-        localAgents: registry,
-        presence,
-        peers,
-        log: log.child({ component: "cluster-dialer" }),
-        onForward: (outcome) => this.metrics.forwards.inc({ outcome }),
-      });
-      const endpoint = new PrivateEndpoint({
-        listen: config.privateAddr,
-        ...(config.privateTls && this.#tls ? { tls: this.#tls.options } : {}),
-        clusterSecret: config.clusterSecret,
-        acceptedSecrets: config.clusterSecretAccepted,
-        serverId: this.serverId,
-        local: localDialer,
-        agents: registry,
-        log: log.child({ component: "private-endpoint" }),
-        onOutcome: (outcome) => this.metrics.forwardedDials.inc({ outcome }),
-      });
-      const cache = new WorkspaceCache({ store });
-      events.subscribe((event) => {
-        if (event.type !== "token-revoked") cache.invalidate(event.workspace, event.type === "workspace-revoked");
-      });
-      workspaceLookup = cache;
-      this.#workspaceCache = cache;
-      this.#cluster = { redis, events, presence, endpoint, peers };
-    } else {
-      const local = embeddedStoreOrMemory(config, localState);
-      store = local;
-      workspaceLookup = local;
-      this.events = new LocalEventBus();
-      this.presence = new LocalPresence({ local: registry });
-      dialer = localDialer;
-    }
+    const modeContext: ServerModeContext = {
+      config,
+      log,
+      serverId: this.serverId,
+      registry,
+      localDialer,
+      metrics: this.metrics,
+      tls: this.#tls,
+      embeddedStore: local.embeddedStore,
+      privateAddress: () => this.#privateAdvertised,
+      onRedisBack: () => {
+        // Redis may have come back empty (restarted without persistence): what was cached or
+        // is held on tokens and workspaces read before is checked against it again.
+        this.#authenticator?.forgetAllTokens();
+        void this.leases.revalidate().then((closed) => {
+          if (closed > 0) this.log.warn({ closed }, "closed connections whose credential or workspace is gone after Redis came back");
+        });
+      },
+      // A peer shutting down: requests on its kept-alive sockets finish, new ones go elsewhere;
+      // client connections kept alive here send their next request to the agent's new
+      // connection, and WebSockets through it reconnect now rather than at its shutdown timeout.
+      onPeerSessionClosing: (session) => {
+        this.#httpAgent.closeIdleSocketsOf(session);
+        this.#upstreams.closeIdleOf(session);
+        this.#frontDoor.moveOffSession(session);
+        this.#webSockets.closeRidingOn(session);
+      },
+    };
+    const mode = config.redisUrl && config.clusterSecret ? createClusterMode(modeContext) : createEmbeddedMode(modeContext);
+    const store = mode.store;
+    const workspaceLookup = mode.workspaceLookup;
+    let dialer = mode.dialer;
+    this.events = mode.events;
+    this.presence = mode.presence;
+    this.#workspaceCache = mode.workspaceCache;
+    this.#cluster = mode.cluster;
     this.store = store;
     const authenticator = new Authenticator({ workspaces: store, tokens: store, adminToken: this.adminToken });
     this.#authenticator = authenticator;
@@ -701,89 +638,60 @@ export class WarrenServer {
     return { address: await this.#sshFrontDoor.listen(), fingerprint: hostKey.fingerprint };
   }
 
-  /**
-   * Graceful stop, in this order: unready for `drainDelayMs` while everything still works (load
-   * balancers notice and stop sending here); stop accepting connections; ask every agent to
-   * reconnect to another server (it opens its new connection before it lets this one go); in
-   * cluster mode keep serving the other servers' forwards until the agents have moved, then
-   * turn those away too; let what is in flight finish within the shutdown timeout; remove this
-   * server's presence and close everything. Never rejects for a connection that would not end:
-   * the timeout ends it.
-   */
+  /** Graceful stop: the sequence is drain-sequence.ts; this wires it to the modules it acts on. */
   async shutdown(options: { drainDelayMs?: number } = {}): Promise<void> {
     if (this.#draining) return;
     this.#draining = true;
     clearInterval(this.#sweepTimer);
     clearInterval(this.#revalidateTimer);
-    const drainDelayMs = options.drainDelayMs ?? this.config.drainDelay;
-    const timeoutMs = this.config.shutdownTimeout;
-    this.log.info({ drainDelayMs, timeoutMs }, "shutting down: unready, still serving for the drain delay");
-    if (drainDelayMs > 0) await sleep(drainDelayMs);
-    const deadline = Date.now() + timeoutMs;
-    const timeLeft = () => Math.max(0, deadline - Date.now());
-
-    this.#agentEndpoint.stopAccepting();
-    const listenersDone = Promise.all([this.#frontDoor.stopAccepting(), this.#sshFrontDoor?.stopAccepting()]);
-    // Keep-alive connections become idle as their last request ends: close them as they do.
-    const sweeper = setInterval(() => this.#frontDoor.closeIdleConnections(), 200);
-    const agents = [...this.registry.connections()];
-    for (const connection of agents) connection.requestHandoff("server is shutting down; reconnect to another server");
-    this.log.info({ agents: agents.length }, "shutting down: no new connections; asked the agents to reconnect to another server");
     const cluster = this.#cluster;
-    if (cluster) {
-      // Other servers forward here until the agents' new connections are up elsewhere; with
-      // no other server alive, there is nowhere to move to and nobody forwarding.
-      if (agents.length > 0 && (await cluster.presence.hasLivePeers())) {
-        const moved = await until(() => this.#agentsMoved(), timeLeft());
-        if (!moved) this.log.warn({ agents: this.#usableAgents() }, "agents did not reconnect elsewhere in time");
-      }
-      cluster.endpoint.stopAccepting();
-    }
-    // Upgraded connections (WebSockets) never end by themselves: once the HTTP requests in
-    // flight are answered they are closed and their clients reconnect (to another server),
-    // rather than holding the shutdown for the whole timeout while new connections are
-    // refused (a single server with one open WebSocket refused them for 25 s).
-    const requestsDone = until(() => this.#frontDoor.inFlight === 0, timeLeft()).then((done) => {
-      if (done && this.#webSockets.openCount > 0) {
-        this.log.info({ webSockets: this.#webSockets.openCount }, "shutting down: requests answered; closing open WebSockets");
-      }
-      if (!done) return;
-      this.#webSockets.closeAll();
-      this.#frontDoor.closeAllConnections();
-    });
-    const inFlight = Promise.all([requestsDone, listenersDone, cluster?.endpoint.whenIdle()]);
-    const finished = await within(inFlight, timeLeft());
-    clearInterval(sweeper);
-    if (!finished) {
-      this.log.warn(
-        { httpRequests: this.#frontDoor.inFlight, webSockets: this.#webSockets.openCount, sshConnections: this.#sshFrontDoor?.connectionCount ?? 0 },
-        "shutdown timeout: closing what is still open",
-      );
-    }
-    for (const connection of [...this.registry.connections()]) {
-      connection.disconnect(DisconnectReason.SERVER_DRAINING, "server is shutting down; reconnect to another server", 0);
-    }
-    this.#frontDoor.closeAllConnections();
-    this.#sshFrontDoor?.closeAll();
-    this.#httpAgent.destroy();
-    this.#upstreams.close();
-    this.#agentEndpoint.destroyAll();
-    if (cluster) {
-      // Our records go at once, so other servers stop forwarding here before they expire.
-      await this.presence.stop();
-      cluster.endpoint.close();
-      cluster.peers.close();
-      await cluster.redis.close();
-    }
-    await this.#health.close();
-    this.leases.stop();
-    this.#tls?.stop();
-    this.log.info("stopped");
-  }
-
-  /** Whether every agent connection here has stopped taking new dials (moved elsewhere, or gone). */
-  #agentsMoved(): boolean {
-    return this.#usableAgents() === 0;
+    await runDrainSequence(
+      {
+        stopAccepting: () => {
+          this.#agentEndpoint.stopAccepting();
+          return Promise.all([this.#frontDoor.stopAccepting(), this.#sshFrontDoor?.stopAccepting()]);
+        },
+        closeIdleConnections: () => this.#frontDoor.closeIdleConnections(),
+        handOffAgents: (reason) => {
+          const agents = [...this.registry.connections()];
+          for (const connection of agents) connection.requestHandoff(reason);
+          return agents.length;
+        },
+        usableAgents: () => this.#usableAgents(),
+        ...(cluster
+          ? { cluster: { hasLivePeers: () => cluster.presence.hasLivePeers(), stopAccepting: () => cluster.endpoint.stopAccepting(), whenIdle: () => cluster.endpoint.whenIdle() } }
+          : {}),
+        inFlightRequests: () => this.#frontDoor.inFlight,
+        openWebSockets: () => this.#webSockets.openCount,
+        openSshConnections: () => this.#sshFrontDoor?.connectionCount ?? 0,
+        closeClientConnections: () => {
+          this.#webSockets.closeAll();
+          this.#frontDoor.closeAllConnections();
+        },
+        closeEverything: async () => {
+          for (const connection of [...this.registry.connections()]) {
+            connection.disconnect(DisconnectReason.SERVER_DRAINING, "server is shutting down; reconnect to another server", 0);
+          }
+          this.#frontDoor.closeAllConnections();
+          this.#sshFrontDoor?.closeAll();
+          this.#httpAgent.destroy();
+          this.#upstreams.close();
+          this.#agentEndpoint.destroyAll();
+          if (cluster) {
+            // Our records go at once, so other servers stop forwarding here before they expire.
+            await this.presence.stop();
+            cluster.endpoint.close();
+            cluster.peers.close();
+            await cluster.redis.close();
+          }
+          await this.#health.close();
+          this.leases.stop();
+          this.#tls?.stop();
+        },
+      },
+      { drainDelayMs: options.drainDelayMs ?? this.config.drainDelay, timeoutMs: this.config.shutdownTimeout },
+      this.log,
+    );
   }
 
   #usableAgents(): number {
@@ -802,31 +710,6 @@ export class WarrenServer {
       streams += c.streamCount;
     }
     return { agents, idleStreams, streams };
-  }
-}
-
-function sleep(ms: number): Promise<void> {
-  return new Promise((resolve) => setTimeout(resolve, ms));
-}
-
-/** Resolves true once `done()` holds (checked every 50 ms), false when `timeoutMs` passes first. */
-async function until(done: () => boolean, timeoutMs: number): Promise<boolean> {
-  const deadline = Date.now() + timeoutMs;
-  while (!done()) {
-    if (Date.now() >= deadline) return false;
-    await sleep(50);
-  }
-  return true;
-}
-
-/** Resolves true when `work` settles within `timeoutMs`, false otherwise. */
-async function within(work: Promise<unknown>, timeoutMs: number): Promise<boolean> {
-  let timer: NodeJS.Timeout | undefined;
-  const timedOut = new Promise<boolean>((resolve) => (timer = setTimeout(() => resolve(false), timeoutMs)));
-  try {
-    return await Promise.race([work.then(() => true, () => true), timedOut]);
-  } finally {
-    clearTimeout(timer);
   }
 }
 
@@ -852,8 +735,3 @@ function advertisedAddress(listen: HostPort, boundPort: number): HostPort {
 }
 
 /** The one-server store: the embedded one opened from the data directory, memory only when asked for. */
-function embeddedStoreOrMemory(config: ServerConfig, local: { embeddedStore?: EmbeddedStore }): ControlStore {
-  if (local.embeddedStore) return local.embeddedStore;
-  if (storeKindOf(config) === "memory") return new MemoryStore();
-  throw new WarrenError(ErrorCode.Internal, "the embedded store is not open: open the data directory (openLocalState) before building the server");
-}

@@ -76,16 +76,25 @@ export class AlwaysReadingSocket extends Duplex {
     // Always flowing from the socket (see above).
   }
 
+  /*
+   * Writes complete as soon as the socket has the bytes, not when the kernel took them: a write
+   * node's HTTP/2 sees as in progress stops it reading (the deadlock above), and a write still
+   * pending when the session is destroyed trips an internal assertion in node's JS stream
+   * socket (ERR_INTERNAL_ASSERTION in JSStreamSocket.doWrite, seen in a reconnect storm of
+   * 5,000 agents). What waits in the socket is bounded by HTTP/2 flow control: DATA never
+   * exceeds the windows the server granted (TUNNEL_WINDOWS: 32 MiB per connection).
+   */
   override _write(chunk: Buffer, encoding: BufferEncoding, callback: (err?: Error | null) => void): void {
-    this.#socket.write(chunk, encoding, callback);
+    this.#socket.write(chunk, encoding);
+    callback();
   }
 
   override _writev(chunks: Array<{ chunk: Buffer; encoding: BufferEncoding }>, callback: (err?: Error | null) => void): void {
     const socket = this.#socket as Duplex & { cork(): void; uncork(): void };
     socket.cork();
-    for (let i = 0; i < chunks.length - 1; i++) socket.write(chunks[i]!.chunk);
-    socket.write(chunks[chunks.length - 1]!.chunk, callback);
+    for (const { chunk } of chunks) socket.write(chunk);
     socket.uncork();
+    callback();
   }
 
   override _final(callback: (err?: Error | null) => void): void {

@@ -1,4 +1,5 @@
 import { Cluster, Redis, type ChainableCommander, type RedisOptions } from "ioredis";
+import { systemClock, type Clock, type Timer } from "../../shared/clock.js";
 import { ErrorCode, WarrenError } from "../../shared/errors.js";
 import type { Logger } from "../../shared/logger.js";
 import { describeRedisTarget, type RedisTarget } from "./redis-url.js";
@@ -19,6 +20,37 @@ export interface RedisConnectionOptions {
   readonly onOperation?: (operation: string, seconds: number) => void;
   /** Observes each change between reachable and unreachable (metrics, logs). */
   readonly onAvailability?: (available: boolean) => void;
+  /** Time, operation bounds and the probe's ticks; the system clock by default. */
+  readonly clock?: Clock;
+  /** Makes the Redis clients (the main one and each subscriber); ioredis by default, a fake in unit specs. */
+  readonly createClient?: (target: RedisTarget, extra: ClientExtras) => RedisClient;
+}
+
+/** Where the connection to Redis is; only RedisConnection.#transition changes it. */
+export enum RedisConnectionState {
+  /** Not ready yet since start: operations fail at once. */
+  Connecting = "connecting",
+  /** Operations are attempted. */
+  Ready = "ready",
+  /** An operation failed for a connection reason: none is attempted until a PING answers. */
+  Suspect = "suspect",
+  /** The client lost its connection and reconnects on its own. */
+  Reconnecting = "reconnecting",
+  /** close() was called. Final. */
+  Closed = "closed",
+}
+
+const TRANSITIONS: Readonly<Record<RedisConnectionState, readonly RedisConnectionState[]>> = {
+  [RedisConnectionState.Connecting]: [RedisConnectionState.Ready, RedisConnectionState.Closed],
+  [RedisConnectionState.Ready]: [RedisConnectionState.Suspect, RedisConnectionState.Reconnecting, RedisConnectionState.Closed],
+  [RedisConnectionState.Suspect]: [RedisConnectionState.Ready, RedisConnectionState.Reconnecting, RedisConnectionState.Closed],
+  [RedisConnectionState.Reconnecting]: [RedisConnectionState.Ready, RedisConnectionState.Closed],
+  [RedisConnectionState.Closed]: [],
+};
+
+/** Whether a Redis connection may go from one state to another. */
+export function mayTransition(from: RedisConnectionState, to: RedisConnectionState): boolean {
+  return TRANSITIONS[from].includes(to);
 }
 
 const DEFAULT_OPERATION_TIMEOUT_MS = 1000;
@@ -38,11 +70,12 @@ export class RedisConnection {
   readonly client: RedisClient;
   readonly #subscribers: RedisClient[] = [];
   readonly keyPrefix: string;
-  #connected = false;
-  #suspect = false;
+  readonly #clock: Clock;
+  readonly #createClient: (target: RedisTarget, extra: ClientExtras) => RedisClient;
+  #state = RedisConnectionState.Connecting;
+  /** History, not state: waitUntilReady() returns at once once Redis has answered. */
   #everReady = false;
-  #probe: NodeJS.Timeout | undefined;
-  #closed = false;
+  #probe: Timer | undefined;
   #errorsSinceLog = 0;
   #lastErrorLog = 0;
 
@@ -50,13 +83,16 @@ export class RedisConnection {
     this.#options = options;
     // One hash slot for every key on Redis Cluster: pipelines and MULTI span keys.
     this.keyPrefix = options.target.kind === "cluster" ? `{${options.prefix}}:` : `${options.prefix}:`;
-    this.client = createClient(options.target, { commandTimeout: 2 * (options.operationTimeoutMs ?? DEFAULT_OPERATION_TIMEOUT_MS) });
+    this.#clock = options.clock ?? systemClock;
+    this.#createClient = options.createClient ?? createClient;
+    this.client = this.#createClient(options.target, { commandTimeout: 2 * (options.operationTimeoutMs ?? DEFAULT_OPERATION_TIMEOUT_MS) });
     this.client.on("ready", () => {
       this.#everReady = true;
-      this.#setConnected(true);
+      // While suspect the client never stopped being connected: only a PING clears that.
+      if (this.#state !== RedisConnectionState.Suspect) this.#transition(RedisConnectionState.Ready, "connected");
     });
-    this.client.on("close", () => this.#setConnected(false));
-    this.client.on("end", () => this.#setConnected(false));
+    this.client.on("close", () => this.#transition(RedisConnectionState.Reconnecting, "connection closed"));
+    this.client.on("end", () => this.#transition(RedisConnectionState.Reconnecting, "connection ended"));
     this.client.on("error", (err: Error) => {
       options.onError?.("connection");
       this.#logError("connection", err);
@@ -68,17 +104,42 @@ export class RedisConnection {
     return describeRedisTarget(this.#options.target);
   }
 
+  get state(): RedisConnectionState {
+    return this.#state;
+  }
+
   /** Whether operations are attempted now (false: they fail at once with unavailable). */
   get available(): boolean {
-    return this.#connected && !this.#suspect && !this.#closed;
+    return this.#state === RedisConnectionState.Ready;
+  }
+
+  /**
+   * The one place the state changes. Refuses (false) what the table does not allow, staying
+   * put; logs every change at debug, and each change between reachable and unreachable once.
+   */
+  #transition(to: RedisConnectionState, why: string): boolean {
+    const from = this.#state;
+    if (!mayTransition(from, to)) return false;
+    const before = this.available;
+    this.#state = to;
+    this.#options.log.debug({ redis: this.description, from, to, why }, "Redis connection state");
+    if (to !== RedisConnectionState.Suspect) {
+      this.#clock.clearTimer(this.#probe);
+      this.#probe = undefined;
+    }
+    const now = this.available;
+    if (now === before || to === RedisConnectionState.Closed) return true;
+    this.#options.log[now ? "info" : "warn"]({ redis: this.description }, now ? "Redis is reachable" : "Redis is unreachable");
+    this.#options.onAvailability?.(now);
+    return true;
   }
 
   /** Resolves once Redis has answered for the first time; logs while it waits. Never rejects. */
   async waitUntilReady(): Promise<void> {
     if (this.#everReady) return;
-    const started = Date.now();
-    const reminder = setInterval(() => {
-      this.#options.log.warn({ redis: this.description, waitedMs: Date.now() - started }, "waiting for Redis");
+    const started = this.#clock.now();
+    const reminder = this.#clock.setInterval(() => {
+      this.#options.log.warn({ redis: this.description, waitedMs: this.#clock.now() - started }, "waiting for Redis");
     }, 5000);
     try {
       await new Promise<void>((resolve) => {
@@ -86,7 +147,7 @@ export class RedisConnection {
         else this.client.once("ready", () => resolve());
       });
     } finally {
-      clearInterval(reminder);
+      this.#clock.clearTimer(reminder);
     }
   }
 
@@ -94,7 +155,7 @@ export class RedisConnection {
   subscriber(): RedisClient {
     // Queued while disconnected, so SUBSCRIBE may be called before the first connect;
     // ioredis subscribes again after every reconnect.
-    const sub = createClient(this.#options.target, { enableOfflineQueue: true });
+    const sub = this.#createClient(this.#options.target, { enableOfflineQueue: true });
     sub.on("error", (err: Error) => this.#logError("subscriber", err));
     this.#subscribers.push(sub);
     return sub;
@@ -112,24 +173,24 @@ export class RedisConnection {
    */
   async run<T>(operation: string, fn: (client: RedisClient) => Promise<T>, timeoutMs = this.#options.operationTimeoutMs ?? DEFAULT_OPERATION_TIMEOUT_MS): Promise<T> {
     if (!this.available) {
-      throw new WarrenError(ErrorCode.Unavailable, this.#closed ? "Redis connection closed" : "the cluster's Redis is unreachable");
+      throw new WarrenError(ErrorCode.Unavailable, this.#state === RedisConnectionState.Closed ? "Redis connection closed" : "the cluster's Redis is unreachable");
     }
-    let timer: NodeJS.Timeout | undefined;
+    let timer: Timer | undefined;
     const startedAt = process.hrtime.bigint();
     try {
       return await Promise.race([
         fn(this.client),
         new Promise<never>((_, reject) => {
-          timer = setTimeout(() => reject(new RedisTimeout(`Redis did not answer ${operation} within ${timeoutMs} ms`)), timeoutMs);
+          timer = this.#clock.setTimeout(() => reject(new RedisTimeout(`Redis did not answer ${operation} within ${timeoutMs} ms`)), timeoutMs);
         }),
       ]);
     } catch (err) {
       this.#options.onError?.(operation);
       this.#logError(operation, err as Error);
-      if (!isReplyError(err)) this.#markSuspect();
+      if (!isReplyError(err)) this.#markSuspect(operation);
       throw new WarrenError(ErrorCode.Unavailable, `the cluster's Redis failed: ${(err as Error).message}`, { cause: err });
     } finally {
-      clearTimeout(timer);
+      this.#clock.clearTimer(timer);
       this.#options.onOperation?.(operation, Number(process.hrtime.bigint() - startedAt) / 1e9);
     }
   }
@@ -156,13 +217,15 @@ export class RedisConnection {
   }
 
   async close(): Promise<void> {
-    this.#closed = true;
-    clearInterval(this.#probe);
+    this.#transition(RedisConnectionState.Closed, "closed by the server");
     const clients = [this.client, ...this.#subscribers];
     await Promise.all(
       clients.map(async (c) => {
         try {
-          await Promise.race([c.quit(), new Promise((resolve) => setTimeout(resolve, 500))]);
+          let timer: Timer | undefined;
+          await Promise.race([c.quit(), new Promise((resolve) => (timer = this.#clock.setTimeout(() => resolve(undefined), 500)))]).finally(() =>
+            this.#clock.clearTimer(timer),
+          );
         } catch {
           // Already closed.
         }
@@ -171,54 +234,31 @@ export class RedisConnection {
     );
   }
 
-  #setConnected(connected: boolean): void {
-    if (this.#connected === connected) return;
-    const before = this.available;
-    this.#connected = connected;
-    if (connected) this.#suspect = false;
-    this.#announce(before);
-  }
-
   /** Stops sending work to Redis until a PING comes back. */
-  #markSuspect(): void {
-    if (this.#suspect || this.#closed) return;
-    const before = this.available;
-    this.#suspect = true;
-    this.#announce(before);
-    this.#probe = setInterval(() => {
-      if (!this.#connected) return; // ioredis reconnects on its own; "ready" clears the suspicion
-      let timer: NodeJS.Timeout | undefined;
+  #markSuspect(operation: string): void {
+    // Only from Ready: while reconnecting, "ready" brings it back; once closed, nothing does.
+    if (!this.#transition(RedisConnectionState.Suspect, `${operation} failed`)) return;
+    this.#probe = this.#clock.setInterval(() => {
+      let timer: Timer | undefined;
       Promise.race([
         this.client.ping(),
-        new Promise((_, reject) => (timer = setTimeout(() => reject(new RedisTimeout("probe")), PROBE_INTERVAL_MS * 2))),
+        new Promise((_, reject) => (timer = this.#clock.setTimeout(() => reject(new RedisTimeout("probe")), PROBE_INTERVAL_MS * 2))),
       ]).then(
         () => {
-          clearTimeout(timer);
-          if (!this.#suspect) return;
-          const was = this.available;
-          this.#suspect = false;
-          clearInterval(this.#probe);
-          this.#announce(was);
+          this.#clock.clearTimer(timer);
+          if (this.#state === RedisConnectionState.Suspect) this.#transition(RedisConnectionState.Ready, "PING answered");
         },
-        () => clearTimeout(timer),
+        () => this.#clock.clearTimer(timer),
       );
     }, PROBE_INTERVAL_MS);
     this.#probe.unref();
   }
 
-  #announce(before: boolean): void {
-    const now = this.available;
-    if (now === before || this.#closed) return;
-    if (now) clearInterval(this.#probe);
-    this.#options.log[now ? "info" : "warn"]({ redis: this.description }, now ? "Redis is reachable" : "Redis is unreachable");
-    this.#options.onAvailability?.(now);
-  }
-
   /** Rate-limited: a dead Redis must not flood the log. */
   #logError(operation: string, err: Error): void {
-    if (this.#closed) return;
+    if (this.#state === RedisConnectionState.Closed) return;
     this.#errorsSinceLog++;
-    const now = Date.now();
+    const now = this.#clock.now();
     if (now - this.#lastErrorLog < ERROR_LOG_INTERVAL_MS) return;
     this.#options.log.warn({ operation, err: err.message, errors: this.#errorsSinceLog, redis: this.description }, "Redis error");
     this.#errorsSinceLog = 0;
@@ -232,7 +272,10 @@ function isReplyError(err: unknown): boolean {
   return err instanceof Error && err.name === "ReplyError";
 }
 
-function createClient(target: RedisTarget, extra: Pick<RedisOptions, "commandTimeout" | "enableOfflineQueue">): RedisClient {
+/** What a client is made with beyond its target. */
+export type ClientExtras = Pick<RedisOptions, "commandTimeout" | "enableOfflineQueue">;
+
+function createClient(target: RedisTarget, extra: ClientExtras): RedisClient {
   const common: RedisOptions = {
     ...(target.username ? { username: target.username } : {}),
     ...(target.password ? { password: target.password } : {}),

@@ -1,7 +1,19 @@
 import type { ChainableCommander } from "ioredis";
+import { systemClock, type Clock, type Timer } from "../../shared/clock.js";
 import type { Logger } from "../../shared/logger.js";
 import type { HolderMiss, Presence, PresenceHolder } from "./presence.js";
 import type { RedisConnection } from "./redis-connection.js";
+
+/** What presence needs of the Redis connection (a RedisConnection; a fake in unit specs). */
+export interface PresenceRedis extends Pick<RedisConnection, "available" | "key" | "run" | "pipeline"> {
+  subscriber(): PresenceSubscriber;
+}
+
+/** The subscribed client presence listens on for announcements. */
+export interface PresenceSubscriber {
+  on(event: "message", listener: (channel: string, message: string) => void): unknown;
+  subscribe(channel: string): Promise<unknown>;
+}
 
 /** The local registry as presence sees it. */
 export interface HeldWorkspaces {
@@ -13,7 +25,7 @@ export interface HeldWorkspaces {
 }
 
 export interface RedisPresenceOptions {
-  readonly redis: RedisConnection;
+  readonly redis: PresenceRedis;
   readonly serverId: string;
   /** host:port other servers dial to reach this one; read at start. */
   readonly address: () => string;
@@ -38,7 +50,10 @@ export interface RedisPresenceOptions {
   readonly lookupTimeoutMs?: number;
   /** Records of dead servers are removed about this often, by any live server. */
   readonly gcIntervalMs?: number;
+  /** Overrides clock.now (kept for callers that only move time). */
   readonly now?: () => number;
+  /** Time and timers: linger, write batching, refresh and GC ticks. The system clock by default. */
+  readonly clock?: Clock;
 }
 
 interface ServerRecord {
@@ -73,12 +88,13 @@ const NOT_HERE_MS = 1000;
  * GC that ran while this server was cut off, heals within one interval.
  */
 export class RedisPresence implements Presence {
-  readonly #o: Required<Omit<RedisPresenceOptions, "now">> & { now: () => number };
-  readonly #redis: RedisConnection;
+  readonly #o: Required<Omit<RedisPresenceOptions, "now" | "clock">> & { now: () => number };
+  readonly #clock: Clock;
+  readonly #redis: PresenceRedis;
   /** Workspaces connected since the last flush, to record at once. */
   readonly #pendingUp = new Set<string>();
   /** Workspaces whose last connection went; removed after the linger. */
-  readonly #lingering = new Map<string, NodeJS.Timeout>();
+  readonly #lingering = new Map<string, Timer>();
   /** Lingering workspaces that went before their record was first written. */
   readonly #neverWritten = new Set<string>();
   /** Workspaces to unregister (linger over) until a write confirms it. */
@@ -89,14 +105,16 @@ export class RedisPresence implements Presence {
   readonly #unreachable = new Map<string, number>();
   /** "workspace\0server" -> until when that server is left out for that workspace. */
   readonly #notHere = new Map<string, number>();
-  #flushTimer: NodeJS.Timeout | undefined;
-  #refreshTimer: NodeJS.Timeout | undefined;
-  #gcTimer: NodeJS.Timeout | undefined;
+  #flushTimer: Timer | undefined;
+  #refreshTimer: Timer | undefined;
+  #gcTimer: Timer | undefined;
   #startedAt = 0;
   #address = "";
   #running = false;
 
   constructor(options: RedisPresenceOptions) {
+    const clock = options.clock ?? systemClock;
+    this.#clock = clock;
     this.#o = {
       refreshIntervalMs: 5000,
       ttlMs: 20_000,
@@ -105,8 +123,8 @@ export class RedisPresence implements Presence {
       emptyCacheTtlMs: 1000,
       lookupTimeoutMs: 500,
       gcIntervalMs: 15_000,
-      now: Date.now,
       ...options,
+      now: options.now ?? (() => clock.now()),
     };
     this.#redis = options.redis;
   }
@@ -145,20 +163,21 @@ export class RedisPresence implements Presence {
       // Counted and logged by the connection; the refresh below heals what it can.
     }
     await this.#refresh();
-    this.#refreshTimer = setInterval(() => void this.#refresh(), this.#o.refreshIntervalMs);
+    this.#refreshTimer = this.#clock.setInterval(() => void this.#refresh(), this.#o.refreshIntervalMs);
     this.#refreshTimer.unref();
     const gcEvery = this.#o.gcIntervalMs * (0.75 + Math.random() * 0.5);
-    this.#gcTimer = setInterval(() => void this.collectGarbage(), gcEvery);
+    this.#gcTimer = this.#clock.setInterval(() => void this.collectGarbage(), gcEvery);
     this.#gcTimer.unref();
   }
 
   async stop(): Promise<void> {
     if (!this.#running) return;
     this.#running = false;
-    clearInterval(this.#refreshTimer);
-    clearInterval(this.#gcTimer);
-    clearTimeout(this.#flushTimer);
-    for (const timer of this.#lingering.values()) clearTimeout(timer);
+    this.#clock.clearTimer(this.#refreshTimer);
+    this.#clock.clearTimer(this.#gcTimer);
+    this.#clock.clearTimer(this.#flushTimer);
+    this.#flushTimer = undefined;
+    for (const timer of this.#lingering.values()) this.#clock.clearTimer(timer);
     this.#lingering.clear();
     this.#neverWritten.clear();
     const id = this.#o.serverId;
@@ -196,7 +215,7 @@ export class RedisPresence implements Presence {
       if (lingering) {
         // Back within the linger: the record never left Redis, nothing to write; unless it went
         // before its first write (then only the next refresh would have written it).
-        clearTimeout(lingering);
+        this.#clock.clearTimer(lingering);
         this.#lingering.delete(workspace);
         if (!this.#neverWritten.delete(workspace)) return;
       }
@@ -209,7 +228,7 @@ export class RedisPresence implements Presence {
     const unwritten = this.#pendingUp.delete(workspace);
     if (this.#lingering.has(workspace)) return;
     if (unwritten) this.#neverWritten.add(workspace);
-    const timer = setTimeout(() => {
+    const timer = this.#clock.setTimeout(() => {
       this.#lingering.delete(workspace);
       this.#neverWritten.delete(workspace);
       if (this.#o.held.holds(workspace)) return;
@@ -222,7 +241,7 @@ export class RedisPresence implements Presence {
 
   #scheduleFlush(): void {
     if (this.#flushTimer || !this.#running) return;
-    this.#flushTimer = setTimeout(() => {
+    this.#flushTimer = this.#clock.setTimeout(() => {
       this.#flushTimer = undefined;
       void this.#flush();
     }, FLUSH_DELAY_MS);

@@ -1,5 +1,6 @@
 import type { ServerHttp2Session, ServerHttp2Stream } from "node:http2";
 import { create } from "@bufbuild/protobuf";
+import { systemClock, type Clock } from "../../shared/clock.js";
 import type { Logger } from "../../shared/logger.js";
 import { ControlResponseSchema, DisconnectReason, type ControlResponse, type WorkspaceDesiredState } from "../../shared/gen/warren/v1/agent_pb.js";
 import { encodeGrpcMessage } from "../../shared/grpc-message.js";
@@ -20,6 +21,32 @@ export interface AgentConnectionOptions {
   readonly maxStreams: number;
   /** The endpoint's logger; the connection's own child logger is made from it when first needed. */
   readonly log: Logger;
+  /** Time and the disconnect grace timer; the system clock by default. */
+  readonly clock?: Clock;
+}
+
+/** Where an agent connection is in its life; only AgentConnection.#transition changes it. */
+export enum AgentConnectionState {
+  /** Takes new dials. */
+  Open = "open",
+  /** Takes new dials; the agent was asked to reconnect elsewhere and will say it is draining. */
+  HandoffRequested = "handoff-requested",
+  /** No new dials; streams in flight go on. */
+  Draining = "draining",
+  /** Gone or going: idle streams ended, the session closes. Final. */
+  Closed = "closed",
+}
+
+const TRANSITIONS: Readonly<Record<AgentConnectionState, readonly AgentConnectionState[]>> = {
+  [AgentConnectionState.Open]: [AgentConnectionState.HandoffRequested, AgentConnectionState.Draining, AgentConnectionState.Closed],
+  [AgentConnectionState.HandoffRequested]: [AgentConnectionState.Draining, AgentConnectionState.Closed],
+  [AgentConnectionState.Draining]: [AgentConnectionState.Closed],
+  [AgentConnectionState.Closed]: [],
+};
+
+/** Whether an agent connection may go from one state to another. */
+export function mayTransition(from: AgentConnectionState, to: AgentConnectionState): boolean {
+  return TRANSITIONS[from].includes(to);
 }
 
 /**
@@ -34,7 +61,8 @@ export class AgentConnection {
   readonly agentVersion: string;
   readonly instanceId: string;
   readonly maxStreams: number;
-  readonly connectedAt = Date.now();
+  readonly connectedAt: number;
+  readonly #clock: Clock;
   readonly #parentLog: Logger;
   #log: Logger | undefined;
   readonly #session: ServerHttp2Session;
@@ -42,9 +70,7 @@ export class AgentConnection {
   /** Idle streams, most recently parked last (LIFO: warm streams first, cold ones retire). */
   readonly #idle: ServerHttp2Stream[] = [];
   #streams = 0;
-  #draining = false;
-  #handoffRequested = false;
-  #closed = false;
+  #state = AgentConnectionState.Open;
   readonly #closeHandlers: Array<() => void> = [];
   readonly #drainHandlers: Array<() => void> = [];
   #onIdleStream: (() => void) | undefined;
@@ -63,6 +89,8 @@ export class AgentConnection {
     this.agentVersion = options.agentVersion;
     this.instanceId = options.instanceId;
     this.maxStreams = options.maxStreams;
+    this.#clock = options.clock ?? systemClock;
+    this.connectedAt = this.#clock.now();
     this.#parentLog = options.log;
     this.#session = options.session;
     this.#control = options.control;
@@ -92,13 +120,30 @@ export class AgentConnection {
     return (this.#log ??= this.#parentLog.child({ workspace: this.workspace, agentConnection: this.id }));
   }
 
+  get state(): AgentConnectionState {
+    return this.#state;
+  }
+
   /** Whether the registry may hand this connection's streams to new dials. */
   get usable(): boolean {
-    return !this.#closed && !this.#draining;
+    return this.#state === AgentConnectionState.Open || this.#state === AgentConnectionState.HandoffRequested;
   }
 
   get closed(): boolean {
-    return this.#closed;
+    return this.#state === AgentConnectionState.Closed;
+  }
+
+  /**
+   * The one place the state changes. Refuses (false) a change the table does not allow,
+   * staying put: callers use that as their "already done" guard. Logs every change at debug.
+   */
+  #transition(to: AgentConnectionState, why: string): boolean {
+    const from = this.#state;
+    if (!mayTransition(from, to)) return false;
+    this.#state = to;
+    // Checked first: most connections never log, and their child logger is never made.
+    if (this.#parentLog.isLevelEnabled("debug")) this.log.debug({ from, to, why }, "agent connection state");
+    return true;
   }
 
   get idleCount(): number {
@@ -124,13 +169,13 @@ export class AgentConnection {
   }
 
   onClose(handler: () => void): void {
-    if (this.#closed) queueMicrotask(handler);
+    if (this.closed) queueMicrotask(handler);
     else this.#closeHandlers.push(handler);
   }
 
   /** Whether another tunnel stream fits under the limit; counts it when it does. */
   admitStream(stream: ServerHttp2Stream): boolean {
-    if (this.#closed || this.#streams >= this.maxStreams) return false;
+    if (this.closed || this.#streams >= this.maxStreams) return false;
     this.#streams++;
     stream.on("close", this.#onStreamClose);
     return true;
@@ -209,8 +254,7 @@ export class AgentConnection {
 
   /** The agent is shutting down: no new dials; its idle streams are released. */
   markDraining(): void {
-    if (this.#draining) return;
-    this.#draining = true;
+    if (!this.#transition(AgentConnectionState.Draining, "agent is draining")) return;
     this.log.info("agent is draining");
     this.#endIdle("agent is draining");
     for (const handler of this.#drainHandlers.splice(0)) handler();
@@ -223,10 +267,8 @@ export class AgentConnection {
    * them. Never blocks; false when the control stream is gone or it was asked before.
    */
   requestHandoff(message: string): boolean {
-    if (this.#closed || this.#draining || this.#handoffRequested) return false;
-    this.#handoffRequested = true;
-    // Debug: a shutting-down server asks every agent at once and logs that once, with the count.
-    if (this.#parentLog.isLevelEnabled("debug")) this.log.debug("asking the agent to reconnect to another server");
+    // Debug (the transition's line): a shutting-down server asks every agent at once and logs that once, with the count.
+    if (!this.#transition(AgentConnectionState.HandoffRequested, `asking the agent to reconnect to another server: ${message}`)) return false;
     return this.#send(create(ControlResponseSchema, { msg: { case: "disconnect", value: { reason: DisconnectReason.SERVER_DRAINING, message } } }));
   }
 
@@ -235,7 +277,7 @@ export class AgentConnection {
    * `graceMs` to finish before the session is destroyed.
    */
   disconnect(reason: DisconnectReason, message: string, graceMs = 1000): void {
-    if (this.#closed) return;
+    if (this.closed) return;
     // A server shutting down disconnects every agent at once and says so itself; thousands of
     // identical lines made its exit wait for the log pipe. "agent disconnected" still follows.
     const level = reason === DisconnectReason.SERVER_DRAINING ? "debug" : "info";
@@ -255,14 +297,14 @@ export class AgentConnection {
       return;
     }
     session.close();
-    setTimeout(() => {
+    this.#clock.setTimeout(() => {
       if (!session.destroyed) session.destroy();
     }, graceMs).unref();
   }
 
   /** Drops the connection without a word: the network lost it. */
   drop(why: string): void {
-    if (this.#closed) return;
+    if (this.closed) return;
     this.log.info({ why }, "dropping agent connection");
     this.#markClosed(why);
     this.#session.destroy();
@@ -270,20 +312,18 @@ export class AgentConnection {
 
   /** Drops the whole connection at once: the agent broke the protocol. */
   protocolViolation(error: WarrenError): void {
-    if (this.#closed) return;
+    if (this.closed) return;
     this.log.warn({ err: error.message }, "agent protocol violation; dropping the connection");
     this.disconnect(DisconnectReason.PROTOCOL_ERROR, error.message, 0);
   }
 
   #markClosed(why: string): void {
-    if (this.#closed) return;
-    this.#closed = true;
+    if (!this.#transition(AgentConnectionState.Closed, why)) return;
     // Idle streams end with a status rather than RST_STREAM: resetting hundreds of streams of
     // a session that is going away made node spin in submitRstStream (Node 20).
     this.#endIdle(`agent connection closed: ${why}`);
     // Streams in flight may finish; nothing new starts on this session.
     if (!this.#session.closed && !this.#session.destroyed) this.#session.close();
-    if (this.#parentLog.isLevelEnabled("debug")) this.log.debug({ why }, "agent connection closed");
     for (const handler of this.#closeHandlers.splice(0)) handler();
   }
 }
