@@ -2,8 +2,19 @@ import { spawn, spawnSync, type ChildProcess } from "node:child_process";
 import net from "node:net";
 
 const children = new Set<ChildProcess>();
+/** Children started in a process group of their own: killed with their group (their own children too). */
+const groups = new WeakSet<ChildProcess>();
+function killChild(child: ChildProcess, signal: NodeJS.Signals): void {
+  if (groups.has(child) && child.pid !== undefined) {
+    try {
+      process.kill(-child.pid, signal);
+    } catch {
+      // The group is gone already.
+    }
+  } else child.kill(signal);
+}
 process.once("exit", () => {
-  for (const c of children) c.kill("SIGKILL");
+  for (const c of children) killChild(c, "SIGKILL");
 });
 
 /** A background process of the benchmark, killed when the benchmark ends. */
@@ -11,8 +22,13 @@ export class BackgroundProcess {
   readonly child: ChildProcess;
   readonly output: string[] = [];
 
-  constructor(command: string, args: string[], env: NodeJS.ProcessEnv = process.env) {
-    this.child = spawn(command, args, { env, stdio: ["ignore", "pipe", "pipe"] });
+  /**
+   * `group`: start it in a process group of its own and stop the whole group, for a program that
+   * leaves children behind when it exits (code-server's extension hosts).
+   */
+  constructor(command: string, args: string[], env: NodeJS.ProcessEnv = process.env, options: { group?: boolean } = {}) {
+    this.child = spawn(command, args, { env, stdio: ["ignore", "pipe", "pipe"], detached: options.group === true });
+    if (options.group) groups.add(this.child);
     children.add(this.child);
     this.child.once("exit", () => children.delete(this.child));
     const keep = (c: Buffer) => {
@@ -55,12 +71,17 @@ export class BackgroundProcess {
   }
 
   async stop(): Promise<void> {
-    if (this.child.exitCode !== null || this.child.signalCode !== null) return;
+    if (this.child.exitCode !== null || this.child.signalCode !== null) {
+      if (groups.has(this.child)) killChild(this.child, "SIGKILL");
+      return;
+    }
     const exited = new Promise((r) => this.child.once("exit", r));
-    this.child.kill("SIGTERM");
-    const timer = setTimeout(() => this.child.kill("SIGKILL"), 5000);
+    killChild(this.child, "SIGTERM");
+    const timer = setTimeout(() => killChild(this.child, "SIGKILL"), 5000);
     await exited;
     clearTimeout(timer);
+    // What the group leader left behind.
+    if (groups.has(this.child)) killChild(this.child, "SIGKILL");
   }
 }
 

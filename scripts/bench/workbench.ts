@@ -68,7 +68,8 @@ async function startWorkbench(root: string, dir: string): Promise<Workbench> {
   const port = await freePort();
   const codeServer = codeServerBinary();
   if (codeServer) {
-    const proc = new BackgroundProcess(codeServer, ["--auth", "none", "--bind-addr", `127.0.0.1:${port}`, "--disable-telemetry", "--user-data-dir", join(dir, "user"), "--extensions-dir", join(dir, "ext"), dir]);
+    // In a process group of its own: code-server leaves an extension host behind per page load.
+    const proc = new BackgroundProcess(codeServer, ["--auth", "none", "--bind-addr", `127.0.0.1:${port}`, "--disable-telemetry", "--user-data-dir", join(dir, "user"), "--extensions-dir", join(dir, "ext"), dir], process.env, { group: true });
     await waitForPort(port, 60_000, "code-server");
     // The workbench is up when its parts are drawn and the explorer lists the folder.
     return { kind: "code-server", port, proc, loadedScript: "document.querySelector('.monaco-workbench .part.sidebar .monaco-list-row') ? performance.now() : undefined" };
