@@ -1,24 +1,12 @@
 import { afterAll, afterEach, beforeAll, describe, expect, it, vi } from "vitest";
 import { RedisConnection } from "../server/cluster/redis-connection.js";
-import { RedisPresence, type HeldWorkspaces, type RedisPresenceOptions } from "../server/cluster/redis-presence.js";
+import { RedisPresence, type RedisPresenceOptions } from "../server/cluster/redis-presence.js";
 import { parseRedisUrl } from "../server/cluster/redis-url.js";
 import { createLogger } from "../shared/logger.js";
 import { startRedis, type RedisHandle } from "./harness/cluster.js";
 import { eventually } from "./harness/warren.js";
+import { FakeRegistry } from "./harness/fake-registry.js";
 
-/** The registry as presence sees it: a set of workspaces with agents here. */
-class FakeRegistry implements HeldWorkspaces {
-  readonly set = new Set<string>();
-  heldWorkspaces(): Iterable<string> {
-    return this.set;
-  }
-  holds(workspace: string): boolean {
-    return this.set.has(workspace);
-  }
-  isConnected(workspace: string): boolean {
-    return this.set.has(workspace);
-  }
-}
 
 interface Node {
   readonly id: string;

@@ -3,7 +3,8 @@ import type { ChainableCommander } from "ioredis";
 import { ManualClock } from "../../shared/manual-clock.js";
 import { createLogger } from "../../shared/logger.js";
 import type { RedisClient } from "./redis-connection.js";
-import { RedisPresence, type HeldWorkspaces, type PresenceRedis, type PresenceSubscriber, type RedisPresenceOptions } from "./redis-presence.js";
+import { RedisPresence, type PresenceRedis, type PresenceSubscriber, type RedisPresenceOptions } from "./redis-presence.js";
+import { FakeRegistry } from "../../test/harness/fake-registry.js";
 
 type Command = readonly [name: string, ...args: string[]];
 
@@ -93,19 +94,6 @@ class FakeRedis implements PresenceRedis {
   }
 }
 
-/** The registry as presence sees it: the workspace ids with an agent here. */
-class FakeRegistry implements HeldWorkspaces {
-  readonly set = new Set<string>();
-  heldWorkspaces(): Iterable<string> {
-    return this.set;
-  }
-  holds(workspace: string): boolean {
-    return this.set.has(workspace);
-  }
-  isConnected(workspace: string): boolean {
-    return this.set.has(workspace);
-  }
-}
 
 const log = createLogger({ name: "presence-spec", level: "silent" });
 const LINGER_MS = 3000;

@@ -1,9 +1,10 @@
 import { ErrorCode, WarrenError } from "../../shared/errors.js";
 import type { Logger } from "../../shared/logger.js";
-import { isAdmin, type Principal } from "../domain/principal.js";
+import type { Principal } from "../domain/principal.js";
 import { mintToken, parseToken, secretMatches, TokenKind } from "../domain/tokens.js";
 import type { TokenRecord } from "../domain/records.js";
 import type { TokenStore, UserStore } from "../domain/store.js";
+import { ownedToken } from "./owned-token.js";
 
 export interface EnrollmentTokensOptions {
   readonly tokens: TokenStore;
@@ -25,7 +26,6 @@ const DEFAULT_TTL_MS = 30 * 86_400_000;
 const MAX_TTL_MS = 366 * 86_400_000;
 const DEFAULT_MAX_WORKSPACE_TTL_MS = 3_600_000;
 const MAX_WORKSPACE_TTL_MS = 7 * 86_400_000;
-const TOKEN_ID_RE = /^[0-9a-f]{16}$/;
 const INVALID = "enrollment token is invalid, expired or revoked";
 
 /**
@@ -88,22 +88,8 @@ export class EnrollmentTokens {
    * and a token rotated while jobs run must not cut those jobs off.
    */
   async revoke(principal: Principal, ref: { id: string; token: string }): Promise<void> {
-    if (ref.id && ref.token) throw new WarrenError(ErrorCode.InvalidArgument, "id: give either id or token, not both");
-    let id: string;
-    if (ref.token) {
-      const parsed = parseToken(ref.token);
-      if (!parsed || parsed.kind !== TokenKind.Enrollment) throw new WarrenError(ErrorCode.InvalidArgument, "token: not an enrollment token (wen_...)");
-      id = parsed.id;
-    } else if (ref.id) {
-      if (!TOKEN_ID_RE.test(ref.id)) throw new WarrenError(ErrorCode.InvalidArgument, `id: "${ref.id.slice(0, 40)}" is not a token id (16 hex digits)`);
-      id = ref.id;
-    } else {
-      throw new WarrenError(ErrorCode.InvalidArgument, "id: required (or token)");
-    }
-    const record = await this.#options.tokens.getToken(id);
-    if (!record || record.kind !== TokenKind.Enrollment || !(isAdmin(principal) || (principal.kind === "user" && record.subject === principal.user))) {
-      throw new WarrenError(ErrorCode.NotFound, `enrollment token "${id}" not found`);
-    }
+    const record = await ownedToken(this.#options.tokens, principal, ref, TokenKind.Enrollment);
+    const id = record.id;
     await this.#options.tokens.deleteToken(id);
     this.#options.log.info({ user: record.subject, tokenId: id }, "enrollment token revoked");
   }

@@ -1,11 +1,12 @@
 import { ErrorCode, WarrenError } from "../../shared/errors.js";
 import type { Logger } from "../../shared/logger.js";
 import { isAdmin, type Principal } from "../domain/principal.js";
-import { mintToken, parseToken, TokenKind } from "../domain/tokens.js";
+import { mintToken, TokenKind } from "../domain/tokens.js";
 import type { TokenRecord, UserRecord } from "../domain/records.js";
 import { ADMIN_KEY_OWNER } from "../domain/ssh-key-owner.js";
 import type { EventBus } from "../events/event-bus.js";
 import type { TokenStore, UserStore } from "../domain/store.js";
+import { ownedToken } from "./owned-token.js";
 
 export interface UserManagerOptions {
   readonly users: UserStore;
@@ -18,7 +19,6 @@ export interface UserManagerOptions {
 
 /** A user name: a DNS label that starts with a letter (it shows up in logs and URLs). */
 const USER_NAME_RE = /^[a-z](?:[a-z0-9-]{0,61}[a-z0-9])?$/;
-const TOKEN_ID_RE = /^[0-9a-f]{16}$/;
 const DEFAULT_ACCESS_TOKEN_TTL_MS = 30 * 86_400_000;
 const MAX_ACCESS_TOKEN_TTL_MS = 366 * 86_400_000;
 
@@ -73,23 +73,9 @@ export class UserManager {
 
   /** Revokes an access token given by id or by the token itself. */
   async revokeAccessToken(principal: Principal, ref: { id: string; token: string }): Promise<void> {
-    if (ref.id && ref.token) throw new WarrenError(ErrorCode.InvalidArgument, "id: give either id or token, not both");
-    let id: string;
-    if (ref.token) {
-      const parsed = parseToken(ref.token);
-      if (!parsed || parsed.kind !== TokenKind.Access) throw new WarrenError(ErrorCode.InvalidArgument, "token: not an access token (wut_...)");
-      id = parsed.id;
-    } else if (ref.id) {
-      if (!TOKEN_ID_RE.test(ref.id)) throw new WarrenError(ErrorCode.InvalidArgument, `id: "${ref.id.slice(0, 40)}" is not a token id (16 hex digits)`);
-      id = ref.id;
-    } else {
-      throw new WarrenError(ErrorCode.InvalidArgument, "id: required (or token)");
-    }
-    const record = await this.#options.tokens.getToken(id);
     // Someone else's token answers exactly like one that does not exist.
-    if (!record || record.kind !== TokenKind.Access || !(isAdmin(principal) || (principal.kind === "user" && record.subject === principal.user))) {
-      throw new WarrenError(ErrorCode.NotFound, `access token "${id}" not found`);
-    }
+    const record = await ownedToken(this.#options.tokens, principal, ref, TokenKind.Access);
+    const id = record.id;
     await this.#options.tokens.deleteToken(id);
     await this.#options.events?.publish({ type: "token-revoked", tokenId: id });
     this.#options.log.info({ user: record.subject, tokenId: id }, "access token revoked");
