@@ -136,7 +136,9 @@ describe("HTTP/1.1 framing through the spliced fast path (differential, node's H
       });
       req.on("end", () => {
         const answer = String(req.headers["x-answer"]);
-        const pieces = Number(req.headers["x-pieces"] ?? 1);
+        // A damaged X-Pieces ("q") must not make the app loop forever on NaN: that was the
+        // "hang" seed 1410848023 found (the app, not Warren, never finished its answer).
+        const pieces = Math.max(1, Math.floor(Number(req.headers["x-pieces"] ?? 1)) || 1);
         const fuzzHeaders = Object.entries(req.headers).filter(([k]) => k.startsWith("x-fuzz-"));
         const text = JSON.stringify({ method: req.method, url: req.url, length, sha: hash.digest("hex").slice(0, 16), fuzzHeaders });
         if (answer === "hints") res.writeEarlyHints({ link: "</x.css>; rel=preload" });
