@@ -28,15 +28,7 @@ async function startTcpApp(bulkBytes: number): Promise<{ port: number; close(): 
         socket.end("p");
         return;
       }
-      let left = bulkBytes;
-      const pump = () => {
-        while (left > 0) {
-          left -= block.length;
-          if (!socket.write(block)) return void socket.once("drain", pump);
-        }
-        socket.end();
-      };
-      pump();
+      writeAndEnd(socket, block, bulkBytes);
     });
   });
   const port = await new Promise<number>((resolve) => server.listen(0, "127.0.0.1", () => resolve((server.address() as net.AddressInfo).port)));
@@ -66,15 +58,7 @@ function upload(port: number, bytes: number): Promise<number> {
     let answer = "";
     const socket = net.connect({ port, host: "127.0.0.1", noDelay: true, allowHalfOpen: true }, () => {
       socket.write("u");
-      let left = bytes;
-      const pump = () => {
-        while (left > 0) {
-          left -= block.length;
-          if (!socket.write(block)) return void socket.once("drain", pump);
-        }
-        socket.end();
-      };
-      pump();
+      writeAndEnd(socket, block, bytes);
     });
     socket.setEncoding("utf8").on("data", (c: string) => (answer += c));
     socket.on("error", reject);
@@ -215,4 +199,17 @@ function cpuMs(pids: readonly number[]): number {
     }
   }
   return ticks * 10;
+}
+
+/** Writes `bytes` in blocks with backpressure, then half-closes. */
+function writeAndEnd(socket: net.Socket, block: Buffer, bytes: number): void {
+  let left = bytes;
+  const pump = () => {
+    while (left > 0) {
+      left -= block.length;
+      if (!socket.write(block)) return void socket.once("drain", pump);
+    }
+    socket.end();
+  };
+  pump();
 }

@@ -1,4 +1,5 @@
 import { FaultCluster, type FaultReport } from "../../test/harness/fault-cluster.js";
+import type { LoadSummary } from "../../test/harness/checked-load.js";
 import type { BenchContext, BenchRow, BenchSection } from "./report.js";
 
 /**
@@ -25,15 +26,9 @@ const FAULTS: ReadonlyArray<readonly [string, Fault]> = [
   ["10 slow clients", (c) => c.slowClients(10)],
 ];
 
-interface Tally {
+/** One fault's totals over the soak: the checked load's counts, summed, and what the fault cost. */
+interface Tally extends Pick<LoadSummary, "attempted" | "ok" | "failed" | "hung" | "misrouted" | "corrupt" | "retried"> {
   runs: number;
-  attempted: number;
-  ok: number;
-  failed: Record<string, number>;
-  hung: number;
-  misrouted: number;
-  corrupt: number;
-  retried: number;
   recoveryMs: number;
   rssMb: number;
   fds: number;

@@ -3,25 +3,8 @@ import net, { type AddressInfo } from "node:net";
 import { afterAll, afterEach, beforeAll, describe, expect, it } from "vitest";
 import { startSplicedFrontDoor as startFrontDoor } from "../../test/harness/spliced.js";
 import { UpstreamPool } from "./upstream-pool.js";
+import { exchange, statuses } from "../../test/harness/raw-http.js";
 
-function exchange(port: number, bytes: string, until?: (text: string) => boolean): Promise<string> {
-  return new Promise((resolve, reject) => {
-    const socket = net.connect(port, "127.0.0.1");
-    let text = "";
-    socket.setEncoding("latin1");
-    socket.on("data", (chunk: string) => {
-      text += chunk;
-      if (until?.(text)) socket.destroy();
-    });
-    socket.on("error", reject);
-    socket.on("close", () => resolve(text));
-    socket.write(bytes);
-  });
-}
-
-function statuses(text: string): number[] {
-  return [...text.matchAll(/HTTP\/1\.1 (\d{3}) /g)].map((m) => Number(m[1]));
-}
 
 describe("SplicedConnection (the fast path's HTTP/1.1 framing)", () => {
   let app: http.Server;
