@@ -1,6 +1,7 @@
 import { spawn } from "node:child_process";
 import { createHash, randomBytes } from "node:crypto";
 import { mkdtempSync, openSync, readFileSync, rmSync, writeFileSync } from "node:fs";
+import http2 from "node:http2";
 import net from "node:net";
 import { tmpdir } from "node:os";
 import { join } from "node:path";
@@ -9,7 +10,7 @@ import { startApp, type App } from "./harness/apps.js";
 import { launchChromium } from "./harness/chromium.js";
 import { cliHome, spawnCli } from "./harness/cli.js";
 import { createTestCa, type TestCa } from "./harness/test-ca.js";
-import { createWorkspace, eventually, httpRequest, ROOT_DOMAIN, startAgent, startServer, workspaceHost, type AgentHandle, type ServerHandle } from "./harness/warren.js";
+import { callApi, createWorkspace, eventually, httpRequest, ROOT_DOMAIN, startAgent, startServer, workspaceHost, type AgentHandle, type ServerHandle } from "./harness/warren.js";
 
 const MIB = 1024 * 1024;
 /** Big enough to take many HTTP/2 windows and frames each way; small enough for 2 loaded cores. */
@@ -101,6 +102,9 @@ describe("HTTP/2 for browsers (TLS, ALPN h2)", () => {
             ws.onmessage = (e) => { got.push(e.data); if (got.length === 1) ws.send("echo from the page"); else document.getElementById("out").textContent = got.join(" | "); };
             ws.onerror = () => { document.getElementById("out").textContent = "websocket error"; };
           </script>`);
+        } else if (req.url === "/hold") {
+          // An answer that never ends: a long-lived stream.
+          res.write("started");
         } else res.end("ok");
       },
       { webSocketEcho: true },
@@ -117,6 +121,29 @@ describe("HTTP/2 for browsers (TLS, ALPN h2)", () => {
     await server?.stop();
     await app?.close();
     if (dir) rmSync(dir, { recursive: true, force: true });
+  });
+
+  it("an HTTP/2 connection opened with an access token closes when the token is revoked (issue 12 leases over h2)", async () => {
+    expect((await callApi(server, "UserService/CreateUser", { name: "hana" })).status).toBe(200);
+    const token = (await callApi<{ token: string }>(server, "UserService/CreateAccessToken", { user: "hana", ttlSeconds: 3600 })).body.token;
+    const ws = await createWorkspace(server, "h2-hana", [app.port], {}, token);
+    const hers = await startAgent({ agentUrl: `https://127.0.0.1:${server.httpPort}` }, ws.agentToken, { env: { WARREN_CA_FILE: ca.caFile } });
+    try {
+      const hanaHost = workspaceHost("h2-hana", app.port);
+      const session = http2.connect(`https://127.0.0.1:${server.httpPort}`, { ca: readFileSync(ca.caFile), servername: hanaHost });
+      session.on("error", () => {});
+      const stream = session.request({ ":path": "/hold", ":authority": `${hanaHost}:${server.httpPort}`, "x-warren-token": token });
+      stream.on("error", () => {});
+      const first = await new Promise<string>((resolve) => stream.once("data", (c: Buffer) => resolve(c.toString())));
+      expect(first).toBe("started");
+      let closed = false;
+      stream.once("close", () => (closed = true));
+      expect((await callApi(server, "UserService/RevokeAccessToken", { token })).status).toBe(200);
+      await eventually(() => closed, 3000, "the held HTTP/2 stream to close after the revocation");
+      session.destroy();
+    } finally {
+      await hers.stop();
+    }
   });
 
   it("proxies a workspace request over HTTP/2 with the same header hygiene as HTTP/1.1", async () => {
