@@ -151,6 +151,19 @@ describe("dashboard with single sign-on", () => {
     await ctx.close();
   });
 
+  it("regression: signed in with the admin token, the page showed 'user: required with the admin token' (it listed SSH keys without naming the user)", async () => {
+    const ctx = await chromium.context();
+    const p = await ctx.newPage();
+    await p.goto(`${root()}/`);
+    await p.getByLabel("Access token").fill(server.adminToken);
+    await Promise.all([p.waitForURL(`${root()}/`), p.getByRole("button", { name: "Log in" }).click()]);
+    await p.getByRole("heading", { name: "Workspaces", level: 1 }).waitFor();
+    // The page has asked for everything it shows (workspaces, tokens, keys) once a second has passed.
+    await p.waitForTimeout(1500);
+    expect(await p.locator("#live.error").allTextContents()).toEqual([]);
+    await ctx.close();
+  });
+
   it("regression: signing out left the single sign-on session's token alive, so a copied cookie kept working", async () => {
     const bob = await chromium.context();
     const p = await bob.newPage();

@@ -278,8 +278,13 @@ async function createWorkspace(e: Event): Promise<void> {
 // ---- tokens ----
 
 async function refreshTokens(): Promise<void> {
-  const res = await api<{ tokens?: AccessToken[] }>("UserService/ListAccessTokens");
   const body = $("tokens");
+  // Signed in with the admin token ("admin" is no user's name): it has no access tokens of its own.
+  if (data.user === "admin" && data.admin) {
+    body.replaceChildren(h("tr", {}, h("td", { colspan: "4", class: "muted" }, "The admin token has no access tokens of its own; users' tokens are made with UserService/CreateAccessToken.")));
+    return;
+  }
+  const res = await api<{ tokens?: AccessToken[] }>("UserService/ListAccessTokens");
   body.replaceChildren(
     ...(res.tokens ?? []).map((t) =>
       h(
@@ -335,7 +340,9 @@ async function createToken(e: Event): Promise<void> {
 // ---- SSH keys ----
 
 async function refreshKeys(): Promise<void> {
-  const res = await api<{ keys?: SshKey[] }>("UserService/ListSshKeys");
+  // The signed-in person's own keys; signed in with the admin token, that is the user "admin"
+  // (whose keys log in as the admin), which the API wants named.
+  const res = await api<{ keys?: SshKey[] }>("UserService/ListSshKeys", { user: data.user });
   $("keys").replaceChildren(
     ...(res.keys ?? []).map((k) =>
       h(
@@ -355,7 +362,7 @@ async function refreshKeys(): Promise<void> {
               onclick: async () => {
                 if (!confirm(`Remove the key ${k.title || k.fingerprint}?`)) return;
                 try {
-                  await api("UserService/RemoveSshKey", { fingerprint: k.fingerprint });
+                  await api("UserService/RemoveSshKey", { user: data.user, fingerprint: k.fingerprint });
                   await refreshKeys();
                 } catch (err) {
                   say(`Remove key: ${(err as Error).message}`, true);
@@ -375,7 +382,7 @@ async function addKey(e: Event): Promise<void> {
   const form = e.target as HTMLFormElement;
   const f = new FormData(form);
   try {
-    await api("UserService/AddSshKey", { publicKey: String(f.get("key") ?? "").trim(), title: String(f.get("title") ?? "") });
+    await api("UserService/AddSshKey", { user: data.user, publicKey: String(f.get("key") ?? "").trim(), title: String(f.get("title") ?? "") });
     form.reset();
     say("Key added.");
     await refreshKeys();
