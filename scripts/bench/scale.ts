@@ -94,7 +94,7 @@ async function held(ctx: BenchContext, total: number, appPort: number, rows: Ben
       { figure: "sampled workspaces answering through the tunnel", unit: "%", values: { warren: round((100 * probes.ok) / sample.length) }, higherIsBetter: true },
     );
     notes.push(
-      `held: embedded server (memory store), ${total} workspaces created first; per-agent figures are (after - before) / ${n}, where "before" has ${warm} warm-up agents connected; both after a full GC (inspector HeapProfiler.collectGarbage). Server totals with ${total} agents: RSS ${mib(after.rss)} MiB, heap ${mib(after.heapUsed)} MiB.`,
+      `held: embedded server (embedded store in a fresh data directory), ${total} workspaces created first; per-agent figures are (after - before) / ${n}, where "before" has ${warm} warm-up agents connected; both after a full GC (inspector HeapProfiler.collectGarbage). Server totals with ${total} agents: RSS ${mib(after.rss)} MiB, heap ${mib(after.heapUsed)} MiB.`,
     );
     if (probes.failures.length > 0) notes.push(`held: probe failures: ${probes.failures.slice(0, 5).join("; ")}`);
   } finally {
@@ -160,6 +160,7 @@ async function storm(ctx: BenchContext, total: number, appPort: number, rows: Be
     WARREN_REDIS_URL: `redis://127.0.0.1:${redisPort}`,
     WARREN_CLUSTER_SECRET: CLUSTER_SECRET,
     WARREN_SERVER_ID: "scale-storm",
+    WARREN_DATA_DIR: mkdtempSync(join(tmpdir(), "warren-scale-data-")),
   };
   let server = await WarrenProcess.start(ctx, env);
   const sims: Simulator[] = [];
@@ -516,6 +517,8 @@ class WarrenProcess extends InspectedProcess {
       WARREN_SSH_ADDR: "off",
       WARREN_ADMIN_TOKEN: ADMIN_TOKEN,
       WARREN_LOG_LEVEL: "info",
+      // A data directory of its own: never the user's (a second run would find the first's workspaces).
+      WARREN_DATA_DIR: mkdtempSync(join(tmpdir(), "warren-scale-data-")),
       ...env,
     });
     const ready = await proc.waitFor(/\{[^\n]*"msg":"warren server ready"[^\n]*\}/, 60_000);
