@@ -4,7 +4,7 @@
  * headers, sends messages and ends or resets streams. Events come on a later tick, as node's do.
  */
 import { EventEmitter } from "node:events";
-import { constants as h2constants, type ClientHttp2Session, type IncomingHttpHeaders, type OutgoingHttpHeaders } from "node:http2";
+import { constants as h2constants, type ClientHttp2Session, type OutgoingHttpHeaders } from "node:http2";
 import type { DescMessage, MessageShape } from "@bufbuild/protobuf";
 import { encodeGrpcMessage } from "../shared/grpc-message.js";
 
@@ -63,7 +63,7 @@ export class FakeClientStream extends EventEmitter {
   // --- the server's side ---
 
   /** The server's response headers (trailers-only when they carry grpc-status). */
-  respond(headers: IncomingHttpHeaders): void {
+  respond(headers: Record<string, string | number>): void {
     this.emit("response", headers);
   }
 
