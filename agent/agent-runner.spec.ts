@@ -2,13 +2,14 @@ import { Writable } from "node:stream";
 import { pino } from "pino";
 import { describe, expect, it, vi } from "vitest";
 import type { Welcome } from "../shared/gen/warren/v1/agent_pb.js";
+import { ManualClock } from "../shared/manual-clock.js";
 import { AgentExit, AgentRunner } from "./agent-runner.js";
 import type { AgentSession, AgentSessionOptions, SessionEnd } from "./agent-session.js";
 
 /** How each fake session ends, in order; "ready" sessions say welcome first. */
 type Script = Array<SessionEnd & { ready?: boolean }>;
 
-function harness(script: Script, random: number[]) {
+function harness(script: Script, random: number[], clock?: ManualClock) {
   const lines: Array<Record<string, unknown>> = [];
   const log = pino(
     { level: "debug" },
@@ -31,6 +32,7 @@ function harness(script: Script, random: number[]) {
     log,
     random: () => random[Math.min(r++, random.length - 1)]!,
     backoff: { initialMs: 10, maxMs: 40, factor: 2, jitter: 0 },
+    ...(clock ? { clock } : {}),
     createSession: (options: AgentSessionOptions) => {
       tried.push(options.server.host);
       const end = script[Math.min(step++, script.length - 1)]!;
@@ -59,6 +61,27 @@ describe("AgentRunner with several servers", () => {
     expect(tried).toEqual(["s3:8150", "s1:8150", "s2:8150", "s3:8150", "s1:8150", "s2:8150", "s3:8150"]);
     // 10, 20, 40 (capped); a welcome resets it; a draining server: a short random pause.
     expect(delays()).toEqual([10, 20, 40, 10, 20, 5]);
+  });
+
+  it("waits out each backoff delay on its clock before it connects again, and stop() cuts the wait short", async () => {
+    const clock = new ManualClock();
+    const lost = { kind: "lost" as const, message: "connection refused" };
+    const { runner, tried } = harness([lost, lost, lost], [0], clock);
+    const done = runner.run();
+    await clock.advance(0);
+    expect(tried).toHaveLength(1);
+    await clock.advance(9);
+    expect(tried).toHaveLength(1);
+    await clock.advance(1);
+    expect(tried).toHaveLength(2);
+    await clock.advance(19);
+    expect(tried).toHaveLength(2);
+    await clock.advance(1);
+    expect(tried).toHaveLength(3);
+    // Waiting 40 ms for the next try: stopping does not wait for it.
+    await runner.stop(100);
+    expect(await done).toBe(AgentExit.Ok);
+    expect(tried).toHaveLength(3);
   });
 
   it("spreads its first server over the whole list", async () => {

@@ -1,6 +1,7 @@
 import { randomBytes } from "node:crypto";
 import { create } from "@bufbuild/protobuf";
 import { Backoff, DEFAULT_BACKOFF, type BackoffOptions } from "../shared/backoff.js";
+import { systemClock, type Clock } from "../shared/clock.js";
 import { ControlRequestSchema, type Welcome, type WorkspaceDesiredState } from "../shared/gen/warren/v1/agent_pb.js";
 import type { Logger } from "../shared/logger.js";
 import type { LivenessSettings } from "../shared/liveness.js";
@@ -31,6 +32,8 @@ export interface AgentRunnerOptions {
    * the new session is up; the server normally closes it sooner.
    */
   readonly handoffTimeoutMs?: number;
+  /** Time for the reconnect backoff, the waits for a connection and every session's timers; the system clock by default. */
+  readonly clock?: Clock;
 }
 
 /** A safety net only: the draining server closes its side once its own shutdown timeout passes. */
@@ -59,6 +62,7 @@ export class AgentRunner {
   readonly #options: AgentRunnerOptions;
   readonly instanceId = randomBytes(6).toString("hex");
   readonly #backoff: Backoff;
+  readonly #clock: Clock;
   #session: AgentSession | undefined;
   /** Handed-off sessions still carrying streams for a server that is shutting down. */
   readonly #retiring = new Set<AgentSession>();
@@ -73,6 +77,7 @@ export class AgentRunner {
   constructor(options: AgentRunnerOptions) {
     this.#options = options;
     this.#backoff = new Backoff(options.backoff ?? DEFAULT_BACKOFF);
+    this.#clock = options.clock ?? systemClock;
   }
 
   get session(): AgentSession | undefined {
@@ -97,6 +102,7 @@ export class AgentRunner {
         dialTimeoutMs: this.#options.dialTimeoutMs,
         ...(this.#options.liveness ? { liveness: this.#options.liveness } : {}),
         log,
+        clock: this.#clock,
         onReady: (welcome) => {
           this.#backoff.reset();
           // The new connection is up: the old ones take no new work and close once their streams end.
@@ -149,11 +155,11 @@ export class AgentRunner {
   #whenReady(timeoutMs: number): Promise<boolean> {
     return new Promise((resolve) => {
       const done = (resent: Promise<boolean>) => {
-        clearTimeout(timer);
+        this.#clock.clearTimer(timer);
         this.#readyWaiters.delete(done);
         resolve(resent);
       };
-      const timer = setTimeout(() => done(Promise.resolve(false)), timeoutMs);
+      const timer = this.#clock.setTimeout(() => done(Promise.resolve(false)), timeoutMs);
       this.#readyWaiters.add(done);
     });
   }
@@ -169,11 +175,11 @@ export class AgentRunner {
 
   #sleep(ms: number): Promise<void> {
     return new Promise((resolve) => {
-      const timer = setTimeout(done, ms);
-      function done() {
-        clearTimeout(timer);
+      const done = () => {
+        this.#clock.clearTimer(timer);
         resolve();
-      }
+      };
+      const timer = this.#clock.setTimeout(done, ms);
       this.#wake = done;
     });
   }
