@@ -44,11 +44,9 @@ import { TransactionSealer } from "./oidc/oidc-transaction.js";
 import { apiSessionReader } from "./web/api-session.js";
 import { Dashboard } from "./web/dashboard.js";
 import { AccessTokenLogin } from "./http/login-provider.js";
-import { ReverseProxy } from "./http/reverse-proxy.js";
+import { WorkspaceProxy } from "./proxy/workspace-proxy.js";
 import type { Http2Session } from "node:http2";
-import { UpstreamPool } from "./http/upstream-pool.js";
 import { limitConnectionAge } from "./tunnel/max-connection-age.js";
-import { TunnelHttpAgent } from "./http/tunnel-http-agent.js";
 import { WebSocketProxy } from "./http/websocket-proxy.js";
 import { WorkspaceAccess } from "./http/workspace-access.js";
 import { workspaceUrl } from "./http/workspace-host.js";
@@ -133,8 +131,7 @@ export class WarrenServer {
   readonly #agentEndpoint: AgentEndpoint;
   readonly #frontDoor: FrontDoor;
   readonly #health: HealthServer;
-  readonly #httpAgent: TunnelHttpAgent;
-  readonly #upstreams: UpstreamPool;
+  readonly #proxy: WorkspaceProxy;
   readonly #webSockets: WebSocketProxy;
   readonly #byteMeter = new TunnelByteMeter();
   readonly #tls: TlsCredentials | undefined;
@@ -220,9 +217,7 @@ export class WarrenServer {
       // client connections kept alive here send their next request to the agent's new
       // connection, and WebSockets through it reconnect now rather than at its shutdown timeout.
       onPeerSessionClosing: (session) => {
-        this.#httpAgent.closeIdleSocketsOf(session);
-        this.#upstreams.closeIdleOf(session);
-        this.#frontDoor.moveOffSession(session);
+        this.#proxy.moveOffSession(session);
         this.#webSockets.closeRidingOn(session);
       },
     };
@@ -315,9 +310,7 @@ export class WarrenServer {
         this.metrics.agentConnects.inc();
         this.#workspaceCache?.prime(workspace);
         connection.onDraining(() => {
-          this.#httpAgent.closeIdleSocketsOf(connection.session);
-          this.#upstreams.closeIdleOf(connection.session);
-          this.#frontDoor.moveOffSession(connection.session);
+          this.#proxy.moveOffSession(connection.session);
         });
         agentControl.attach(connection);
         limitConnectionAge(connection, config.agentMaxConnectionAge);
@@ -330,10 +323,14 @@ export class WarrenServer {
 
     // Forwarded sockets ride on pooled sessions to peer servers: those stay reusable too.
     const acceptsNewWork = (session: Http2Session) => registry.acceptsNewWork(session) || (this.#cluster?.peers.owns(session) ?? false);
-    this.#httpAgent = new TunnelHttpAgent(dialer, { freeSocketTimeoutMs: 4000, maxFreeSockets: 256, acceptsNewWork });
-    // Each kept app connection holds one of the agent's streams (at most 500 per connection):
-    // a few dozen per port serve a burst of one-request clients without crowding out the rest.
-    this.#upstreams = new UpstreamPool({ maxIdlePerTarget: 32, idleTimeoutMs: 4000, acceptsNewWork });
+    this.#proxy = new WorkspaceProxy({
+      dial: (target, earlyData) => dialer.dial({ name: target.workspace, id: target.workspaceId }, target.port, { earlyData }),
+      upstreamTimeoutMs: config.upstreamTimeout,
+      acceptsNewWork,
+      filterCookie: withoutSessionCookies,
+      onResponse: (status, startedAt) => this.metrics.httpResponse("workspace", status, startedAt),
+      log: log.child({ component: "proxy" }),
+    });
     const sshOf = async (w: WorkspaceRecord) => ({ sshPort: sshPortOf(w), sshUser: sshUserOf(w), sshPublicKey: (await identities.get(w)).publicKey });
     const enrollmentTokens = new EnrollmentTokens({ tokens: store, users: store, log: log.child({ component: "control" }) });
     const ciEnrollment = new CiEnrollment({
@@ -477,25 +474,10 @@ export class WarrenServer {
         api,
       }),
       access: new WorkspaceAccess({ workspaces: workspaceLookup, authenticator, rootDomain: config.rootDomain, sessions: login, leases }),
-      proxy: new ReverseProxy({
-        agent: this.#httpAgent,
-        upstreamTimeoutMs: config.upstreamTimeout,
-        log,
-        filterCookie: withoutSessionCookies,
-      }),
+      proxy: this.#proxy,
       webSockets: this.#webSockets,
       login,
-      ...(config.httpFastPath
-        ? {
-            fastPath: {
-              dial: (target, earlyData) => dialer.dial({ name: target.workspace, id: target.workspaceId }, target.port, { earlyData }),
-              upstreams: this.#upstreams,
-              upstreamTimeoutMs: config.upstreamTimeout,
-              filterCookie: withoutSessionCookies,
-              onResponse: (status, startedAt) => this.metrics.httpResponse("workspace", status, startedAt),
-            },
-          }
-        : {}),
+      fastPath: config.httpFastPath,
       log,
       onResponse: (target, status, startedAt) => this.metrics.httpResponse(target, status, startedAt),
       onUpgradeDenied: () => this.metrics.webSocketUpgrades.inc({ outcome: "denied" }),
@@ -674,8 +656,7 @@ export class WarrenServer {
           }
           this.#frontDoor.closeAllConnections();
           this.#sshFrontDoor?.closeAll();
-          this.#httpAgent.destroy();
-          this.#upstreams.close();
+          this.#proxy.destroyAll();
           this.#agentEndpoint.destroyAll();
           if (cluster) {
             // Our records go at once, so other servers stop forwarding here before they expire.
