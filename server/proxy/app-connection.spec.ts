@@ -70,7 +70,7 @@ class RecordingSink implements ResponseSink {
   }
 }
 
-function deps(apps: FakeApp[], overrides: Partial<AppConnectionDeps> = {}): AppConnectionDeps & { clock: ManualClock; dials: Buffer[][] } {
+function deps(apps: FakeApp[], overrides: Partial<Omit<AppConnectionDeps, "clock">> = {}): AppConnectionDeps & { clock: ManualClock; dials: Buffer[][] } {
   const clock = new ManualClock();
   const dials: Buffer[][] = [];
   return {

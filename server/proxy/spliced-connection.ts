@@ -3,6 +3,7 @@ import type { Http2Session } from "node:http2";
 import type { Socket } from "node:net";
 import { ErrorCode, WarrenError } from "../../shared/errors.js";
 import type { Logger } from "../../shared/logger.js";
+import { systemClock, type Clock, type Timer } from "../../shared/clock.js";
 import { httpStatusOf } from "../../shared/http-status.js";
 import { endAndDrain, sendUpgradeError, type ErrorRequest } from "../web/error-response.js";
 import { AppConnection, BodyMode, type AppConnectionDeps, type Exchange, type ResponseSink } from "./app-connection.js";
@@ -131,11 +132,13 @@ export class SplicedConnection {
   #unreadable = false;
   /** Set when no further request may be forwarded: close once the answer in flight is done. */
   #closing: WarrenError | "close" | undefined;
-  #headTimer: NodeJS.Timeout | undefined;
+  #headTimer: Timer | undefined;
+  readonly #clock: Clock;
 
   constructor(options: SplicedConnectionOptions) {
     this.#options = options;
     this.#upstreams = { ...options.upstreams, mode: BodyMode.Raw };
+    this.#clock = options.upstreams.clock ?? systemClock;
     const socket = options.socket;
     this.#socket = socket;
     this.#requests = new HttpMessageParser("request", {
@@ -143,7 +146,7 @@ export class SplicedConnection {
         if (!this.#headTimer && !this.#unreadable) this.#armHeadTimer();
       },
       onHead: (head) => {
-        clearTimeout(this.#headTimer);
+        this.#clock.clearTimer(this.#headTimer);
         this.#headTimer = undefined;
         if (this.#unreadable) return true;
         if (requestHeadBytes(head.method, head.url, head.rawHeaders) > MAX_HEAD_BYTES) {
@@ -223,8 +226,8 @@ export class SplicedConnection {
 
   /** A head that takes longer than the deadline closes the connection (slowloris). */
   #armHeadTimer(): void {
-    clearTimeout(this.#headTimer);
-    this.#headTimer = setTimeout(() => {
+    this.#clock.clearTimer(this.#headTimer);
+    this.#headTimer = this.#clock.setTimeout(() => {
       this.#headTimer = undefined;
       if (this.#inFlight || this.#processing) this.#destroy();
       else this.#fail(new RequestTimeoutError(this.#options.headTimeoutMs), "request head timeout");
@@ -244,7 +247,7 @@ export class SplicedConnection {
     try {
       this.#requests.execute(chunk);
     } catch (err) {
-      clearTimeout(this.#headTimer);
+      this.#clock.clearTimer(this.#headTimer);
       this.#refuseRest(WarrenError.from(err, ErrorCode.InvalidArgument));
     }
     if (this.#events.length > 0) {
@@ -474,11 +477,11 @@ export class SplicedConnection {
     socket.off("drain", this.#onClientDrain);
     socket.removeAllListeners("error");
     socket.removeAllListeners("close");
-    clearTimeout(this.#headTimer);
+    this.#clock.clearTimer(this.#headTimer);
   }
 
   #cleanUp(): void {
-    clearTimeout(this.#headTimer);
+    this.#clock.clearTimer(this.#headTimer);
     this.#answered();
     this.#requests.close();
     const app = this.#app;
