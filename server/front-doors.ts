@@ -35,11 +35,9 @@ import { FrontDoor } from "./http/front-door.js";
 import { installAddresses } from "./http/install-script.js";
 import { AccessTokenLogin } from "./http/login-provider.js";
 import { PortForwardEndpoint } from "./http/port-forward.js";
-import { ReverseProxy } from "./http/reverse-proxy.js";
+import { WorkspaceProxy } from "./proxy/workspace-proxy.js";
 import { rootFallback, rootHandler } from "./http/root-handler.js";
 import { SshOverWebSocket } from "./http/ssh-over-websocket.js";
-import { TunnelHttpAgent } from "./http/tunnel-http-agent.js";
-import { UpstreamPool } from "./http/upstream-pool.js";
 import { WebSocketProxy } from "./http/websocket-proxy.js";
 import { WorkspaceAccess } from "./http/workspace-access.js";
 import { LateBinding } from "./late-binding.js";
@@ -184,10 +182,14 @@ export function buildFrontDoors(deps: FrontDoorDeps): FrontDoors {
 
   // Forwarded sockets ride on pooled sessions to peer servers: those stay reusable too.
   const acceptsNewWork = (session: Http2Session) => registry.acceptsNewWork(session) || (deps.peers?.owns(session) ?? false);
-  const httpAgent = new TunnelHttpAgent(dialer, { freeSocketTimeoutMs: 4000, maxFreeSockets: 256, acceptsNewWork });
-  // Each kept app connection holds one of the agent's streams (at most 500 per connection):
-  // a few dozen per port serve a burst of one-request clients without crowding out the rest.
-  const upstreams = new UpstreamPool({ maxIdlePerTarget: 32, idleTimeoutMs: 4000, acceptsNewWork });
+  const proxy = new WorkspaceProxy({
+    dial: (target, earlyData) => dialer.dial({ name: target.workspace, id: target.workspaceId }, target.port, { earlyData }),
+    upstreamTimeoutMs: config.upstreamTimeout,
+    acceptsNewWork,
+    filterCookie: withoutSessionCookies,
+    onResponse: (status, startedAt) => metrics.httpResponse("workspace", status, startedAt),
+    log: log.child({ component: "proxy" }),
+  });
   // Where the install script and the dashboard send agents: the public URLs, else this server's own.
   const addressesFor = (req: IncomingMessage) =>
     installAddresses({
@@ -328,25 +330,10 @@ export function buildFrontDoors(deps: FrontDoorDeps): FrontDoors {
       api,
     }),
     access: new WorkspaceAccess({ workspaces: workspaceLookup, authenticator, rootDomain: config.rootDomain, sessions: login, leases }),
-    proxy: new ReverseProxy({
-      agent: httpAgent,
-      upstreamTimeoutMs: config.upstreamTimeout,
-      log,
-      filterCookie: withoutSessionCookies,
-    }),
+    proxy,
     webSockets,
     login,
-    ...(config.httpFastPath
-      ? {
-          fastPath: {
-            dial: (target, earlyData) => dialer.dial({ name: target.workspace, id: target.workspaceId }, target.port, { earlyData }),
-            upstreams,
-            upstreamTimeoutMs: config.upstreamTimeout,
-            filterCookie: withoutSessionCookies,
-            onResponse: (status, startedAt) => metrics.httpResponse("workspace", status, startedAt),
-          },
-        }
-      : {}),
+    fastPath: config.httpFastPath,
     log,
     onResponse: (target, status, startedAt) => metrics.httpResponse(target, status, startedAt),
     onUpgradeDenied: () => metrics.webSocketUpgrades.inc({ outcome: "denied" }),
@@ -364,9 +351,7 @@ export function buildFrontDoors(deps: FrontDoorDeps): FrontDoors {
   deps.tls?.attach(frontDoor);
 
   const moveOffAgentSession = (session: Http2Session) => {
-    httpAgent.closeIdleSocketsOf(session);
-    upstreams.closeIdleOf(session);
-    frontDoor.moveOffSession(session);
+    proxy.moveOffSession(session);
   };
   return {
     agentBinary,
@@ -402,8 +387,7 @@ export function buildFrontDoors(deps: FrontDoorDeps): FrontDoors {
     destroy() {
       frontDoor.closeAllConnections();
       sshFrontDoor.closeAll();
-      httpAgent.destroy();
-      upstreams.close();
+      proxy.destroyAll();
     },
   };
 }

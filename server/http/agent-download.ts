@@ -8,7 +8,7 @@ import { gzip } from "node:zlib";
 import { ErrorCode, WarrenError } from "../../shared/errors.js";
 import type { Logger } from "../../shared/logger.js";
 import type { RootRoute } from "./root-handler.js";
-import { sendError } from "./error-response.js";
+import { sendError } from "../web/error-response.js";
 import { installScript, type InstallAddresses } from "./install-script.js";
 
 /** The platforms the server hands out an agent for; the first is the one WARREN_AGENT_BINARY names. */

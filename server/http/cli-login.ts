@@ -9,7 +9,7 @@ import type { TokenRecord } from "../domain/records.js";
 import type { LoginCodeStore } from "../domain/store.js";
 import { sendPage } from "../web/page.js";
 import { escapeHtml, readForm } from "./browser-login.js";
-import { sendError } from "./error-response.js";
+import { sendError } from "../web/error-response.js";
 
 /**
  * `warren login` through the browser (OAuth 2.0 for native apps, RFC 8252, with PKCE, RFC

@@ -6,32 +6,20 @@ import type { SecureContextOptions } from "node:tls";
 import { ErrorCode, isWarrenError, WarrenError } from "../../shared/errors.js";
 import type { Logger } from "../../shared/logger.js";
 import type { HostPort } from "../../shared/settings.js";
-import { sendError, sendUpgradeError } from "./error-response.js";
-import { clientIpOf, type ForwardedInfo } from "./headers.js";
+import { sendError, sendUpgradeError } from "../web/error-response.js";
+import { clientIpOf, type ForwardedInfo } from "../proxy/wire.js";
 import type { BrowserLogin } from "./browser-login.js";
-import type { ReverseProxy } from "./reverse-proxy.js";
 import type { WebSocketProxy } from "./websocket-proxy.js";
 import type { WorkspaceAccess } from "./workspace-access.js";
-import { HeadTooLargeError, MAX_HEAD_BYTES, parseError, requestHeadBytes } from "./http-message-parser.js";
-import { SplicedConnection, type SpliceDecision, type SplicedRequest } from "./spliced-connection.js";
-import type { UpstreamPool } from "./upstream-pool.js";
+import { HeadTooLargeError, MAX_HEAD_BYTES, parseError, requestHeadBytes } from "../proxy/http-message-parser.js";
+import type { SpliceDecision, SplicedRequest } from "../proxy/spliced-connection.js";
+import type { WorkspaceProxy } from "../proxy/workspace-proxy.js";
 import { parseHost, type HostTarget } from "./workspace-host.js";
-import type { ProxyTarget } from "./reverse-proxy.js";
 import { listenOn } from "../net/listen.js";
 import type { Http2Session, IncomingHttpHeaders, ServerHttp2Stream, Settings } from "node:http2";
 import { Http2Front } from "./front-door-h2.js";
 import { readFirstBytes } from "./h2c-preface.js";
 import { workspaceIdOf } from "../domain/records.js";
-
-/** The spliced fast path (see spliced-connection.ts); absent: every request goes through node's HTTP server. */
-export interface FastPathOptions {
-  readonly dial: (target: ProxyTarget, earlyData: readonly Buffer[]) => Promise<Duplex>;
-  readonly upstreamTimeoutMs: number;
-  readonly filterCookie?: (cookie: string) => string | undefined;
-  readonly onResponse?: (status: number, startedAt: bigint) => void;
-  /** Kept-alive app connections shared by spliced connections (see upstream-pool.ts). */
-  readonly upstreams?: UpstreamPool;
-}
 
 const TWO_HOSTS = new WarrenError(ErrorCode.InvalidArgument, "more than one Host header");
 
@@ -87,11 +75,13 @@ export interface FrontDoorOptions {
   /** Serves the root domain: control API, health, downloads. */
   readonly rootHandler: (req: IncomingMessage, res: ServerResponse) => void;
   readonly access: WorkspaceAccess;
-  readonly proxy: ReverseProxy;
+  /** The workspace proxy: every authorized request to a workspace goes there. */
+  readonly proxy: WorkspaceProxy;
   readonly webSockets: WebSocketProxy;
   /** Browser login: its paths on workspace hosts, and the redirect to the login page. */
   readonly login?: BrowserLogin;
-  readonly fastPath?: FastPathOptions;
+  /** HTTP/1.1 connections to workspaces take the spliced fast path (else node's HTTP server parses every request). */
+  readonly fastPath: boolean;
   readonly log: Logger;
   /** Observes each answered request (metrics): 499 when the client left before the answer. */
   readonly onResponse?: (target: "workspace" | "root", status: number, startedAt: bigint) => void;
@@ -118,7 +108,6 @@ export class FrontDoor {
   readonly #options: FrontDoorOptions;
   readonly #server: http.Server;
   readonly #proto: "http" | "https";
-  readonly #spliced = new Set<SplicedConnection>();
   readonly #h2: Http2Front | undefined;
   #inFlight = 0;
 
@@ -176,9 +165,7 @@ export class FrontDoor {
 
   /** Requests being answered now, on spliced connections too. */
   get inFlight(): number {
-    let spliced = 0;
-    for (const connection of this.#spliced) spliced += connection.inFlight;
-    return this.#inFlight + spliced;
+    return this.#inFlight + this.#options.proxy.splicedInFlight;
   }
 
   async listen(): Promise<AddressInfo> {
@@ -196,13 +183,12 @@ export class FrontDoor {
    */
   async stopAccepting(): Promise<void> {
     // No new client will come to use a kept-alive app connection.
-    this.#options.fastPath?.upstreams?.close();
-    for (const connection of this.#spliced) connection.closeWhenIdle();
+    this.#options.proxy.stopAccepting();
     this.#h2?.closeBrowserSessions();
     this.#server.close();
     this.#server.closeIdleConnections();
     // Agents' HTTP/2 connections stay: the agent drain moves them (see WarrenServer.shutdown).
-    while (this.#spliced.size > 0 || (await this.#connectionCount()) > (this.#h2?.agentSessions ?? 0)) await new Promise((r) => setTimeout(r, 50));
+    while (this.#options.proxy.splicedConnections > 0 || (await this.#connectionCount()) > (this.#h2?.agentSessions ?? 0)) await new Promise((r) => setTimeout(r, 50));
   }
 
   #connectionCount(): Promise<number> {
@@ -212,7 +198,7 @@ export class FrontDoor {
   /** Closes keep-alive connections that have become idle (during a drain). */
   closeIdleConnections(): void {
     this.#server.closeIdleConnections();
-    for (const connection of this.#spliced) connection.closeWhenIdle();
+    this.#options.proxy.closeIdle();
     this.#h2?.closeBrowserSessions();
   }
 
@@ -221,12 +207,12 @@ export class FrontDoor {
    * finish their request in flight there and send the next one to the agent's new connection.
    */
   moveOffSession(session: Http2Session): void {
-    for (const connection of this.#spliced) connection.moveOffSession(session);
+    this.#options.proxy.moveOffSession(session);
   }
 
   closeAllConnections(): void {
     this.#server.closeAllConnections();
-    for (const connection of this.#spliced) connection.destroy();
+    this.#options.proxy.destroyAll();
     this.#h2?.destroyAll();
   }
 
@@ -244,7 +230,7 @@ export class FrontDoor {
    * preface without), then the fast path: node's own connection listener (the first one the
    * server registered) runs only for HTTP/1 connections handed off to it.
    */
-  #interceptConnections(fastPath: FastPathOptions | undefined): void {
+  #interceptConnections(fastPath: boolean): void {
     const event = this.#options.tls ? "secureConnection" : "connection";
     const nodeListener = this.#server.listeners(event)[0] as ((socket: Socket) => void) | undefined;
     if (!nodeListener) throw new Error(`node's HTTP server has no ${event} listener to intercept`);
@@ -255,27 +241,15 @@ export class FrontDoor {
         nodeListener.call(server, socket);
         return;
       }
-      const connection = new SplicedConnection({
-        socket,
+      this.#options.proxy.splice(socket, {
         proto: this.#proto,
         decide: (req, first) => this.#decide(req, first),
-        dial: fastPath.dial,
-        ...(fastPath.upstreams ? { upstreams: fastPath.upstreams } : {}),
         handOff: (s, consumed) => {
-          this.#spliced.delete(connection);
           if (consumed.length > 0) s.unshift(consumed);
           nodeListener.call(server, s);
           s.resume();
         },
-        filterCookie: fastPath.filterCookie,
-        upstreamTimeoutMs: fastPath.upstreamTimeoutMs,
-        headTimeoutMs: 30_000,
-        idleTimeoutMs: 65_000,
-        onResponse: fastPath.onResponse,
-        onClose: () => this.#spliced.delete(connection),
-        log: this.#options.log,
       });
-      this.#spliced.add(connection);
     };
     const h2 = this.#h2;
     this.#server.prependListener(event, (socket: Socket) => {
@@ -321,10 +295,7 @@ export class FrontDoor {
       req.method === "CONNECT" ||
       !plainAppPath(req.url) ||
       // Forwarded as HTTP/1.1, an HTTP/1.0 client could get a chunked answer it cannot read.
-      req.httpVersion !== "1.1" ||
-      // Without kept-alive app connections to share, a one-request connection gains nothing
-      // from a tunnel stream of its own: node's HTTP client answers it over a kept-alive one.
-      (first && !req.keepAlive && !this.#options.fastPath?.upstreams)
+      req.httpVersion !== "1.1"
     ) {
       return { kind: "slow" };
     }

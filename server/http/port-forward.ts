@@ -10,7 +10,7 @@ import { mayReach, trafficRefusal } from "../domain/workspace-policy.js";
 import { workspaceRefOf, type WorkspaceRecord } from "../domain/records.js";
 import type { WorkspaceRef } from "../domain/workspace-ref.js";
 import type { Dialer } from "../tunnel/tunnel-dialer.js";
-import { sendUpgradeError } from "./error-response.js";
+import { sendUpgradeError } from "../web/error-response.js";
 import type { WorkspaceLookup } from "../domain/store.js";
 
 /** `warren port-forward`: one WebSocket per forwarded TCP connection, on the root domain. */

@@ -1,7 +1,7 @@
 import type { IncomingMessage, ServerResponse } from "node:http";
 import { ErrorCode, WarrenError } from "../../shared/errors.js";
 import { VERSION } from "../../shared/version.js";
-import { sendError } from "./error-response.js";
+import { sendError } from "../web/error-response.js";
 
 export interface RootRoute {
   /** Handles the request and returns true, or returns false to pass it on. */

@@ -6,7 +6,7 @@ import type { Logger } from "../../shared/logger.js";
 import { bearerToken } from "../domain/tokens.js";
 import { trafficRefusal } from "../domain/workspace-policy.js";
 import type { SshAccess, SshAccessDecision } from "../ssh/ssh-access.js";
-import { sendUpgradeError } from "./error-response.js";
+import { sendUpgradeError } from "../web/error-response.js";
 
 /** `warren ssh --stdio`: an SSH connection carried by a WebSocket on the root domain. */
 export const SSH_OVER_WEBSOCKET_PATH = "/-/ssh";

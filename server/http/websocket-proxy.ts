@@ -5,10 +5,10 @@ import { ErrorCode, WarrenError } from "../../shared/errors.js";
 import type { Logger } from "../../shared/logger.js";
 import type { TunnelSocket } from "../../shared/tunnel-socket.js";
 import type { Dialer } from "../tunnel/tunnel-dialer.js";
-import { sendUpgradeError } from "./error-response.js";
-import { requestHeadersForUpstream, responseHeadForClient, responseHeadNeedsRewrite, type ForwardedInfo } from "./headers.js";
-import { HttpMessageParser, type MessageHead } from "./http-message-parser.js";
-import type { ProxyTarget } from "./reverse-proxy.js";
+import { sendUpgradeError } from "../web/error-response.js";
+import { requestHeadersForUpstream, responseHeadForClient, responseHeadNeedsRewrite, type ForwardedInfo } from "../proxy/wire.js";
+import { HttpMessageParser, type MessageHead } from "../proxy/http-message-parser.js";
+import type { ProxyTarget } from "../proxy/proxy-target.js";
 
 export interface WebSocketProxyOptions {
   readonly dialer: Dialer;

@@ -7,7 +7,7 @@ import type { Principal } from "../domain/principal.js";
 import { mayReach, statesOf, trafficRefusal } from "../domain/workspace-policy.js";
 import { DesiredState } from "../domain/workspace-state.js";
 import { workspaceIdOf, type WorkspaceRecord } from "../domain/records.js";
-import { WARREN_TOKEN_HEADER } from "./headers.js";
+import { WARREN_TOKEN_HEADER } from "../proxy/wire.js";
 import type { WorkspaceLookup } from "../domain/store.js";
 
 /** Browser sessions (the host's own session cookie). */

@@ -1,7 +1,7 @@
 import { createHash } from "node:crypto";
 import { describe, expect, it } from "vitest";
 import { ErrorCode, WarrenError } from "../../shared/errors.js";
-import { errorAnswer } from "../http/error-response.js";
+import { errorAnswer } from "./error-response.js";
 
 const html = { accept: "text/html,application/xhtml+xml", host: "8000-demo.warren.localhost:8080", method: "GET" };
 

@@ -3,7 +3,7 @@ import http from "node:http";
 import net, { type AddressInfo } from "node:net";
 import fc from "fast-check";
 import { afterAll, beforeAll, describe, expect, it } from "vitest";
-import { HttpMessageParser } from "../../server/http/http-message-parser.js";
+import { HttpMessageParser } from "../../server/proxy/http-message-parser.js";
 import { startSplicedFrontDoor } from "../harness/spliced.js";
 import { fuzzParameters, fuzzTimeoutMs } from "./fuzz-settings.js";
 

@@ -1,7 +1,7 @@
 import net, { type AddressInfo } from "node:net";
 import { createLogger } from "../../shared/logger.js";
-import { SplicedConnection } from "../../server/http/spliced-connection.js";
-import type { UpstreamPool } from "../../server/http/upstream-pool.js";
+import { SplicedConnection } from "../../server/proxy/spliced-connection.js";
+import type { UpstreamPool } from "../../server/proxy/upstream-pool.js";
 
 const log = createLogger({ name: "spliced-connection-spec", level: process.env["SPEC_LOG"] === "1" ? "debug" : "silent" });
 
@@ -18,15 +18,18 @@ export async function startSplicedFrontDoor(appPort: number, options: { headTime
       socket,
       proto: "http",
       decide: async () => ({ kind: "forward", target: { workspace: "spec", workspaceId: "ws_spec", port: appPort } }),
-      dial: async (_target, earlyData) => {
-        const upstream = net.connect(appPort, "127.0.0.1");
-        appConnections++;
-        for (const part of earlyData) upstream.write(part);
-        return upstream;
+      upstreams: {
+        dial: async (_target, earlyData) => {
+          const upstream = net.connect(appPort, "127.0.0.1");
+          appConnections++;
+          for (const part of earlyData) upstream.write(part);
+          return upstream;
+        },
+        pool: options.pool,
+        timeoutMs: 5_000,
+        log,
       },
-      ...(options.pool ? { upstreams: options.pool } : {}),
       handOff: (s) => s.destroy(),
-      upstreamTimeoutMs: 5_000,
       headTimeoutMs: options.headTimeoutMs ?? 5_000,
       idleTimeoutMs: 30_000,
       onClose: () => connections.delete(connection),
@@ -42,4 +45,3 @@ export async function startSplicedFrontDoor(appPort: number, options: { headTime
     close: () => new Promise<void>((resolve) => server.close(() => resolve())),
   };
 }
-

@@ -3,9 +3,9 @@ import type { Duplex } from "node:stream";
 import { STATUS_CODES } from "node:http";
 import { WarrenError } from "../../shared/errors.js";
 import { httpStatusOf } from "../../shared/http-status.js";
-import { errorPage, wantsHtml, type ErrorRequest } from "../web/error-page.js";
+import { errorPage, wantsHtml, type ErrorRequest } from "./error-page.js";
 
-export type { ErrorRequest } from "../web/error-page.js";
+export type { ErrorRequest } from "./error-page.js";
 
 /**
  * The answer to an error: a short text body that says what happened, or, for a browser that

@@ -1,4 +1,10 @@
-import type { IncomingMessage } from "node:http";
+import type { IncomingHttpHeaders, IncomingMessage } from "node:http";
+import type { MessageHead } from "./http-message-parser.js";
+
+/*
+ * The proxy's wire: pure functions over HTTP/1.1 heads and framing, shared by both client
+ * sides (spliced connections and node's messages) and driven by the framing fuzz tests.
+ */
 
 /** Hop-by-hop headers (RFC 9110 7.6.1): they describe one connection and are never forwarded. */
 const HOP_BY_HOP = new Set([
@@ -139,4 +145,85 @@ export function responseHeadForClient(head: Buffer, close: boolean): Buffer {
 export function clientIpOf(req: IncomingMessage): string {
   const ip = req.socket.remoteAddress ?? "";
   return ip.startsWith("::ffff:") ? ip.slice(7) : ip;
+}
+
+/**
+ * The head of a request as it goes to the app: its headers rewritten (requestHeadersForUpstream),
+ * a chunked body said so, and `Connection: close` when the app connection ends with it.
+ */
+export function upstreamRequestHead(
+  req: IncomingMessage,
+  forwarded: ForwardedInfo,
+  options: { readonly filterCookie?: ((cookie: string) => string | undefined) | undefined; readonly chunked: boolean; readonly close: boolean },
+): Buffer {
+  const headers = requestHeadersForUpstream(req, forwarded, { filterCookie: options.filterCookie });
+  if (options.chunked) headers.push("Transfer-Encoding", "chunked");
+  if (options.close) headers.push("Connection", "close");
+  return serializeRequestHead(req.method ?? "GET", req.url ?? "/", headers);
+}
+
+/** A request head for the app: always HTTP/1.1, whatever the client spoke. */
+export function serializeRequestHead(method: string, target: string, headers: readonly string[]): Buffer {
+  let text = `${method} ${target} HTTP/1.1\r\n`;
+  for (let i = 0; i < headers.length; i += 2) text += `${headers[i]}: ${headers[i + 1]}\r\n`;
+  return Buffer.from(`${text}\r\n`, "latin1");
+}
+
+/** One piece of a chunked body (nothing for an empty piece: a zero-size chunk would end the body). */
+export function chunkFrame(chunk: Buffer): Buffer[] {
+  if (chunk.length === 0) return [];
+  return [Buffer.from(`${chunk.length.toString(16)}\r\n`, "latin1"), chunk, Buffer.from("\r\n")];
+}
+
+/** The end of a chunked body. */
+export const LAST_CHUNK = Buffer.from("0\r\n\r\n");
+
+/** Lower-cased headers, repeated ones joined as node:http joins them. */
+export function headersOf(raw: readonly string[]): IncomingHttpHeaders {
+  const out: Record<string, string | string[]> = {};
+  for (let i = 0; i < raw.length; i += 2) {
+    const name = raw[i]!.toLowerCase();
+    const value = raw[i + 1]!;
+    const prior = out[name];
+    if (prior === undefined) out[name] = name === "set-cookie" ? [value] : value;
+    else if (Array.isArray(prior)) prior.push(value);
+    else out[name] = `${prior}${name === "cookie" ? "; " : ", "}${value}`;
+  }
+  return out as IncomingHttpHeaders;
+}
+
+/** Keep-alive as an answer with no body at all says it (its Connection header and version). */
+export function keepsAliveWithoutBody(response: MessageHead): boolean {
+  let close = response.versionMajor === 1 && response.versionMinor === 0;
+  for (let i = 0; i < response.rawHeaders.length; i += 2) {
+    if (response.rawHeaders[i]!.toLowerCase() !== "connection") continue;
+    const tokens = response.rawHeaders[i + 1]!.toLowerCase().split(",").map((t) => t.trim());
+    if (tokens.includes("close")) return false;
+    if (tokens.includes("keep-alive")) close = false;
+  }
+  return !close;
+}
+
+/** Whether a request body goes to the app chunked (the client sent it chunked). */
+export function isChunked(headers: IncomingHttpHeaders): boolean {
+  return /\bchunked\b/i.test(String(headers["transfer-encoding"] ?? ""));
+}
+
+/** Whether a request carries a body (framed by Content-Length or chunked). */
+export function hasRequestBody(headers: IncomingHttpHeaders): boolean {
+  if (isChunked(headers)) return true;
+  const length = headers["content-length"];
+  return length !== undefined && length !== "0";
+}
+
+const IDEMPOTENT = new Set(["GET", "HEAD", "OPTIONS", "TRACE"]);
+
+/**
+ * The one retry rule: a request may go again, once, on a fresh app connection when the kept
+ * one it was sent on closed before a byte of the answer came back (the app closed it as we
+ * reused it), and only when sending it twice cannot change anything: an idempotent method
+ * without a body (RFC 9110 9.2.2), as browsers and node's HTTP client do.
+ */
+export function mayRetry(method: string, hasBody: boolean): boolean {
+  return !hasBody && IDEMPOTENT.has(method);
 }

@@ -115,6 +115,30 @@ describe("SplicedConnection (the fast path's HTTP/1.1 framing)", () => {
     expect(door.appConnections()).toBe(1);
   });
 
+  it("regression: an app that closes its kept connection between requests no longer closes the client's (a request sent at that moment was reset); the next request opens another", async () => {
+    // Answers with keep-alive, then closes its side at once.
+    let appSideClosed!: () => void;
+    const firstClosed = new Promise<void>((resolve) => (appSideClosed = resolve));
+    const closing = net.createServer((socket) => {
+      socket.once("data", () => socket.end("HTTP/1.1 200 OK\r\nContent-Length: 3\r\n\r\nbye"));
+      // Closed both ways: the front door saw the app's end and let go of its side.
+      socket.once("close", () => appSideClosed());
+    });
+    await new Promise<void>((resolve) => closing.listen(0, "127.0.0.1", resolve));
+    closers.push(() => new Promise<void>((resolve) => closing.close(() => resolve())));
+    const door = await startFrontDoor((closing.address() as AddressInfo).port);
+    closers.push(door.close);
+    const socket = net.connect(door.port, "127.0.0.1");
+    let text = "";
+    socket.setEncoding("latin1").on("data", (c: string) => (text += c));
+    socket.write("GET /a HTTP/1.1\r\nHost: x\r\n\r\n");
+    await firstClosed;
+    socket.end("GET /b HTTP/1.1\r\nHost: x\r\n\r\n");
+    await new Promise<void>((resolve) => socket.on("close", () => resolve()));
+    expect(statuses(text)).toEqual([200, 200]);
+    expect(door.appConnections()).toBe(2);
+  });
+
   it("answers each of pipelined requests in order, then 400 for a malformed one in the same write", async () => {
     const door = await frontDoor();
     const text = await exchange(door.port, "GET /a HTTP/1.1\r\nHost: x\r\n\r\nGET /b HTTP/1.1\r\nHost: x\r\n\r\nGET / HTTP/1.1\r\nBad Header\r\n\r\n");

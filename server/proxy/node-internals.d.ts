@@ -1,5 +1,5 @@
 // Node's own HTTP/1.1 parser (llhttp), exported by its http module's internal `_http_common`.
-// Typed here for server/http/http-message-parser.ts, its only user.
+// Typed here for server/proxy/http-message-parser.ts, its only user.
 declare module "_http_common" {
   export const methods: readonly string[];
   export class HTTPParser {

@@ -3,7 +3,7 @@ import { ErrorCode, WarrenError } from "../../shared/errors.js";
 
 /**
  * HTTP/1.1 message framing with Node's own parser (llhttp, the one node:http uses), so that
- * the spliced front door reads requests and responses exactly as node's HTTP server and client
+ * the workspace proxy reads requests and responses exactly as node's HTTP server and client
  * would: the same limits, the same refusals of ambiguous framing (request smuggling), the same
  * chunked and close-delimited bodies. It is reached through node's internal `_http_common`
  * module; tests pin its behaviour on the Node version we ship.
@@ -20,6 +20,8 @@ export interface MessageHead {
   readonly url: string;
   /** Response only. */
   readonly statusCode: number;
+  /** Response only: the reason phrase as the app sent it. */
+  readonly statusMessage: string;
   readonly upgrade: boolean;
   readonly shouldKeepAlive: boolean;
 }
@@ -75,7 +77,7 @@ export class HttpMessageParser {
       method: number | undefined,
       url: string | undefined,
       statusCode: number | undefined,
-      _statusMessage: string | undefined,
+      statusMessage: string | undefined,
       upgrade: boolean,
       shouldKeepAlive: boolean,
     ) => {
@@ -91,6 +93,7 @@ export class HttpMessageParser {
         method: method === undefined ? "" : (methods[method] ?? ""),
         url: fullUrl,
         statusCode: statusCode ?? 0,
+        statusMessage: statusMessage ?? "",
         upgrade,
         shouldKeepAlive,
       });

@@ -1,7 +1,7 @@
 import type { Http2Session } from "node:http2";
 import type { Duplex } from "node:stream";
 import type { TunnelSocket } from "../../shared/tunnel-socket.js";
-import type { ProxyTarget } from "./reverse-proxy.js";
+import type { ProxyTarget } from "./proxy-target.js";
 
 export interface UpstreamPoolOptions {
   /** Idle connections kept per workspace port. */
