@@ -1,23 +1,24 @@
-import tls from "node:tls";
-import http2, { type ClientHttp2Session, type ClientHttp2Stream, type IncomingHttpHeaders } from "node:http2";
+import type { ClientHttp2Session, ClientHttp2Stream, IncomingHttpHeaders } from "node:http2";
 import { create } from "@bufbuild/protobuf";
 import { ControlRequestSchema, ControlResponseSchema, DisconnectReason, type ControlRequest, type ControlResponse, type Welcome, type WorkspaceDesiredState } from "../shared/gen/warren/v1/agent_pb.js";
+import { systemClock, type Clock, type Timer } from "../shared/clock.js";
 import { GrpcFrameDecoder } from "../shared/grpc-frame-decoder.js";
 import { decodeGrpcMessage, encodeGrpcMessage } from "../shared/grpc-message.js";
 import { decodeGrpcStatusMessage as decodeStatusText, GrpcStatus } from "../shared/grpc-status.js";
 import type { Logger } from "../shared/logger.js";
-import { AlwaysReadingSocket, noDelayConnector, overSocket } from "../shared/http2-sockets.js";
-import { openTunnel, proxyFor } from "../shared/proxy.js";
-import type { Duplex } from "node:stream";
 import { TUNNEL_WINDOWS } from "../shared/tunnel-windows.js";
 import { VERSION } from "../shared/version.js";
 import { DEFAULT_LIVENESS, type LivenessSettings } from "../shared/liveness.js";
 import { TunnelPool, type PoolSettings } from "./tunnel-pool.js";
 import { AllowedPorts } from "./allowed-ports.js";
 import { AGENT_CONTROL_PATH } from "../shared/dial-protocol.js";
+import { connectToServer, describeConnectFailure, type ServerConnector } from "./server-connector.js";
 
-const WELCOME_TIMEOUT_MS = 15_000;
+/** How long the server has to welcome the agent once the control stream is open. */
+export const WELCOME_TIMEOUT_MS = 15_000;
 const MAX_CONTROL_MESSAGE_BYTES = 4 * 1024 * 1024;
+/** A closed session's streams in flight get this long before the connection is destroyed. */
+const CLOSE_GRACE_MS = 1000;
 
 function ignorePingAnswer(): void {}
 
@@ -36,6 +37,45 @@ export type SessionEnd =
   /** We closed it (shutdown). */
   | { readonly kind: "closed" };
 
+/** Where an agent session is in its life; only AgentSession.#transition changes it. */
+export enum AgentSessionState {
+  /** Made; run() not called yet. */
+  New = "new",
+  /** Reaching the server: TCP or TLS, through the proxy when one applies. */
+  Connecting = "connecting",
+  /** HTTP/2 started on the connection, and the control stream opened; the server has not sent its SETTINGS (it may not speak HTTP/2 at all). */
+  Handshaking = "handshaking",
+  /** The server speaks HTTP/2; the hello is sent, the welcome has not come. */
+  AwaitingWelcome = "awaiting-welcome",
+  /** Welcomed: the tunnel pool takes dials. */
+  Ready = "ready",
+  /**
+   * The server asked the agent to move: run() has answered, and the session carries its
+   * streams (and takes the dials the server still sends) until drain() or the server closes it.
+   */
+  HandedOff = "handed-off",
+  /** drain(): no new dials; open connections finish, then the session closes. */
+  Draining = "draining",
+  /** Over, whatever the reason (run() answered how). Final. */
+  Closed = "closed",
+}
+
+const TRANSITIONS: Readonly<Record<AgentSessionState, readonly AgentSessionState[]>> = {
+  [AgentSessionState.New]: [AgentSessionState.Connecting, AgentSessionState.Closed],
+  [AgentSessionState.Connecting]: [AgentSessionState.Handshaking, AgentSessionState.Closed],
+  [AgentSessionState.Handshaking]: [AgentSessionState.AwaitingWelcome, AgentSessionState.Closed],
+  [AgentSessionState.AwaitingWelcome]: [AgentSessionState.Ready, AgentSessionState.HandedOff, AgentSessionState.Draining, AgentSessionState.Closed],
+  [AgentSessionState.Ready]: [AgentSessionState.HandedOff, AgentSessionState.Draining, AgentSessionState.Closed],
+  [AgentSessionState.HandedOff]: [AgentSessionState.Draining, AgentSessionState.Closed],
+  [AgentSessionState.Draining]: [AgentSessionState.Closed],
+  [AgentSessionState.Closed]: [],
+};
+
+/** Whether an agent session may go from one state to another. */
+export function mayTransition(from: AgentSessionState, to: AgentSessionState): boolean {
+  return TRANSITIONS[from].includes(to);
+}
+
 export interface AgentSessionOptions {
   readonly server: URL;
   readonly token: string;
@@ -49,6 +89,10 @@ export interface AgentSessionOptions {
   /** The server welcomed us: the tunnel is ready. */
   readonly onReady?: (welcome: Welcome) => void;
   readonly onDesiredState?: (state: WorkspaceDesiredState) => void;
+  /** Time for the welcome timeout, the pings' silence, drain and close; the system clock by default. */
+  readonly clock?: Clock;
+  /** Reaches the server and makes the HTTP/2 session (connectToServer by default; specs pass a fake). */
+  readonly connect?: ServerConnector;
 }
 
 /**
@@ -58,30 +102,36 @@ export interface AgentSessionOptions {
  */
 export class AgentSession {
   readonly #options: AgentSessionOptions;
+  readonly #clock: Clock;
+  #state = AgentSessionState.New;
   #session: ClientHttp2Session | undefined;
   #control: ClientHttp2Stream | undefined;
   #pool: TunnelPool | undefined;
-  #end: SessionEnd | undefined;
-  #resolveEnd: ((end: SessionEnd) => void) | undefined;
-  /** The peer sent its HTTP/2 SETTINGS: whatever goes wrong next, it is not the wrong kind of server. */
-  #peerSpokeHttp2 = false;
+  /** What run() answered (undefined until it has): how the session ended, or server-draining on a hand-off. */
+  #answer: SessionEnd | undefined;
+  #resolveRun: ((end: SessionEnd) => void) | undefined;
   #welcome: Welcome | undefined;
   #allowedPorts: AllowedPorts | undefined;
-  #handedOff = false;
   #resolveClosed!: () => void;
   readonly #closed = new Promise<void>((resolve) => (this.#resolveClosed = resolve));
 
   constructor(options: AgentSessionOptions) {
     this.#options = options;
+    this.#clock = options.clock ?? systemClock;
+  }
+
+  get state(): AgentSessionState {
+    return this.#state;
   }
 
   /**
    * Whether the server asked this agent to move while the session stays open: run() has
    * resolved, and the session carries its streams in flight (and takes the dials the server
-   * still sends) until drain() or until the server closes it.
+   * still sends) until drain() or until the server closes it. Also true of a session that was
+   * already draining (the agent is stopping) when the server asked.
    */
   get handedOff(): boolean {
-    return this.#handedOff && this.#end === undefined;
+    return this.#answer !== undefined && this.#state !== AgentSessionState.Closed;
   }
 
   /** Resolves once the connection is closed, whatever the reason. Never rejects. */
@@ -99,7 +149,12 @@ export class AgentSession {
 
   run(): Promise<SessionEnd> {
     return new Promise<SessionEnd>((resolve) => {
-      this.#resolveEnd = resolve;
+      if (!this.#transition(AgentSessionState.Connecting, `connecting to ${this.#options.server.origin}`)) {
+        // Run twice, or closed before it ran: nothing more to do.
+        resolve(this.#answer ?? { kind: "closed" });
+        return;
+      }
+      this.#resolveRun = resolve;
       this.#connect();
     });
   }
@@ -116,16 +171,19 @@ export class AgentSession {
 
   /**
    * Graceful stop: tell the server to send no more connections, close idle streams, let open
-   * connections finish for up to `timeoutMs`, then close.
+   * connections finish for up to `timeoutMs`, then close. Called again while draining, it
+   * closes within its own `timeoutMs`.
    */
   async drain(timeoutMs: number): Promise<void> {
-    void this.send(create(ControlRequestSchema, { msg: { case: "draining", value: {} } }));
+    if (this.#transition(AgentSessionState.Draining, `draining: open connections get up to ${timeoutMs} ms`)) {
+      void this.send(create(ControlRequestSchema, { msg: { case: "draining", value: {} } }));
+      this.#pool?.drain();
+    }
     const pool = this.#pool;
-    if (pool) {
-      pool.drain();
-      let timer: NodeJS.Timeout | undefined;
-      await Promise.race([pool.whenIdle(), new Promise<void>((resolve) => (timer = setTimeout(resolve, timeoutMs)))]);
-      clearTimeout(timer);
+    if (pool && this.#state === AgentSessionState.Draining) {
+      let timer: Timer | undefined;
+      await Promise.race([pool.whenIdle(), new Promise<void>((resolve) => (timer = this.#clock.setTimeout(resolve, timeoutMs)))]);
+      this.#clock.clearTimer(timer);
     }
     this.close();
   }
@@ -134,9 +192,27 @@ export class AgentSession {
     this.#finish({ kind: "closed" });
   }
 
+  /**
+   * The one place the state changes. Refuses (false) a change the table does not allow,
+   * staying put: callers use that as their "already done" guard. Logs every change at debug.
+   */
+  #transition(to: AgentSessionState, why: string): boolean {
+    const from = this.#state;
+    if (!mayTransition(from, to)) return false;
+    this.#state = to;
+    this.#options.log.debug({ server: this.#options.server.origin, from, to, why }, "agent session state");
+    return true;
+  }
+
+  /** Answers run() once; a later answer (the end of a handed-off session) is not heard. */
+  #answerRun(end: SessionEnd): void {
+    if (this.#answer) return;
+    this.#answer = end;
+    this.#resolveRun?.(end);
+  }
+
   #finish(end: SessionEnd): void {
-    if (this.#end) return;
-    this.#end = end;
+    if (!this.#transition(AgentSessionState.Closed, end.kind === "closed" ? "closed by the agent" : `${end.kind}: ${end.message}`)) return;
     const session = this.#session;
     // A session the server closed (GOAWAY) is left to node to tear down: resetting its tunnel
     // streams one by one after the server dropped a stalled agent made node 20 spin forever
@@ -144,107 +220,42 @@ export class AgentSession {
     this.#pool?.close({ resetStreams: !session?.closed });
     if (session && !session.destroyed) {
       session.close();
-      setTimeout(() => destroyQuietly(session, this.#options.log), 1000).unref();
+      this.#clock.setTimeout(() => destroyQuietly(session, this.#options.log), CLOSE_GRACE_MS).unref();
     }
-    // A handed-off session has already answered run(); a second resolve does nothing.
-    this.#resolveEnd?.(end);
+    this.#answerRun(end);
     this.#resolveClosed();
   }
 
   /** The server asked us to move: run() answers now, the connection stays for its streams. */
   #handOff(message: string): void {
-    if (this.#end || this.#handedOff) return;
-    this.#handedOff = true;
+    if (this.#answer) return;
+    // An agent that is stopping stays draining; its run() still hears that the server asked.
+    if (this.#state !== AgentSessionState.Draining && !this.#transition(AgentSessionState.HandedOff, message)) return;
     this.#options.log.info(
       { server: this.#options.server.origin, busyStreams: this.busyCount, reason: message },
       "the server asked this agent to move: connecting again, while this connection finishes its open streams",
     );
-    this.#resolveEnd?.({ kind: "server-draining", message });
+    this.#answerRun({ kind: "server-draining", message });
   }
 
   #connect(): void {
-    const { server, ca } = this.#options;
-    let proxy: URL | undefined;
-    try {
-      proxy = proxyFor(server);
-    } catch (err) {
-      this.#finish({ kind: "lost", message: (err as Error).message });
-      return;
-    }
-    if (!proxy) {
-      this.#connectVia(noDelayConnector(server, { ca }));
-      return;
-    }
-    // Through HTTPS_PROXY/HTTP_PROXY: the CONNECT tunnel first, so a refusal is reported as the proxy's own answer.
-    const port = Number(server.port || (server.protocol === "https:" ? 443 : 80));
-    openTunnel(proxy, server.hostname.replace(/^\[|\]$/g, ""), port).then(
-      (socket) => {
-        if (this.#end) socket.destroy();
-        else this.#connectVia(overSocket(server, () => socket, { ca }));
-      },
-      (err: Error) => this.#finish({ kind: "lost", message: err.message }),
-    );
+    const connect = this.#options.connect ?? connectToServer;
+    connect(this.#options.server, this.#options.ca, {
+      wanted: () => this.#state === AgentSessionState.Connecting,
+      connected: (session) => this.#startSession(session),
+      failed: (message) => this.#finish({ kind: "lost", message }),
+    });
   }
 
-  /**
-   * Makes the connection, then the HTTP/2 session on it once it is up (TLS: verified): node
-   * wraps the stream-like socket handed to it at once, so a failure to connect is reported here.
-   */
-  #connectVia(createConnection: () => Duplex): void {
-    let socket: Duplex;
-    try {
-      socket = createConnection();
-    } catch (err) {
-      this.#finish({ kind: "lost", message: (err as Error).message });
-      return;
-    }
-    const state = socket as Duplex & { connecting?: boolean; secureConnecting?: boolean };
-    if (!state.connecting && !state.secureConnecting) {
-      this.#startSession(socket);
-      return;
-    }
-    const event = socket instanceof tls.TLSSocket ? "secureConnect" : "connect";
-    const onError = (err: NodeJS.ErrnoException) => {
-      socket.off(event, onReady);
-      socket.destroy();
-      this.#finish({ kind: "lost", message: this.#connectFailure(err) });
-    };
-    const onReady = () => {
-      socket.off("error", onError);
-      if (this.#end) socket.destroy();
-      else this.#startSession(socket);
-    };
-    socket.once("error", onError);
-    socket.once(event, onReady);
-  }
-
-  #connectFailure(err: NodeJS.ErrnoException): string {
-    return err.code === "ECONNREFUSED" ? `connection refused by ${this.#options.server.host}` : err.message;
-  }
-
-  #startSession(socket: Duplex): void {
+  #startSession(session: ClientHttp2Session): void {
     const { server, log } = this.#options;
-    let session: ClientHttp2Session;
-    try {
-      session = http2.connect(server.origin, {
-        settings: {
-          initialWindowSize: TUNNEL_WINDOWS.streamWindowBytes,
-          maxFrameSize: TUNNEL_WINDOWS.maxFrameBytes,
-          enablePush: false,
-        },
-        maxSessionMemory: TUNNEL_WINDOWS.maxSessionMemoryMb,
-        // Reads on while a write is blocked: bulk both ways cannot deadlock the connection.
-        createConnection: () => new AlwaysReadingSocket(socket),
-      });
-    } catch (err) {
-      this.#finish({ kind: "lost", message: (err as Error).message });
+    if (!this.#transition(AgentSessionState.Handshaking, "connected; starting HTTP/2")) {
+      destroyQuietly(session, log);
       return;
     }
     this.#session = session;
-    session.once("remoteSettings", () => {
-      this.#peerSpokeHttp2 = true;
-    });
-    session.on("error", (err: NodeJS.ErrnoException) => this.#finish({ kind: "lost", message: this.#connectFailure(err) }));
+    session.once("remoteSettings", () => this.#transition(AgentSessionState.AwaitingWelcome, "the server speaks HTTP/2"));
+    session.on("error", (err: NodeJS.ErrnoException) => this.#finish({ kind: "lost", message: describeConnectFailure(server, err) }));
     session.on("close", () => this.#finish({ kind: "lost", message: "connection closed" }));
     session.on("goaway", (code) => {
       log.debug({ code }, "server sent GOAWAY");
@@ -273,21 +284,22 @@ export class AgentSession {
    * Any byte received counts, so an answer queued behind a large transfer is not silence.
    */
   #startPing(session: ClientHttp2Session): void {
+    const clock = this.#clock;
     const { intervalMs, timeoutMs } = this.#options.liveness ?? DEFAULT_LIVENESS;
     const tickMs = Math.max(25, Math.min(intervalMs, timeoutMs) / 4);
     let bytesSeen = session.socket?.bytesRead ?? 0;
-    let lastHeard = Date.now();
+    let lastHeard = clock.now();
     let lastPing = 0;
-    let lastTick = Date.now();
-    const timer = setInterval(() => {
+    let lastTick = clock.now();
+    const timer = clock.setInterval(() => {
       // Destroyed, but node emits 'close' on a later turn of the loop: ping() would throw (and
       // take the agent down) when this timer fires in between, as it does for a handed-off
       // session destroyed from a timer.
       if (session.destroyed) {
-        clearInterval(timer);
+        clock.clearTimer(timer);
         return;
       }
-      const now = Date.now();
+      const now = clock.now();
       // The agent's own event loop stalled (CPU starved): it read nothing meanwhile, so the
       // silence is its own. Forgive it.
       if (now - lastTick > tickMs * 2) lastHeard = now;
@@ -299,7 +311,7 @@ export class AgentSession {
       }
       const silentMs = now - lastHeard;
       if (silentMs >= intervalMs + timeoutMs) {
-        clearInterval(timer);
+        clock.clearTimer(timer);
         this.#options.log.warn({ server: this.#options.server.origin, silentMs }, "server stopped answering pings; connecting again");
         this.#finish({ kind: "lost", message: `server stopped answering pings (nothing received for ${silentMs} ms)` });
         destroyQuietly(session, this.#options.log);
@@ -316,7 +328,7 @@ export class AgentSession {
       }
     }, tickMs);
     timer.unref();
-    session.once("close", () => clearInterval(timer));
+    session.once("close", () => clock.clearTimer(timer));
   }
 
   #headers(): Record<string, string> {
@@ -331,7 +343,7 @@ export class AgentSession {
   #openControl(session: ClientHttp2Session): void {
     const control = session.request({ ":method": "POST", ":path": AGENT_CONTROL_PATH, ...this.#headers() }, { endStream: false });
     this.#control = control;
-    const welcomeTimer = setTimeout(() => {
+    const welcomeTimer = this.#clock.setTimeout(() => {
       if (!this.#welcome) this.#finish({ kind: "lost", message: "server sent no welcome in time" });
     }, WELCOME_TIMEOUT_MS);
     welcomeTimer.unref();
@@ -357,11 +369,12 @@ export class AgentSession {
     });
     control.on("trailers", onStatus);
     control.on("close", () => {
-      clearTimeout(welcomeTimer);
+      this.#clock.clearTimer(welcomeTimer);
       // Closed before the peer said a word of HTTP/2: an HTTP/1 server (not Warren, or an old Warren's HTTP port).
-      const message = this.#peerSpokeHttp2
-        ? "control stream closed"
-        : `${this.#options.server.origin} does not answer as a Warren server (no HTTP/2): is WARREN_SERVER the server's public URL (or its agent listener), not another server or port?`;
+      const message =
+        this.#state !== AgentSessionState.Handshaking
+          ? "control stream closed"
+          : `${this.#options.server.origin} does not answer as a Warren server (no HTTP/2): is WARREN_SERVER the server's public URL (or its agent listener), not another server or port?`;
       this.#finish({ kind: "lost", message });
     });
     const decoder = new GrpcFrameDecoder(MAX_CONTROL_MESSAGE_BYTES);
@@ -393,7 +406,8 @@ export class AgentSession {
     const { log } = this.#options;
     switch (message.msg.case) {
       case "welcome": {
-        if (this.#welcome) return;
+        // Once, and only to a session waiting for it (not one handed off or draining meanwhile).
+        if (!this.#transition(AgentSessionState.Ready, "welcomed")) return;
         const welcome = message.msg.value;
         this.#welcome = welcome;
         if (welcome.serverVersion !== VERSION) {
@@ -406,6 +420,7 @@ export class AgentSession {
           allowedPorts: this.#allowedPorts = new AllowedPorts(welcome.allowedPorts),
           dialTimeoutMs: this.#options.dialTimeoutMs,
           log,
+          clock: this.#clock,
         });
         this.#pool = pool;
         pool.fill();

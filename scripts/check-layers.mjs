@@ -5,11 +5,25 @@
 //     server/ never imports agent/ or cli/; cli/ never imports agent/ (the agent is its own binary);
 //   - server/domain/ (names, states, records, access policy, token kinds, store ports) imports
 //     only shared/ and itself: every front door and store builds on it, never the reverse;
-//   - nothing imports the composition root (server/main.ts, server/warren-server.ts).
+//   - nothing imports the composition root (server/main.ts, server/warren-server.ts, the mode and
+//     front-door factories, the drain sequence) except the composition root itself.
 // Prints each broken rule with the imports that break it; exits 1 when any is broken.
 import madge from "madge";
 
-const COMPOSITION_ROOT = new Set(["server/main.ts", "server/warren-server.ts"]);
+// The composition root: the program, the server that wires everything, and the factories and
+// helpers only it uses (modes, front doors, drain, bindings): nothing below imports them.
+const COMPOSITION_ROOT = new Set([
+  "server/main.ts",
+  "server/warren-server.ts",
+  "server/server-mode.ts",
+  "server/embedded-mode.ts",
+  "server/cluster-mode.ts",
+  "server/front-doors.ts",
+  "server/drain-sequence.ts",
+  "server/late-binding.ts",
+  "server/public-origin.ts",
+  "server/server-phase.ts",
+]);
 
 /** server/<folder> for files below server/, else the top folder; server/ files themselves are the root layer. */
 function folderOf(file) {

@@ -18,6 +18,10 @@ export function createEmbeddedMode(context: ServerModeContext): ServerMode {
     presence: new LocalPresence({ local: context.registry }),
     dialer: context.localDialer,
     cluster: undefined,
+    // Nothing here calls back: no Redis, no peers.
+    attach: () => undefined,
+    start: () => Promise.resolve(undefined),
+    stop: () => Promise.resolve(),
   };
 }
 

@@ -1,4 +1,5 @@
 import type { Http2Session } from "node:http2";
+import type { AddressInfo } from "node:net";
 import type { Logger } from "../shared/logger.js";
 import type { Presence } from "./cluster/presence.js";
 import type { PrivateClient } from "./cluster/private-client.js";
@@ -41,9 +42,40 @@ export interface ServerMode {
   /** Dials this server's agents, and in a cluster the other servers' through the private API. */
   readonly dialer: Dialer;
   readonly cluster: ClusterParts | undefined;
+  /**
+   * Wires in what is built after the mode and hears from it (a real cycle: those parts read the
+   * mode's store). Called once by the composition root before start; an event before it is a
+   * wiring mistake and throws.
+   */
+  attach(hooks: ServerModeHooks): void;
+  /**
+   * Cluster: waits for Redis (bracketed by `waitingForRedis`), starts the events, opens the
+   * private listener and announces presence at the address other servers dial. Embedded:
+   * nothing to start.
+   */
+  start(waitingForRedis: (waiting: boolean) => void): Promise<PrivateListener | undefined>;
+  /** Releases what the mode holds; cluster: presence records go at once, then the private API and Redis. */
+  stop(): Promise<void>;
 }
 
-/** What a mode is built from: the parts made before it, and hooks into what is made after. */
+/** Cluster mode's private listener, once it listens. */
+export interface PrivateListener {
+  readonly address: AddressInfo;
+  /** host:port other servers dial (WARREN_PRIVATE_ADVERTISE_ADDR, else derived from the bound address). */
+  readonly advertised: string;
+  /** The Redis target, for the start log (no password). */
+  readonly redis: string;
+}
+
+/** What the mode tells the parts built after it. */
+export interface ServerModeHooks {
+  /** Redis is reachable (first, and again after an outage: it may have come back empty). */
+  readonly onRedisBack: () => void;
+  /** A peer server is closing its private connection (it drains): move what rides on it. */
+  readonly onPeerSessionClosing: (session: Http2Session) => void;
+}
+
+/** What a mode is built from: the parts made before it (what is made after comes through attach()). */
 export interface ServerModeContext {
   readonly config: ServerConfig;
   readonly log: Logger;
@@ -55,10 +87,4 @@ export interface ServerModeContext {
   readonly tls: TlsCredentials | undefined;
   /** The embedded store opened from the data directory (embedded mode). */
   readonly embeddedStore: EmbeddedStore | undefined;
-  /** host:port other servers reach this one's private API at (known once it listens). */
-  readonly privateAddress: () => string;
-  /** Redis is reachable again (it may have come back empty). */
-  readonly onRedisBack: () => void;
-  /** A peer server is closing its private connection (it drains): move what rides on it. */
-  readonly onPeerSessionClosing: (session: Http2Session) => void;
 }

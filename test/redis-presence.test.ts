@@ -28,8 +28,8 @@ describe("Redis presence", () => {
     const connection = new RedisConnection({ target: parseRedisUrl(redis.url), prefix: "warren", log });
     await connection.waitUntilReady();
     const registry = new FakeRegistry();
-    const presence = new RedisPresence({ redis: connection, serverId: id, address: () => `127.0.0.1:1${id.length}`, held: registry, log, ...options });
-    await presence.start();
+    const presence = new RedisPresence({ redis: connection, serverId: id, held: registry, log, ...options });
+    await presence.start(`127.0.0.1:1${id.length}`);
     const n: Node = {
       id,
       redis: connection,

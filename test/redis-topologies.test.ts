@@ -33,11 +33,10 @@ describe("Redis behind Sentinel and Redis Cluster", () => {
     const presence = new RedisPresence({
       redis,
       serverId: "s",
-      address: () => "127.0.0.1:1",
       held: { heldWorkspaces: () => held, holds: (x) => held.has(x), isConnected: (x) => held.has(x) },
       log,
     });
-    await presence.start();
+    await presence.start("127.0.0.1:1");
     cleanups.push(() => presence.stop());
     expect(master.cli("HEXISTS", "warren:presence:w", "s")).toBe("1");
   });

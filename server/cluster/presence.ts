@@ -51,8 +51,11 @@ export interface PresenceRecorder {
 export interface Presence extends PresenceLookup, PresenceRecorder {
   /** Whether an agent of the workspace is connected here or anywhere in the cluster; false when unknown. Bounded like holders(). */
   isConnected(workspaceId: string): Promise<boolean>;
-  /** Starts recording (cluster: writes this server's record). Resolves once done or failed once; never rejects. */
-  start(): Promise<void>;
+  /**
+   * Starts recording; `address`: host:port other servers dial to reach this one (cluster: written
+   * in this server's record). Resolves once done or failed once; never rejects.
+   */
+  start(address: string): Promise<void>;
   /** Removes this server's records (bounded, best effort) and stops its timers. Never rejects. */
   stop(): Promise<void>;
 }

@@ -102,8 +102,8 @@ async function startPresence(serverId = "a", options: Partial<RedisPresenceOptio
   const clock = new ManualClock();
   const redis = new FakeRedis();
   const registry = new FakeRegistry();
-  const presence = new RedisPresence({ redis, serverId, address: () => "127.0.0.1:7001", held: registry, log, clock, lingerMs: LINGER_MS, ...options });
-  await presence.start();
+  const presence = new RedisPresence({ redis, serverId, held: registry, log, clock, lingerMs: LINGER_MS, ...options });
+  await presence.start("127.0.0.1:7001");
   const connect = (w: string) => {
     registry.set.add(w);
     presence.workspaceChanged(w, true);
@@ -198,8 +198,8 @@ describe("RedisPresence (manual clock, fake Redis)", () => {
     const a = await startPresence("a");
     // A second server on the same Redis and clock.
     const bRegistry = new FakeRegistry();
-    const b = new RedisPresence({ redis: a.redis, serverId: "b", address: () => "127.0.0.1:7002", held: bRegistry, log, clock: a.clock });
-    await b.start();
+    const b = new RedisPresence({ redis: a.redis, serverId: "b", held: bRegistry, log, clock: a.clock });
+    await b.start("127.0.0.1:7002");
     expect(await a.presence.holders("ws_1")).toEqual([]);
     const lookups = () => a.redis.sent("hgetall", "warren:presence:ws_1").length;
     const before = lookups();

@@ -27,8 +27,6 @@ export interface HeldWorkspaces {
 export interface RedisPresenceOptions {
   readonly redis: PresenceRedis;
   readonly serverId: string;
-  /** host:port other servers dial to reach this one; read at start. */
-  readonly address: () => string;
   readonly held: HeldWorkspaces;
   readonly log: Logger;
   /** Every server rewrites all of its records this often, in one pipeline. */
@@ -133,8 +131,9 @@ export class RedisPresence implements Presence {
     return this.#redis.key(...parts);
   }
 
-  async start(): Promise<void> {
-    this.#address = this.#o.address();
+  /** `address`: host:port other servers dial to reach this one (known once the private listener listens). */
+  async start(address: string): Promise<void> {
+    this.#address = address;
     this.#startedAt = this.#o.now();
     this.#running = true;
     const sub = this.#redis.subscriber();

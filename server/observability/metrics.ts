@@ -1,3 +1,4 @@
+import { ErrorCode, WarrenError } from "../../shared/errors.js";
 import { VERSION } from "../../shared/version.js";
 import { collectDefaultMetrics, Counter, Gauge, Histogram, Registry } from "prom-client";
 import type { DialOutcome } from "../tunnel/tunnel-dialer.js";
@@ -40,7 +41,6 @@ export class ServerMetrics {
   readonly dials: Counter<"outcome">;
   readonly httpRequests: Counter<"code_class" | "target">;
   readonly httpDuration: Histogram<"target">;
-  readonly tunnelBytes: Counter<"direction">;
   readonly agentConnects: Counter;
   readonly sshLogins: Counter<"outcome">;
   readonly webSocketUpgrades: Counter<"outcome">;
@@ -49,40 +49,17 @@ export class ServerMetrics {
   readonly forwards: Counter<"outcome">;
   readonly forwardedDials: Counter<"outcome">;
 
-  constructor(sources: MetricsSources) {
+  #observed = false;
+
+  /** Counters and histograms: the modules count into them from the start. The gauges come with observe(). */
+  constructor() {
     const registers = [this.registry];
     collectDefaultMetrics({ register: this.registry });
-    const gauge = (name: string, help: string, read: (() => number) | undefined) =>
-      new Gauge({
-        name,
-        help,
-        registers,
-        collect() {
-          this.set(read?.() ?? 0);
-        },
-      });
     // Which build runs where: 1, with the version and the Node.js it runs on as labels (the Prometheus convention).
     new Gauge({ name: "warren_build_info", help: "Always 1: the server's version and Node.js version as labels", labelNames: ["version", "node"], registers }).set(
       { version: VERSION, node: process.version },
       1,
     );
-    gauge("warren_agents_connected", "Agent connections held by this server", () => sources.tunnelStats().agents);
-    new Gauge({
-      name: "warren_tunnel_streams",
-      help: "Tunnel streams held by this server, by state (idle: parked for the next connection; busy: carrying one)",
-      labelNames: ["state"],
-      registers,
-      collect() {
-        const s = sources.tunnelStats();
-        this.set({ state: "idle" }, s.idleStreams);
-        this.set({ state: "busy" }, s.streams - s.idleStreams);
-      },
-    });
-    gauge("warren_ssh_connections", "Open connections on the SSH listener (logged in or not)", sources.sshConnections);
-    gauge("warren_ssh_sessions", "Logged-in SSH connections relayed to a workspace", sources.sshSessions);
-    gauge("warren_http_requests_in_flight", "HTTP requests being answered on the public listener", sources.httpInFlight);
-    gauge("warren_websockets_open", "Proxied upgraded connections (WebSocket) open now", sources.webSocketsOpen);
-    gauge("warren_draining", "1 while the server shuts down (unready, handing its agents over, finishing requests)", () => (sources.draining?.() ? 1 : 0));
     this.sshLogins = new Counter({
       name: "warren_ssh_login_attempts_total",
       help: "SSH authentication attempts, by outcome (ok, denied, rate_limited, error)",
@@ -140,10 +117,46 @@ export class ServerMetrics {
       labelNames: ["outcome"],
       registers,
     });
+  }
+
+  /**
+   * Registers what is read at scrape time (gauges, tunnel bytes), from the parts the composition
+   * root built: called once, after they exist, and before the observability listener listens.
+   */
+  observe(sources: MetricsSources): void {
+    if (this.#observed) throw new WarrenError(ErrorCode.Internal, "the metrics sources are given twice (ServerMetrics.observe)");
+    this.#observed = true;
+    const registers = [this.registry];
+    const gauge = (name: string, help: string, read: (() => number) | undefined) =>
+      new Gauge({
+        name,
+        help,
+        registers,
+        collect() {
+          this.set(read?.() ?? 0);
+        },
+      });
+    gauge("warren_agents_connected", "Agent connections held by this server", () => sources.tunnelStats().agents);
+    new Gauge({
+      name: "warren_tunnel_streams",
+      help: "Tunnel streams held by this server, by state (idle: parked for the next connection; busy: carrying one)",
+      labelNames: ["state"],
+      registers,
+      collect() {
+        const s = sources.tunnelStats();
+        this.set({ state: "idle" }, s.idleStreams);
+        this.set({ state: "busy" }, s.streams - s.idleStreams);
+      },
+    });
+    gauge("warren_ssh_connections", "Open connections on the SSH listener (logged in or not)", sources.sshConnections);
+    gauge("warren_ssh_sessions", "Logged-in SSH connections relayed to a workspace", sources.sshSessions);
+    gauge("warren_http_requests_in_flight", "HTTP requests being answered on the public listener", sources.httpInFlight);
+    gauge("warren_websockets_open", "Proxied upgraded connections (WebSocket) open now", sources.webSocketsOpen);
+    gauge("warren_draining", "1 while the server shuts down (unready, handing its agents over, finishing requests)", () => (sources.draining?.() ? 1 : 0));
     const redisAvailable = sources.redisAvailable;
     if (redisAvailable) gauge("warren_redis_up", "1 when the cluster's Redis answers, 0 while it is unreachable", () => (redisAvailable() ? 1 : 0));
     const tunnelBytes = sources.tunnelBytes;
-    this.tunnelBytes = new Counter({
+    new Counter({
       name: "warren_tunnel_bytes_total",
       help: "Bytes between this server's front doors (HTTP, WebSocket, SSH) and workspaces, whichever server holds the agent (in: from workspaces, out: to workspaces)",
       labelNames: ["direction"],

@@ -102,6 +102,7 @@ export class SshFrontDoor {
   readonly #options: SshFrontDoorOptions;
   readonly #server: Server;
   readonly #listener: net.Server;
+  #address: AddressInfo | undefined;
   readonly #sockets = new Set<net.Socket>();
   readonly #pendingLogins = new Map<string, net.Socket>();
   readonly #preauthorized = new WeakMap<Duplex, Extract<SshAccessDecision, { allowed: true }>>();
@@ -123,11 +124,16 @@ export class SshFrontDoor {
   }
 
   /** Resolves with the bound address; rejects when the address cannot be bound. */
-  listen(): Promise<AddressInfo> {
-    if (!this.#options.listen) return Promise.reject(new Error("the SSH listener is off"));
-    return listenOn(this.#listener, this.#options.listen);
+  async listen(): Promise<AddressInfo> {
+    if (!this.#options.listen) throw new Error("the SSH listener is off");
+    this.#address = await listenOn(this.#listener, this.#options.listen);
+    return this.#address;
   }
 
+  /** The TCP listener's bound address once it listens (kept after it stops); undefined when it is off. */
+  get address(): AddressInfo | undefined {
+    return this.#address;
+  }
 
   get connectionCount(): number {
     return this.#sockets.size;
