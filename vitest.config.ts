@@ -12,6 +12,9 @@ export default defineConfig({
     testTimeout: 60_000,
     hookTimeout: 60_000,
     reporters: ["default"],
+    // Each file's temporary directories go when it ends; the run fails if any are left over.
+    setupFiles: ["test/harness/after-each-file.ts"],
+    globalSetup: ["test/harness/leftover-guard.ts"],
     projects: [
       {
         extends: true,

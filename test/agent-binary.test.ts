@@ -1,7 +1,6 @@
 import { execFileSync, spawnSync } from "node:child_process";
-import { closeSync, copyFileSync, existsSync, mkdtempSync, openSync, readdirSync, readFileSync, readSync, rmSync } from "node:fs";
+import { closeSync, copyFileSync, existsSync, openSync, readdirSync, readFileSync, readSync } from "node:fs";
 import { createHash } from "node:crypto";
-import { tmpdir } from "node:os";
 import { join } from "node:path";
 import { build } from "esbuild";
 import { afterAll, beforeAll, describe, expect, it } from "vitest";
@@ -10,6 +9,7 @@ import { AGENT_BINARY, AGENT_BINARY_ARM64, AGENT_NODE_VERSION, Proc, REPO_ROOT, 
 import { cleanEnv, createWorkspace, httpRequest, startServer, workspaceHost, type ServerHandle } from "./harness/warren.js";
 // @ts-expect-error: a build script in plain JavaScript, without type declarations.
 import { nativeStubs } from "../scripts/build/native-stubs.mjs";
+import { tempDir } from "./harness/temp-dirs.js";
 
 const PACKAGE_VERSION = (JSON.parse(readFileSync(`${REPO_ROOT}package.json`, "utf8")) as { version: string }).version;
 
@@ -20,7 +20,7 @@ describe("single-file agent binary", () => {
 
   beforeAll(async () => {
     requireAgentBinary();
-    dir = mkdtempSync(join(tmpdir(), "warren-binary-"));
+    dir = tempDir("warren-binary-");
     app = await startApp((_req, res) => res.end("hello from the workspace"));
     server = await startServer();
   });
@@ -28,7 +28,6 @@ describe("single-file agent binary", () => {
   afterAll(async () => {
     await server?.stop();
     await app?.close();
-    if (dir) rmSync(dir, { recursive: true, force: true });
   });
 
   /** Runs the binary copied alone into an empty directory, with only the given variables. */

@@ -1,12 +1,12 @@
 import { spawnSync } from "node:child_process";
 import { createHash } from "node:crypto";
-import { chmodSync, existsSync, mkdirSync, mkdtempSync, readFileSync, rmSync, statSync, symlinkSync, writeFileSync } from "node:fs";
-import { tmpdir } from "node:os";
+import { chmodSync, existsSync, mkdirSync, mkdtempSync, readFileSync, statSync, symlinkSync, writeFileSync } from "node:fs";
 import { join } from "node:path";
 import { gunzipSync } from "node:zlib";
 import { afterAll, beforeAll, describe, expect, it } from "vitest";
 import { AGENT_BINARY, AGENT_BINARY_ARM64, REPO_ROOT, requireAgentBinary } from "./harness/processes.js";
 import { httpRequest, startServer, type HttpResult, type ServerHandle } from "./harness/warren.js";
+import { tempDir } from "./harness/temp-dirs.js";
 
 const PACKAGE_VERSION = (JSON.parse(readFileSync(`${REPO_ROOT}package.json`, "utf8")) as { version: string }).version;
 const sha256 = (b: Buffer) => createHash("sha256").update(b).digest("hex");
@@ -23,7 +23,7 @@ describe("agent download", () => {
   beforeAll(async () => {
     requireAgentBinary();
     binary = readFileSync(AGENT_BINARY);
-    dir = mkdtempSync(join(tmpdir(), "warren-download-"));
+    dir = tempDir("warren-download-");
     // The default: the binary beside the server bundle in dist/.
     server = await startServer({ WARREN_LOG_LEVEL: "info" });
     mkdirSync(join(dir, "small"));
@@ -37,7 +37,6 @@ describe("agent download", () => {
   afterAll(async () => {
     await server?.stop();
     await small?.stop();
-    if (dir) rmSync(dir, { recursive: true, force: true });
   });
 
   // IP literals reach the root domain, as they do for a CI job that knows only an address.

@@ -1,11 +1,11 @@
 import { writeFileSync } from "node:fs";
 import http from "node:http";
 import net from "node:net";
-import { tmpdir } from "node:os";
 import { join } from "node:path";
 import { afterAll, beforeAll, describe, expect, it } from "vitest";
 import { listen, startApp, type App } from "./harness/apps.js";
 import { callApi, createWorkspace, eventually, httpRequest, startAgent, startServer, workspaceHost, type ServerHandle } from "./harness/warren.js";
+import { tempDir } from "./harness/temp-dirs.js";
 
 describe("agent lifecycle", () => {
   let server: ServerHandle;
@@ -154,7 +154,7 @@ describe("agent lifecycle", () => {
 
   it("reads its token from WARREN_TOKEN_FILE, so it stays out of the process list and environment", async () => {
     const ws = await createWorkspace(server, "tokenfile", [app.port]);
-    const file = join(tmpdir(), `warren-token-${process.pid}`);
+    const file = join(tempDir("warren-token-"), "token");
     writeFileSync(file, `${ws.agentToken}\n`, { mode: 0o600 });
     const agent = await startAgent(server, "", { env: { WARREN_TOKEN: undefined, WARREN_TOKEN_FILE: file } });
     expect((await get("tokenfile")).body.toString()).toBe("ok");

@@ -1,6 +1,5 @@
-import { mkdtempSync, readFileSync, writeFileSync } from "node:fs";
+import { readFileSync, writeFileSync } from "node:fs";
 import net from "node:net";
-import { tmpdir } from "node:os";
 import { join } from "node:path";
 import { afterAll, beforeAll, describe, expect, it } from "vitest";
 import { freePort } from "./harness/apps.js";
@@ -9,6 +8,7 @@ import { jobDir, JobProcess, runJob } from "./harness/ci-job.js";
 import { AGENT_BUNDLE } from "./harness/processes.js";
 import { clientOptions, ensureTestUsers, IS_ROOT, passwordOptions, run, SSH_EMPTY_PASSWORD_USER, SSH_KEY_USER, startSshd, type Sshd } from "./harness/sshd.js";
 import { callApi, eventually, httpRequest, ROOT_DOMAIN, startServer, workspaceHost, type ServerHandle } from "./harness/warren.js";
+import { tempDir } from "./harness/temp-dirs.js";
 
 function listening(port: number): Promise<boolean> {
   return new Promise((resolve) => {
@@ -48,7 +48,7 @@ describe("CI jobs enroll their own workspaces", () => {
   beforeAll(async () => {
     gitlab = await new TestCiIssuer("/gitlab").start();
     github = await new TestCiIssuer("/github").start();
-    const config = join(mkdtempSync(join(tmpdir(), "warren-ci-config-")), "warren.yaml");
+    const config = join(tempDir("warren-ci-config-"), "warren.yaml");
     // The issuers as a YAML list in the config file, as operators write them.
     writeFileSync(
       config,

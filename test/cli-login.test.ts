@@ -1,6 +1,6 @@
 import { spawn } from "node:child_process";
 import { createHash, randomBytes } from "node:crypto";
-import { chmodSync, existsSync, readFileSync, rmSync, writeFileSync } from "node:fs";
+import { chmodSync, existsSync, readFileSync, writeFileSync } from "node:fs";
 import http from "node:http";
 import type { AddressInfo } from "node:net";
 import { join } from "node:path";
@@ -26,13 +26,8 @@ describe("warren login through the browser", () => {
   let server: ServerHandle;
   let context: BrowserContext;
   let aliceToken: string;
-  const homes: string[] = [];
   const root = () => `http://${ROOT_DOMAIN}:${server.httpPort}`;
-  const home = () => {
-    const h = cliHome();
-    homes.push(h);
-    return h;
-  };
+  const home = cliHome;
 
   beforeAll(async () => {
     server = await startServer();
@@ -44,7 +39,6 @@ describe("warren login through the browser", () => {
   afterAll(async () => {
     await context?.close();
     await server?.stop();
-    for (const h of homes) rmSync(h, { recursive: true, force: true });
   });
 
   /** Starts `warren login` and returns the URL it asks to open, and its end. */
@@ -259,7 +253,6 @@ describe("warren login through the browser, signing in with single sign-on", () 
   afterAll(async () => {
     await server?.stop();
     await provider?.close();
-    if (home) rmSync(home, { recursive: true, force: true });
   });
 
   it("signs in at the identity provider, comes back to the confirmation, and the CLI gets a token of that user", async () => {

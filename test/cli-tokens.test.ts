@@ -1,4 +1,3 @@
-import { rmSync } from "node:fs";
 import { afterAll, beforeAll, describe, expect, it } from "vitest";
 import { cliHome, runCli } from "./harness/cli.js";
 import { callApi, startServer, type ServerHandle } from "./harness/warren.js";
@@ -23,7 +22,6 @@ describe("warren token", () => {
 
   afterAll(async () => {
     await server?.stop();
-    if (home) rmSync(home, { recursive: true, force: true });
   });
 
   it("creates a token shown once, lists it with relative times and --json, and revokes it: it stops working at once", async () => {

@@ -1,4 +1,4 @@
-import { chmodSync, existsSync, readFileSync, rmSync, writeFileSync } from "node:fs";
+import { chmodSync, existsSync, readFileSync, writeFileSync } from "node:fs";
 import { join } from "node:path";
 import { afterAll, beforeAll, describe, expect, it } from "vitest";
 import { cliHome, runCli } from "./harness/cli.js";
@@ -19,7 +19,6 @@ describe("warren CLI: help, mistakes, whoami, logout, open", () => {
 
   afterAll(async () => {
     await server?.stop();
-    if (home) rmSync(home, { recursive: true, force: true });
   });
 
   const url = () => `http://127.0.0.1:${server.httpPort}`;

@@ -1,10 +1,10 @@
 import { spawn } from "node:child_process";
-import { mkdtempSync, readFileSync, rmSync, statSync, writeFileSync } from "node:fs";
-import { tmpdir } from "node:os";
+import { readFileSync, statSync, writeFileSync } from "node:fs";
 import { join } from "node:path";
 import { afterAll, beforeAll, describe, expect, it } from "vitest";
 import { REPO_ROOT } from "./harness/processes.js";
 import { callApi, cleanEnv, startServer, type ServerHandle } from "./harness/warren.js";
+import { tempDir } from "./harness/temp-dirs.js";
 
 const CLI = `${REPO_ROOT}dist/warren.cjs`;
 
@@ -36,7 +36,7 @@ describe("warren CLI", () => {
     });
 
   beforeAll(async () => {
-    home = mkdtempSync(join(tmpdir(), "warren-cli-home-"));
+    home = tempDir("warren-cli-home-");
     server = await startServer();
     await callApi(server, "UserService/CreateUser", { name: "carol" });
     token = (await callApi<{ token: string }>(server, "UserService/CreateAccessToken", { user: "carol", ttlSeconds: 3600 })).body.token;
@@ -44,7 +44,6 @@ describe("warren CLI", () => {
 
   afterAll(async () => {
     await server?.stop();
-    rmSync(home, { recursive: true, force: true });
   });
 
   const serverUrl = () => `http://127.0.0.1:${server.httpPort}`;

@@ -1,5 +1,4 @@
-import { existsSync, mkdtempSync, readFileSync, rmSync } from "node:fs";
-import { tmpdir } from "node:os";
+import { existsSync, readFileSync } from "node:fs";
 import { join } from "node:path";
 import { createHash } from "node:crypto";
 import http from "node:http";
@@ -14,6 +13,7 @@ import WebSocket from "ws";
 import { freePort, listen, startApp, type App } from "./harness/apps.js";
 import { CLUSTER_SECRET, startCluster, startClusterServer, startRedis, type ClusterServerHandle, type RedisHandle } from "./harness/cluster.js";
 import { callApi, createWorkspace, eventually, httpRequest, startAgent, upgradeAndCount, workspaceHost, type AgentHandle } from "./harness/warren.js";
+import { tempDir } from "./harness/temp-dirs.js";
 
 /** An app that says which workspace it belongs to, so a misrouted request shows. */
 async function namedApp(name: string): Promise<App> {
@@ -430,13 +430,12 @@ describe("rotating the server secret (WARREN_SECRET_KEY_ACCEPTED)", () => {
   let redis: RedisHandle;
   const servers: ClusterServerHandle[] = [];
   const agents: AgentHandle[] = [];
-  const dir = mkdtempSync(join(tmpdir(), "warren-rotate-"));
+  const dir = tempDir("warren-rotate-");
 
   afterAll(async () => {
     await Promise.all(agents.map((a) => a.stop()));
     await Promise.all(servers.map((s) => s.stop()));
     await redis?.stop();
-    rmSync(dir, { recursive: true, force: true });
   });
 
   it("variables sealed with the old secret reach the workload through a server on the new one that accepts it", async () => {

@@ -1,7 +1,6 @@
 import { execFile, spawnSync } from "node:child_process";
-import { mkdtempSync, writeFileSync } from "node:fs";
+import { writeFileSync } from "node:fs";
 import net from "node:net";
-import { tmpdir } from "node:os";
 import { join } from "node:path";
 import { describe, expect, it } from "vitest";
 import { AGENT_SETTINGS } from "../agent/config.js";
@@ -11,6 +10,7 @@ import { listen } from "./harness/apps.js";
 import { CLUSTER_SECRET } from "./harness/cluster.js";
 import { AGENT_BUNDLE, REPO_ROOT, requireBuilt, SERVER_BUNDLE } from "./harness/processes.js";
 import { cleanEnv, startServer } from "./harness/warren.js";
+import { tempDir } from "./harness/temp-dirs.js";
 
 function run(bundle: string, args: string[], env: Record<string, string> = {}) {
   requireBuilt();
@@ -193,7 +193,7 @@ describe("configuration", () => {
   });
 
   it("reads a config file, refuses unknown keys, and lets env and flags win over it", async () => {
-    const dir = mkdtempSync(join(tmpdir(), "warren-config-"));
+    const dir = tempDir("warren-config-");
     const bad = join(dir, "bad.yaml");
     writeFileSync(bad, "rootDomain: ws.example.com\ncolour: red\n");
     const r = run(SERVER_BUNDLE, ["--config", bad]);

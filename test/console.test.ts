@@ -1,11 +1,9 @@
 import { spawn } from "node:child_process";
-import { mkdtempSync, rmSync } from "node:fs";
-import { tmpdir } from "node:os";
-import { join } from "node:path";
 import { describe, expect, it } from "vitest";
 import { prettyLine } from "../shared/log-format.js";
 import { SERVER_BUNDLE } from "./harness/processes.js";
 import { cleanEnv, startServer } from "./harness/warren.js";
+import { tempDir } from "./harness/temp-dirs.js";
 
 /** The server run by `script` (bsdutils) under a pseudo-terminal, as a person runs `npm start`; resolves with what they see. */
 function runUnderTerminal(env: Record<string, string>, until: (text: string) => boolean): Promise<string> {
@@ -44,9 +42,8 @@ function runUnderTerminal(env: Record<string, string>, until: (text: string) => 
 
 describe("console for people", () => {
   it("under a terminal: a short banner with the URLs, the admin token and the next commands, and readable log lines", async () => {
-    const dataDir = mkdtempSync(join(tmpdir(), "warren-console-"));
+    const dataDir = tempDir("warren-console-");
     const text = await runUnderTerminal({ WARREN_DATA_DIR: dataDir }, (t) => t.includes("./bin/warren-agent.js run"));
-    rmSync(dataDir, { recursive: true, force: true });
     const port = /Web, API, login\s+http:\/\/warren\.localhost:(\d+)\n/.exec(text)?.[1];
     expect(port, text).toBeDefined();
     expect(text).toMatch(/^ {2}Warren \d+\.\d+\.\d+\S* is ready$/m);

@@ -1,6 +1,5 @@
 import { execFileSync, spawnSync } from "node:child_process";
-import { existsSync, mkdtempSync, readFileSync, statSync } from "node:fs";
-import { tmpdir } from "node:os";
+import { existsSync, readFileSync, statSync } from "node:fs";
 import { join } from "node:path";
 import { build } from "esbuild";
 import { describe, expect, it } from "vitest";
@@ -8,6 +7,7 @@ import { SERVER_SETTINGS } from "../server/config.js";
 import type { SettingSpec } from "../shared/settings.js";
 import { AGENT_BINARY, REPO_ROOT } from "./harness/processes.js";
 import { startServer } from "./harness/warren.js";
+import { tempDir } from "./harness/temp-dirs.js";
 
 /**
  * Docker cannot run here, so the Dockerfiles are checked for what can go wrong without it:
@@ -259,7 +259,7 @@ describe("Dockerfile.server", () => {
     const runs = final.instructions.filter((i) => i.keyword === "RUN").map((i) => i.args);
     // The final stage only prepares that directory; run those very commands on a scratch copy.
     for (const step of runs.flatMap((r) => r.split("&&").map((s) => s.trim()))) expect(step).toMatch(/^(mkdir -p|chgrp 0|chmod 0?775) /);
-    const scratch = mkdtempSync(join(tmpdir(), "warren-image-"));
+    const scratch = tempDir("warren-image-");
     const target = join(scratch, dataDir);
     execFileSync("sh", ["-c", runs.join(" && ").replaceAll(dataDir, target)]);
     const st = statSync(target);

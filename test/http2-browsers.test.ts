@@ -1,9 +1,8 @@
 import { spawn } from "node:child_process";
 import { createHash, randomBytes } from "node:crypto";
-import { mkdtempSync, openSync, readFileSync, rmSync, writeFileSync } from "node:fs";
+import { openSync, readFileSync, writeFileSync } from "node:fs";
 import http2 from "node:http2";
 import net from "node:net";
-import { tmpdir } from "node:os";
 import { join } from "node:path";
 import { afterAll, beforeAll, describe, expect, it } from "vitest";
 import { startApp, type App } from "./harness/apps.js";
@@ -11,6 +10,7 @@ import { launchChromium } from "./harness/chromium.js";
 import { cliHome, spawnCli } from "./harness/cli.js";
 import { createTestCa, type TestCa } from "./harness/test-ca.js";
 import { callApi, createWorkspace, eventually, httpRequest, ROOT_DOMAIN, startAgent, startServer, workspaceHost, type AgentHandle, type ServerHandle } from "./harness/warren.js";
+import { tempDir } from "./harness/temp-dirs.js";
 
 const MIB = 1024 * 1024;
 /** Big enough to take many HTTP/2 windows and frames each way; small enough for 2 loaded cores. */
@@ -75,7 +75,7 @@ describe("HTTP/2 for browsers (TLS, ALPN h2)", () => {
 
   beforeAll(async () => {
     ca = createTestCa();
-    dir = mkdtempSync(join(tmpdir(), "warren-h2-"));
+    dir = tempDir("warren-h2-");
     const cert = ca.issue("warren", [ROOT_DOMAIN, `*.${ROOT_DOMAIN}`, "127.0.0.1"]);
     app = await startApp(
       (req, res) => {
@@ -120,7 +120,6 @@ describe("HTTP/2 for browsers (TLS, ALPN h2)", () => {
     await agent?.stop();
     await server?.stop();
     await app?.close();
-    if (dir) rmSync(dir, { recursive: true, force: true });
   });
 
   it("an HTTP/2 connection opened with an access token closes when the token is revoked (issue 12 leases over h2)", async () => {
@@ -271,7 +270,6 @@ describe("HTTP/2 for browsers (TLS, ALPN h2)", () => {
       child.kill();
       await forwardAgent.stop();
       echo.close();
-      rmSync(home, { recursive: true, force: true });
     }
   });
 

@@ -1,12 +1,12 @@
 import { execFileSync, spawnSync } from "node:child_process";
 import { randomBytes, randomInt } from "node:crypto";
-import { mkdtempSync, rmSync, writeFileSync } from "node:fs";
+import { writeFileSync } from "node:fs";
 import net from "node:net";
-import { tmpdir } from "node:os";
 import { join } from "node:path";
 import { afterAll, beforeAll, describe, expect, it } from "vitest";
 import { Proc } from "./harness/processes.js";
 import { createWorkspace, eventually, httpRequest, startServer, workspaceHost, type ServerHandle } from "./harness/warren.js";
+import { tempDir } from "./harness/temp-dirs.js";
 
 /**
  * The whole path from a stand-in container: a network namespace joined to the host by a veth
@@ -72,7 +72,7 @@ describe("agent in an isolated network namespace", () => {
     } else {
       console.warn("nft is not installed: the namespace runs without its firewall (scripts/test.sh installs nftables)");
     }
-    dir = mkdtempSync(join(tmpdir(), "warren-netns-"));
+    dir = tempDir("warren-netns-");
     writeFileSync(join(dir, "index.html"), `app inside namespace ${ns}\n`);
     server = await startServer({ WARREN_HTTP_ADDR: `${hostAddr}:0`, WARREN_AGENT_ADDR: `${hostAddr}:0` });
   });
@@ -82,7 +82,6 @@ describe("agent in an isolated network namespace", () => {
     await server?.stop();
     cleanUp();
     process.off("exit", cleanUp);
-    if (dir) rmSync(dir, { recursive: true, force: true });
   });
 
   /** Connects from the host; resolves with how it went within `timeoutMs`. */

@@ -1,5 +1,4 @@
 import { spawn, type ChildProcess } from "node:child_process";
-import { rmSync } from "node:fs";
 import { afterAll, beforeAll, describe, expect, it } from "vitest";
 import { freePort } from "./harness/apps.js";
 import { cliHome, runCli } from "./harness/cli.js";
@@ -44,7 +43,6 @@ describe("listening-port discovery", () => {
   afterAll(async () => {
     await agent?.stop();
     await server?.stop();
-    if (home) rmSync(home, { recursive: true, force: true });
   });
 
   const detected = async (): Promise<DetectedPort[]> =>

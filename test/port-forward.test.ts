@@ -1,6 +1,5 @@
 import { spawn, spawnSync } from "node:child_process";
 import { createHash, randomBytes } from "node:crypto";
-import { rmSync } from "node:fs";
 import net from "node:net";
 import { afterAll, beforeAll, describe, expect, it } from "vitest";
 import WebSocket from "ws";
@@ -138,7 +137,6 @@ describe("warren port-forward", () => {
     await server?.stop();
     await redis?.stop();
     await app?.close();
-    if (home) rmSync(home, { recursive: true, force: true });
   });
 
   it("redis-cli reaches the redis-server inside the workspace through port-forward", async () => {

@@ -1,7 +1,6 @@
 import { execFileSync, spawn, spawnSync } from "node:child_process";
 import { randomBytes, randomInt } from "node:crypto";
-import { mkdtempSync, rmSync, writeFileSync } from "node:fs";
-import { tmpdir } from "node:os";
+import { mkdtempSync, writeFileSync } from "node:fs";
 import { join } from "node:path";
 import { afterAll, beforeAll, describe, expect, it } from "vitest";
 import WebSocket from "ws";
@@ -9,6 +8,7 @@ import { AGENT_BUNDLE, Proc, REPO_ROOT } from "./harness/processes.js";
 import { clientOptions, ensureTestUsers, passwordOptions, run, SSH_EMPTY_PASSWORD_USER, startSshd, type Sshd } from "./harness/sshd.js";
 import { createTestCa } from "./harness/test-ca.js";
 import { createWorkspace, eventually, httpRequest, startServer, workspaceHost, type ServerHandle } from "./harness/warren.js";
+import { tempDir } from "./harness/temp-dirs.js";
 
 const CLI = `${REPO_ROOT}dist/warren.cjs`;
 
@@ -81,7 +81,7 @@ describe("agent and CLI through an HTTP CONNECT proxy (tinyproxy)", () => {
     sh(["ip", "-n", ns, "link", "set", nsIf, "up"]);
     sh(["ip", "-n", ns, "link", "set", "lo", "up"]);
 
-    dir = mkdtempSync(join(tmpdir(), "warren-proxy-"));
+    dir = tempDir("warren-proxy-");
     // The proxy: on the host side of the veth, for the namespace only, with a user and password,
     // refusing one host by its filter. No ConnectPort line: CONNECT to any port.
     proxyPort = 20000 + randomInt(0, 20000);
@@ -119,7 +119,6 @@ describe("agent and CLI through an HTTP CONNECT proxy (tinyproxy)", () => {
     await server?.stop();
     cleanUp();
     process.off("exit", cleanUp);
-    if (dir) rmSync(dir, { recursive: true, force: true });
   });
 
   it("the direct route is blocked: without the proxy the agent cannot reach the server", async () => {

@@ -4,8 +4,6 @@ import { RedisConnection } from "../server/cluster/redis-connection.js";
 import { parseRedisUrl } from "../server/cluster/redis-url.js";
 import type { ClusterEvent } from "../server/events/event-bus.js";
 import { RedisEventBus } from "../server/events/redis-event-bus.js";
-import { mkdtempSync } from "node:fs";
-import { tmpdir } from "node:os";
 import { join } from "node:path";
 import { PassThrough } from "node:stream";
 import { EmbeddedStore } from "../server/store/embedded-store.js";
@@ -17,6 +15,7 @@ import type { ControlStore } from "../server/domain/store.js";
 import { createLogger } from "../shared/logger.js";
 import { startRedis, type RedisHandle } from "./harness/cluster.js";
 import { eventually } from "./harness/warren.js";
+import { tempDir } from "./harness/temp-dirs.js";
 
 const log = createLogger({ name: "store-test", level: "silent" });
 
@@ -48,7 +47,7 @@ afterAll(async () => {
 /** The same contract for both implementations: the Redis store must be a faithful one. */
 const embeddedStores: EmbeddedStore[] = [];
 async function embedded(): Promise<EmbeddedStore> {
-  const dataDir = mkdtempSync(join(tmpdir(), "warren-store-"));
+  const dataDir = tempDir("warren-store-");
   const store = await EmbeddedStore.open({ path: join(dataDir, "store"), dataDir });
   embeddedStores.push(store);
   return store;

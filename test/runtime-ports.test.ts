@@ -1,4 +1,3 @@
-import { rmSync } from "node:fs";
 import { afterAll, beforeAll, describe, expect, it } from "vitest";
 import WebSocket from "ws";
 import { startApp, type App } from "./harness/apps.js";
@@ -51,7 +50,6 @@ describe("runtime ports: ExposePort and UnexposePort", () => {
     await Promise.all((servers ?? []).map((s) => s.stop()));
     await app?.close();
     await redis?.stop();
-    if (home) rmSync(home, { recursive: true, force: true });
   });
 
   const get = (server: ClusterServerHandle, path = "/") =>

@@ -1,13 +1,13 @@
 import { execFileSync, spawnSync } from "node:child_process";
-import { mkdtempSync, readFileSync, rmSync, writeFileSync } from "node:fs";
+import { readFileSync, writeFileSync } from "node:fs";
 import net from "node:net";
-import { tmpdir } from "node:os";
 import { join } from "node:path";
 import { afterAll, beforeAll, describe, expect, it } from "vitest";
 import { freePort } from "./harness/apps.js";
 import { requireBuilt, SERVER_BUNDLE } from "./harness/processes.js";
 import { callApi, cleanEnv, createWorkspace, startAgent, startServer, type AgentHandle, type ServerHandle } from "./harness/warren.js";
 import { clientKey, clientOptions, ensureTestUsers, IS_ROOT, keygenFingerprint, keyOptions, passwordOptions, run, SSH_EMPTY_PASSWORD_USER, SSH_KEY_USER, startSshd, type Sshd } from "./harness/sshd.js";
+import { tempDir } from "./harness/temp-dirs.js";
 
 /** Who gets in, what people are told when they do not, and what the server remembers. */
 describe.skipIf(!IS_ROOT)("SSH front door access and trust", () => {
@@ -26,7 +26,7 @@ describe.skipIf(!IS_ROOT)("SSH front door access and trust", () => {
 
   beforeAll(async () => {
     ensureTestUsers();
-    dataDir = mkdtempSync(join(tmpdir(), "warren-ssh-data-"));
+    dataDir = tempDir("warren-ssh-data-");
     sshd = await startSshd();
     server = await startServer({ WARREN_LOG_LEVEL: "info", WARREN_DATA_DIR: dataDir });
   });
@@ -35,7 +35,6 @@ describe.skipIf(!IS_ROOT)("SSH front door access and trust", () => {
     for (const a of agents) await a.stop();
     await server?.stop();
     await sshd?.stop();
-    if (dataDir) rmSync(dataDir, { recursive: true, force: true });
   });
 
   it("refuses a wrong token, an unknown workspace and another user's key alike: Permission denied, exit 255", async () => {
@@ -229,7 +228,7 @@ describe.skipIf(!IS_ROOT)("SSH front door access and trust", () => {
   });
 
   it("uses the operator's host key file, and stops with a message naming the setting when it is unusable", async () => {
-    const dir = mkdtempSync(join(tmpdir(), "warren-hostkey-"));
+    const dir = tempDir("warren-hostkey-");
     execFileSync("ssh-keygen", ["-q", "-t", "ecdsa", "-N", "", "-f", join(dir, "key")]);
     const own = await startServer({ WARREN_LOG_LEVEL: "info", WARREN_SSH_HOST_KEY: join(dir, "key") });
     try {
@@ -246,7 +245,6 @@ describe.skipIf(!IS_ROOT)("SSH front door access and trust", () => {
     });
     expect(r.status).toBe(2);
     expect(r.stderr).toMatch(/^warren-server: WARREN_SSH_HOST_KEY: .*bad is not a usable SSH host key/);
-    rmSync(dir, { recursive: true, force: true });
 
     const badAddr = spawnSync(process.execPath, [SERVER_BUNDLE, "--ssh-addr", "nowhere"], { env: cleanEnv(), encoding: "utf8", timeout: 15_000 });
     expect(badAddr.status).toBe(2);

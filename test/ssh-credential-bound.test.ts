@@ -1,10 +1,8 @@
-import { mkdtempSync, rmSync } from "node:fs";
-import { tmpdir } from "node:os";
-import { join } from "node:path";
 import { afterAll, beforeAll, describe, expect, it } from "vitest";
 import { RawAgent } from "./harness/raw-agent.js";
 import { callApi, createWorkspace, startAgent, startServer, type AgentHandle, type ServerHandle } from "./harness/warren.js";
 import { clientKey, clientOptions, ensureTestUsers, IS_ROOT, keyOptions, keygenFingerprint, passwordOptions, run, SSH_EMPTY_PASSWORD_USER, startSshd, type Sshd } from "./harness/sshd.js";
+import { tempDir } from "./harness/temp-dirs.js";
 
 /** SSH sessions live only as long as the credential that opened them, and only reach their own workspace. */
 describe.skipIf(!IS_ROOT)("SSH sessions bound to their credential", () => {
@@ -15,7 +13,7 @@ describe.skipIf(!IS_ROOT)("SSH sessions bound to their credential", () => {
 
   beforeAll(async () => {
     ensureTestUsers();
-    dataDir = mkdtempSync(join(tmpdir(), "warren-ssh-data-"));
+    dataDir = tempDir("warren-ssh-data-");
     sshd = await startSshd();
     server = await startServer({ WARREN_LOG_LEVEL: "info", WARREN_DATA_DIR: dataDir });
     for (const user of ["dave", "erin"]) expect((await callApi(server, "UserService/CreateUser", { name: user })).status).toBe(200);
@@ -25,7 +23,6 @@ describe.skipIf(!IS_ROOT)("SSH sessions bound to their credential", () => {
     for (const a of agents) await a.stop();
     await server?.stop();
     await sshd?.stop();
-    if (dataDir) rmSync(dataDir, { recursive: true, force: true });
   });
 
   async function accessToken(user: string): Promise<string> {

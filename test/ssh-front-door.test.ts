@@ -1,12 +1,12 @@
 import { spawn } from "node:child_process";
 import { createHash, randomBytes } from "node:crypto";
-import { chownSync, closeSync, mkdirSync, mkdtempSync, openSync, readFileSync, rmSync, writeFileSync } from "node:fs";
-import { tmpdir } from "node:os";
+import { chownSync, closeSync, openSync, readFileSync, rmSync, writeFileSync } from "node:fs";
 import { join } from "node:path";
 import { afterAll, beforeAll, describe, expect, it } from "vitest";
 import { freePort, startApp, type App } from "./harness/apps.js";
 import { callApi, createWorkspace, eventually, startAgent, startServer, type AgentHandle, type ServerHandle } from "./harness/warren.js";
 import { clientKey, clientOptions, ensureTestUsers, IS_ROOT, keyOptions, passwordOptions, run, SSH_EMPTY_PASSWORD_USER, startSshd, type Sshd } from "./harness/sshd.js";
+import { tempDir } from "./harness/temp-dirs.js";
 
 const MiB = 1024 * 1024;
 
@@ -28,7 +28,7 @@ describe.skipIf(!IS_ROOT)("SSH front door relay", () => {
 
   beforeAll(async () => {
     ensureTestUsers();
-    work = mkdtempSync(join(tmpdir(), "warren-ssh-relay-"));
+    work = tempDir("warren-ssh-relay-");
     sshd = await startSshd();
     app = await startApp((_req, res) => res.end("hello from the app\n"));
     server = await startServer({ WARREN_LOG_LEVEL: "info", WARREN_STREAM_WAIT_TIMEOUT: "10s" });
@@ -44,7 +44,6 @@ describe.skipIf(!IS_ROOT)("SSH front door relay", () => {
     await server?.stop();
     await sshd?.stop();
     await app?.close();
-    if (work) rmSync(work, { recursive: true, force: true });
   });
 
   it("runs a command: `ssh ws@server echo hi` prints hi", async () => {
@@ -148,35 +147,30 @@ describe.skipIf(!IS_ROOT)("SSH front door relay", () => {
   });
 
   it("copies 20 MiB up and down with scp, and lists with sftp", async () => {
-    const dir = join("/tmp", `warren-scp-${randomBytes(4).toString("hex")}`);
-    mkdirSync(dir);
+    const dir = tempDir("warren-scp-");
     const uid = Number((await run("id", ["-u", SSH_EMPTY_PASSWORD_USER])).stdout.trim());
     chownSync(dir, uid, uid);
     const up = join(work, "up.bin");
     writeFileSync(up, randomBytes(20 * MiB));
     const sum = (file: string) => createHash("sha256").update(readFileSync(file)).digest("hex");
     const scp = (args: string[]) => run("sshpass", ["-p", server.adminToken, "scp", ...clientOptions(), ...passwordOptions(), "-P", String(server.sshPort), ...args]);
-    try {
-      const upload = await scp([up, `${WS}@127.0.0.1:${dir}/copy.bin`]);
-      expect(upload.stderr).toBe("");
-      expect(upload.code).toBe(0);
-      expect(sum(join(dir, "copy.bin"))).toBe(sum(up));
-      const down = join(work, "down.bin");
-      const download = await scp([`${WS}@127.0.0.1:${dir}/copy.bin`, down]);
-      expect(download.code, download.stderr).toBe(0);
-      expect(sum(down)).toBe(sum(up));
+    const upload = await scp([up, `${WS}@127.0.0.1:${dir}/copy.bin`]);
+    expect(upload.stderr).toBe("");
+    expect(upload.code).toBe(0);
+    expect(sum(join(dir, "copy.bin"))).toBe(sum(up));
+    const down = join(work, "down.bin");
+    const download = await scp([`${WS}@127.0.0.1:${dir}/copy.bin`, down]);
+    expect(download.code, download.stderr).toBe(0);
+    expect(sum(down)).toBe(sum(up));
 
-      writeFileSync(join(dir, "listed.txt"), "x");
-      // sftp's batch mode turns password prompts off: log in with the registered key.
-      const sftp = await run("sftp", [...clientOptions(), ...keyOptions(adminKey.file), "-P", String(server.sshPort), "-b", "-", `${WS}@127.0.0.1`], {
-        input: `ls -1 ${dir}\n`,
-      });
-      expect(sftp.code, sftp.stderr).toBe(0);
-      expect(sftp.stdout).toContain(`${dir}/copy.bin`);
-      expect(sftp.stdout).toContain(`${dir}/listed.txt`);
-    } finally {
-      rmSync(dir, { recursive: true, force: true });
-    }
+    writeFileSync(join(dir, "listed.txt"), "x");
+    // sftp's batch mode turns password prompts off: log in with the registered key.
+    const sftp = await run("sftp", [...clientOptions(), ...keyOptions(adminKey.file), "-P", String(server.sshPort), "-b", "-", `${WS}@127.0.0.1`], {
+      input: `ls -1 ${dir}\n`,
+    });
+    expect(sftp.code, sftp.stderr).toBe(0);
+    expect(sftp.stdout).toContain(`${dir}/copy.bin`);
+    expect(sftp.stdout).toContain(`${dir}/listed.txt`);
   });
 
   it("forwards `ssh -L` to an exposed port, and refuses a port the workspace does not expose", async () => {

@@ -1,11 +1,11 @@
 import { spawn } from "node:child_process";
-import { copyFileSync, mkdtempSync, rmSync } from "node:fs";
-import { tmpdir } from "node:os";
+import { copyFileSync, mkdtempSync } from "node:fs";
 import { join } from "node:path";
 import { afterAll, beforeAll, describe, expect, it } from "vitest";
 import { freePort, startApp, type App } from "./harness/apps.js";
 import { callApi, eventually, startAgent, startServer, type AgentHandle, type ServerHandle } from "./harness/warren.js";
 import { clientKey, clientOptions, ensureTestUsers, IS_ROOT, keyOptions, passwordOptions, run, SSH_EMPTY_PASSWORD_USER, startSshd, type Sshd } from "./harness/sshd.js";
+import { tempDir } from "./harness/temp-dirs.js";
 
 /**
  * The SSH holes of issue 12, each pinned by a test named after it, with the real OpenSSH
@@ -51,7 +51,7 @@ describe.skipIf(!IS_ROOT)("SSH front door: lock-outs, oracles and stopped worksp
 
   beforeAll(async () => {
     ensureTestUsers();
-    work = mkdtempSync(join(tmpdir(), "warren-ssh-security-"));
+    work = tempDir("warren-ssh-security-");
     sshd = await startSshd();
     app = await startApp((_req, res) => res.end("hello from the app\n"));
     server = await startServer({ WARREN_LOG_LEVEL: "info" });
@@ -65,7 +65,6 @@ describe.skipIf(!IS_ROOT)("SSH front door: lock-outs, oracles and stopped worksp
     await server?.stop();
     await sshd?.stop();
     await app?.close();
-    if (work) rmSync(work, { recursive: true, force: true });
   });
 
   it("anyone can lock people out of SSH (reproduced 3): 20+ failures from another address, with no credentials or with only the owner's public key, never refuse the owner's correct token or key", async () => {

@@ -1,11 +1,11 @@
 import { execFileSync } from "node:child_process";
-import { chmodSync, mkdtempSync, readFileSync, rmSync, writeFileSync } from "node:fs";
-import { tmpdir } from "node:os";
+import { chmodSync, readFileSync, writeFileSync } from "node:fs";
 import { join } from "node:path";
 import { afterAll, beforeAll, describe, expect, it } from "vitest";
 import { cliEnv, cliHome, runCli } from "./harness/cli.js";
 import { ensureTestUsers, run, SSH_EMPTY_PASSWORD_USER, startSshd, type Sshd } from "./harness/sshd.js";
 import { callApi, createWorkspace, startAgent, startServer, type AgentHandle, type ServerHandle } from "./harness/warren.js";
+import { tempDir } from "./harness/temp-dirs.js";
 
 /** Item 4 of issue 17: ssh, scp and git through `warren ssh --stdio`, with no SSH listener at all. */
 describe("warren ssh --stdio and config-ssh (WARREN_SSH_ADDR=off)", () => {
@@ -26,7 +26,7 @@ describe("warren ssh --stdio and config-ssh (WARREN_SSH_ADDR=off)", () => {
     const created = await createWorkspace(server, WS, [], { sshPort: sshd.port, sshUser: SSH_EMPTY_PASSWORD_USER, owner: "erin" });
     agent = await startAgent(server, created.agentToken);
     home = cliHome();
-    work = mkdtempSync(join(tmpdir(), "warren-ssh-stdio-"));
+    work = tempDir("warren-ssh-stdio-");
     chmodSync(work, 0o755);
     expect((await runCli(home, ["login", "--server", `http://127.0.0.1:${server.httpPort}`, "--token", token])).code).toBe(0);
   });
@@ -35,7 +35,6 @@ describe("warren ssh --stdio and config-ssh (WARREN_SSH_ADDR=off)", () => {
     await agent?.stop();
     await server?.stop();
     await sshd?.stop();
-    for (const dir of [home, work]) if (dir) rmSync(dir, { recursive: true, force: true });
   });
 
   /** OpenSSH with the config `warren config-ssh` wrote, and nothing else (no keys, no password). */

@@ -1,15 +1,15 @@
 import { execFileSync } from "node:child_process";
-import { mkdtempSync, readFileSync } from "node:fs";
-import { tmpdir } from "node:os";
+import { readFileSync } from "node:fs";
 import { join } from "node:path";
 import { utils } from "ssh2";
 import { describe, expect, it } from "vitest";
+import { tempDir } from "../../test/harness/temp-dirs.js";
 import { generateEd25519KeyPair } from "../ssh/ssh-keygen.js";
 import { parsePublicKey } from "./ssh-public-key.js";
 
 describe("parsePublicKey", () => {
   it("reads an OpenSSH line and fingerprints it as ssh-keygen does", () => {
-    const dir = mkdtempSync(join(tmpdir(), "warren-pk-"));
+    const dir = tempDir("warren-pk-");
     execFileSync("ssh-keygen", ["-q", "-t", "ed25519", "-N", "", "-C", "me@laptop", "-f", join(dir, "k")]);
     const line = readFileSync(join(dir, "k.pub"), "utf8");
     const key = parsePublicKey(line);

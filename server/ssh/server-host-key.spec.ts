@@ -1,13 +1,13 @@
-import { mkdtempSync, readFileSync, statSync, writeFileSync } from "node:fs";
-import { tmpdir } from "node:os";
+import { readFileSync, statSync, writeFileSync } from "node:fs";
 import { join } from "node:path";
 import { describe, expect, it } from "vitest";
+import { tempDir } from "../../test/harness/temp-dirs.js";
 import { loadServerHostKey } from "./server-host-key.js";
 import { GENERATED_HOST_KEY_FILE } from "../store/data-dir-files.js";
 
 describe("loadServerHostKey", () => {
   it("generates a key once into the data directory, private to the owner, and reads it back", () => {
-    const dataDir = join(mkdtempSync(join(tmpdir(), "warren-hk-")), "nested");
+    const dataDir = join(tempDir("warren-hk-"), "nested");
     const first = loadServerHostKey({ dataDir });
     expect(first.generated).toBe(true);
     expect(first.type).toBe("ssh-ed25519");
@@ -19,7 +19,7 @@ describe("loadServerHostKey", () => {
   });
 
   it("names the setting when a key cannot be used", () => {
-    const dir = mkdtempSync(join(tmpdir(), "warren-hk-"));
+    const dir = tempDir("warren-hk-");
     writeFileSync(join(dir, "bad"), "nope");
     expect(() => loadServerHostKey({ file: join(dir, "bad"), dataDir: dir })).toThrow(/^WARREN_SSH_HOST_KEY: .* is not a usable SSH host key/);
     writeFileSync(join(dir, "file-not-dir"), "x");

@@ -1,9 +1,9 @@
 import { execFileSync } from "node:child_process";
-import { mkdtempSync, writeFileSync } from "node:fs";
-import { tmpdir } from "node:os";
+import { writeFileSync } from "node:fs";
 import { join } from "node:path";
 import { utils, type ParsedKey } from "ssh2";
 import { describe, expect, it } from "vitest";
+import { tempDir } from "../../test/harness/temp-dirs.js";
 import { generateEd25519KeyPair } from "./ssh-keygen.js";
 
 describe("generateEd25519KeyPair", () => {
@@ -28,7 +28,7 @@ describe("generateEd25519KeyPair", () => {
   });
 
   it("writes keys OpenSSH reads: ssh-keygen derives the same public key", () => {
-    const dir = mkdtempSync(join(tmpdir(), "warren-keygen-"));
+    const dir = tempDir("warren-keygen-");
     const pair = generateEd25519KeyPair("warren@test");
     writeFileSync(join(dir, "k"), pair.privateKey, { mode: 0o600 });
     expect(execFileSync("ssh-keygen", ["-y", "-f", join(dir, "k")], { encoding: "utf8" }).trim()).toBe(pair.publicKey);

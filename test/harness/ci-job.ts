@@ -1,8 +1,8 @@
 import { spawn, type ChildProcess } from "node:child_process";
-import { mkdtempSync, writeFileSync } from "node:fs";
-import { tmpdir } from "node:os";
+import { writeFileSync } from "node:fs";
 import { join } from "node:path";
-import { REPO_ROOT } from "./processes.js";
+import { REPO_ROOT, trackChild } from "./processes.js";
+import { tempDir } from "./temp-dirs.js";
 import { cleanEnv } from "./warren.js";
 
 /**
@@ -56,16 +56,11 @@ exit $code
 
 /** A directory holding the job's script and app (the job's checkout). */
 export function jobDir(): string {
-  const dir = mkdtempSync(join(tmpdir(), "warren-ci-job-"));
+  const dir = tempDir("warren-ci-job-");
   writeFileSync(join(dir, "app.cjs"), APP);
   writeFileSync(join(dir, "job.sh"), JOB, { mode: 0o755 });
   return dir;
 }
-
-const running = new Set<ChildProcess>();
-process.once("exit", () => {
-  for (const child of running) child.kill("SIGKILL");
-});
 
 /** A running process whose plain-text output is kept for the test to wait on. */
 export class JobProcess {
@@ -79,8 +74,7 @@ export class JobProcess {
     this.child.stdout!.setEncoding("utf8").on("data", (c: string) => (this.stdout += c));
     this.child.stderr!.setEncoding("utf8").on("data", (c: string) => (this.stderr += c));
     this.exited = new Promise((resolve) => this.child.once("exit", (code, signal) => resolve(code ?? (signal ? 128 : null))));
-    running.add(this.child);
-    this.child.once("exit", () => running.delete(this.child));
+    trackChild(this.child);
   }
 
   /** Resolves with the first match of `re` in stdout, now or later. */

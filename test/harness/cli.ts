@@ -1,8 +1,7 @@
 import { spawn, type ChildProcess } from "node:child_process";
-import { mkdtempSync } from "node:fs";
-import { tmpdir } from "node:os";
 import { join } from "node:path";
 import { REPO_ROOT } from "./processes.js";
+import { tempDir } from "./temp-dirs.js";
 import { cleanEnv } from "./warren.js";
 
 export const CLI = `${REPO_ROOT}dist/warren.cjs`;
@@ -15,7 +14,7 @@ export interface CliRun {
 
 /** A HOME of its own, so that no test reads or writes the real ~/.config/warren or ~/.ssh. */
 export function cliHome(): string {
-  return mkdtempSync(join(tmpdir(), "warren-cli-home-"));
+  return tempDir("warren-cli-home-");
 }
 
 export function cliEnv(home: string, env: Record<string, string | undefined> = {}): NodeJS.ProcessEnv {

@@ -1,10 +1,10 @@
 import { spawnSync } from "node:child_process";
-import { mkdtempSync, writeFileSync } from "node:fs";
+import { writeFileSync } from "node:fs";
 import net from "node:net";
-import { tmpdir } from "node:os";
 import { join } from "node:path";
 import { freePort } from "./apps.js";
 import { Proc } from "./processes.js";
+import { tempDir } from "./temp-dirs.js";
 import { startServer, type ServerHandle } from "./warren.js";
 
 export const CLUSTER_SECRET = "test-cluster-secret-0123456789abcdef";
@@ -32,7 +32,7 @@ function redisServerBinary(): string {
 /** Starts redis-server on a free port and waits until it answers PING. */
 export async function startRedis(port?: number, extraArgs: string[] = []): Promise<RedisHandle> {
   const p = port ?? (await freePort());
-  const dir = mkdtempSync(join(tmpdir(), "warren-redis-"));
+  const dir = tempDir("warren-redis-");
   const proc = new Proc(
     redisServerBinary(),
     ["--port", String(p), "--bind", "127.0.0.1", "--save", "", "--appendonly", "no", "--dir", dir, "--protected-mode", "no", "--loglevel", "warning", ...extraArgs],
@@ -78,7 +78,7 @@ function ping(port: number): Promise<boolean> {
 /** A Sentinel watching `master` as "mymaster" (quorum 1). */
 export async function startRedisSentinel(master: RedisHandle): Promise<{ port: number; url: string; stop(): Promise<void> }> {
   const port = await freePort();
-  const dir = mkdtempSync(join(tmpdir(), "warren-sentinel-"));
+  const dir = tempDir("warren-sentinel-");
   const conf = join(dir, "sentinel.conf");
   writeFileSync(conf, `port ${port}\nbind 127.0.0.1\ndir ${dir}\nsentinel monitor mymaster 127.0.0.1 ${master.port} 1\n`);
   const proc = new Proc(redisServerBinary(), [conf, "--sentinel"], process.env);

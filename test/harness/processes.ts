@@ -32,6 +32,37 @@ process.once("exit", () => {
   for (const child of running) child.kill("SIGKILL");
 });
 
+/** Counts a child as the test's until it exits: stopAllProcesses() ends it if the test did not. */
+export function trackChild(child: ChildProcess): void {
+  if (child.exitCode !== null || child.signalCode !== null) return;
+  running.add(child);
+  child.once("exit", () => running.delete(child));
+}
+
+/**
+ * Stops every tracked child still running (SIGTERM, SIGKILL after `graceMs`) and waits for
+ * them to exit, so that their temporary directories can be removed. Vitest ends its worker
+ * with SIGTERM, which skips "exit" handlers: this runs after each test file instead.
+ */
+export async function stopAllProcesses(graceMs = 5_000): Promise<void> {
+  await Promise.all(
+    [...running].map(
+      (child) =>
+        new Promise<void>((resolve) => {
+          if (child.pid === undefined || child.exitCode !== null || child.signalCode !== null) return resolve();
+          const timer = setTimeout(() => child.kill("SIGKILL"), graceMs);
+          child.once("exit", () => {
+            clearTimeout(timer);
+            resolve();
+          });
+          // A paused process (SIGSTOP) would never see SIGTERM.
+          child.kill("SIGCONT");
+          child.kill("SIGTERM");
+        }),
+    ),
+  );
+}
+
 export interface LogLine {
   readonly [key: string]: unknown;
   readonly msg?: string;
@@ -49,7 +80,7 @@ export class Proc {
 
   constructor(command: string, args: string[], env: NodeJS.ProcessEnv, cwd = REPO_ROOT) {
     this.child = spawn(command, args, { env, cwd, stdio: ["pipe", "pipe", "pipe"] });
-    running.add(this.child);
+    trackChild(this.child);
     let buffer = "";
     this.child.stdout!.setEncoding("utf8").on("data", (chunk: string) => {
       buffer += chunk;
@@ -76,7 +107,6 @@ export class Proc {
     this.child.stderr!.setEncoding("utf8").on("data", (chunk: string) => this.stderr.push(chunk));
     this.exited = new Promise((resolve) => {
       this.child.once("exit", (code, signal) => {
-        running.delete(this.child);
         resolve({ code, signal });
       });
     });

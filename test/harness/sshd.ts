@@ -1,9 +1,9 @@
 import { execFileSync, spawn, spawnSync } from "node:child_process";
-import { chmodSync, existsSync, mkdirSync, mkdtempSync, readFileSync, writeFileSync } from "node:fs";
-import { tmpdir } from "node:os";
+import { chmodSync, existsSync, mkdirSync, readFileSync, writeFileSync } from "node:fs";
 import { join } from "node:path";
 import { freePort } from "./apps.js";
 import { Proc } from "./processes.js";
+import { tempDir } from "./temp-dirs.js";
 
 /**
  * The workspace's own sshd in tests: Debian's OpenSSH server with its own config, host key and
@@ -12,7 +12,7 @@ import { Proc } from "./processes.js";
  *  - SSH_EMPTY_PASSWORD_USER has an empty password (`passwd -d`), as workspace images do;
  *  - SSH_KEY_USER has no usable password and trusts the workspace's key pair.
  * `UsePAM no` and `PermitEmptyPasswords yes` let the first in; `StrictModes no` because the
- * authorized_keys files sit under /tmp.
+ * authorized_keys files sit in the temporary folder.
  */
 export const SSH_EMPTY_PASSWORD_USER = "warren-ssh-test";
 export const SSH_KEY_USER = "warren-ssh-key";
@@ -42,7 +42,7 @@ export interface Sshd {
 
 /** Starts sshd on a free loopback port; `hostKeyFile` reuses a host key (new one when absent). */
 export async function startSshd(options: { hostKeyFile?: string; port?: number; /** Run it inside this network namespace (give `port`). */ netns?: string } = {}): Promise<Sshd> {
-  const dir = mkdtempSync(join(tmpdir(), "warren-sshd-"));
+  const dir = tempDir("warren-sshd-");
   // sshd reads authorized_keys as the logged-in user.
   chmodSync(dir, 0o755);
   const hostKeyFile = options.hostKeyFile ?? join(dir, "host_key");
@@ -173,7 +173,7 @@ export function run(
 
 /** A client key pair in a temporary directory. */
 export function clientKey(name = "id_ed25519"): { file: string; publicKey: string } {
-  const dir = mkdtempSync(join(tmpdir(), "warren-client-key-"));
+  const dir = tempDir("warren-client-key-");
   const file = join(dir, name);
   execFileSync("ssh-keygen", ["-q", "-t", "ed25519", "-N", "", "-C", `test@${name}`, "-f", file]);
   return { file, publicKey: readFileSync(`${file}.pub`, "utf8").trim() };

@@ -1,7 +1,7 @@
 import { execFileSync } from "node:child_process";
-import { mkdtempSync, readFileSync, writeFileSync } from "node:fs";
-import { tmpdir } from "node:os";
+import { readFileSync, writeFileSync } from "node:fs";
 import { join } from "node:path";
+import { tempDir } from "./temp-dirs.js";
 
 export interface TestCa {
   readonly dir: string;
@@ -13,7 +13,7 @@ export interface TestCa {
 
 /** A throwaway certificate authority made with the openssl command. */
 export function createTestCa(): TestCa {
-  const dir = mkdtempSync(join(tmpdir(), "warren-ca-"));
+  const dir = tempDir("warren-ca-");
   const openssl = (...args: string[]) => execFileSync("openssl", args, { cwd: dir, stdio: "pipe" });
   openssl("req", "-x509", "-newkey", "ec", "-pkeyopt", "ec_paramgen_curve:prime256v1", "-nodes", "-keyout", "ca.key", "-out", "ca.pem", "-days", "2", "-subj", "/CN=Warren Test CA");
   let serial = 1;

@@ -1,10 +1,8 @@
 import net from "node:net";
-import { mkdtempSync, rmSync } from "node:fs";
 import http from "node:http";
 import https from "node:https";
-import { tmpdir } from "node:os";
-import { join } from "node:path";
 import { AGENT_BUNDLE, Proc, requireAgentBinary, requireBuilt, SERVER_BUNDLE } from "./processes.js";
+import { tempDir } from "./temp-dirs.js";
 
 export const ADMIN_TOKEN = "test-admin-token-0123456789abcdef";
 export const ROOT_DOMAIN = "warren.localhost";
@@ -44,17 +42,13 @@ function hostOf(addr: unknown): string {
   return host === "0.0.0.0" || host === "::" ? "127.0.0.1" : host;
 }
 
-const dataDirs: string[] = [];
 /**
- * A fresh data directory (removed when the test process exits), so that servers never write
+ * A fresh data directory (removed after the test file, see tempDir), so that servers never write
  * under $HOME and each server starts with an empty embedded store of its own. Tests that
  * restart a server on the same state pass the same WARREN_DATA_DIR again.
  */
 export function testDataDir(): string {
-  const dir = mkdtempSync(join(tmpdir(), "warren-data-"));
-  if (dataDirs.length === 0) process.once("exit", () => dataDirs.forEach((d) => rmSync(d, { recursive: true, force: true })));
-  dataDirs.push(dir);
-  return dir;
+  return tempDir("warren-data-");
 }
 
 /** Starts warren-server on free ports (port 0) and waits until it is ready; `node` runs the bundle. */
