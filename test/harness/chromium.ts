@@ -1,16 +1,21 @@
 import { readFileSync } from "node:fs";
 import { createRequire } from "node:module";
 import { chromium, type BrowserContext, type Page } from "playwright-core";
+import { tempDir } from "./temp-dirs.js";
 
 export const CHROMIUM = "/usr/bin/chromium";
 
 /**
  * Debian's Chromium, headless, with a fresh profile (playwright gives launch() a new
- * --user-data-dir of its own and removes it); one per test file (2-core CI).
+ * --user-data-dir of its own and removes it); one per test file (2-core CI). Chromium's own
+ * temporary files (.org.chromium.Chromium.*) go to a tempDir() of the test file: the browser does
+ * not always remove them before close() returns, and they are removed with the file's other
+ * directories once the browser is gone.
  */
 export async function launchChromium(): Promise<{ context: (options?: { viewport?: { width: number; height: number }; ignoreHTTPSErrors?: boolean }) => Promise<BrowserContext>; close: () => Promise<void> }> {
   const browser = await chromium.launch({
     executablePath: CHROMIUM,
+    env: { ...process.env, TMPDIR: tempDir("warren-chromium-") },
     args: [
       "--headless",
       "--no-sandbox",
