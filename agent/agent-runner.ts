@@ -36,6 +36,16 @@ export interface AgentRunnerOptions {
   readonly clock?: Clock;
 }
 
+/**
+ * After a server asked the agent to move (it is draining: a restart, a rolling upgrade), the
+ * agent expects it or its replacement back within seconds: failed attempts in this window retry
+ * about every RESTART_RETRY_MS (jittered ±50 %) instead of backing off, so a single server's
+ * restart costs its agents about a second after it listens again, not up to the backoff's
+ * longer steps. A refused connect costs the restarting host next to nothing.
+ */
+const RESTART_WINDOW_MS = 60_000;
+const RESTART_RETRY_MS = 1000;
+
 /** A safety net only: the draining server closes its side once its own shutdown timeout passes. */
 const DEFAULT_HANDOFF_TIMEOUT_MS = 10 * 60_000;
 
@@ -68,6 +78,8 @@ export class AgentRunner {
   readonly #retiring = new Set<AgentSession>();
   #stopping = false;
   #stopTimeoutMs = 0;
+  /** Until when a server that asked this agent to move is expected back (clock time; 0: not expected). */
+  #restartExpectedUntil = 0;
   #wake: (() => void) | undefined;
   /** The workload's latest state, sent again after every reconnect. */
   #workload: WorkloadReportMessage | undefined;
@@ -105,6 +117,7 @@ export class AgentRunner {
         clock: this.#clock,
         onReady: (welcome) => {
           this.#backoff.reset();
+          this.#restartExpectedUntil = 0;
           // The new connection is up: the old ones take no new work and close once their streams end.
           for (const old of this.#retiring) void old.drain(this.#options.handoffTimeoutMs ?? DEFAULT_HANDOFF_TIMEOUT_MS);
           this.#options.onReady?.(welcome, server);
@@ -128,7 +141,17 @@ export class AgentRunner {
         return AgentExit.Rejected;
       }
       index++;
-      const delay = end.kind === "server-draining" ? Math.floor(random() * 500) : this.#backoff.next();
+      if (end.kind === "server-draining") {
+        // A move the server asked for is not a failure: the backoff starts afresh should the window pass.
+        this.#backoff.reset();
+        this.#restartExpectedUntil = this.#clock.now() + RESTART_WINDOW_MS;
+      }
+      const delay =
+        end.kind === "server-draining"
+          ? Math.floor(random() * 500)
+          : this.#clock.now() < this.#restartExpectedUntil
+            ? Math.round(RESTART_RETRY_MS * (0.5 + random()))
+            : this.#backoff.next();
       // A handoff the server asked for is routine (drain, connection age); a lost connection is not.
       log[end.kind === "server-draining" ? "info" : "warn"]({ server: server.origin, reason: end.message, retryInMs: delay }, "disconnected; reconnecting");
       await this.#sleep(delay);

@@ -5,13 +5,13 @@
 //     server/ never imports agent/ or cli/; cli/ never imports agent/ (the agent is its own binary);
 //   - server/domain/ (names, states, records, access policy, token kinds, store ports) imports
 //     only shared/ and itself: every front door and store builds on it, never the reverse;
-//   - nothing imports the composition root (server/main.ts, server/warren-server.ts, the mode and
+//   - nothing imports the composition root (server/main.ts, server/warren-server.ts, the mode, control-layer and
 //     front-door factories, the drain sequence) except the composition root itself.
 // Prints each broken rule with the imports that break it; exits 1 when any is broken.
 import madge from "madge";
 
 // The composition root: the program, the server that wires everything, and the factories and
-// helpers only it uses (modes, front doors, drain, bindings): nothing below imports them.
+// helpers only it uses (modes, control layer, front doors, drain, bindings): nothing below imports them.
 const COMPOSITION_ROOT = new Set([
   "server/main.ts",
   "server/warren-server.ts",
@@ -19,6 +19,7 @@ const COMPOSITION_ROOT = new Set([
   "server/embedded-mode.ts",
   "server/cluster-mode.ts",
   "server/front-doors.ts",
+  "server/control-layer.ts",
   "server/drain-sequence.ts",
   "server/late-binding.ts",
   "server/public-origin.ts",

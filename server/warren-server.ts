@@ -6,19 +6,12 @@ import { DisconnectReason } from "../shared/gen/warren/v1/agent_pb.js";
 import type { Logger } from "../shared/logger.js";
 import { TUNNEL_WINDOWS } from "../shared/tunnel-windows.js";
 import { VERSION } from "../shared/version.js";
-import { Authenticator } from "./auth/authenticator.js";
 import { CredentialLeases } from "./auth/credential-leases.js";
-import { SecretBox } from "./auth/secret-box.js";
-import { generateSecretKey, KeyPurpose, SecretKeys } from "./auth/secret-keys.js";
+import { generateSecretKey, SecretKeys } from "./auth/secret-keys.js";
 import type { Presence } from "./cluster/presence.js";
 import type { ServerConfig } from "./config.js";
-import { AgentControl } from "./control/agent-control.js";
-import { EnrollmentTokens } from "./control/enrollment-tokens.js";
-import { SshKeyManager } from "./control/ssh-key-manager.js";
-import { UserManager } from "./control/user-manager.js";
 import { WorkspaceManager } from "./control/workspace-manager.js";
 import type { WorkspaceRecord } from "./domain/records.js";
-import { sshKeyOfCredential } from "./domain/ssh-key-owner.js";
 import type { ControlStore } from "./domain/store.js";
 import { generateAdminToken } from "./domain/tokens.js";
 import type { EventBus } from "./events/event-bus.js";
@@ -31,6 +24,7 @@ import { AgentEndpoint } from "./tunnel/agent-endpoint.js";
 import { limitConnectionAge } from "./tunnel/max-connection-age.js";
 import { TunnelDialer } from "./tunnel/tunnel-dialer.js";
 import { TunnelRegistry } from "./tunnel/tunnel-registry.js";
+import { buildControlLayer } from "./control-layer.js";
 import { runDrainSequence } from "./drain-sequence.js";
 import { buildFrontDoors, type FrontDoors } from "./front-doors.js";
 import { createClusterMode } from "./cluster-mode.js";
@@ -145,41 +139,11 @@ export class WarrenServer {
     this.events = events;
     this.presence = presence;
 
-    // The control layer: the rules that change state.
-    const authenticator = new Authenticator({ workspaces: store, tokens: store, adminToken: this.adminToken });
+    // The control layer: the rules that change state, and revocations closing what they opened.
     const isConnected = (workspaceId: string) => presence.isConnected(workspaceId);
-    const manager = new WorkspaceManager({
-      workspaces: store,
-      tokens: store,
-      users: store,
-      events,
-      secretBox: new SecretBox(
-        keys.derive(KeyPurpose.Variables),
-        acceptedKeys.map((k) => k.derive(KeyPurpose.Variables)),
-      ),
-      agentTokenTtlMs: config.agentTokenTtl,
-      isConnected,
-      log: log.child({ component: "control" }),
-    });
+    const control = buildControlLayer({ config, log, store, events, adminToken: this.adminToken, keys, acceptedKeys, registry, leases, isConnected });
+    const { authenticator, manager, users, sshKeys, enrollmentTokens, agentControl } = control;
     this.workspaces = manager;
-    const users = new UserManager({ users: store, tokens: store, events, log: log.child({ component: "control" }) });
-    const sshKeys = new SshKeyManager({ keys: store, users: store, log: log.child({ component: "control" }), events });
-    const enrollmentTokens = new EnrollmentTokens({ tokens: store, users: store, log: log.child({ component: "control" }) });
-    const agentControl = new AgentControl({ manager, workspaces: store, connections: registry, events, log: log.child({ component: "control" }) });
-    events.subscribe((event) => {
-      if (event.type === "workspace-revoked") {
-        // By token (rotated) or by incarnation (deleted, terminated); only events of servers
-        // older than incarnations name the workspace alone.
-        if (event.tokenId) leases.revokeToken(event.tokenId, event.reason);
-        else if (event.workspaceId) leases.revokeWorkspace(event.workspaceId, event.reason);
-        else registry.disconnectWorkspace(event.workspace, DisconnectReason.REVOKED, event.reason);
-      } else if (event.type === "workspace-created") {
-        registry.closeOtherIncarnations(event.workspace, event.workspaceId);
-      } else if (event.type === "token-revoked") {
-        authenticator.forgetToken(event.tokenId);
-        leases.revokeToken(event.tokenId, sshKeyOfCredential(event.tokenId) ? "the SSH key was removed" : "the access token was revoked");
-      }
-    });
     const urlsOf = (w: WorkspaceRecord) => w.ports.map((p) => workspaceUrl(origin.base, config.rootDomain, w.name, p.port));
 
     // A draining agent connection moves the front doors' connections off it; the front doors hand agents' streams to the endpoint.

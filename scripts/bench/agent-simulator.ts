@@ -11,11 +11,13 @@
 // Status, one JSON object a line on stdout ({"sim":...}), every 250 ms and after each command.
 import { readFileSync } from "node:fs";
 import { createInterface } from "node:readline";
+import { Writable } from "node:stream";
 import { pino, type LevelWithSilent } from "pino";
 import { AgentExit, AgentRunner } from "../../agent/agent-runner.js";
 import { AGENT_SETTINGS } from "../../agent/config.js";
 import { DesiredStateReconciler } from "../../agent/desired-state-reconciler.js";
 import { NoWorkload } from "../../agent/no-workload.js";
+import { parseDuration } from "../../shared/settings.js";
 
 export interface SimulatorStatus {
   readonly sim: "status";
@@ -29,6 +31,8 @@ export interface SimulatorStatus {
   readonly sessionEnds: number;
   /** Welcomes received, in total. */
   readonly welcomes: number;
+  /** Why sessions ended ("disconnected; reconnecting" reasons, numbers masked), with counts. */
+  readonly endReasons: Record<string, number>;
   readonly rss: number;
   readonly heapUsed: number;
 }
@@ -49,12 +53,37 @@ export async function runAgentSimulator(args: string[]): Promise<void> {
   if (!server || !tokensFile) throw new Error("--simulate-agents needs --server URL and --tokens FILE");
   const tokens = readFileSync(tokensFile, "utf8").split("\n").map((t) => t.trim()).filter(Boolean);
   // Agents log to stderr (stdout is the status channel); only errors by default.
-  const log = pino({ name: "agent-simulator", level: (process.env["WARREN_SIM_LOG_LEVEL"] ?? "error") as LevelWithSilent }, pino.destination(2));
+  // Warnings and above are read for the reasons sessions end (the storm's figures say why agents
+  // failed, not only how often); errors, and everything at WARREN_SIM_LOG_LEVEL, go to stderr.
+  const endReasons: Record<string, number> = {};
+  const printLevel = pino.levels.values[(process.env["WARREN_SIM_LOG_LEVEL"] ?? "error") as LevelWithSilent] ?? 50;
+  const stderr = pino.destination(2);
+  const tally = new Writable({
+    write(chunk: Buffer, _encoding, callback) {
+      for (const line of chunk.toString().split("\n")) {
+        if (!line) continue;
+        const entry = JSON.parse(line) as { level: number; msg?: string; reason?: string };
+        if (entry.reason) {
+          const key = `${entry.msg}: ${entry.reason.replace(/\d+/g, "N")}`;
+          endReasons[key] = (endReasons[key] ?? 0) + 1;
+        }
+        if (entry.level >= printLevel) stderr.write(`${line}\n`);
+      }
+      callback();
+    },
+  });
+  const log = pino({ name: "agent-simulator", level: "info" }, tally);
   const pool = {
     minIdle: AGENT_SETTINGS.poolMinIdle.default!,
     maxStreams: AGENT_SETTINGS.poolMaxStreams.default!,
     burst: AGENT_SETTINGS.poolBurst.default!,
     idleTimeoutMs: AGENT_SETTINGS.poolIdleTimeout.default!,
+  };
+  // The agent's own liveness settings, from the same variables (the bench compares ping intervals).
+  const env = process.env;
+  const liveness = {
+    intervalMs: env["WARREN_AGENT_PING_INTERVAL"] ? parseDuration(env["WARREN_AGENT_PING_INTERVAL"]) : AGENT_SETTINGS.pingInterval.default!,
+    timeoutMs: env["WARREN_AGENT_PING_TIMEOUT"] ? parseDuration(env["WARREN_AGENT_PING_TIMEOUT"]) : AGENT_SETTINGS.pingTimeout.default!,
   };
   const servers = [new URL(server)];
   const agents: SimAgent[] = [];
@@ -72,6 +101,7 @@ export async function runAgentSimulator(args: string[]): Promise<void> {
         token: () => token,
         pool,
         dialTimeoutMs: AGENT_SETTINGS.dialTimeout.default!,
+        liveness,
         log,
         onReady: () => {
           counters.welcomes++;
@@ -98,7 +128,7 @@ export async function runAgentSimulator(args: string[]): Promise<void> {
 
   const status = (): SimulatorStatus => {
     const m = process.memoryUsage();
-    return { sim: "status", started: agents.length, ...counters, rss: m.rss, heapUsed: m.heapUsed };
+    return { sim: "status", started: agents.length, ...counters, endReasons, rss: m.rss, heapUsed: m.heapUsed };
   };
   const report = () => process.stdout.write(`${JSON.stringify(status())}\n`);
   const timer = setInterval(report, 250);

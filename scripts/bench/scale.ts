@@ -177,6 +177,7 @@ async function storm(ctx: BenchContext, total: number, appPort: number, rows: Be
     for (const signal of signals) {
       await settle();
       const endsBefore = sims.reduce((n, s) => n + s.status.sessionEnds, 0);
+      const reasonsBefore = endReasonsOf(sims);
       const commandsBefore = await redisCommandCalls(redisPort);
       ctx.log(`scale: ${total} agents serving; restarting the server (${signal})`);
       const t0 = performance.now();
@@ -191,6 +192,13 @@ async function storm(ctx: BenchContext, total: number, appPort: number, rows: Be
       ctx.log(`scale: ${signal}: Redis commands per agent during the restart: ${(commandTotal / total).toFixed(1)} (${Object.entries(commands).sort((a, b) => b[1] - a[1]).slice(0, 8).map(([k, v]) => `${k} ${(v / total).toFixed(1)}`).join(", ")})`);
       const gaveUp = sims.reduce((n, s) => n + s.status.gaveUp, 0);
       const attempts = sims.reduce((n, s) => n + s.status.sessionEnds, 0) - endsBefore;
+      const reasons = Object.entries(endReasonsOf(sims))
+        .map(([reason, n]) => [reason, n - (reasonsBefore[reason] ?? 0)] as const)
+        .filter(([, n]) => n > 0)
+        .sort((a, b) => b[1] - a[1]);
+      const why = reasons.slice(0, 6).map(([reason, n]) => `${(n / total).toFixed(2)}/agent ${reason}`).join("; ");
+      ctx.log(`scale: ${signal}: why sessions ended: ${why}`);
+      notes.push(`storm (${signal}): why sessions ended, per agent: ${why}`);
       const sample = sampleOf(names, ctx.quick ? 20 : 100);
       const probes = await probe(server.httpPort, sample, appPort);
       ctx.log(`scale: ${signal}: all ${total} serving ${(recovered / 1000).toFixed(1)} s after the signal (old server gone after ${(down / 1000).toFixed(1)} s, new one ready after ${(up / 1000).toFixed(1)} s); ${gaveUp} gave up; ${probes.ok}/${sample.length} probes ok`);
@@ -536,9 +544,16 @@ class WarrenProcess extends InspectedProcess {
 }
 
 
+/** The simulators' session-end reasons, added up. */
+function endReasonsOf(sims: Simulator[]): Record<string, number> {
+  const sum: Record<string, number> = {};
+  for (const sim of sims) for (const [reason, n] of Object.entries(sim.status.endReasons ?? {})) sum[reason] = (sum[reason] ?? 0) + n;
+  return sum;
+}
+
 /** A process of simulated agents (agent-simulator.ts). */
 class Simulator {
-  #status: SimulatorStatus = { sim: "status", started: 0, ready: 0, gaveUp: 0, sessionEnds: 0, welcomes: 0, rss: 0, heapUsed: 0 };
+  #status: SimulatorStatus = { sim: "status", started: 0, ready: 0, gaveUp: 0, sessionEnds: 0, welcomes: 0, endReasons: {}, rss: 0, heapUsed: 0 };
   readonly tokens: number;
 
   private constructor(readonly proc: Child, tokens: number) {
