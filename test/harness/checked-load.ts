@@ -101,6 +101,7 @@ export interface CheckedApp {
  */
 export async function startCheckedApp(name: string, port = 0): Promise<CheckedApp> {
   let server: http.Server;
+  let wss: WebSocketServer;
   const listen = async (p: number) => {
     server = http.createServer((req, res) => {
       const url = new URL(req.url ?? "/", "http://app");
@@ -123,7 +124,7 @@ export async function startCheckedApp(name: string, port = 0): Promise<CheckedAp
       if (delay > 0) setTimeout(send, delay);
       else send();
     });
-    const wss = new WebSocketServer({ server });
+    wss = new WebSocketServer({ server });
     wss.on("connection", (ws) => ws.on("message", (data) => ws.send(`${name}:${data.toString()}`)));
     await new Promise<void>((resolve, reject) => {
       server.once("error", reject);
@@ -132,10 +133,14 @@ export async function startCheckedApp(name: string, port = 0): Promise<CheckedAp
     return (server.address() as AddressInfo).port;
   };
   const bound = await listen(port);
+  // An app that goes down cuts its WebSockets too: server.close() waits for every socket it
+  // accepted, upgraded ones included, which closeAllConnections() leaves open (the soak hung
+  // in "app down" until an open WebSocket to the app ended by itself).
   const stop = () =>
     new Promise<void>((resolve) => {
       server.close(() => resolve());
       server.closeAllConnections();
+      for (const ws of wss.clients) ws.terminate();
     });
   return {
     name,
