@@ -258,17 +258,17 @@ export class FaultCluster {
    * each, on a machine also running other tests, one slow client in a few runs was reset:
    * not diagnosed yet (issue 14).
    */
-  async slowClients(count = 10): Promise<FaultReport> {
+  async slowClients(count = 10, bytes = 2 << 20): Promise<FaultReport> {
     const faultAt = Date.now();
     const entries = this.#entries();
     const own = await Promise.all(
       Array.from({ length: count }, (_, n) =>
-        this.load.once("download", entries[n % entries.length]!, this.targets[n % this.targets.length]!, { stallMs: 3000, bytes: 2 << 20 }),
+        this.load.once("download", entries[n % entries.length]!, this.targets[n % this.targets.length]!, { stallMs: 3000, bytes }),
       ),
     );
     const undoneAt = Date.now();
     await sleep(500);
-    return { ...this.#report(`${count} slow clients (2 MiB, reading stalled 3 s)`, true, faultAt, faultAt, undoneAt), own: summarize(own) };
+    return { ...this.#report(`${count} slow clients (${bytes >> 20} MiB, reading stalled 3 s)`, true, faultAt, faultAt, undoneAt), own: summarize(own) };
   }
 
   // --- Internals ----------------------------------------------------------------------------
