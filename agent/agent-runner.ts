@@ -39,12 +39,14 @@ export interface AgentRunnerOptions {
 /**
  * After a server asked the agent to move (it is draining: a restart, a rolling upgrade), the
  * agent expects it or its replacement back within seconds: failed attempts in this window retry
- * about every RESTART_RETRY_MS (jittered ±50 %) instead of backing off, so a single server's
- * restart costs its agents about a second after it listens again, not up to the backoff's
- * longer steps. A refused connect costs the restarting host next to nothing.
+ * every 1 s to 3 s (at random) instead of backing off, so a single server's restart costs its
+ * agents at most about 3 s after it listens again, not up to the backoff's longer steps. A
+ * refused connect costs the restarting host next to nothing.
  */
 const RESTART_WINDOW_MS = 60_000;
-const RESTART_RETRY_MS = 1000;
+const RESTART_RETRY_MIN_MS = 1000;
+/** Retries are spread over 1 s to 3 s: thousands of agents of a restarted server do not all arrive in the same second. */
+const RESTART_RETRY_SPREAD_MS = 2000;
 
 /** A safety net only: the draining server closes its side once its own shutdown timeout passes. */
 const DEFAULT_HANDOFF_TIMEOUT_MS = 10 * 60_000;
@@ -150,7 +152,7 @@ export class AgentRunner {
         end.kind === "server-draining"
           ? Math.floor(random() * 500)
           : this.#clock.now() < this.#restartExpectedUntil
-            ? Math.round(RESTART_RETRY_MS * (0.5 + random()))
+            ? Math.round(RESTART_RETRY_MIN_MS + RESTART_RETRY_SPREAD_MS * random())
             : this.#backoff.next();
       // A handoff the server asked for is routine (drain, connection age); a lost connection is not.
       log[end.kind === "server-draining" ? "info" : "warn"]({ server: server.origin, reason: end.message, retryInMs: delay }, "disconnected; reconnecting");

@@ -105,6 +105,18 @@ describe("AgentSession", () => {
     expect(t.http2Session.destroyed).toBe(true);
   });
 
+  it("regression (reconnect storm): before the welcome a silent server gets the welcome timeout, not the ping bound", async () => {
+    const t = started({ intervalMs: 2000, timeoutMs: 2000 });
+    // Connected, SETTINGS seen, then nothing: a server busy admitting thousands of agents.
+    t.serverSpeaksHttp2();
+    t.http2Session.answersPings = false;
+    await t.clock.advance(10_000);
+    expect(t.end()).toBeUndefined();
+    expect(t.http2Session.pings).toBe(0);
+    await t.clock.advance(5_000);
+    expect(t.end()).toEqual({ kind: "lost", message: "server sent no welcome in time" });
+  });
+
   it("stays up while the server answers pings or sends anything at all", async () => {
     const t = started({ intervalMs: 1000, timeoutMs: 500 });
     t.welcome();

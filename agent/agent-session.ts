@@ -272,7 +272,9 @@ export class AgentSession {
       } catch {
         // Session already gone: the close handler reports it.
       }
-      this.#startPing(session);
+      // Ping liveness starts with the welcome: until then the welcome timeout bounds the
+      // handshake, so a server busy admitting thousands of agents after a restart is not
+      // mistaken for a dead one (each agent dropping it after 4 s would feed the storm).
       this.#openControl(session);
     });
   }
@@ -410,6 +412,7 @@ export class AgentSession {
         if (!this.#transition(AgentSessionState.Ready, "welcomed")) return;
         const welcome = message.msg.value;
         this.#welcome = welcome;
+        this.#startPing(session);
         if (welcome.serverVersion !== VERSION) {
           log.warn({ serverVersion: welcome.serverVersion, agentVersion: VERSION }, "server version differs from the agent's");
         }
