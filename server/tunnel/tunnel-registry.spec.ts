@@ -78,4 +78,21 @@ describe("TunnelRegistry (workspace incarnations)", () => {
     expect(registry.workspaceCount).toBe(0);
     expect(registry.connectionsOf("dev")).toEqual([]);
   });
+
+  it("finds the incarnations of a name among thousands without touching the others, and forgets one whose last agent left", () => {
+    const registry = new TunnelRegistry();
+    const others = Array.from({ length: 2000 }, (_, i) => fakeConnection(`ws-${i}`, `ws_${i}`));
+    for (const o of others) registry.register(o.connection);
+    const old = fakeConnection("dev", "ws_old");
+    registry.register(old.connection);
+    old.connection.disconnect(DisconnectReason.REVOKED);
+    // Gone already: a new incarnation of the name closes nothing, and nobody else is touched.
+    expect(registry.closeOtherIncarnations("dev", "ws_new")).toBe(0);
+    const fresh = fakeConnection("dev", "ws_new");
+    registry.register(fresh.connection);
+    expect(fresh.state.disconnected).toBeUndefined();
+    expect(others.every((o) => o.state.disconnected === undefined)).toBe(true);
+    expect(registry.disconnectWorkspace("dev", DisconnectReason.REVOKED, "deleted")).toBe(1);
+    expect(registry.workspaceCount).toBe(2000);
+  });
 });

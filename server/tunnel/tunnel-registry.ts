@@ -71,6 +71,8 @@ export class TunnelRegistry implements AgentRegistrar, StreamFinder {
   readonly #workspaces = new Map<string, WorkspaceTunnels>();
   /** Workspace name -> the id of its incarnation held here. */
   readonly #idByName = new Map<string, string>();
+  /** Every incarnation held here, by name: a registration checks its own name only, not every workspace (5,000 agents reconnecting at once). */
+  readonly #idsByName = new Map<string, Set<string>>();
   readonly #bySession = new WeakMap<Http2Session, AgentConnection>();
   readonly #onWorkspaceChange: ((workspaceId: string, connected: boolean) => void) | undefined;
 
@@ -94,6 +96,9 @@ export class TunnelRegistry implements AgentRegistrar, StreamFinder {
       this.#workspaces.set(connection.workspaceId, tunnels);
     }
     this.#idByName.set(connection.workspace, connection.workspaceId);
+    let ids = this.#idsByName.get(connection.workspace);
+    if (!ids) this.#idsByName.set(connection.workspace, (ids = new Set()));
+    ids.add(connection.workspaceId);
     // The agent process connected again: its older connections may be dead without a FIN
     // having reached us (a network cut), and their streams would swallow dials until a
     // timeout. New dials go to the new connection; requests in flight on the old one go on
@@ -194,8 +199,8 @@ export class TunnelRegistry implements AgentRegistrar, StreamFinder {
    */
   closeOtherIncarnations(workspace: string, workspaceId: string): number {
     const stale: AgentConnection[] = [];
-    for (const [id, tunnels] of this.#workspaces) {
-      if (id !== workspaceId && tunnels.name === workspace) stale.push(...tunnels.connections);
+    for (const id of this.#idsByName.get(workspace) ?? []) {
+      if (id !== workspaceId) stale.push(...(this.#workspaces.get(id)?.connections ?? []));
     }
     for (const connection of stale) {
       connection.disconnect(DisconnectReason.REVOKED, `workspace "${workspace}" was replaced by a new workspace of the same name`, 0);
@@ -206,7 +211,7 @@ export class TunnelRegistry implements AgentRegistrar, StreamFinder {
   /** Drops every agent of the workspace on this server (revoked, deleted). */
   disconnectWorkspace(workspace: string, reason: DisconnectReason, message: string): number {
     const connections: AgentConnection[] = [];
-    for (const tunnels of this.#workspaces.values()) if (tunnels.name === workspace) connections.push(...tunnels.connections);
+    for (const id of this.#idsByName.get(workspace) ?? []) connections.push(...(this.#workspaces.get(id)?.connections ?? []));
     for (const connection of connections) connection.disconnect(reason, message);
     return connections.length;
   }
@@ -253,6 +258,9 @@ export class TunnelRegistry implements AgentRegistrar, StreamFinder {
     if (tunnels.connections.length === 0) {
       this.#workspaces.delete(connection.workspaceId);
       if (this.#idByName.get(connection.workspace) === connection.workspaceId) this.#idByName.delete(connection.workspace);
+      const ids = this.#idsByName.get(connection.workspace);
+      ids?.delete(connection.workspaceId);
+      if (ids?.size === 0) this.#idsByName.delete(connection.workspace);
       clearInterval(tunnels.reaskTimer);
       for (const waiter of [...tunnels.waiters]) waiter.reject(notConnected(connection.workspace));
       this.#onWorkspaceChange?.(connection.workspaceId, false);
