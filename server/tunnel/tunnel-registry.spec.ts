@@ -85,7 +85,7 @@ describe("TunnelRegistry (workspace incarnations)", () => {
     for (const o of others) registry.register(o.connection);
     const old = fakeConnection("dev", "ws_old");
     registry.register(old.connection);
-    old.connection.disconnect(DisconnectReason.REVOKED);
+    old.connection.disconnect(DisconnectReason.REVOKED, "deleted");
     // Gone already: a new incarnation of the name closes nothing, and nobody else is touched.
     expect(registry.closeOtherIncarnations("dev", "ws_new")).toBe(0);
     const fresh = fakeConnection("dev", "ws_new");
