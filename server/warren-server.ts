@@ -35,6 +35,11 @@ import { PublicOrigin } from "./public-origin.js";
 import { ServerLifecycle, ServerPhase } from "./server-phase.js";
 import type { ServerMode } from "./server-mode.js";
 
+/** The workspace sweep's pace (time to live, CI jobs gone, stuck terminations): see #sweep. */
+const SWEEP_INTERVAL_MS = 1000;
+const SWEEP_MAX_INTERVAL_MS = 10_000;
+const SWEEP_MAX_SHARE = 200;
+
 export interface ServerAddresses {
   readonly http: AddressInfo;
   /** Absent when the separate agent listener is off (agents come through the public listener). */
@@ -278,8 +283,8 @@ export class WarrenServer {
     this.leases.start();
     this.#revalidateTimer = setInterval(() => void this.leases.revalidate(), LEASE_REVALIDATE_INTERVAL_MS);
     this.#revalidateTimer.unref();
-    // Time to live and stuck terminations are driven by this clock tick.
-    this.#sweepTimer = setInterval(() => void this.workspaces.sweep(), 1000);
+    // Time to live, CI jobs gone and stuck terminations are driven by this clock tick.
+    this.#sweepTimer = setTimeout(() => void this.#sweep(), SWEEP_INTERVAL_MS);
     this.#sweepTimer.unref();
     if (this.adminTokenGenerated) {
       this.log.warn({ adminToken: this.adminToken }, "generated an admin token for this run; set WARREN_ADMIN_TOKEN to choose one");
@@ -308,10 +313,26 @@ export class WarrenServer {
     return this.#addresses;
   }
 
+  /**
+   * One pass of the workspace rules, then the next: a second later, or later still when the pass
+   * was long (each pass reads every workspace; with thousands, once a second would cost a steady
+   * share of a core for nothing): at most about 1/SWEEP_MAX_SHARE of the time, never more than
+   * SWEEP_MAX_INTERVAL_MS apart.
+   */
+  async #sweep(): Promise<void> {
+    const started = performance.now();
+    await this.workspaces.sweep();
+    if (this.#sweepTimer === undefined) return;
+    const took = performance.now() - started;
+    this.#sweepTimer = setTimeout(() => void this.#sweep(), Math.min(SWEEP_MAX_INTERVAL_MS, Math.max(SWEEP_INTERVAL_MS, took * SWEEP_MAX_SHARE)));
+    this.#sweepTimer.unref();
+  }
+
   /** Graceful stop: the sequence is drain-sequence.ts; this wires it to the modules it acts on. */
   async shutdown(options: { drainDelayMs?: number } = {}): Promise<void> {
     if (!this.#lifecycle.transition(ServerPhase.Draining)) return;
-    clearInterval(this.#sweepTimer);
+    clearTimeout(this.#sweepTimer);
+    this.#sweepTimer = undefined;
     clearInterval(this.#revalidateTimer);
     const cluster = this.#mode.cluster;
     const frontDoors = this.#frontDoors;

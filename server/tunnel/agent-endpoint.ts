@@ -155,6 +155,8 @@ export class AgentEndpoint {
   readonly #options: AgentEndpointOptions;
   readonly #server: Http2Server | Http2SecureServer | undefined;
   readonly #sessions = new Map<ServerHttp2Session, SessionState>();
+  /** The same sessions split by ping group: each liveness tick walks its own group only. */
+  readonly #groups: Array<Map<ServerHttp2Session, SessionState>> = Array.from({ length: PING_GROUPS }, () => new Map());
   #draining = false;
   #pingTimer: NodeJS.Timeout | undefined;
   #pingTick = 0;
@@ -164,9 +166,13 @@ export class AgentEndpoint {
   constructor(options: AgentEndpointOptions) {
     this.#options = options;
     const sessions = this.#sessions;
+    const groups = this.#groups;
     this.#onSessionClose = function (this: ServerHttp2Session) {
       const state = sessions.get(this);
-      if (state) clearTimeout(state.helloTimer);
+      if (state) {
+        clearTimeout(state.helloTimer);
+        groups[state.pingGroup]!.delete(this);
+      }
       sessions.delete(this);
     };
     if (!options.listen) return;
@@ -243,8 +249,8 @@ export class AgentEndpoint {
   #checkGroup(group: number): void {
     const { intervalMs, timeoutMs } = this.#liveness;
     const now = Date.now();
-    for (const [session, state] of this.#sessions) {
-      if (state.pingGroup !== group || !state.connection || session.destroyed) continue;
+    for (const [session, state] of this.#groups[group]!) {
+      if (!state.connection || session.destroyed) continue;
       const bytes = session.socket?.bytesRead ?? 0;
       if (bytes !== state.bytesSeen) {
         state.bytesSeen = bytes;
@@ -281,6 +287,7 @@ export class AgentEndpoint {
       pingGroup: this.#sessionsSeen++ % PING_GROUPS,
     };
     this.#sessions.set(session, state);
+    this.#groups[state.pingGroup]!.set(session, state);
     session.on("error", destroySession);
     session.on("close", this.#onSessionClose);
     session.once("remoteSettings", raiseSessionWindow);
