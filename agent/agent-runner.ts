@@ -143,17 +143,7 @@ export class AgentRunner {
         return AgentExit.Rejected;
       }
       index++;
-      if (end.kind === "server-draining") {
-        // A move the server asked for is not a failure: the backoff starts afresh should the window pass.
-        this.#backoff.reset();
-        this.#restartExpectedUntil = this.#clock.now() + RESTART_WINDOW_MS;
-      }
-      const delay =
-        end.kind === "server-draining"
-          ? Math.floor(random() * 500)
-          : this.#clock.now() < this.#restartExpectedUntil
-            ? Math.round(RESTART_RETRY_MIN_MS + RESTART_RETRY_SPREAD_MS * random())
-            : this.#backoff.next();
+      const delay = this.#delayAfter(end, random);
       // A handoff the server asked for is routine (drain, connection age); a lost connection is not.
       log[end.kind === "server-draining" ? "info" : "warn"]({ server: server.origin, reason: end.message, retryInMs: delay }, "disconnected; reconnecting");
       await this.#sleep(delay);
@@ -161,6 +151,18 @@ export class AgentRunner {
     // Stopping: handed-off sessions get the same time as the current one for their streams.
     await Promise.all([...this.#retiring].map((session) => session.drain(this.#stopTimeoutMs)));
     return AgentExit.Ok;
+  }
+
+  /** How long to wait before connecting again after a session ended this way. */
+  #delayAfter(end: SessionEnd, random: () => number): number {
+    if (end.kind === "server-draining") {
+      // A move the server asked for is not a failure: the backoff starts afresh should the window pass.
+      this.#backoff.reset();
+      this.#restartExpectedUntil = this.#clock.now() + RESTART_WINDOW_MS;
+      return Math.floor(random() * 500);
+    }
+    if (this.#clock.now() < this.#restartExpectedUntil) return Math.round(RESTART_RETRY_MIN_MS + RESTART_RETRY_SPREAD_MS * random());
+    return this.#backoff.next();
   }
 
   /**

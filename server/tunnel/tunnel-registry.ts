@@ -69,9 +69,10 @@ export interface TunnelRegistryOptions {
 export class TunnelRegistry implements AgentRegistrar, StreamFinder {
   /** By workspace id. */
   readonly #workspaces = new Map<string, WorkspaceTunnels>();
-  /** Workspace name -> the id of its incarnation held here. */
-  readonly #idByName = new Map<string, string>();
-  /** Every incarnation held here, by name: a registration checks its own name only, not every workspace (5,000 agents reconnecting at once). */
+  /**
+   * Every incarnation held here, by name, the most recently registered last: a registration
+   * checks its own name only, not every workspace (5,000 agents reconnecting at once).
+   */
   readonly #idsByName = new Map<string, Set<string>>();
   readonly #bySession = new WeakMap<Http2Session, AgentConnection>();
   readonly #onWorkspaceChange: ((workspaceId: string, connected: boolean) => void) | undefined;
@@ -95,9 +96,9 @@ export class TunnelRegistry implements AgentRegistrar, StreamFinder {
       tunnels = { name: connection.workspace, connections: [], waiters: [], next: 0, requested: 0, reaskTimer: undefined };
       this.#workspaces.set(connection.workspaceId, tunnels);
     }
-    this.#idByName.set(connection.workspace, connection.workspaceId);
     let ids = this.#idsByName.get(connection.workspace);
     if (!ids) this.#idsByName.set(connection.workspace, (ids = new Set()));
+    ids.delete(connection.workspaceId);
     ids.add(connection.workspaceId);
     // The agent process connected again: its older connections may be dead without a FIN
     // having reached us (a network cut), and their streams would swallow dials until a
@@ -135,7 +136,7 @@ export class TunnelRegistry implements AgentRegistrar, StreamFinder {
 
   /** Connections of the workspace of that name held here (its newest incarnation), for status and tests. */
   connectionsOf(workspace: string): readonly AgentConnection[] {
-    const id = this.#idByName.get(workspace);
+    const id = [...(this.#idsByName.get(workspace) ?? [])].pop();
     return (id !== undefined && this.#workspaces.get(id)?.connections) || [];
   }
 
@@ -257,7 +258,6 @@ export class TunnelRegistry implements AgentRegistrar, StreamFinder {
     if (i >= 0) tunnels.connections.splice(i, 1);
     if (tunnels.connections.length === 0) {
       this.#workspaces.delete(connection.workspaceId);
-      if (this.#idByName.get(connection.workspace) === connection.workspaceId) this.#idByName.delete(connection.workspace);
       const ids = this.#idsByName.get(connection.workspace);
       ids?.delete(connection.workspaceId);
       if (ids?.size === 0) this.#idsByName.delete(connection.workspace);
